@@ -1,0 +1,141 @@
+"""The `cxr` command line: parse, call one library function, turn our errors into one red line.
+
+Exit codes: 0 success, 1 data/runtime error, 2 configuration or usage error.
+Any exception that is not a CxrError is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from cxr.errors import ConfigError, CxrError
+
+app = typer.Typer(
+    help="Train chest X-ray classifiers, evaluate them per cross-validation fold, and explain every prediction.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+DEFAULT_CONFIG = Path("cxr.yaml")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(command: F) -> F:
+    """Print a CxrError as one red line on stderr and exit with its code, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CxrError as exc:
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug messages.")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s")
+
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help=f"YAML config (default: ./{DEFAULT_CONFIG} when it exists).")
+]
+Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.epochs=3 data.image_size=128.")]
+
+
+def resolve_config(config: Path | None, overrides: list[str] | None):  # noqa: ANN201 - Config, imported lazily
+    """Load the config named on the command line, or the documented default."""
+    from cxr.config import load_config
+
+    if config is None:
+        if not DEFAULT_CONFIG.is_file():
+            raise ConfigError(f"no --config given and no ./{DEFAULT_CONFIG} here; pass --config configs/synthetic.yaml or create ./{DEFAULT_CONFIG}")
+        config = DEFAULT_CONFIG
+    return load_config(config, overrides or [])
+
+
+@app.command()
+@friendly_errors
+def download(
+    source: Annotated[str, typer.Argument(help="synthetic, nih-cxr14, rsna-pneumonia, covid-radiography or folder.")] = "synthetic",
+    dest: Annotated[Path, typer.Option(help="Data root; the dataset goes to DEST/NAME/.")] = Path("data"),
+    name: Annotated[str | None, typer.Option(help="Dataset folder name (default: SOURCE-TASK).")] = None,
+    task: Annotated[str | None, typer.Option(help="synthetic: pneumonia|cardiomegaly; nih-cxr14: a finding (default cardiomegaly) or all.")] = None,
+    size: Annotated[int | None, typer.Option(min=16, max=4096, help="Stored image size in pixels (square).")] = None,
+    folds: Annotated[int, typer.Option(min=2, max=100, help="Number of cross-validation folds.")] = 10,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for folds and synthetic images.")] = 0,
+    n: Annotated[int, typer.Option(min=2, help="synthetic: number of images.")] = 400,
+    positive_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="synthetic: share of positive images.")] = 0.5,
+    bias: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="synthetic: marker on positives with probability P, negatives 1-P.")] = None,
+    from_dir: Annotated[Path | None, typer.Option("--from", help="Convert files already on disk (extracted) instead of downloading.")] = None,
+    csv: Annotated[Path | None, typer.Option(help="folder: a CSV of path,label[,patient_id], paths relative to it.")] = None,
+    mirror: Annotated[str | None, typer.Option(help="Fetch the source's files from this base URL instead.")] = None,
+    parts: Annotated[str | None, typer.Option(help="nih-cxr14: which of the 12 image archives, e.g. 1,2.")] = None,
+    classes: Annotated[str, typer.Option(help="covid-radiography: classes to keep.")] = "covid,normal,viral_pneumonia",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Fetch or create a dataset and write it in the standard layout (images/ + labels.csv with folds)."""
+    from rich.progress import track
+
+    from cxr.data.sources import DownloadOptions
+    from cxr.data.sources import download as download_dataset
+
+    options = DownloadOptions(
+        dest=dest, name=name, task=task, size=size, folds=folds, seed=seed, n=n, positive_fraction=positive_fraction,
+        bias=bias, from_dir=from_dir, csv=csv, mirror=mirror, parts=_parse_parts(parts),
+        classes=[c.strip() for c in classes.split(",") if c.strip()], overwrite=overwrite, show_progress=not quiet,
+    )  # fmt: skip
+    total = n if source == "synthetic" else None
+    progress = None if quiet else (lambda items: track(items, description="converting", total=total, transient=True))
+    folder = download_dataset(source, options, progress=progress)
+    typer.echo(f"wrote {folder}")
+
+
+def _parse_parts(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"--parts {text!r}: expected comma-separated numbers, e.g. 1,2") from None
+
+
+def _not_built(command: str, issue: int) -> None:
+    raise CxrError(f"`cxr {command}` is not built yet (issue #{issue}); the config was valid, nothing was run")
+
+
+@app.command()
+@friendly_errors
+def train(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Train the configured model on one fold (or all) and keep the best checkpoint."""
+    resolve_config(config, overrides)
+    _not_built("train", 3)
+
+
+@app.command()
+@friendly_errors
+def evaluate(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Per-fold and pooled metrics, predictions and plots for a trained experiment."""
+    resolve_config(config, overrides)
+    _not_built("evaluate", 3)
+
+
+@app.command()
+@friendly_errors
+def explain(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Grad-CAM overlays sorted into right/ and wrong/, and a per-image report, for a fold."""
+    resolve_config(config, overrides)
+    _not_built("explain", 4)
+
+
+if __name__ == "__main__":
+    app()

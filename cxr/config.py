@@ -1,0 +1,231 @@
+"""One typed, frozen, validated configuration for every command.
+
+The schema below holds the defaults; YAML files state only what differs. Errors
+become one line that names the key path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cxr.errors import ConfigError
+
+# Model names are checked here so that a typo fails at load time, before any
+# TensorFlow import; the model registry (issue #3) must use the same names.
+MODEL_NAMES = ("pna_cnn", "vgg16_cardiomegaly", "resnet50", "densenet121", "inception_v3", "tiny_cnn")
+EXPLAIN_METHODS = (
+    "gradcam",
+    "gradcam++",
+    "scorecam",
+    "hirescam",
+    "saliency",
+    "smoothgrad",
+    "integrated_gradients",
+    "input_x_gradient",
+    "guided_backprop",
+    "guided_gradcam",
+)
+
+LoosePath = Annotated[Path, Field(strict=False)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ExperimentConfig(_Section):
+    """Names the run; `output_dir/name/fold<K>/` is where training writes."""
+
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    seed: int = Field(0, ge=0)
+    output_dir: LoosePath = Path("runs")
+
+
+class DataConfig(_Section):
+    """Which dataset (a folder under `root` written by `cxr download`) and how to feed it."""
+
+    root: LoosePath = Path("data")
+    dataset: str = Field("synthetic-pneumonia", min_length=1)
+    classes: list[str] | None = Field(None, min_length=2)
+    multi_label: bool = False
+    image_size: int = Field(256, ge=16, le=2048)
+    channels: Literal[1, 3] = 1
+    fold: int = Field(0, ge=0)
+    cache: bool = False
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("class names must be unique")
+        return value
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.root / self.dataset
+
+
+class ModelConfig(_Section):
+    """Which architecture (see MODEL_NAMES) and its options."""
+
+    name: Literal[MODEL_NAMES] = "pna_cnn"  # type: ignore[valid-type]
+    weights: str | None = None
+    widths: list[Annotated[int, Field(ge=1)]] | None = None
+    batchnorm_momentum: float = Field(0.99, gt=0, lt=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class TrainConfig(_Section):
+    """Optimisation settings; seed 000 uses Adam 2e-4."""
+
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    learning_rate: float = Field(2e-4, gt=0, le=1)
+    class_weights: bool = True
+    flip: bool = True
+    monitor: Literal["val_auc", "val_accuracy", "val_loss"] = "val_auc"
+    early_stopping_patience: int | None = Field(5, ge=1)
+    mixed_precision: bool = False
+    xla: bool = False
+
+
+class ExplainConfig(_Section):
+    """Explanation defaults; `layer: null` finds the last spatial layer itself."""
+
+    method: Literal[EXPLAIN_METHODS] = "gradcam"  # type: ignore[valid-type]
+    layer: str | None = None
+    target: str = Field("predicted", min_length=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    colormap: str = "jet"
+    alpha: float = Field(0.4, ge=0, le=1)
+
+    @field_validator("colormap")
+    @classmethod
+    def _known_colormap(cls, value: str) -> str:
+        import matplotlib
+
+        if value not in matplotlib.colormaps:
+            close = difflib.get_close_matches(value, list(matplotlib.colormaps), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown matplotlib colour map{hint}")
+        return value
+
+
+class Config(_Section):
+    """The whole configuration, one section per stage."""
+
+    experiment: ExperimentConfig = ExperimentConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    explain: ExplainConfig = ExplainConfig()
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML file (or only defaults when `path` is None), apply `a.b=value` overrides, validate."""
+    raw: dict[str, Any] = {} if path is None else read_yaml(Path(path))
+    override_keys: dict[str, str] = {}
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value, item)
+        override_keys[key] = item
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, path, override_keys)) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Load a YAML mapping, turning every way it can fail into a ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (give an existing YAML file, e.g. configs/synthetic.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}: unreadable YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split `a.b=value`; the value is parsed as YAML (so 3 is an int, [1, 2] a list), never eval'd."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+    return key, value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any, item: str) -> None:
+    """Set raw[a][b] = value for key 'a.b', creating sections as needed."""
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"override {item!r}: {where} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def describe_validation_error(exc: ValidationError, path: str | Path | None, override_keys: dict[str, str]) -> str:
+    """One line for the first problem: where, which key, the bad value, what is allowed."""
+    errors = exc.errors()
+    error = errors[0]
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    loc = tuple(str(part) for part in error["loc"])
+    key = ".".join(loc)
+    source = _source_of(loc, path, override_keys)
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"{source}: unknown key {key!r}; {hint}allowed keys here: {', '.join(allowed)}{more}"
+    value = error.get("input")
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{source}: {key} = {value!r} is not allowed: {message}{more}"
+
+
+def _source_of(loc: tuple[str, ...], path: str | Path | None, override_keys: dict[str, str]) -> str:
+    key = ".".join(loc)
+    for length in range(len(loc), 0, -1):
+        item = override_keys.get(".".join(loc[:length]))
+        if item is not None:
+            return f"override {item!r}"
+    for override_key, item in override_keys.items():
+        if override_key.startswith(key + "."):
+            return f"override {item!r}"
+    return str(path) if path is not None else "config"
+
+
+def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved configuration as YAML, for run folders."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,193 @@
+"""Turn each source's own files (once downloaded and extracted) into `Item`s.
+
+A converter takes the folder holding the source's files, in the layout its
+publisher ships, and yields items for `write_dataset`; it never writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from cxr.data.dataset import Item
+from cxr.data.images import is_image_file, read_image
+from cxr.data.labels import Box, check_relative_path
+from cxr.errors import DataError
+
+log = logging.getLogger(__name__)
+
+NIH_RELEASE_SIZE = 1024  # NIH boxes are in pixels of the 1024 x 1024 release images
+NIH_FINDINGS = (
+    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
+    "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
+)  # fmt: skip
+NIH_EXTRA_COLUMNS = {"view": "View Position", "age": "Patient Age", "sex": "Patient Gender", "follow_up": "Follow-up #"}
+COVID_FOLDERS = {"covid": "covid", "covid-19": "covid", "normal": "normal", "viral pneumonia": "viral_pneumonia", "lung_opacity": "lung_opacity"}
+
+
+def find_file(root: Path, pattern: str, hint: str) -> Path:
+    """The first file under `root` matching `pattern` (newest name first), or a DataError saying where to get it."""
+    matches = sorted(root.rglob(pattern), key=lambda p: p.name, reverse=True)
+    if not matches:
+        raise DataError(f"no {pattern} under {root}: {hint}")
+    return matches[0]
+
+
+def index_files(root: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """File name -> path for every file below `root` with one of `suffixes`."""
+    return {p.name: p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()}
+
+
+def _loader(path: Path):
+    return lambda: read_image(path)
+
+
+def nih_task_label(findings: str, task: str) -> str:
+    """'all' keeps the multi-label string; a finding name gives a binary label."""
+    if task == "all":
+        return findings
+    names = findings.split("|")
+    finding = next(f for f in NIH_FINDINGS if f.lower() == task)
+    return task if finding in names else f"no_{task}"
+
+
+def convert_nih(root: Path, task: str) -> Iterator[Item]:
+    """NIH ChestX-ray14: PNGs + Data_Entry_2017*.csv (patients) + BBox_List_2017.csv (boxes, 1024-px)."""
+    if task != "all" and task not in {f.lower() for f in NIH_FINDINGS}:
+        allowed = ", ".join(["all", *(f.lower() for f in NIH_FINDINGS)])
+        raise DataError(f"unknown nih-cxr14 task {task!r}; allowed: {allowed}")
+    hint = "download Data_Entry_2017_v2020.csv from https://nihcc.app.box.com/v/ChestXray-NIHCC into that folder"
+    entries = pd.read_csv(find_file(root, "Data_Entry_2017*.csv", hint), dtype=str, keep_default_na=False)
+    boxes = read_nih_boxes(root)
+    images = index_files(root, (".png",))
+    absent = [name for name in entries["Image Index"] if name not in images]
+    if absent:
+        log.warning("%d of %d images in the NIH table are not in %s (not downloaded?); converting the %d present",
+                    len(absent), len(entries), root, len(entries) - len(absent))  # fmt: skip
+    needed = ["Image Index", "Finding Labels", "Patient ID"]
+    if not set(needed) <= set(entries.columns):
+        raise DataError(f"NIH table lacks column(s) {', '.join(set(needed) - set(entries.columns))}")
+    for row in entries.to_dict("records"):
+        name = row["Image Index"]
+        if name not in images:
+            continue
+        yield Item(
+            image=f"images/{check_relative_path(name, 'NIH image name')}",
+            load=_loader(images[name]),
+            label=nih_task_label(row["Finding Labels"], task),
+            patient_id=str(row["Patient ID"]),
+            boxes=boxes.get(name, []),
+            box_reference=(NIH_RELEASE_SIZE, NIH_RELEASE_SIZE),
+            extra={"findings": row["Finding Labels"], **{k: row.get(v, "") for k, v in NIH_EXTRA_COLUMNS.items()}},
+            origin=str(images[name]),
+        )
+
+
+def read_nih_boxes(root: Path) -> dict[str, list[Box]]:
+    """Image name -> boxes from BBox_List_2017.csv (the header has trailing empty columns)."""
+    matches = sorted(root.rglob("BBox_List_2017.csv"))
+    if not matches:
+        log.warning("no BBox_List_2017.csv under %s: the dataset will have no boxes", root)
+        return {}
+    table = pd.read_csv(matches[0], usecols=range(6))
+    table.columns = ["image", "label", "x", "y", "w", "h"]
+    result: dict[str, list[Box]] = {}
+    for row in table.itertuples(index=False):
+        result.setdefault(row.image, []).append(Box(float(row.x), float(row.y), float(row.w), float(row.h), row.label))
+    return result
+
+
+def convert_rsna(root: Path, task: str) -> Iterator[Item]:
+    """RSNA pneumonia: DICOMs + stage_2_train_labels.csv (one row per box; Target 1 = pneumonia)."""
+    hint = "the Kaggle competition archive has it (stage_2_train_labels.csv)"
+    labels = pd.read_csv(find_file(root, "stage_*_train_labels.csv", hint))
+    details = _rsna_details(root)
+    dicoms = {p.stem: p for p in root.rglob("*.dcm")}
+    log.warning("RSNA's patientId is one per image, so folds cannot group a patient's images: each image is its own group")
+    for pid, rows in labels.groupby("patientId", sort=True):
+        if pid not in dicoms:
+            log.warning("RSNA image %s.dcm listed in the labels but not found; left out", pid)
+            continue
+        positive = bool(rows["Target"].max() == 1)
+        boxes = [Box(float(r.x), float(r.y), float(r.width), float(r.height), "pneumonia") for r in rows.itertuples() if r.Target == 1]
+        yield Item(
+            image=f"images/{pid}.png",
+            load=_loader(dicoms[pid]),
+            label=task if positive else f"no_{task}",
+            patient_id=str(pid),
+            boxes=boxes,
+            extra={"rsna_class": details.get(pid, "")},
+            origin=str(dicoms[pid]),
+        )
+
+
+def _rsna_details(root: Path) -> dict[str, str]:
+    matches = sorted(root.rglob("stage_*_detailed_class_info.csv"))
+    if not matches:
+        return {}
+    table = pd.read_csv(matches[-1]).drop_duplicates("patientId")
+    return dict(zip(table["patientId"], table["class"], strict=True))
+
+
+def convert_covid(root: Path, classes: list[str]) -> Iterator[Item]:
+    """COVID-19 Radiography Database: one folder per class (images directly inside or in images/)."""
+    found = {}
+    for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
+        cls = COVID_FOLDERS.get(folder.name.lower())
+        if cls in classes and cls not in found:
+            found[cls] = folder
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise DataError(f"no folder for class(es) {', '.join(missing)} under {root}; expected folders named {', '.join(COVID_FOLDERS)}")
+    log.warning("the COVID-19 Radiography Database has no patient ids: each image is its own group in the folds")
+    for cls, folder in found.items():
+        for path in sorted(p for p in folder.rglob("*") if is_image_file(p) and "masks" not in p.parts):
+            yield Item(image=f"images/{cls}/{path.stem}.png", load=_loader(path), label=cls, origin=str(path))
+
+
+def convert_folder(root: Path, csv: Path | None = None) -> Iterator[Item]:
+    """A user's own images: one sub-folder per class, or a CSV of path,label[,patient_id] relative to its folder."""
+    if csv is not None:
+        yield from _convert_csv(csv)
+        return
+    if not root.is_dir():
+        raise DataError(f"folder {root} does not exist")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{root} has no class sub-folders; expected one folder per class (e.g. {root}/normal/, {root}/pneumonia/), or pass --csv")
+    for folder in class_dirs:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        ignored = [p.name for p in files if not is_image_file(p)]
+        if ignored:
+            log.warning("ignored %d file(s) in %s that are not PNG, JPEG or DICOM: %s", len(ignored), folder, ", ".join(ignored[:5]))
+        for path in (p for p in files if is_image_file(p)):
+            relative = path.relative_to(root).with_suffix(".png").as_posix()
+            yield Item(image=f"images/{relative}", load=_loader(path), label=folder.name, origin=str(path))
+
+
+def _convert_csv(csv: Path) -> Iterator[Item]:
+    if not csv.is_file():
+        raise DataError(f"CSV file {csv} not found")
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    if not {"path", "label"} <= set(table.columns):
+        raise DataError(f"{csv}: needs columns path,label (and optionally patient_id); found {', '.join(table.columns)}")
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        relative = check_relative_path(row["path"], f"{csv} line {line}")
+        path = csv.parent / relative
+        yield Item(
+            image=f"images/{Path(relative).with_suffix('.png').as_posix()}",
+            load=_loader(path) if path.is_file() else _missing(path),
+            label=row["label"],
+            patient_id=row.get("patient_id", ""),
+            origin=str(path),
+        )
+
+
+def _missing(path: Path):
+    def load():
+        raise DataError(f"{path}: file not found")
+
+    return load

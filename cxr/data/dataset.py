@@ -1,0 +1,143 @@
+"""Write any source's items into the standard layout, all or nothing.
+
+`<dest>/<name>/images/...`, `labels.csv`, `skipped.csv`, `dataset.json`. The
+folder is built under a temporary name and renamed at the end, so an
+interrupted run never leaves half a dataset, and an existing one is replaced
+only with --overwrite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxr import __version__
+from cxr.data.folds import assign_folds
+from cxr.data.images import resize_image, write_png
+from cxr.data.labels import LABELS_FILE, SKIPPED_FILE, Box, check_relative_path, encode_boxes, write_csv_atomic
+from cxr.errors import DataError
+
+log = logging.getLogger(__name__)
+METADATA_FILE = "dataset.json"
+
+
+@dataclass
+class Item:
+    """One image from a source, loaded lazily so a corrupt file is skipped, not fatal.
+
+    `boxes` are in pixels of `box_reference` (width, height); None means the loaded image.
+    """
+
+    image: str  # output path relative to the dataset folder, e.g. images/0001.png
+    load: Callable[[], np.ndarray]
+    label: str
+    patient_id: str = ""
+    boxes: list[Box] = field(default_factory=list)
+    box_reference: tuple[float, float] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+    origin: str = ""  # where it came from, for the skipped list
+
+
+def write_dataset(
+    items: Iterable[Item],
+    dest: Path,
+    name: str,
+    *,
+    size: int | None,
+    folds: int,
+    seed: int,
+    multi_label: bool = False,
+    overwrite: bool = False,
+    metadata: dict[str, object] | None = None,
+    progress: Callable[[Iterable[Item]], Iterable[Item]] = lambda items: items,
+) -> Path:
+    """Convert, assign folds, write the tables; returns the dataset folder."""
+    final = dest / name
+    if final.exists() and not overwrite:
+        raise DataError(f"dataset folder {final} already exists; pass --overwrite to replace it")
+    dest.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=dest))
+    try:
+        rows, skipped = convert_items(progress(items), work, size)
+        if skipped:
+            shown = ", ".join(s["origin"] for s in skipped[:5]) + (" …" if len(skipped) > 5 else "")
+            log.warning("skipped %d unreadable image(s), listed in %s: %s", len(skipped), SKIPPED_FILE, shown)
+        table = pd.DataFrame(rows)
+        if table.empty:
+            raise DataError(f"no readable images for dataset {name!r} ({len(skipped)} skipped)")
+        table.insert(3, "fold", assign_folds(table, folds, seed, multi_label))
+        write_csv_atomic(table, work / LABELS_FILE)
+        write_csv_atomic(pd.DataFrame(skipped, columns=["origin", "image", "reason"]), work / SKIPPED_FILE)
+        info = {
+            "name": name,
+            "images": len(table),
+            "skipped": len(skipped),
+            "folds": folds,
+            "seed": seed,
+            "multi_label": multi_label,
+            "image_size": size,
+            "classes": table["label"].value_counts().sort_index().to_dict(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cxr_version": __version__,
+            **(metadata or {}),
+        }
+        (work / METADATA_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        replace_folder(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return final
+
+
+def convert_items(items: Iterable[Item], work: Path, size: int | None) -> tuple[list[dict], list[dict]]:
+    """Load, resize and write each image; collect table rows and the skipped list."""
+    rows: list[dict] = []
+    skipped: list[dict] = []
+    seen: set[str] = set()
+    for item in items:
+        relative = check_relative_path(item.image, f"image {item.origin or item.image}")
+        if relative in seen:
+            raise DataError(f"two source images map to the same output file {relative}; rename one of them")
+        seen.add(relative)
+        try:
+            raw = item.load()
+        except DataError as exc:
+            skipped.append({"origin": item.origin or relative, "image": relative, "reason": str(exc)})
+            continue
+        image = resize_image(raw, size)
+        write_png(image, work / relative)
+        ref_w, ref_h = item.box_reference or (raw.shape[1], raw.shape[0])
+        sx, sy = image.shape[1] / ref_w, image.shape[0] / ref_h
+        rows.append(
+            {
+                "image": relative,
+                "label": item.label,
+                "patient_id": item.patient_id,
+                "boxes": encode_boxes([b.scaled(sx, sy) for b in item.boxes]),
+                "width": image.shape[1],
+                "height": image.shape[0],
+                **item.extra,
+            }
+        )
+    return rows, skipped
+
+
+def replace_folder(new: Path, final: Path) -> None:
+    """Swap `new` into place; the old folder is removed only after the new one is in."""
+    if final.exists():
+        backup = final.with_name(f".{final.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        final.rename(backup)
+        new.rename(final)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        new.rename(final)

@@ -1,0 +1,103 @@
+"""tf.data input pipeline from `labels.csv`: validation = one fold, training = the others.
+
+Images stream from disk (parallel decode, resize, channels, the model's own
+preprocessing, random horizontal flips for training only, batch, prefetch),
+so memory does not grow with the dataset; `cache=True` keeps decoded images
+in memory for small sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from cxr.data.labels import class_names as table_class_names
+from cxr.data.labels import read_labels, split_labels
+from cxr.errors import DataError
+
+Split = Literal["train", "validation"]
+Preprocess = Callable[[tf.Tensor], tf.Tensor]
+
+
+def scale_to_unit(images: tf.Tensor) -> tf.Tensor:
+    """Default preprocessing: [0, 255] -> [0, 1]."""
+    return images / 255.0
+
+
+def select_split(table: pd.DataFrame, fold: int, split: Split) -> pd.DataFrame:
+    """Rows of the validation fold, or of every other fold for training."""
+    folds = sorted(table["fold"].unique())
+    if fold not in folds:
+        raise DataError(f"fold {fold} does not exist; this dataset has folds {folds[0]}..{folds[-1]}")
+    mask = table["fold"] == fold
+    return table[mask if split == "validation" else ~mask].reset_index(drop=True)
+
+
+def encode_labels(labels: pd.Series, class_names: list[str], multi_label: bool = False) -> np.ndarray:
+    """Class indices (int32, shape (N,)) or multi-hot (float32, shape (N, C)) for multi-label."""
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({name for label in labels for name in (split_labels(label) if multi_label else [label])} - set(index))
+    if unknown:
+        raise DataError(f"label(s) {', '.join(unknown)} not among the configured classes {', '.join(class_names)}")
+    if not multi_label:
+        return np.array([index[label] for label in labels], dtype=np.int32)
+    hot = np.zeros((len(labels), len(class_names)), dtype=np.float32)
+    for row, label in enumerate(labels):
+        hot[row, [index[name] for name in split_labels(label)]] = 1.0
+    return hot
+
+
+def make_dataset(
+    dataset_dir: Path,
+    table: pd.DataFrame,
+    class_names: list[str],
+    *,
+    image_size: int,
+    channels: int = 1,
+    batch_size: int = 16,
+    training: bool = False,
+    flip: bool = True,
+    preprocess: Preprocess = scale_to_unit,
+    multi_label: bool = False,
+    cache: bool = False,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batches of (images (B, S, S, channels) float32, labels); flips and shuffling only when `training`."""
+    paths = [str(dataset_dir / image) for image in table["image"]]
+    labels = encode_labels(table["label"], class_names, multi_label)
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if training:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda path, label: (decode_image(path, image_size, channels), label), num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if training and flip:
+        ds = ds.map(lambda image, label: (tf.image.random_flip_left_right(image, seed=seed), label), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(lambda images, y: (preprocess(images), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def decode_image(path: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
+    """PNG/JPEG file -> (S, S, channels) float32 in [0, 255]; grey is repeated for 3 channels."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
+    image = tf.cast(image, tf.float32)
+    image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    image.set_shape((image_size, image_size, 1))
+    return tf.repeat(image, channels, axis=-1) if channels > 1 else image
+
+
+def load_split(dataset_dir: Path, fold: int, split: Split, classes: list[str] | None = None, multi_label: bool = False):
+    """Read labels.csv, pick a split and resolve class names; checks every class is present."""
+    table = read_labels(dataset_dir)
+    names = classes or table_class_names(table, multi_label)
+    part = select_split(table, fold, split)
+    present = set(table_class_names(part, multi_label))
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise DataError(f"{split} split of fold {fold} has no image of class(es) {', '.join(missing)}; make the dataset with fewer folds")
+    return part, names
