@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import requests
+import urllib3
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from cxr.errors import DataError
@@ -67,7 +68,7 @@ def fetch(
             offset = part.stat().st_size if part.exists() else 0
             try:
                 done = _fetch_once(session, remote, part, offset, timeout, show_progress)
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
                 done, reason = False, f"{type(exc).__name__}"
             except _Retryable as exc:
                 done, reason = False, str(exc)
@@ -113,7 +114,8 @@ def _fetch_once(
         total = (offset if resumed else 0) + length if length else remote.size
         with open(part, "ab" if resumed else "wb") as handle, _progress(show_progress) as progress:
             task = progress.add_task(remote.filename, total=total, completed=offset if resumed else 0)
-            for chunk in response.iter_content(CHUNK):
+            # read1 returns what has arrived, so a cut connection loses nothing already received
+            while chunk := response.raw.read1(CHUNK, decode_content=True):
                 handle.write(chunk)
                 progress.advance(task, len(chunk))
         if total is not None and part.stat().st_size < total:

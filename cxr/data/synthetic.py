@@ -3,7 +3,8 @@
 A case is first sampled as plain parameters (`Case`), then rendered; so a test
 can render the same case without its finding and check that everything the
 finding changed lies inside its box. Rendering order keeps that exact: anatomy,
-blur, finding, noise (same noise seed), clip.
+blur, then the sharp-edged parts (heart, marker, opacity), noise (same noise
+seed), clip.
 """
 
 from __future__ import annotations
@@ -107,11 +108,12 @@ def render_case(case: Case) -> tuple[np.ndarray, list[Box]]:
     image += _ribs(case, lung_mask)
     spine = np.abs((np.arange(size) + 0.5) / size - case.body.cx) < 0.035
     image[:, spine] += 0.12 * (case.body.radius2(size)[:, spine] < 1)
+    image = _blur(image, sigma=size / 256)
     if case.heart is not None:
-        image[case.heart.radius2(size) < 1] = HEART_VALUE
+        alpha = _heart_alpha(case.heart, size)
+        image = image * (1 - alpha) + HEART_VALUE * alpha
     if case.marker:
         _draw_marker(image, size)
-    image = _blur(image, sigma=size / 256)
     if case.opacity is not None:
         image += case.opacity_strength * _opacity_profile(case, lung_mask)
     image += np.random.default_rng(case.noise_seed).normal(0, 0.025, image.shape)
@@ -123,7 +125,7 @@ def finding_boxes(case: Case) -> list[Box]:
     size = case.size
     boxes: list[Box] = []
     if case.heart is not None and case.cardiothoracic_ratio > 0.5:
-        boxes.append(_tight_box(case.heart.radius2(size) < 1, "cardiomegaly"))
+        boxes.append(_tight_box(_heart_alpha(case.heart, size) > 0, "cardiomegaly"))
     if case.opacity is not None:
         lung_mask = (case.lungs[0].radius2(size) < 1) | (case.lungs[1].radius2(size) < 1)
         boxes.append(_tight_box(_opacity_profile(case, lung_mask) > 0, "pneumonia"))
@@ -134,6 +136,11 @@ def _opacity_profile(case: Case, lung_mask: np.ndarray) -> np.ndarray:
     """Hazy dome, strongest at the centre, confined to the lung fields."""
     assert case.opacity is not None
     return np.clip(1 - case.opacity.radius2(case.size), 0, 1) ** 0.7 * lung_mask
+
+
+def _heart_alpha(heart: Ellipse, size: int) -> np.ndarray:
+    """Opaque heart with a soft rim that stays inside its ellipse (so its box is exact)."""
+    return np.clip((1 - heart.radius2(size)) / 0.15, 0, 1)
 
 
 def _ribs(case: Case, lung_mask: np.ndarray) -> np.ndarray:

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install everything into .venv, then lint and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+.venv/bin/ruff check cxr tests scripts
+.venv/bin/python -m pytest

@@ -1,0 +1,61 @@
+"""The command line: help, exit codes, one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cxr.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_help_lists_the_four_commands() -> None:
+    result = subprocess.run([sys.executable, "-m", "cxr.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("download", "train", "evaluate", "explain"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "explain"])
+def test_unbuilt_commands_say_so_and_exit_1(command: str) -> None:
+    result = runner.invoke(app, [command, "--config", str(REPO / "configs" / "synthetic.yaml"), "train.epochs=2"])
+    assert result.exit_code == 1
+    assert "not built yet" in result.output and "Traceback" not in result.output
+
+
+def test_config_error_exits_2_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: -1\n")
+    result = runner.invoke(app, ["train", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0
+    assert "train.epochs = -1 is not allowed" in result.output
+
+
+def test_bad_override_exits_2() -> None:
+    result = runner.invoke(app, ["evaluate", "--config", str(REPO / "configs" / "pna.yaml"), "train.epochz=3"])
+    assert result.exit_code == 2 and "did you mean 'epochs'" in result.output
+
+
+def test_missing_default_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["explain"])
+    assert result.exit_code == 2 and "no --config given and no ./cxr.yaml" in result.output
+
+
+def test_download_synthetic_and_errors(tmp_path: Path) -> None:
+    args = ["download", "synthetic", "--dest", str(tmp_path), "--n", "30", "--size", "32", "--folds", "3", "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "synthetic-pneumonia" / "labels.csv").is_file()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "already exists; pass --overwrite" in again.output
+    unknown = runner.invoke(app, ["download", "kaggle", "--dest", str(tmp_path)])
+    assert unknown.exit_code == 1 and "known sources: synthetic, nih-cxr14" in unknown.output
+    parts = runner.invoke(app, ["download", "nih-cxr14", "--dest", str(tmp_path), "--parts", "x"])
+    assert parts.exit_code == 2 and "--parts 'x'" in parts.output

@@ -1,0 +1,84 @@
+"""The canonical labels table: safe paths, validation on read, atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cxr.data.labels import Box, check_relative_path, decode_boxes, encode_boxes, read_labels, write_csv_atomic
+from cxr.errors import DataError
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.png", "images/../../x.png", "C:\\x.png", "..\\x.png", ""])
+def test_escaping_paths_are_rejected(path: str) -> None:
+    with pytest.raises(DataError, match="escapes the dataset folder"):
+        check_relative_path(path, "labels.csv line 2")
+
+
+def test_relative_path_is_accepted() -> None:
+    assert check_relative_path("images/a/b.png", "x") == "images/a/b.png"
+
+
+def test_boxes_round_trip() -> None:
+    boxes = [Box(1.0, 2.0, 3.5, 4.25, "pneumonia"), Box(5, 6, 7, 8)]
+    assert decode_boxes(encode_boxes(boxes)) == boxes
+    assert decode_boxes("") == [] and decode_boxes(float("nan")) == []
+
+
+def make_dataset(tmp_path: Path, rows: list[dict]) -> Path:
+    (tmp_path / "images").mkdir(exist_ok=True)
+    for row in rows:
+        target = tmp_path / row["image"]
+        if target.parent == tmp_path / "images":
+            target.write_bytes(b"x")
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    return tmp_path
+
+
+GOOD = {"image": "images/a.png", "label": "normal", "patient_id": "p1", "fold": 0}
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"image": "../a.png"}, r"labels\.csv line 2: path '\.\./a\.png' escapes the dataset folder"),
+        ({"fold": -1}, r"line 2: fold must be a whole number >= 0"),
+        ({"fold": "x"}, r"line 2: fold must be a whole number >= 0"),
+        ({"label": ""}, r"line 2: empty label"),
+    ],
+)
+def test_bad_rows(tmp_path: Path, change: dict, pattern: str) -> None:
+    with pytest.raises(DataError, match=pattern):
+        read_labels(make_dataset(tmp_path, [{**GOOD, **change}]))
+
+
+def test_missing_column_and_missing_files(tmp_path: Path) -> None:
+    pd.DataFrame([{"image": "images/a.png", "label": "x"}]).to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(DataError, match="missing column"):
+        read_labels(tmp_path)
+    pd.DataFrame([GOOD, {**GOOD, "image": "images/gone.png"}]).to_csv(tmp_path / "labels.csv", index=False)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"1 image file\(s\) listed but missing: images/gone\.png"):
+        read_labels(tmp_path)
+
+
+def test_no_labels_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no labels.csv"):
+        read_labels(tmp_path)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    write_csv_atomic(pd.DataFrame({"a": [1]}), path)
+
+    class Boom(pd.DataFrame):
+        def to_csv(self, *args, **kwargs):  # type: ignore[override]
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_csv_atomic(Boom({"a": [2]}), path)
+    assert path.read_text() == "a\n1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]

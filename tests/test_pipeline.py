@@ -1,0 +1,73 @@
+"""The tf.data pipeline: shapes, channels, labels, flips in training only, fold selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cxr.data.labels import read_labels
+from cxr.data.pipeline import encode_labels, load_split, make_dataset, select_split
+from cxr.errors import DataError
+
+
+def source_images(dataset: Path, table: pd.DataFrame) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(dataset / p), dtype=np.float32) / 255 for p in table["image"]])
+
+
+def test_validation_batches_match_the_files_in_order(synthetic_dataset: Path) -> None:
+    table, names = load_split(synthetic_dataset, fold=1, split="validation")
+    ds = make_dataset(synthetic_dataset, table, names, image_size=64, batch_size=7, training=False)
+    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    assert images.shape == (len(table), 64, 64, 1) and images.dtype == np.float32
+    np.testing.assert_allclose(images[..., 0], source_images(synthetic_dataset, table), atol=1e-6)
+    assert labels.tolist() == [names.index(label) for label in table["label"]]
+
+
+def test_flips_in_training_only(synthetic_dataset: Path) -> None:
+    table, names = load_split(synthetic_dataset, fold=1, split="train")
+    originals = source_images(synthetic_dataset, table)
+    ds = make_dataset(synthetic_dataset, table, names, image_size=64, batch_size=16, training=True, seed=4)
+    flipped = kept = 0
+    for images, _ in ds:
+        for image in images.numpy()[..., 0]:
+            same = np.abs(originals - image).max(axis=(1, 2)).min() < 1e-6
+            mirrored = np.abs(originals[:, :, ::-1] - image).max(axis=(1, 2)).min() < 1e-6
+            assert same or mirrored
+            flipped += mirrored and not same
+            kept += same
+    assert flipped > 10 and kept > 10
+    no_flip = make_dataset(synthetic_dataset, table, names, image_size=64, batch_size=16, training=True, flip=False)
+    for images, _ in no_flip:
+        for image in images.numpy()[..., 0]:
+            assert np.abs(originals - image).max(axis=(1, 2)).min() < 1e-6
+
+
+def test_resize_channels_and_preprocessing(synthetic_dataset: Path) -> None:
+    table, names = load_split(synthetic_dataset, fold=0, split="validation")
+    ds = make_dataset(synthetic_dataset, table.head(4), names, image_size=32, channels=3, batch_size=4, preprocess=lambda x: x - 100.0)
+    images, _ = next(iter(ds))
+    assert images.shape == (4, 32, 32, 3)
+    np.testing.assert_array_equal(images[..., 0].numpy(), images[..., 2].numpy())
+    assert float(images.numpy().min()) >= -100 and float(images.numpy().max()) <= 155
+
+
+def test_multi_label_encoding() -> None:
+    hot = encode_labels(pd.Series(["A|C", "B", "A"]), ["A", "B", "C"], multi_label=True)
+    assert hot.tolist() == [[1, 0, 1], [0, 1, 0], [1, 0, 0]]
+    with pytest.raises(DataError, match="label\\(s\\) D not among the configured classes A, B, C"):
+        encode_labels(pd.Series(["D"]), ["A", "B", "C"])
+
+
+def test_fold_that_does_not_exist(synthetic_dataset: Path) -> None:
+    with pytest.raises(DataError, match=r"fold 7 does not exist; this dataset has folds 0\.\.4"):
+        select_split(read_labels(synthetic_dataset), 7, "validation")
+
+
+def test_split_missing_a_class(synthetic_dataset: Path) -> None:
+    with pytest.raises(DataError, match="has no image of class\\(es\\) covid"):
+        load_split(synthetic_dataset, 0, "validation", classes=["covid", "normal", "pneumonia"])
