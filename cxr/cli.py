@@ -45,19 +45,19 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show deb
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s")
 
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help=f"YAML config (default: ./{DEFAULT_CONFIG} when it exists).")
-]
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help=f"YAML config (default: ./{DEFAULT_CONFIG} when it exists).")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.epochs=3 data.image_size=128.")]
 
 
-def resolve_config(config: Path | None, overrides: list[str] | None):  # noqa: ANN201 - Config, imported lazily
+def resolve_config(config: Path | None, overrides: list[str] | None):
     """Load the config named on the command line, or the documented default."""
     from cxr.config import load_config
 
     if config is None:
         if not DEFAULT_CONFIG.is_file():
-            raise ConfigError(f"no --config given and no ./{DEFAULT_CONFIG} here; pass --config configs/synthetic.yaml or create ./{DEFAULT_CONFIG}")
+            raise ConfigError(
+                f"no --config given and no ./{DEFAULT_CONFIG} here; pass --config configs/synthetic.yaml or create ./{DEFAULT_CONFIG}"
+            )
         config = DEFAULT_CONFIG
     return load_config(config, overrides or [])
 
@@ -68,14 +68,20 @@ def download(
     source: Annotated[str, typer.Argument(help="synthetic, nih-cxr14, rsna-pneumonia, covid-radiography or folder.")] = "synthetic",
     dest: Annotated[Path, typer.Option(help="Data root; the dataset goes to DEST/NAME/.")] = Path("data"),
     name: Annotated[str | None, typer.Option(help="Dataset folder name (default: SOURCE-TASK).")] = None,
-    task: Annotated[str | None, typer.Option(help="synthetic: pneumonia|cardiomegaly; nih-cxr14: a finding (default cardiomegaly) or all.")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="synthetic: pneumonia|cardiomegaly; nih-cxr14: a finding (default cardiomegaly) or all.")
+    ] = None,
     size: Annotated[int | None, typer.Option(min=16, max=4096, help="Stored image size in pixels (square).")] = None,
     folds: Annotated[int, typer.Option(min=2, max=100, help="Number of cross-validation folds.")] = 10,
     seed: Annotated[int, typer.Option(min=0, help="Seed for folds and synthetic images.")] = 0,
     n: Annotated[int, typer.Option(min=2, help="synthetic: number of images.")] = 400,
     positive_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="synthetic: share of positive images.")] = 0.5,
-    bias: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="synthetic: marker on positives with probability P, negatives 1-P.")] = None,
-    from_dir: Annotated[Path | None, typer.Option("--from", help="Convert files already on disk (extracted) instead of downloading.")] = None,
+    bias: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="synthetic: marker on positives with probability P, negatives 1-P.")
+    ] = None,
+    from_dir: Annotated[
+        Path | None, typer.Option("--from", help="Convert files already on disk (extracted) instead of downloading.")
+    ] = None,
     csv: Annotated[Path | None, typer.Option(help="folder: a CSV of path,label[,patient_id], paths relative to it.")] = None,
     mirror: Annotated[str | None, typer.Option(help="Fetch the source's files from this base URL instead.")] = None,
     parts: Annotated[str | None, typer.Option(help="nih-cxr14: which of the 12 image archives, e.g. 1,2.")] = None,

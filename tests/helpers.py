@@ -57,7 +57,7 @@ def serve(files: dict[str, bytes], behaviour: Behaviour | None = None) -> Iterat
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             state.requests.append({"path": self.path, "range": self.headers.get("Range"), "auth": self.headers.get("Authorization")})
             if state.auth is not None:
                 expected = "Basic " + base64.b64encode(f"{state.auth[0]}:{state.auth[1]}".encode()).decode()

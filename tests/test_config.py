@@ -34,7 +34,12 @@ def test_seed_settings_in_shipped_configs() -> None:
     pna = load_config(REPO / "configs" / "pna.yaml")
     assert (pna.model.name, pna.data.image_size, pna.data.channels, pna.train.learning_rate) == ("pna_cnn", 512, 1, 2e-4)
     cardio = load_config(REPO / "configs" / "cardiomegaly.yaml")
-    assert (cardio.model.name, cardio.data.image_size, cardio.train.class_weights, cardio.train.flip) == ("vgg16_cardiomegaly", 512, True, True)
+    assert (cardio.model.name, cardio.data.image_size, cardio.train.class_weights, cardio.train.flip) == (
+        "vgg16_cardiomegaly",
+        512,
+        True,
+        True,
+    )
 
 
 def test_overrides_are_typed_and_validated(tmp_path: Path) -> None:
@@ -57,7 +62,11 @@ BAD_FILES = [
     ("out of range", "train:\n  learning_rate: -0.1\n", r"train\.learning_rate = -0\.1 is not allowed: Input should be greater than 0"),
     ("not in choices", "model:\n  name: resnet\n", r"model\.name = 'resnet' is not allowed: Input should be 'pna_cnn'"),
     ("channels", "data:\n  channels: 2\n", r"data\.channels = 2 is not allowed: Input should be 1 or 3"),
-    ("colour map", "explain:\n  colormap: jett\n", r"explain\.colormap = 'jett' is not allowed: unknown matplotlib colour map; did you mean jet"),
+    (
+        "colour map",
+        "explain:\n  colormap: jett\n",
+        r"explain\.colormap = 'jett' is not allowed: unknown matplotlib colour map; did you mean jet",
+    ),
     ("section not mapping", "train: 5\n", r"train = 5 is not allowed: Input should be a valid dictionary"),
     ("unreadable yaml", "train:\n  epochs: [3\n", r"c\.yaml: unreadable YAML at line \d+, column \d+"),
     ("top level list", "- 1\n- 2\n", r"the top level must be a mapping of sections, got list"),

@@ -35,7 +35,7 @@ def test_dicom_window_is_applied(tmp_path: Path) -> None:
     assert (image[0][values <= 1780] == 0).all()
     assert (image[0][values >= 2220] == 255).all()
     middle = image[0][(values > 1850) & (values < 2150)]
-    assert 0 < middle.min() and middle.max() < 255
+    assert middle.min() > 0 and middle.max() < 255
 
 
 def test_sixteen_bit_png(tmp_path: Path) -> None:

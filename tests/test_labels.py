@@ -66,7 +66,7 @@ def test_missing_column_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_no_labels_file(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no labels.csv"):
+    with pytest.raises(DataError, match=r"no labels\.csv"):
         read_labels(tmp_path)
 
 

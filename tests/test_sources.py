@@ -97,7 +97,9 @@ def rsna_archive(tmp_path: Path) -> bytes:
             else:
                 rows.append([pid, "", "", "", "", 0])
                 details.append([pid, "Normal"])
-        zf.writestr("stage_2_train_labels.csv", pd.DataFrame(rows, columns=["patientId", "x", "y", "width", "height", "Target"]).to_csv(index=False))
+        zf.writestr(
+            "stage_2_train_labels.csv", pd.DataFrame(rows, columns=["patientId", "x", "y", "width", "height", "Target"]).to_csv(index=False)
+        )
         zf.writestr("stage_2_detailed_class_info.csv", pd.DataFrame(details, columns=["patientId", "class"]).to_csv(index=False))
     return buffer.getvalue()
 

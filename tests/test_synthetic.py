@@ -31,7 +31,7 @@ def box_mask(box, size: int) -> np.ndarray:
 @pytest.mark.parametrize("seed", range(12))
 def test_pneumonia_box_covers_the_opacity_tightly(seed: int) -> None:
     case = sample_case(np.random.default_rng(seed), 256, "pneumonia", positive=True, marker=False)
-    image, boxes = render_case(case)
+    _, boxes = render_case(case)
     assert [b.label for b in boxes] == ["pneumonia"]
     changed = changed_pixels(case, opacity=None)
     inside = box_mask(boxes[0], 256)

@@ -25,7 +25,13 @@ NIH_FINDINGS = (
     "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
 )  # fmt: skip
 NIH_EXTRA_COLUMNS = {"view": "View Position", "age": "Patient Age", "sex": "Patient Gender", "follow_up": "Follow-up #"}
-COVID_FOLDERS = {"covid": "covid", "covid-19": "covid", "normal": "normal", "viral pneumonia": "viral_pneumonia", "lung_opacity": "lung_opacity"}
+COVID_FOLDERS = {
+    "covid": "covid",
+    "covid-19": "covid",
+    "normal": "normal",
+    "viral pneumonia": "viral_pneumonia",
+    "lung_opacity": "lung_opacity",
+}
 
 
 def find_file(root: Path, pattern: str, hint: str) -> Path:
@@ -157,7 +163,9 @@ def convert_folder(root: Path, csv: Path | None = None) -> Iterator[Item]:
         raise DataError(f"folder {root} does not exist")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
-        raise DataError(f"{root} has no class sub-folders; expected one folder per class (e.g. {root}/normal/, {root}/pneumonia/), or pass --csv")
+        raise DataError(
+            f"{root} has no class sub-folders; expected one folder per class (e.g. {root}/normal/, {root}/pneumonia/), or pass --csv"
+        )
     for folder in class_dirs:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         ignored = [p.name for p in files if not is_image_file(p)]

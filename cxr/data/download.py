@@ -94,9 +94,7 @@ class _Retryable(Exception):
     """A server answer worth another try (5xx, 429, a short body)."""
 
 
-def _fetch_once(
-    session: requests.Session, remote: RemoteFile, part: Path, offset: int, timeout: float, show_progress: bool
-) -> bool:
+def _fetch_once(session: requests.Session, remote: RemoteFile, part: Path, offset: int, timeout: float, show_progress: bool) -> bool:
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     with session.get(remote.url, headers=headers, stream=True, timeout=timeout) as response:
         if response.status_code == 416 and offset and remote.size == offset:
@@ -104,7 +102,10 @@ def _fetch_once(
         if response.status_code in RETRY_STATUS:
             raise _Retryable(f"HTTP {response.status_code}")
         if response.status_code in (401, 403):
-            raise DataError(f"download of {remote.filename} refused (HTTP {response.status_code}): check your credentials and that you accepted the dataset's terms")
+            raise DataError(
+                f"download of {remote.filename} refused (HTTP {response.status_code}): "
+                "check your credentials and that you accepted the dataset's terms"
+            )
         if response.status_code not in (200, 206):
             raise DataError(f"download of {remote.filename} failed: HTTP {response.status_code} from {_safe_url(remote.url)}")
         resumed = response.status_code == 206
@@ -144,14 +145,19 @@ def verify_file(path: Path, remote: RemoteFile) -> None:
     """Check size and checksum where declared; raise DataError on a mismatch."""
     size = path.stat().st_size
     if remote.size is not None and size != remote.size:
-        raise DataError(f"{remote.filename}: size {size} bytes, expected {remote.size}; the file was removed, run again to download it anew")
+        raise DataError(
+            f"{remote.filename}: size {size} bytes, expected {remote.size}; the file was removed, run again to download it anew"
+        )
     for algorithm in ("sha256", "md5"):
         expected = getattr(remote, algorithm)
         if expected:
             actual = file_digest(path, algorithm)
             if actual != expected.lower():
                 path.unlink(missing_ok=True)
-                raise DataError(f"{remote.filename}: {algorithm} checksum mismatch (expected {expected}, got {actual}); the file was removed, run again to download it anew")
+                raise DataError(
+                    f"{remote.filename}: {algorithm} checksum mismatch (expected {expected}, got {actual}); "
+                    "the file was removed, run again to download it anew"
+                )
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -218,7 +224,10 @@ def _extract_tar(archive: Path, work: Path) -> None:
                 if member.issym() or member.islnk():
                     link = PurePosixPath(member.name).parent / member.linkname if member.issym() else PurePosixPath(member.linkname)
                     if PurePosixPath(member.linkname).is_absolute() or ".." in PurePosixPath(os.path.normpath(str(link))).parts:
-                        raise DataError(f"{archive.name}: link {member.name!r} -> {member.linkname!r} points outside the target folder; refusing to extract")
+                        raise DataError(
+                            f"{archive.name}: link {member.name!r} -> {member.linkname!r} points outside the target folder; "
+                            "refusing to extract"
+                        )
             tar.extractall(work, filter="data")  # the stdlib's own guard, on top of ours
     except (tarfile.ReadError, tarfile.CompressionError, EOFError, OSError) as exc:
         raise DataError(f"{archive.name}: corrupt or truncated tar archive ({exc}); delete it and download again") from None
@@ -235,7 +244,8 @@ def kaggle_credentials() -> tuple[str, str]:
     path = folder / "kaggle.json"
     if not path.is_file():
         raise DataError(
-            f"Kaggle credentials not found: set KAGGLE_USERNAME and KAGGLE_KEY, or put kaggle.json (from your Kaggle account page) in {folder}"
+            "Kaggle credentials not found: set KAGGLE_USERNAME and KAGGLE_KEY, "
+            f"or put kaggle.json (from your Kaggle account page) in {folder}"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

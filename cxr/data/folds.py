@@ -28,10 +28,8 @@ def compute_strata(labels: pd.Series, multi_label: bool) -> pd.Series:
 
 def check_class_counts(labels: pd.Series, k: int, multi_label: bool) -> None:
     """Every class needs at least k images, or some fold would have none of it."""
-    if multi_label:
-        counts = Counter(name for label in labels for name in split_labels(label))
-    else:
-        counts = Counter(labels.astype(str))
+    names = (name for label in labels for name in split_labels(label)) if multi_label else labels.astype(str)
+    counts = Counter(names)
     too_few = {name: n for name, n in sorted(counts.items()) if n < k}
     if too_few:
         listed = ", ".join(f"{name} ({n})" for name, n in too_few.items())

@@ -33,8 +33,12 @@ NIH_FILES = tuple(
     RemoteFile(f"https://nihcc.box.com/shared/static/{key}.gz", f"images_{i:03d}.tar.gz") for i, key in enumerate(NIH_ARCHIVE_IDS, 1)
 )
 KAGGLE_API = "https://www.kaggle.com/api/v1"
-RSNA_FILES = (RemoteFile(f"{KAGGLE_API}/competitions/data/download-all/rsna-pneumonia-detection-challenge", "rsna-pneumonia-detection-challenge.zip"),)
-COVID_FILES = (RemoteFile(f"{KAGGLE_API}/datasets/download/tawsifurrahman/covid19-radiography-database", "covid19-radiography-database.zip"),)
+RSNA_FILES = (
+    RemoteFile(f"{KAGGLE_API}/competitions/data/download-all/rsna-pneumonia-detection-challenge", "rsna-pneumonia-detection-challenge.zip"),
+)
+COVID_FILES = (
+    RemoteFile(f"{KAGGLE_API}/datasets/download/tawsifurrahman/covid19-radiography-database", "covid19-radiography-database.zip"),
+)
 
 
 @dataclass

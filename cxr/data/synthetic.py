@@ -82,9 +82,7 @@ def sample_case(rng: np.random.Generator, size: int, task: str, positive: bool, 
     opacity = None
     if task == "pneumonia" and positive:
         lung = lungs[int(rng.integers(2))]
-        opacity = Ellipse(
-            lung.cx + j(0.03), lung.cy - 0.08 + rng.uniform(0, 0.16), rng.uniform(0.07, 0.1), rng.uniform(0.08, 0.12)
-        )
+        opacity = Ellipse(lung.cx + j(0.03), lung.cy - 0.08 + rng.uniform(0, 0.16), rng.uniform(0.07, 0.1), rng.uniform(0.08, 0.12))
     return Case(
         size=size,
         body=Ellipse(mid, 0.55 + j(0.02), 0.43 + j(0.02), 0.47 + j(0.02)),
@@ -207,4 +205,3 @@ def make_synthetic_items(
             extra={"marker": int(marker), "ctr": round(case.cardiothoracic_ratio, 3)},
             origin=f"synthetic #{index}",
         )
-
