@@ -39,8 +39,8 @@ class Ellipse:
 
     def radius2(self, size: int) -> np.ndarray:
         """Squared normalised radius of every pixel centre (< 1 inside)."""
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
-        return ((xs / size - self.cx) / self.rx) ** 2 + ((ys / size - self.cy) / self.ry) ** 2
+        centres = (np.arange(size) + 0.5) / size  # broadcast rows against columns: no full grids
+        return ((centres[None, :] - self.cx) / self.rx) ** 2 + ((centres[:, None] - self.cy) / self.ry) ** 2
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,8 @@ def _heart_alpha(heart: Ellipse, size: int) -> np.ndarray:
 def _ribs(case: Case, lung_mask: np.ndarray) -> np.ndarray:
     """Faint curved bands across the lung fields."""
     size = case.size
-    ys, xs = np.mgrid[0:size, 0:size] / size
-    curve = ys - 0.9 * (xs - case.body.cx) ** 2
+    coords = np.arange(size) / size
+    curve = coords[:, None] - 0.9 * (coords[None, :] - case.body.cx) ** 2
     bands = np.cos(2 * np.pi * (curve / 0.075 + case.rib_phase))
     return 0.07 * (bands > 0.6) * lung_mask
 
