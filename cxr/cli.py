@@ -119,20 +119,47 @@ def _not_built(command: str, issue: int) -> None:
     raise CxrError(f"`cxr {command}` is not built yet (issue #{issue}); the config was valid, nothing was run")
 
 
-@app.command()
-@friendly_errors
-def train(config: ConfigOption = None, overrides: Overrides = None) -> None:
-    """Train the configured model on one fold (or all) and keep the best checkpoint."""
-    resolve_config(config, overrides)
-    _not_built("train", 3)
+FoldOption = Annotated[int | None, typer.Option("--fold", "-f", min=0, help="Validation fold (default: data.fold of the config).")]
+AllFoldsOption = Annotated[bool, typer.Option("--all-folds", help="Every fold in turn.")]
 
 
 @app.command()
 @friendly_errors
-def evaluate(config: ConfigOption = None, overrides: Overrides = None) -> None:
+def train(
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    fold: FoldOption = None,
+    all_folds: AllFoldsOption = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the fold's existing run folder.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted fold from its last completed epoch.")] = False,
+) -> None:
+    """Train the configured model on one fold (or all) and keep the best checkpoint per fold."""
+    cfg = resolve_config(config, overrides)
+    from cxr.train import train_folds
+
+    folds = None if all_folds else [cfg.data.fold if fold is None else fold]
+    for result in train_folds(cfg, folds, overwrite=overwrite, resume=resume):
+        typer.echo(
+            f"fold {result.fold}: best {result.monitor} {result.best_value:.4f} at epoch {result.best_epoch + 1} -> {result.run.model}"
+        )
+
+
+@app.command()
+@friendly_errors
+def evaluate(config: ConfigOption = None, overrides: Overrides = None, fold: FoldOption = None, all_folds: AllFoldsOption = False) -> None:
     """Per-fold and pooled metrics, predictions and plots for a trained experiment."""
-    resolve_config(config, overrides)
-    _not_built("evaluate", 3)
+    cfg = resolve_config(config, overrides)
+    from cxr.evaluate import evaluate as evaluate_folds
+    from cxr.runs import trained_folds
+
+    folds = trained_folds(cfg) if all_folds else [cfg.data.fold if fold is None else fold]
+    result = evaluate_folds(cfg, folds)
+    for k, metrics in result.per_fold.items():
+        typer.echo(f"fold {k}: validation ROC AUC {metrics['roc_auc']:.3f}, accuracy {metrics['accuracy']:.3f} (n = {metrics['n']})")
+    if len(folds) > 1:
+        auc = result.summary["roc_auc"]
+        typer.echo(f"pooled over {len(folds)} folds: ROC AUC {result.pooled['roc_auc']:.3f}; per fold {auc['mean']:.3f} ± {auc['std']:.3f}")
+    typer.echo(f"reports in {result.folder} and each fold's evaluation/")
 
 
 @app.command()

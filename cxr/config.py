@@ -52,6 +52,7 @@ class DataConfig(_Section):
     root: LoosePath = Path("data")
     dataset: str = Field("synthetic-pneumonia", min_length=1)
     classes: list[str] | None = Field(None, min_length=2)
+    positive_class: str | None = None
     multi_label: bool = False
     image_size: int = Field(256, ge=16, le=2048)
     channels: Literal[1, 3] = 1

@@ -24,3 +24,24 @@ def nih_sample() -> Path:
     if not NIH_SAMPLE.is_dir():
         pytest.fail(f"the NIH sample is missing at {NIH_SAMPLE}; CI keeps it at ../shared/data/nih-cxr14-sample")
     return NIH_SAMPLE
+
+
+def tiny_config(dataset: Path, runs: Path, *overrides: str):
+    """A tiny_cnn experiment on a dataset, through the same code path as real runs."""
+    from cxr.config import load_config
+
+    base = [
+        "experiment.name=tiny", f"experiment.output_dir={runs}", f"data.root={dataset.parent}", f"data.dataset={dataset.name}",
+        "data.image_size=64", "model.name=tiny_cnn", "train.epochs=2", "train.batch_size=16", "train.learning_rate=0.01",
+    ]  # fmt: skip
+    return load_config(None, [*base, *overrides])
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """tiny_cnn trained for 2 epochs on folds 0 and 1 of the synthetic dataset; shared by evaluate/explain tests."""
+    from cxr.train import train_folds
+
+    cfg = tiny_config(synthetic_dataset, tmp_path_factory.mktemp("runs"))
+    train_folds(cfg, [0, 1])
+    return cfg

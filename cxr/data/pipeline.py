@@ -1,9 +1,10 @@
 """tf.data input pipeline from `labels.csv`: validation = one fold, training = the others.
 
-Images stream from disk (parallel decode, resize, channels, the model's own
-preprocessing, random horizontal flips for training only, batch, prefetch),
-so memory does not grow with the dataset; `cache=True` keeps decoded images
-in memory for small sets.
+Images stream from disk (parallel decode, resize, channels, random horizontal
+flips for training only, batch, prefetch), so memory does not grow with the
+dataset; `cache=True` keeps decoded images in memory for small sets. Batches
+hold pixels in [0, 255]: every cxr model applies its own preprocessing as its
+first layers (see cxr.models.registry); `preprocess` is for other models.
 """
 
 from __future__ import annotations
@@ -22,11 +23,6 @@ from cxr.errors import DataError
 
 Split = Literal["train", "validation"]
 Preprocess = Callable[[tf.Tensor], tf.Tensor]
-
-
-def scale_to_unit(images: tf.Tensor) -> tf.Tensor:
-    """Default preprocessing: [0, 255] -> [0, 1]."""
-    return images / 255.0
 
 
 def select_split(table: pd.DataFrame, fold: int, split: Split) -> pd.DataFrame:
@@ -62,7 +58,7 @@ def make_dataset(
     batch_size: int = 16,
     training: bool = False,
     flip: bool = True,
-    preprocess: Preprocess = scale_to_unit,
+    preprocess: Preprocess | None = None,
     multi_label: bool = False,
     cache: bool = False,
     seed: int = 0,
@@ -78,7 +74,9 @@ def make_dataset(
         ds = ds.cache()
     if training and flip:
         ds = ds.map(lambda image, label: (tf.image.random_flip_left_right(image, seed=seed), label), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size).map(lambda images, y: (preprocess(images), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if preprocess is not None:
+        ds = ds.map(lambda images, y: (preprocess(images), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -1,0 +1,179 @@
+"""evaluate(cfg, folds): out-of-fold predictions, scikit-learn metrics and plots, per fold and pooled.
+
+Reads only the run folders: each fold's best model, classes and split, and
+the dataset folder its resolved config names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import matplotlib
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from cxr.config import Config, load_config
+from cxr.data.pipeline import encode_labels, make_dataset
+from cxr.errors import DataError
+from cxr.runs import FoldRun, open_trained_fold, pooled_evaluation_dir, write_text_atomic
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # after choosing the file-only backend
+
+log = logging.getLogger(__name__)
+NEGATIVE_NAMES = ("normal", "no finding", "negative")
+SCALAR_METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity", "precision", "f1")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    per_fold: dict[int, dict]
+    pooled: dict
+    summary: dict[str, dict[str, float]]  # metric -> mean, std over folds
+    folder: Path
+
+
+def choose_positive_class(classes: list[str], configured: str | None = None) -> int | None:
+    """Index of the binary task's positive class: the configured one, else the one not named normal/no_*/negative."""
+    if len(classes) != 2:
+        return None
+    if configured is not None:
+        if configured not in classes:
+            raise DataError(f"data.positive_class = {configured!r} is not one of the classes {', '.join(classes)}")
+        return classes.index(configured)
+    negative = [i for i, c in enumerate(classes) if c.lower() in NEGATIVE_NAMES or c.lower().startswith(("no_", "no "))]
+    return 1 - negative[0] if len(negative) == 1 else 1
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], positive: int | None) -> dict:
+    """ROC AUC, accuracy, sensitivity, specificity, precision, F1 and the confusion matrix, from scikit-learn.
+
+    Binary: for the positive class. More classes: one-vs-rest, macro-averaged.
+    """
+    labels = list(range(len(classes)))
+    y_pred = probs.argmax(axis=1)
+    matrix = skm.confusion_matrix(y_true, y_pred, labels=labels)
+    result: dict = {"n": len(y_true), "accuracy": skm.accuracy_score(y_true, y_pred), "classes": classes}
+    if positive is not None:
+        truth, guess = y_true == positive, y_pred == positive
+        result["positive_class"] = classes[positive]
+        result["roc_auc"] = skm.roc_auc_score(truth, probs[:, positive]) if 0 < truth.sum() < len(truth) else float("nan")
+        result["sensitivity"] = skm.recall_score(truth, guess, zero_division=0)
+        result["specificity"] = skm.recall_score(~truth, ~guess, zero_division=0)
+        result["precision"] = skm.precision_score(truth, guess, zero_division=0)
+        result["f1"] = skm.f1_score(truth, guess, zero_division=0)
+    else:
+        present = np.unique(y_true)
+        result["roc_auc"] = (
+            skm.roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=labels)
+            if len(present) == len(labels)
+            else float("nan")
+        )
+        result["sensitivity"] = skm.recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        specificity = [
+            (matrix.sum() - matrix[c].sum() - matrix[:, c].sum() + matrix[c, c]) / max(matrix.sum() - matrix[c].sum(), 1) for c in labels
+        ]
+        result["specificity"] = float(np.mean(specificity))
+        result["precision"] = skm.precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        result["f1"] = skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    result["confusion_matrix"] = matrix.tolist()
+    return {k: (float(v) if isinstance(v, np.floating | float) else v) for k, v in result.items()}
+
+
+def predict_fold(run: FoldRun, batch_size: int = 32) -> pd.DataFrame:
+    """The fold's validation images through its best model: one row per image with every class probability."""
+    cfg = load_config(run.config)
+    if cfg.data.multi_label:
+        raise DataError("evaluating multi-label runs is not built yet; train and explain work, metrics do not")
+    classes = run.read_classes()
+    split = pd.read_csv(run.split, dtype={"patient_id": str, "image": str, "label": str}, keep_default_na=False)
+    table = split[split["split"] == "validation"].reset_index(drop=True)
+    model = keras.models.load_model(run.model, compile=False)
+    ds = make_dataset(
+        cfg.data.dataset_dir, table, classes, image_size=cfg.data.image_size, channels=cfg.data.channels, batch_size=batch_size
+    )
+    logits = model.predict(ds.map(lambda x, y: x), verbose=0)
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))
+    predictions = pd.DataFrame(
+        {
+            "fold": run.fold,
+            "image": table["image"],
+            "patient_id": table["patient_id"],
+            "true_label": table["label"],
+            "predicted_label": [classes[i] for i in probs.argmax(axis=1)],
+            "confidence": probs.max(axis=1),
+        }
+    )
+    for i, name in enumerate(classes):
+        predictions[f"prob_{name}"] = probs[:, i]
+    return predictions
+
+
+def metrics_from_predictions(predictions: pd.DataFrame, classes: list[str], positive: int | None) -> dict:
+    probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
+    return compute_metrics(encode_labels(predictions["true_label"], classes), probs, classes, positive)
+
+
+def write_report(folder: Path, predictions: pd.DataFrame, report: dict, metrics: dict, classes: list[str], positive: int | None) -> None:
+    """predictions.csv, metrics.json (`report`), roc.png and confusion.png (from `metrics`) in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "predictions.csv", predictions.to_csv(index=False))
+    write_text_atomic(folder / "metrics.json", json.dumps(report, indent=2) + "\n")
+    y_true = encode_labels(predictions["true_label"], classes)
+    probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for c in [positive] if positive is not None else range(len(classes)):
+        if 0 < (y_true == c).sum() < len(y_true):
+            skm.RocCurveDisplay.from_predictions(y_true == c, probs[:, c], name=classes[c], ax=ax, plot_chance_level=c == (positive or 0))
+    ax.set_title(f"ROC (n = {len(y_true)})")
+    save_figure(fig, folder / "roc.png")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    skm.ConfusionMatrixDisplay(np.array(metrics["confusion_matrix"]), display_labels=classes).plot(ax=ax, colorbar=False)
+    save_figure(fig, folder / "confusion.png")
+
+
+def save_figure(fig: plt.Figure, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
+    """Per-fold reports, then pooled metrics over every evaluated image and mean ± std over folds."""
+    if not folds:
+        raise DataError(f"no trained folds to evaluate for experiment {cfg.experiment.name!r}; run `cxr train` first")
+    runs = [open_trained_fold(cfg, fold) for fold in folds]
+    classes = runs[0].read_classes()
+    positive = choose_positive_class(classes, cfg.data.positive_class)
+    per_fold, all_predictions = {}, []
+    for run in runs:
+        if run.read_classes() != classes:
+            raise DataError(f"fold {run.fold} was trained with classes {run.read_classes()}, fold {runs[0].fold} with {classes}")
+        predictions = predict_fold(run)
+        per_fold[run.fold] = metrics_from_predictions(predictions, classes, positive)
+        write_report(run.evaluation, predictions, per_fold[run.fold], per_fold[run.fold], classes, positive)
+        all_predictions.append(predictions)
+        log.info(
+            "fold %d: ROC AUC %.3f, accuracy %.3f (n = %d)",
+            run.fold,
+            per_fold[run.fold]["roc_auc"],
+            per_fold[run.fold]["accuracy"],
+            len(predictions),
+        )
+    pooled_predictions = pd.concat(all_predictions, ignore_index=True)
+    pooled = metrics_from_predictions(pooled_predictions, classes, positive)
+    summary = {
+        m: {"mean": float(np.nanmean([f[m] for f in per_fold.values()])), "std": float(np.nanstd([f[m] for f in per_fold.values()]))}
+        for m in SCALAR_METRICS
+    }
+    folder = pooled_evaluation_dir(cfg)
+    report = {"folds": folds, "pooled": pooled, "mean_std": summary, "per_fold": per_fold}
+    write_report(folder, pooled_predictions, report, pooled, classes, positive)
+    return Evaluation(per_fold, pooled, summary, folder)

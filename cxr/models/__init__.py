@@ -1,0 +1,1 @@
+"""Model architectures: flat functional Keras graphs that output logits."""

@@ -1,0 +1,169 @@
+"""train(cfg, fold): one fold is validation, the others train; Keras callbacks do the bookkeeping.
+
+Best checkpoint by a validation metric, early stopping, CSV and TensorBoard
+logs, and BackupAndRestore so an interrupted fold resumes from its last
+completed epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
+
+from cxr.config import Config, dump_config
+from cxr.data.labels import class_names as table_class_names
+from cxr.data.labels import read_labels
+from cxr.data.pipeline import encode_labels, load_split, make_dataset
+from cxr.errors import DataError
+from cxr.models.metrics import make_loss_and_metrics
+from cxr.models.registry import build_model
+from cxr.runs import FoldRun, prepare_fold_run, write_text_atomic
+
+log = logging.getLogger(__name__)
+MONITOR_MODES = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    fold: int
+    run: FoldRun
+    best_epoch: int
+    best_value: float
+    monitor: str
+    history: pd.DataFrame
+
+
+def resolve_classes(cfg: Config) -> list[str]:
+    """The configured class order, or the sorted names in the dataset."""
+    table = read_labels(cfg.data.dataset_dir, check_files=False)
+    found = table_class_names(table, cfg.data.multi_label)
+    if cfg.data.classes is None:
+        return found
+    unknown = sorted(set(found) - set(cfg.data.classes))
+    if unknown:
+        raise DataError(f"dataset has class(es) {', '.join(unknown)} that data.classes ({', '.join(cfg.data.classes)}) lacks")
+    return list(cfg.data.classes)
+
+
+def compute_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """scikit-learn's 'balanced' weights, n / (k * n_c), on the training split."""
+    present = np.unique(labels)
+    if len(present) != num_classes:
+        missing = sorted(set(range(num_classes)) - set(present.tolist()))
+        raise DataError(f"the training split has no image of class index(es) {missing}; use fewer folds")
+    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=labels)
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def make_strategy() -> tf.distribute.Strategy:
+    """All visible GPUs with MirroredStrategy when there are several; otherwise the default device."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        log.info("training on %d GPUs (MirroredStrategy)", len(gpus))
+        return tf.distribute.MirroredStrategy()
+    log.info("training on %s", "the GPU" if gpus else "the CPU")
+    return tf.distribute.get_strategy()
+
+
+def set_precision(mixed: bool) -> None:
+    """mixed_float16 on a GPU when asked; on a CPU it only slows things down, so say so and stay float32."""
+    if mixed and not tf.config.list_logical_devices("GPU"):
+        log.warning("train.mixed_precision ignored: no GPU")
+        mixed = False
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+
+
+def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume: bool = False) -> TrainResult:
+    """Train one fold and keep its best checkpoint; returns the best epoch and value."""
+    fold = cfg.data.fold if fold is None else fold
+    classes = resolve_classes(cfg)
+    val_table, _ = load_split(cfg.data.dataset_dir, fold, "validation", classes, cfg.data.multi_label)
+    train_table, _ = load_split(cfg.data.dataset_dir, fold, "train", classes, cfg.data.multi_label)
+    run = prepare_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
+    write_run_inputs(run, cfg, fold, classes, train_table, val_table)
+
+    keras.utils.set_random_seed(cfg.experiment.seed)
+    set_precision(cfg.train.mixed_precision)
+    with make_strategy().scope():
+        model = build_model(cfg, len(classes))
+        loss, metrics = make_loss_and_metrics(len(classes), cfg.data.multi_label)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate), loss=loss, metrics=metrics, jit_compile=cfg.train.xla)
+
+    common = {"image_size": cfg.data.image_size, "channels": cfg.data.channels, "batch_size": cfg.train.batch_size}
+    common |= {"multi_label": cfg.data.multi_label, "cache": cfg.data.cache, "seed": cfg.experiment.seed}
+    train_ds = make_dataset(cfg.data.dataset_dir, train_table, classes, training=True, flip=cfg.train.flip, **common)
+    val_ds = make_dataset(cfg.data.dataset_dir, val_table, classes, training=False, **common)
+    class_weight = None
+    if cfg.train.class_weights and not cfg.data.multi_label:
+        class_weight = compute_class_weights(encode_labels(train_table["label"], classes), len(classes))
+        log.info("class weights: %s", {classes[i]: round(w, 3) for i, w in class_weight.items()})
+
+    log.info("fold %d: %d training, %d validation images -> %s", fold, len(train_table), len(val_table), run.folder)
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=cfg.train.epochs,
+        class_weight=class_weight,
+        callbacks=make_callbacks(cfg, run, resume),
+        shuffle=False,  # the training pipeline shuffles itself, reproducibly
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    return summarise(cfg, run, fold)
+
+
+def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callbacks.Callback]:
+    """Backup first, so that whenever a history row exists its epoch can be resumed from."""
+    monitor, mode = cfg.train.monitor, MONITOR_MODES[cfg.train.monitor]
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.BackupAndRestore(str(run.backup)),
+        keras.callbacks.ModelCheckpoint(str(run.model), monitor=monitor, mode=mode, save_best_only=True),
+        keras.callbacks.CSVLogger(str(run.history), append=resume),
+        keras.callbacks.TensorBoard(str(run.logs), write_graph=False, profile_batch=0),
+    ]
+    if cfg.train.early_stopping_patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.early_stopping_patience))
+    return callbacks
+
+
+def write_run_inputs(run: FoldRun, cfg: Config, fold: int, classes: list[str], train_table: pd.DataFrame, val_table: pd.DataFrame) -> None:
+    """What later commands need to read this run without the original config: config, classes, split."""
+    resolved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": fold})})
+    write_text_atomic(run.config, dump_config(resolved))
+    write_text_atomic(run.classes, json.dumps(classes) + "\n")
+    split = pd.concat([train_table.assign(split="train"), val_table.assign(split="validation")])
+    write_text_atomic(run.split, split[["image", "label", "patient_id", "fold", "split"]].to_csv(index=False))
+
+
+def summarise(cfg: Config, run: FoldRun, fold: int) -> TrainResult:
+    """Best epoch and value from the CSV history (the source of truth, also after a resume)."""
+    history = pd.read_csv(run.history)
+    monitor = cfg.train.monitor
+    if monitor not in history.columns:
+        raise DataError(f"{run.history} has no {monitor} column; columns: {', '.join(history.columns)}")
+    best = history[monitor].idxmax() if MONITOR_MODES[monitor] == "max" else history[monitor].idxmin()
+    result = TrainResult(fold, run, int(history.loc[best, "epoch"]), float(history.loc[best, monitor]), monitor, history)
+    summary = {"fold": fold, "best_epoch": result.best_epoch, "monitor": monitor, "best_value": result.best_value,
+               "epochs_run": len(history), "final": history.iloc[-1].to_dict()}  # fmt: skip
+    write_text_atomic(run.summary, json.dumps(summary, indent=2) + "\n")
+    return result
+
+
+def train_folds(cfg: Config, folds: list[int] | None, overwrite: bool = False, resume: bool = False) -> list[TrainResult]:
+    """Several folds in turn (all of the dataset's when `folds` is None)."""
+    if folds is None:
+        folds = dataset_folds(cfg.data.dataset_dir)
+    return [train(cfg, fold, overwrite=overwrite, resume=resume) for fold in folds]
+
+
+def dataset_folds(dataset_dir: Path) -> list[int]:
+    """The fold numbers present in a dataset."""
+    return sorted(read_labels(dataset_dir, check_files=False)["fold"].unique().tolist())

@@ -1,0 +1,134 @@
+"""Training: the run folder, class weights and flips wired into fit, overwrite refusal, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import tiny_config
+from PIL import Image
+
+from cxr.config import dump_config
+from cxr.errors import DataError
+from cxr.runs import fold_run
+from cxr.train import compute_class_weights, train
+
+
+def test_run_folder_holds_what_later_commands_need(trained_run) -> None:
+    run = fold_run(trained_run, 1)
+    for path in (run.model, run.config, run.classes, run.split, run.history, run.summary):
+        assert path.is_file(), path
+    assert list(run.logs.rglob("events.out.tfevents.*")), "no TensorBoard events"
+    assert not run.backup.exists(), "the backup of a finished run is removed"
+    assert yaml.safe_load(run.config.read_text())["data"]["fold"] == 1
+    assert json.loads(run.classes.read_text()) == ["normal", "pneumonia"]
+    split = pd.read_csv(run.split, dtype=str)
+    validation = split[split["split"] == "validation"]
+    assert set(validation["fold"]) == {"1"} and "1" not in set(split[split["split"] == "train"]["fold"])
+    assert not set(validation["patient_id"]) & set(split[split["split"] == "train"]["patient_id"])
+    history = pd.read_csv(run.history)
+    assert history["epoch"].tolist() == [0, 1] and {"val_auc", "val_accuracy", "val_loss"} <= set(history.columns)
+    summary = json.loads(run.summary.read_text())
+    assert summary["best_value"] == history["val_auc"].max()
+    model = keras.models.load_model(run.model, compile=False)
+    assert model.output.shape == (None, 2)
+
+
+def test_class_weights_are_balanced_by_hand() -> None:
+    labels = np.array([0] * 30 + [1] * 10 + [2] * 20)
+    weights = compute_class_weights(labels, 3)
+    assert weights == pytest.approx({0: 60 / (3 * 30), 1: 60 / (3 * 10), 2: 60 / (3 * 20)})
+    with pytest.raises(DataError, match=r"no image of class index\(es\) \[2\]"):
+        compute_class_weights(np.array([0, 1, 1]), 3)
+
+
+def images_of(dataset: Path, table: pd.DataFrame) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(dataset / p), dtype=np.float32) for p in table["image"]])
+
+
+def test_fit_gets_class_weights_and_flips_only_training_data(synthetic_dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    seen = {}
+
+    def fake_fit(self, x, validation_data, class_weight, **kwargs):  # stands in for Keras: we only inspect its inputs
+        seen.update(train=x, validation=validation_data, class_weight=class_weight)
+        pd.DataFrame({"epoch": [0], "val_auc": [0.5]}).to_csv(fold_run(cfg, 2).history, index=False)
+
+    monkeypatch.setattr(keras.Model, "fit", fake_fit)
+    cfg = tiny_config(synthetic_dataset, tmp_path)
+    train(cfg, fold=2)
+    split = pd.read_csv(fold_run(cfg, 2).split, dtype=str, keep_default_na=False)
+    train_rows = split[split["split"] == "train"]
+    counts = train_rows["label"].value_counts()
+    n = len(train_rows)
+    assert seen["class_weight"] == pytest.approx({0: n / (2 * counts["normal"]), 1: n / (2 * counts["pneumonia"])})
+    originals = images_of(synthetic_dataset, train_rows)
+    flipped = 0
+    for batch, _ in seen["train"]:
+        for image in batch.numpy()[..., 0]:
+            same = np.abs(originals - image).max(axis=(1, 2)).min() < 1e-3
+            mirrored = np.abs(originals[:, :, ::-1] - image).max(axis=(1, 2)).min() < 1e-3
+            assert same or mirrored
+            flipped += mirrored and not same
+    assert flipped > 0
+    validation = np.concatenate([b.numpy()[..., 0] for b, _ in seen["validation"]])
+    np.testing.assert_allclose(validation, images_of(synthetic_dataset, split[split["split"] == "validation"]), atol=1e-3)
+
+
+def test_training_into_a_used_folder_is_refused(trained_run) -> None:
+    before = fold_run(trained_run, 0).model.stat().st_mtime_ns
+    with pytest.raises(DataError, match="already holds a run; pass --overwrite"):
+        train(trained_run, fold=0)
+    assert fold_run(trained_run, 0).model.stat().st_mtime_ns == before
+
+
+def test_fold_that_does_not_exist(trained_run) -> None:
+    with pytest.raises(DataError, match=r"fold 9 does not exist; this dataset has folds 0\.\.4"):
+        train(trained_run, fold=9)
+
+
+def test_resume_without_an_interrupted_run(synthetic_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="nothing to resume"):
+        train(tiny_config(synthetic_dataset, tmp_path), fold=0, resume=True)
+
+
+def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(synthetic_dataset, tmp_path, "train.epochs=40", "train.batch_size=2", "train.early_stopping_patience=null")
+    (tmp_path / "c.yaml").write_text(dump_config(cfg))
+    run = fold_run(cfg, 0)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "-m", "cxr.cli", "train", "--config", str(tmp_path / "c.yaml")], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        seen_at: dict[int, float] = {}  # epochs completed -> when first seen
+        deadline = time.time() + 120
+        while time.time() < deadline and process.poll() is None and len(seen_at) < 3:
+            rows = len(run.history.read_text().splitlines()) - 1 if run.history.is_file() else 0
+            seen_at.setdefault(rows, time.time())
+            time.sleep(0.01)
+        assert process.poll() is None, "training ended before it could be interrupted"
+        epoch_seconds = seen_at[max(seen_at)] - seen_at[sorted(seen_at)[-2]]
+        time.sleep(epoch_seconds / 2)  # kill in the middle of an epoch, far from its bookkeeping at the end
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    done_before = pd.read_csv(run.history)["epoch"].tolist()
+    assert run.backup.is_dir() and len(done_before) >= 2
+    with pytest.raises(DataError, match="already holds a run"):
+        train(cfg, fold=0)  # neither overwrite nor resume: refused
+    resumed_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": len(done_before) + 2})})
+    result = train(resumed_cfg, fold=0, resume=True)
+    epochs = result.history["epoch"].tolist()
+    assert epochs == list(range(len(done_before) + 2)), epochs  # continued where it stopped: no epoch twice, none lost
+    assert not run.backup.exists()
