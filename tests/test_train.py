@@ -132,3 +132,33 @@ def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) 
     epochs = result.history["epoch"].tolist()
     assert epochs == list(range(len(done_before) + 2)), epochs  # continued where it stopped: no epoch twice, none lost
     assert not run.backup.exists()
+
+
+
+def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """After one demo-sized epoch (24 steps), the batch-norm moving statistics must be close to the statistics the
+    layer really sees, or validation (inference mode) judges a different model than training; at Keras' default
+    momentum 0.99 they are still mostly their initial values."""
+    from cxr.config import load_config
+    from cxr.data.pipeline import load_split, make_dataset
+    from cxr.models.metrics import make_loss_and_metrics
+    from cxr.models.registry import build_model
+
+    demo = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml")
+    train_table, names = load_split(synthetic_dataset, 0, "train")
+    images = np.concatenate([b.numpy() for b, _ in make_dataset(synthetic_dataset, train_table, names, image_size=64, batch_size=32)])
+    errors = {}
+    for momentum in (0.99, demo.model.batchnorm_momentum):
+        cfg = tiny_config(synthetic_dataset, tmp_path, "model.name=pna_cnn", "model.widths=[8,8,8,8]", f"model.batchnorm_momentum={momentum}")
+        keras.utils.set_random_seed(0)
+        model = build_model(cfg, 2)
+        loss, metrics = make_loss_and_metrics(2, False)
+        model.compile(optimizer=keras.optimizers.Adam(demo.train.learning_rate), loss=loss, metrics=metrics)
+        epoch = make_dataset(synthetic_dataset, train_table, names, image_size=64, batch_size=4, training=True)  # 24 steps
+        model.fit(epoch, epochs=1, verbose=0, shuffle=False)
+        bn = model.get_layer("stage1_bn")
+        seen = keras.Model(model.input, model.get_layer("stage1_conv").output).predict(images, verbose=0)
+        true_mean, true_std = seen.mean(axis=(0, 1, 2)), seen.std(axis=(0, 1, 2))
+        errors[momentum] = float(np.mean(np.abs(bn.moving_mean.numpy() - true_mean) / true_std))
+    assert errors[demo.model.batchnorm_momentum] < 0.25, errors
+    assert errors[0.99] > 2 * errors[demo.model.batchnorm_momentum], errors
