@@ -149,7 +149,8 @@ def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(synthetic_
     images = np.concatenate([b.numpy() for b, _ in make_dataset(synthetic_dataset, train_table, names, image_size=64, batch_size=32)])
     errors = {}
     for momentum in (0.99, demo.model.batchnorm_momentum):
-        cfg = tiny_config(synthetic_dataset, tmp_path, "model.name=pna_cnn", "model.widths=[8,8,8,8]", f"model.batchnorm_momentum={momentum}")
+        narrow = ["model.name=pna_cnn", "model.widths=[8,8,8,8]", f"model.batchnorm_momentum={momentum}"]
+        cfg = tiny_config(synthetic_dataset, tmp_path, *narrow)
         keras.utils.set_random_seed(0)
         model = build_model(cfg, 2)
         loss, metrics = make_loss_and_metrics(2, False)
