@@ -121,17 +121,43 @@ def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume:
 
 
 def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callbacks.Callback]:
-    """Backup first, so that whenever a history row exists its epoch can be resumed from."""
+    """Backup first, so that whenever a history row exists its epoch can be resumed from.
+
+    Two backups are kept: a kill while one is being written falls back to the other. On resume the
+    checkpoint only replaces the best model by a better one than the history already holds.
+    """
     monitor, mode = cfg.train.monitor, MONITOR_MODES[cfg.train.monitor]
+    best_so_far = best_in_history(run, monitor) if resume else None
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.BackupAndRestore(str(run.backup)),
-        keras.callbacks.ModelCheckpoint(str(run.model), monitor=monitor, mode=mode, save_best_only=True),
+        keras.callbacks.BackupAndRestore(str(run.backup), double_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(
+            str(run.model), monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=best_so_far
+        ),
         keras.callbacks.CSVLogger(str(run.history), append=resume),
         keras.callbacks.TensorBoard(str(run.logs), write_graph=False, profile_batch=0),
     ]
     if cfg.train.early_stopping_patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.early_stopping_patience))
     return callbacks
+
+
+def best_in_history(run: FoldRun, monitor: str) -> float | None:
+    """The best monitored value an interrupted run reached (None when it has no complete epoch)."""
+    if not run.history.is_file() or not run.model.is_file():
+        return None
+    history = pd.read_csv(run.history)
+    if monitor not in history.columns or history.empty:
+        return None
+    return float(history[monitor].max() if MONITOR_MODES[monitor] == "max" else history[monitor].min())
+
+
+def tidy_history(run: FoldRun) -> pd.DataFrame:
+    """After a resume an epoch redone from the older backup appears twice: keep its latest row."""
+    history = pd.read_csv(run.history)
+    tidy = history.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    if len(tidy) != len(history):
+        write_text_atomic(run.history, tidy.to_csv(index=False))
+    return tidy
 
 
 def write_run_inputs(run: FoldRun, cfg: Config, fold: int, classes: list[str], train_table: pd.DataFrame, val_table: pd.DataFrame) -> None:
@@ -145,7 +171,7 @@ def write_run_inputs(run: FoldRun, cfg: Config, fold: int, classes: list[str], t
 
 def summarise(cfg: Config, run: FoldRun, fold: int) -> TrainResult:
     """Best epoch and value from the CSV history (the source of truth, also after a resume)."""
-    history = pd.read_csv(run.history)
+    history = tidy_history(run)
     monitor = cfg.train.monitor
     if monitor not in history.columns:
         raise DataError(f"{run.history} has no {monitor} column; columns: {', '.join(history.columns)}")

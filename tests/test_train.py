@@ -19,7 +19,9 @@ from conftest import tiny_config
 from PIL import Image
 
 from cxr.config import dump_config
+from cxr.data.pipeline import encode_labels, load_split, make_dataset
 from cxr.errors import DataError
+from cxr.models.metrics import SoftmaxAUC
 from cxr.runs import fold_run
 from cxr.train import compute_class_weights, train
 
@@ -132,7 +134,13 @@ def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) 
     epochs = result.history["epoch"].tolist()
     assert epochs == list(range(len(done_before) + 2)), epochs  # continued where it stopped: no epoch twice, none lost
     assert not run.backup.exists()
-
+    # the kept model is the best epoch's, before or after the interruption
+    model = keras.models.load_model(run.model, compile=False)
+    val_table, names = load_split(synthetic_dataset, 0, "validation")
+    logits = model.predict(make_dataset(synthetic_dataset, val_table, names, image_size=64).map(lambda x, y: x), verbose=0)
+    auc = SoftmaxAUC(2)
+    auc.update_state(encode_labels(val_table["label"], names), logits)
+    assert float(auc.result()) == pytest.approx(result.history["val_auc"].max(), abs=1e-6)
 
 
 def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(synthetic_dataset: Path, tmp_path: Path) -> None:
