@@ -65,9 +65,13 @@ def test_missing_column_and_missing_files(tmp_path: Path) -> None:
         read_labels(tmp_path)
 
 
-def test_no_labels_file(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"no labels\.csv"):
+def test_no_labels_file_suggests_the_download(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"no labels\.csv in .*: create the dataset first with `cxr download folder"):
         read_labels(tmp_path)
+    with pytest.raises(DataError, match=r"`cxr download rsna-pneumonia`"):
+        read_labels(tmp_path / "rsna-pneumonia")
+    with pytest.raises(DataError, match=r"`cxr download nih-cxr14 --task cardiomegaly`"):
+        read_labels(tmp_path / "nih-cxr14-cardiomegaly")
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:

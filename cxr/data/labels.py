@@ -67,7 +67,7 @@ def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
     """Read and validate `labels.csv`: columns, safe paths, folds, boxes, and (optionally) that every file exists."""
     path = dataset_dir / LABELS_FILE
     if not path.is_file():
-        raise DataError(f"no {LABELS_FILE} in {dataset_dir}: create the dataset first, e.g. `cxr download synthetic`")
+        raise DataError(f"no {LABELS_FILE} in {dataset_dir}: create the dataset first with {suggest_download(dataset_dir.name)}")
     try:
         table = pd.read_csv(path, dtype={"image": str, "label": str, "patient_id": str}, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
@@ -99,6 +99,15 @@ def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
             shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
             raise DataError(f"{path}: {len(absent)} image file(s) listed but missing: {shown}")
     return table
+
+
+def suggest_download(dataset: str) -> str:
+    """The download command that makes a dataset of this (default) name."""
+    for source in ("synthetic", "nih-cxr14", "rsna-pneumonia", "covid-radiography"):
+        if dataset == source or dataset.startswith(source + "-"):
+            task = dataset.removeprefix(source).removeprefix("-")
+            return f"`cxr download {source}" + (f" --task {task}`" if task else "`")
+    return f"`cxr download folder --from YOUR_IMAGES --name {dataset}` (or another source: `cxr download --help`)"
 
 
 def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
