@@ -1,0 +1,1 @@
+"""Explanations: the engine (probe, methods), targets, overlays, reports and the per-fold run."""

@@ -1,0 +1,94 @@
+"""A probe runs a model in inference mode and returns (target-layer activations, logits) in float32.
+
+Flat functional models (all of cxr's) get one two-output Keras model. A model
+whose target layer sits inside a nested backbone — the common transfer-learning
+shape `Sequential([VGG16(...), pooling, Dense])`, which gives "Graph
+disconnected" when one asks for an inner layer's output — is split into the
+layers before the backbone, the backbone (with a second output at the target
+layer) and the head layers after it, called in turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from cxr.errors import CxrError
+
+POOLING_TYPES = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten)
+
+
+class Probe:
+    """Callable: images -> (activations (B, h, w, K), logits (B, C)), both float32, training=False."""
+
+    def __init__(self, model: keras.Model, layer_name: str, call: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]) -> None:
+        self.model = model
+        self.layer_name = layer_name
+        self._call = call
+        self.compiled: dict[str, Callable] = {}  # traced methods, kept with the probe they belong to
+
+    def __call__(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        activations, logits = self._call(images)
+        return tf.cast(activations, tf.float32), tf.cast(logits, tf.float32)
+
+
+def find_target_layer(model: keras.Model) -> str:
+    """The last layer with a 4-D (spatial) output before the first global-pooling or flatten layer."""
+    candidate = None
+    for layer in model.layers:
+        if isinstance(layer, POOLING_TYPES):
+            break
+        if isinstance(layer, keras.Model):
+            candidate = layer.name if len(layer.output.shape) == 4 else candidate
+            continue
+        shape = getattr(layer, "output", None)
+        if shape is not None and len(layer.output.shape) == 4:
+            candidate = layer.name
+    if candidate is None:
+        raise CxrError(f"model {model.name!r} has no layer with a spatial (4-D) output before its pooling: give the layer by name")
+    return candidate
+
+
+def make_probe(model: keras.Model, layer_name: str | None = None) -> Probe:
+    """Probe `model` at `layer_name` (found automatically when None), flat or nested."""
+    name = layer_name or find_target_layer(model)
+    top = {layer.name: layer for layer in model.layers}
+    if name in top:
+        layer = top[name]
+        if isinstance(layer, keras.Model):  # a nested backbone named as a whole: its output is the target
+            return _nested_probe(model, layer, layer.layers[-1].name)
+        if len(layer.output.shape) != 4:
+            raise CxrError(f"layer {name!r} has output shape {tuple(layer.output.shape)}; Grad-CAM needs a spatial (4-D) layer")
+        both = keras.Model(model.input, [layer.output, model.output])
+        return Probe(model, name, lambda images: tuple(both(images, training=False)))
+    for sub in (layer for layer in model.layers if isinstance(layer, keras.Model)):
+        if name in {inner.name for inner in sub.layers}:
+            return _nested_probe(model, sub, name)
+    close = [layer.name for layer in model.layers if len(getattr(layer.output, "shape", ())) == 4][-5:]
+    raise CxrError(f"layer {name!r} not found in model {model.name!r}; spatial layers near the end: {', '.join(close)}")
+
+
+def _nested_probe(model: keras.Model, backbone: keras.Model, name: str) -> Probe:
+    """Before-layers -> backbone (with the target layer as a second output) -> head layers, in order."""
+    if not isinstance(model, keras.Sequential):
+        raise CxrError(f"layer {name!r} is inside the nested model {backbone.name!r} of a functional model; "
+                       "explaining that needs a Sequential outer model, or a flat one (keras.applications with input_tensor=)")  # fmt: skip
+    inner = backbone.get_layer(name)
+    if len(inner.output.shape) != 4:
+        raise CxrError(f"layer {name!r} has output shape {tuple(inner.output.shape)}; Grad-CAM needs a spatial (4-D) layer")
+    features = keras.Model(backbone.input, [inner.output, backbone.output])
+    position = model.layers.index(backbone)
+    before, after = model.layers[:position], model.layers[position + 1 :]
+
+    def call(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x = images
+        for layer in before:
+            x = layer(x, training=False)
+        activations, x = features(x, training=False)
+        for layer in after:
+            x = layer(x, training=False)
+        return activations, x
+
+    return Probe(model, name, call)

@@ -1,0 +1,198 @@
+"""The explanation engine against independent computations: per-image tapes, closed forms, hand-made weights."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cxr.errors import CxrError
+from cxr.explain.methods import explain_batch
+from cxr.explain.probe import find_target_layer, make_probe
+
+RNG = np.random.default_rng(0)
+
+
+def small_cnn(outputs: int = 3) -> keras.Model:
+    """Conv + batch norm (so inference mode matters) + ReLU twice, pooling, dense."""
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="r1")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="c2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.ReLU(name="features")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(outputs, name="logits")(x))
+    for layer in (model.get_layer("bn1"), model.get_layer("bn2")):  # non-trivial inference statistics
+        gamma, beta, mean, var = layer.get_weights()
+        layer.set_weights([gamma * 1.5, beta + 0.2, mean + 0.1, var * 2.0])
+    return model
+
+
+def reference_gradcam(model: keras.Model, layer: str, image: np.ndarray, class_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The textbook algorithm for ONE image with its own GradientTape (raw map, normalised upsampled map)."""
+    both = keras.Model(model.input, [model.get_layer(layer).output, model.output])
+    with tf.GradientTape() as tape:
+        activations, logits = both(image[None], training=False)
+        target = logits[0, class_index]
+    grads = tape.gradient(target, activations)[0].numpy()
+    activations = activations[0].numpy()
+    weights = grads.mean(axis=(0, 1))  # this image's gradients only
+    raw = np.maximum((activations * weights).sum(axis=-1), 0)
+    up = tf.image.resize(raw[None, ..., None], image.shape[:2], method="bilinear")[0, ..., 0].numpy()
+    up = np.maximum(up, 0)
+    return raw, up / up.max() if up.max() > 0 else up
+
+
+@pytest.fixture(scope="module")
+def model_and_data():
+    model = small_cnn()
+    images = RNG.uniform(0, 1, (32, 32, 32, 1)).astype("float32")
+    targets = RNG.integers(0, 3, 32)
+    references = [reference_gradcam(model, "features", images[i], int(targets[i])) for i in range(32)]
+    return model, images, targets, references
+
+
+@pytest.mark.parametrize("batch", [1, 7, 32])
+def test_batched_gradcam_equals_per_image(model_and_data, batch: int) -> None:
+    model, images, targets, references = model_and_data
+    probe = make_probe(model, "features")
+    for start in range(0, 32, batch):
+        result = explain_batch(probe, images[start : start + batch], targets[start : start + batch])
+        for i, j in enumerate(range(start, min(start + batch, 32))):
+            np.testing.assert_allclose(result.raw_maps[i], references[j][0], atol=1e-5, rtol=1e-4)
+            np.testing.assert_allclose(result.maps[i], references[j][1], atol=1e-5)
+
+
+def test_shuffled_batch_gives_the_same_maps(model_and_data) -> None:
+    model, images, targets, references = model_and_data
+    order = RNG.permutation(32)
+    result = explain_batch(make_probe(model, "features"), images[order], targets[order])
+    for i, j in enumerate(order):
+        np.testing.assert_allclose(result.maps[i], references[j][1], atol=1e-5)
+
+
+def test_batch_mean_bug_would_be_caught(model_and_data) -> None:
+    """Averaging gradients over the batch too (seed 000) gives different maps: the per-image test above can fail."""
+    model, images, targets, references = model_and_data
+    both = keras.Model(model.input, [model.get_layer("features").output, model.output])
+    with tf.GradientTape() as tape:
+        activations, logits = both(images[:7], training=False)
+        target = tf.gather(logits, targets[:7], axis=1, batch_dims=1)
+    grads = tape.gradient(target, activations)
+    buggy = tf.nn.relu(tf.reduce_sum(tf.reduce_mean(grads, axis=(0, 1, 2)) * activations, axis=-1)).numpy()
+    assert max(np.abs(buggy[i] - references[i][0]).max() for i in range(7)) > 1e-3
+
+
+def identity_toy(weights: np.ndarray, size: int = 8) -> keras.Model:
+    """input -> 1x1 conv identity -> global average pooling -> dense W without bias."""
+    channels = weights.shape[0]
+    inputs = keras.Input((size, size, channels))
+    conv = keras.layers.Conv2D(channels, 1, use_bias=False, name="identity")
+    pool = keras.layers.GlobalAveragePooling2D(name="pool")
+    dense = keras.layers.Dense(weights.shape[1], use_bias=False, name="logits")
+    model = keras.Model(inputs, dense(pool(conv(inputs))))
+    conv.set_weights([np.eye(channels).reshape(1, 1, channels, channels)])
+    dense.set_weights([weights])
+    return model
+
+
+def test_closed_form_toy_model() -> None:
+    w = RNG.normal(size=(4, 3)).astype("float32")
+    x = RNG.uniform(-1, 1, (5, 8, 8, 4)).astype("float32")
+    targets = np.array([0, 1, 2, 1, 0])
+    result = explain_batch(make_probe(identity_toy(w), "identity"), x, targets)
+    for i, c in enumerate(targets):
+        expected = np.maximum((x[i] * w[:, c]).sum(-1), 0) / 64  # alpha_k = W[k, c] / (h w)
+        np.testing.assert_allclose(result.raw_maps[i], expected, atol=1e-6)
+        if expected.max() > 0:
+            np.testing.assert_allclose(result.maps[i], expected / expected.max(), atol=1e-5)
+
+
+def test_hand_computed_channel_weights_on_two_convs() -> None:
+    """Target layer conv_a, then a 1x1 conv M, pooling and dense W: the weights are (M W)[:, c] / (h w)."""
+    inputs = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(3, 3, padding="same", name="conv_a")(inputs)
+    b = keras.layers.Conv2D(4, 1, use_bias=False, name="conv_b")(a)
+    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False, name="logits")(keras.layers.GlobalAveragePooling2D()(b)))
+    m, w = RNG.normal(size=(3, 4)).astype("float32"), RNG.normal(size=(4, 2)).astype("float32")
+    model.get_layer("conv_b").set_weights([m.reshape(1, 1, 3, 4)])
+    model.get_layer("logits").set_weights([w])
+    x = RNG.uniform(0, 1, (3, 6, 6, 2)).astype("float32")
+    activations = keras.Model(inputs, a).predict(x, verbose=0)
+    result = explain_batch(make_probe(model, "conv_a"), x, np.array([0, 1, 1]))
+    for i, c in enumerate([0, 1, 1]):
+        alpha = (m @ w)[:, c] / 36
+        np.testing.assert_allclose(result.raw_maps[i], np.maximum(activations[i] @ alpha, 0), atol=1e-5)
+
+
+def test_zero_map_stays_zero_and_is_flagged() -> None:
+    w = -np.abs(RNG.normal(size=(3, 2))).astype("float32")  # every channel argues against both classes
+    x = RNG.uniform(0.1, 1, (2, 8, 8, 3)).astype("float32")
+    result = explain_batch(make_probe(identity_toy(w), "identity"), x, np.array([0, 1]))
+    assert result.empty.tolist() == [True, True]
+    assert np.isfinite(result.maps).all() and (result.maps == 0).all() and (result.raw_peak == 0).all()
+
+
+def test_explains_logits_even_when_softmax_saturates() -> None:
+    w = np.array([[500.0, -500.0], [0.0, 0.0]], dtype="float32")
+    x = np.ones((1, 8, 8, 2), dtype="float32")
+    x[0, :4, :, 0] = 2.0
+    model = identity_toy(w)
+    with tf.GradientTape() as tape:  # why logits: the softmax gradient has vanished
+        xt = tf.constant(x)
+        tape.watch(xt)
+        prob = tf.nn.softmax(model(xt))[0, 0]
+    assert float(tf.reduce_max(tf.abs(tape.gradient(prob, xt)))) < 1e-20
+    result = explain_batch(make_probe(model, "identity"), x, np.array([0]))
+    assert not result.empty[0]
+    np.testing.assert_allclose(result.maps[0], np.where(np.arange(8)[:, None] < 4, 1.0, 0.5) * np.ones((8, 8)), atol=1e-5)
+
+
+def test_single_logit_head_explains_the_negative_class_with_minus_logit() -> None:
+    w = np.array([[1.0], [-1.0]], dtype="float32")
+    x = RNG.uniform(0, 1, (2, 8, 8, 2)).astype("float32")
+    result = explain_batch(make_probe(identity_toy(w), "identity"), x, np.array([1, 0]))
+    score = x[..., 0] - x[..., 1]
+    np.testing.assert_allclose(result.raw_maps[0], np.maximum(score[0], 0) / 64, atol=1e-6)
+    np.testing.assert_allclose(result.raw_maps[1], np.maximum(-score[1], 0) / 64, atol=1e-6)
+
+
+def test_target_count_must_match_the_batch() -> None:
+    probe = make_probe(identity_toy(np.ones((2, 2), "float32")), "identity")
+    with pytest.raises(CxrError, match="3 targets for 2 images"):
+        explain_batch(probe, np.zeros((2, 8, 8, 2), "float32"), np.array([0, 1, 1]))
+
+
+def test_nested_backbone_matches_the_flat_model() -> None:
+    """Sequential([backbone, pooling, dense]): the shape that gives 'Graph disconnected' elsewhere."""
+    backbone_in = keras.Input((32, 32, 1))
+    h = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="b1")(backbone_in)
+    h = keras.layers.Conv2D(7, 3, strides=2, padding="same", activation="relu", name="b_last")(h)
+    backbone = keras.Model(backbone_in, h, name="backbone")
+    pool, dense = keras.layers.GlobalAveragePooling2D(name="pool"), keras.layers.Dense(3, name="logits")
+    nested = keras.Sequential([keras.Input((32, 32, 1)), backbone, pool, dense])
+    flat_in = keras.Input((32, 32, 1))
+    h = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="b1")(flat_in)
+    h = keras.layers.Conv2D(7, 3, strides=2, padding="same", activation="relu", name="b_last")(h)
+    flat = keras.Model(flat_in, keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D(name="pool")(h)))
+    flat.set_weights(nested.get_weights())  # same layers in the same order: the same function, built flat
+    images = RNG.uniform(0, 1, (4, 32, 32, 1)).astype("float32")
+    targets = np.array([0, 1, 2, 0])
+    assert find_target_layer(nested) == "backbone"
+    for layer in ("b_last", None, "b1"):
+        result = explain_batch(make_probe(nested, layer), images, targets)
+        for i in range(4):
+            _, up = reference_gradcam(flat, layer or "b_last", images[i], int(targets[i]))
+            np.testing.assert_allclose(result.maps[i], up, atol=1e-5)
+
+
+def test_target_layer_is_found_and_bad_names_are_clear() -> None:
+    model = small_cnn()
+    assert find_target_layer(model) == "features"
+    with pytest.raises(CxrError, match="layer 'featurez' not found"):
+        make_probe(model, "featurez")
+    with pytest.raises(CxrError, match="Grad-CAM needs a spatial"):
+        make_probe(model, "pool")
