@@ -49,17 +49,28 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help=f"YAML
 Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.epochs=3 data.image_size=128.")]
 
 
-def resolve_config(config: Path | None, overrides: list[str] | None):
-    """Load the config named on the command line, or the documented default."""
+def resolve_config(config: Path | None, overrides: list[str] | None, allow_last_run: bool = False):  # -> Config (imported lazily)
+    """The config named on the command line, else ./cxr.yaml, else (for explain) the last trained experiment."""
     from cxr.config import load_config
 
-    if config is None:
-        if not DEFAULT_CONFIG.is_file():
-            raise ConfigError(
-                f"no --config given and no ./{DEFAULT_CONFIG} here; pass --config configs/synthetic.yaml or create ./{DEFAULT_CONFIG}"
-            )
+    if config is None and DEFAULT_CONFIG.is_file():
         config = DEFAULT_CONFIG
+    if config is None and allow_last_run:
+        config = last_trained_config()
+    if config is None:
+        raise ConfigError(
+            f"no --config given and no ./{DEFAULT_CONFIG} here; pass --config configs/synthetic.yaml or create ./{DEFAULT_CONFIG}"
+        )
     return load_config(config, overrides or [])
+
+
+def last_trained_config(runs: Path = Path("runs")) -> Path | None:
+    """The resolved config of the most recently trained fold under ./runs (None when there is none)."""
+    models = sorted(runs.glob("*/fold*/model.keras"), key=lambda p: p.stat().st_mtime)
+    if not models:
+        return None
+    typer.echo(f"using the last trained experiment: {models[-1].parent / 'config.yaml'}", err=True)
+    return models[-1].parent / "config.yaml"
 
 
 @app.command()
@@ -164,10 +175,43 @@ def evaluate(config: ConfigOption = None, overrides: Overrides = None, fold: Fol
 
 @app.command()
 @friendly_errors
-def explain(config: ConfigOption = None, overrides: Overrides = None) -> None:
-    """Grad-CAM overlays sorted into right/ and wrong/, and a per-image report, for a fold."""
-    resolve_config(config, overrides)
-    _not_built("explain", 4)
+def explain(
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    fold: FoldOption = None,
+    all_folds: AllFoldsOption = False,
+    method: Annotated[
+        str | None, typer.Option(help="gradcam, gradcam++, hirescam, saliency, input_x_gradient, smoothgrad, integrated_gradients.")
+    ] = None,
+    layer: Annotated[str | None, typer.Option(help="Target layer (default: explain.layer, else the model's own).")] = None,
+    target: Annotated[str | None, typer.Option(help="predicted, true, or a class name (default: explain.target).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Recompute images already explained with the same settings.")] = False,
+    shard: Annotated[str | None, typer.Option(help="I/N: explain a deterministic 1/N of the fold (for several machines).")] = None,
+    save_maps: Annotated[bool, typer.Option(help="Also write the raw and upsampled maps to maps.npz, keyed by image.")] = False,
+) -> None:
+    """Grad-CAM overlays sorted into right/ and wrong/, a per-image report, a montage and an HTML page, per fold."""
+    cfg = resolve_config(config, overrides, allow_last_run=True)
+    from cxr.explain.run import ExplainOptions, explain_folds, parse_shard
+    from cxr.runs import trained_folds
+
+    options = ExplainOptions(
+        method=method or cfg.explain.method, layer=layer, target=target or cfg.explain.target, overwrite=overwrite,
+        shard=parse_shard(shard) if shard else None, save_maps=save_maps,
+    )  # fmt: skip
+    folds = trained_folds(cfg) if all_folds else [cfg.data.fold if fold is None else fold]
+    results, combined = explain_folds(cfg, folds, options)
+    for result in results:
+        s = result.summary
+        counts = f"{s['images']} images, {s['right']} right, {s['wrong']} wrong, {s['empty_maps']} empty maps"
+        typer.echo(f"fold {result.fold}: {counts} -> {result.folder}")
+        if "localisation" in s:
+            loc = s["localisation"]
+            typer.echo(
+                f"  map peak inside the finding's box for {loc['peak_in_box']:.0%} of {loc['true_positives_with_boxes']} true positives "
+                f"(image centre: {loc['centre_baseline']:.0%}, random pixel: {loc['random_baseline']:.0%})"
+            )
+    if combined is not None:
+        typer.echo(f"report over {len(results)} folds: {len(combined)} images")
 
 
 if __name__ == "__main__":

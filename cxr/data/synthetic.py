@@ -82,7 +82,7 @@ def sample_case(rng: np.random.Generator, size: int, task: str, positive: bool, 
     opacity = None
     if task == "pneumonia" and positive:
         lung = lungs[int(rng.integers(2))]
-        opacity = Ellipse(lung.cx + j(0.03), lung.cy - 0.08 + rng.uniform(0, 0.16), rng.uniform(0.07, 0.1), rng.uniform(0.08, 0.12))
+        opacity = _opacity_inside(rng, lung)
     return Case(
         size=size,
         body=Ellipse(mid, 0.55 + j(0.02), 0.43 + j(0.02), 0.47 + j(0.02)),
@@ -94,6 +94,16 @@ def sample_case(rng: np.random.Generator, size: int, task: str, positive: bool, 
         marker=marker,
         noise_seed=int(rng.integers(2**31)),
     )
+
+
+def _opacity_inside(rng: np.random.Generator, lung: Ellipse) -> Ellipse:
+    """A hazy patch wholly inside the lung field (its bounding box fits in the lung ellipse), so no edge of it
+    is cut by the lung border: a cut edge is a sharper feature than the haze itself and draws the model's eye."""
+    while True:
+        rx, ry = rng.uniform(0.06, 0.085), rng.uniform(0.075, 0.11)
+        dx, dy = rng.uniform(-0.04, 0.04), rng.uniform(-0.14, 0.14)
+        if ((abs(dx) + rx) / lung.rx) ** 2 + ((abs(dy) + ry) / lung.ry) ** 2 <= 1:
+            return Ellipse(lung.cx + dx, lung.cy + dy, rx, ry)
 
 
 def render_case(case: Case) -> tuple[np.ndarray, list[Box]]:

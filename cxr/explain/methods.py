@@ -1,7 +1,7 @@
 """The explanation engine: batched class-activation and gradient maps, one forward pass per batch.
 
 A `Probe` runs a model up to a target layer and on to its logits. Each
-method is a pure function `(probe, images, class_index, sign) -> raw maps`
+method is a pure function `(probe, images, class_index) -> raw maps`
 that differs only in how it weights the target layer's channels (or, for
 gradient methods, which input gradient it takes). `explain_batch` adds the
 shared post-processing: bilinear upsampling to the input size and per-image
@@ -39,31 +39,39 @@ class Explanation:
     class_index: np.ndarray  # (B,) the class explained for each image
 
 
-def _target_logits(logits: tf.Tensor, class_index: tf.Tensor, sign: tf.Tensor) -> tf.Tensor:
+def resolve_targets(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
+    """Class index -1 means 'the predicted class' (argmax; for a single-logit head, logit > 0)."""
+    single = logits.shape[-1] == 1
+    predicted = tf.cast(logits[:, 0] > 0, tf.int32) if single else tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return tf.where(class_index < 0, predicted, class_index)
+
+
+def _target_logits(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
     """Each image's own target logit; a single-logit head explains its negative class with -logit."""
+    class_index = resolve_targets(logits, class_index)
     if logits.shape[-1] == 1:
-        return sign * logits[:, 0]
+        return tf.where(class_index == 0, -1.0, 1.0) * logits[:, 0]
     return tf.gather(logits, class_index, axis=1, batch_dims=1)
 
 
-def _activations_and_grads(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, sign: tf.Tensor):
+def _activations_and_grads(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     with tf.GradientTape() as tape:
         activations, logits = probe(images)
-        target = _target_logits(logits, class_index, sign)
+        target = _target_logits(logits, class_index)
     grads = tape.gradient(target, activations)
     return activations, grads, logits
 
 
-def gradcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, sign: tf.Tensor):
+def gradcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     """Selvaraju et al. 2017: weights = spatial mean of each image's gradients; ReLU of the weighted sum."""
-    activations, grads, logits = _activations_and_grads(probe, images, class_index, sign)
+    activations, grads, logits = _activations_and_grads(probe, images, class_index)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # (B, 1, 1, K): per image
     return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)), logits
 
 
-def gradcam_plus_plus(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, sign: tf.Tensor):
+def gradcam_plus_plus(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     """Chattopadhyay et al. 2018: positive gradients weighted by the closed-form alpha of the exp-logit derivation."""
-    activations, grads, logits = _activations_and_grads(probe, images, class_index, sign)
+    activations, grads, logits = _activations_and_grads(probe, images, class_index)
     g2, g3 = grads**2, grads**3
     total = tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
     denominator = 2 * g2 + total * g3
@@ -72,55 +80,63 @@ def gradcam_plus_plus(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, s
     return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)), logits
 
 
-def hirescam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, sign: tf.Tensor):
+def hirescam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     """Draelos & Carin 2020: gradients times activations element-wise, so the map shows where the logit comes from."""
-    activations, grads, logits = _activations_and_grads(probe, images, class_index, sign)
+    activations, grads, logits = _activations_and_grads(probe, images, class_index)
     return tf.nn.relu(tf.reduce_sum(grads * activations, axis=-1)), logits
 
 
-def _input_gradients(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, sign: tf.Tensor):
+def _input_gradients(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     with tf.GradientTape() as tape:
         tape.watch(images)
         _, logits = probe(images)
-        target = _target_logits(logits, class_index, sign)
+        target = _target_logits(logits, class_index)
     return tape.gradient(target, images), logits
 
 
-def saliency(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, sign: tf.Tensor):
+def saliency(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     """Simonyan et al. 2014: the magnitude of the target logit's gradient with respect to each pixel."""
-    grads, logits = _input_gradients(probe, images, class_index, sign)
+    grads, logits = _input_gradients(probe, images, class_index)
     return tf.reduce_max(tf.abs(grads), axis=-1), logits
 
 
-def input_x_gradient(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, sign: tf.Tensor):
+def input_x_gradient(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     """Shrikumar et al. 2016: pixel value times gradient (magnitude)."""
-    grads, logits = _input_gradients(probe, images, class_index, sign)
+    grads, logits = _input_gradients(probe, images, class_index)
     return tf.reduce_max(tf.abs(grads * images), axis=-1), logits
 
 
-def smoothgrad(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, sign: tf.Tensor, samples: int = 16, noise: float = 0.15):
+def smoothgrad(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, samples: int = 16, noise: float = 0.15):
     """Smilkov et al. 2017: saliency averaged over noisy copies (noise = 15% of each image's range)."""
+    _, logits = probe(images)
+    class_index = resolve_targets(logits, class_index)  # the clean image's prediction, not each noisy copy's
     spread = noise * (tf.reduce_max(images, axis=(1, 2, 3), keepdims=True) - tf.reduce_min(images, axis=(1, 2, 3), keepdims=True))
     total = tf.zeros(tf.shape(images)[:3])
     for i in range(samples):
         noisy = images + spread * tf.random.stateless_normal(tf.shape(images), seed=(i, 0))
-        grads, _ = _input_gradients(probe, noisy, class_index, sign)
+        grads, _ = _input_gradients(probe, noisy, class_index)
         total += tf.reduce_max(tf.abs(grads), axis=-1)
-    _, logits = probe(images)
     return total / samples, logits
 
 
-def integrated_gradients(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, sign: tf.Tensor, steps: int = 32):
+def integrated_gradients(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, steps: int = 32):
     """Sundararajan et al. 2017: (image - black) times the mean gradient along the straight path (midpoint rule)."""
+    attributions, logits = integrated_gradient_attributions(probe, images, class_index, steps)
+    return tf.reduce_max(tf.abs(attributions), axis=-1), logits
+
+
+def integrated_gradient_attributions(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, steps: int = 32):
+    """Signed per-pixel attributions; they sum to about target(image) - target(black) (completeness)."""
+    _, logits = probe(images)
+    class_index = resolve_targets(logits, class_index)
     total = tf.zeros_like(images)
     for i in range(steps):
-        grads, _ = _input_gradients(probe, images * ((i + 0.5) / steps), class_index, sign)
+        grads, _ = _input_gradients(probe, images * ((i + 0.5) / steps), class_index)
         total += grads
-    _, logits = probe(images)
-    return tf.reduce_max(tf.abs(images * total / steps), axis=-1), logits
+    return images * total / steps, logits
 
 
-Method = Callable[[Probe, tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+Method = Callable[[Probe, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 METHODS: dict[str, Method] = {
     "gradcam": gradcam,
     "gradcam++": gradcam_plus_plus,
@@ -139,13 +155,20 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def explain_batch(probe: Probe, images: np.ndarray | tf.Tensor, class_index: np.ndarray, method: str = "gradcam") -> Explanation:
-    """Maps for a batch of images (B, H, W, C) in the model's input range, explaining `class_index` per image."""
+def explain_batch(
+    probe: Probe, images: np.ndarray | tf.Tensor, class_index: np.ndarray | None = None, method: str = "gradcam"
+) -> Explanation:
+    """Maps for a batch of images (B, H, W, C) in the model's input range.
+
+    `class_index` gives the class to explain per image; None (or -1 for an image) explains the predicted
+    class, chosen inside the same forward pass.
+    """
     images = tf.convert_to_tensor(images, tf.float32)
-    class_index = np.asarray(class_index, dtype=np.int32).reshape(-1)
+    class_index = np.full(images.shape[0], -1) if class_index is None else np.asarray(class_index).reshape(-1)
+    class_index = class_index.astype(np.int32)
     if class_index.shape[0] != images.shape[0]:
         raise CxrError(f"{class_index.shape[0]} targets for {images.shape[0]} images: give exactly one target per image")
-    raw, logits = _compiled(probe, method)(images, tf.constant(class_index), tf.constant(np.where(class_index == 0, -1.0, 1.0), tf.float32))
+    raw, logits = _compiled(probe, method)(images, tf.constant(class_index))
     raw = tf.cast(raw, tf.float32)
     peak = tf.reduce_max(raw, axis=(1, 2))
     upsampled = tf.image.resize(raw[..., None], images.shape[1:3], method="bilinear")[..., 0]
@@ -158,7 +181,7 @@ def explain_batch(probe: Probe, images: np.ndarray | tf.Tensor, class_index: np.
         raw_peak=peak.numpy(),
         empty=(peak <= EMPTY_PEAK).numpy(),
         logits=tf.cast(logits, tf.float32).numpy(),
-        class_index=class_index,
+        class_index=resolve_targets(tf.cast(logits, tf.float32), tf.constant(class_index)).numpy(),
     )
 
 
@@ -166,5 +189,5 @@ def _compiled(probe: Probe, method: str) -> Callable:
     """One traced function per probe and method (kept on the probe); retraced only for a new batch shape."""
     if method not in probe.compiled:
         function = get_method(method)
-        probe.compiled[method] = tf.function(lambda x, c, s: function(probe, x, c, s), reduce_retracing=True)
+        probe.compiled[method] = tf.function(lambda x, c: function(probe, x, c), reduce_retracing=True)
     return probe.compiled[method]

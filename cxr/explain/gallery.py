@@ -1,0 +1,66 @@
+"""Ways to look at a fold's overlays: a montage PNG and a single static HTML page."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from cxr.data.images import write_png
+from cxr.runs import write_text_atomic
+
+TILE = 160
+
+
+def write_montage(folder: Path, report: pd.DataFrame, per_row: int = 8) -> Path | None:
+    """The first `per_row` right and the first `per_row` wrong overlays, one row each, captioned."""
+    if report.empty:
+        return None
+    rows = [report[report["correct"] == kind].head(per_row) for kind in ("right", "wrong")]
+    canvas = Image.new("RGB", (per_row * TILE, 2 * (TILE + 16)), (24, 24, 24))
+    draw = ImageDraw.Draw(canvas)
+    for r, (kind, part) in enumerate(zip(("right", "wrong"), rows, strict=True)):
+        top = r * (TILE + 16)
+        draw.text((4, top + 2), f"{kind}: {int((report['correct'] == kind).sum())}", fill=(255, 255, 255))
+        for c, row in enumerate(part.itertuples()):
+            tile = Image.open(folder / row.overlay).convert("RGB")
+            tile.thumbnail((TILE, TILE))
+            canvas.paste(tile, (c * TILE, top + 16))
+            caption = f"{row.predicted_class[:12]} {row.confidence:.2f}"
+            draw.rectangle([c * TILE, top + 16, c * TILE + 7 * len(caption), top + 28], fill=(0, 0, 0))
+            draw.text((c * TILE + 2, top + 16), caption, fill=(255, 255, 0))
+    path = folder / "montage.png"
+    write_png(np.asarray(canvas), path)
+    return path
+
+
+def write_html(folder: Path, report: pd.DataFrame, classes: list[str]) -> Path:
+    """One self-contained page with relative links; every name from the data is escaped."""
+    right, wrong = int((report["correct"] == "right").sum()), int((report["correct"] == "wrong").sum())
+    head = ["image", "patient", "true", "predicted", "confidence", "right/wrong", "target", "raw peak", "empty"]
+    lines = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>cxr explanations</title>",
+        "<style>body{font-family:sans-serif;background:#111;color:#eee}table{border-collapse:collapse}"
+        "td,th{padding:4px 8px;border-bottom:1px solid #333}img{width:160px}.wrong{color:#f77}.right{color:#7f7}</style>",
+        "</head><body>",
+        f"<h1>{html.escape(str(report['method'].iloc[0]) if len(report) else '')} explanations</h1>",
+        f"<p>{right} right, {wrong} wrong; classes: {html.escape(', '.join(classes))}</p>",
+        "<table><tr><th>overlay</th>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>",
+    ]
+    for row in report.itertuples():
+        link = html.escape(quote(row.overlay))
+        cells = [row.image, row.patient_id, row.true_class, row.predicted_class, f"{row.confidence:.3f}", row.correct,
+                 row.target_class, f"{row.raw_peak:.3g}", "yes" if row.empty else ""]  # fmt: skip
+        lines.append(
+            f"<tr class='{html.escape(row.correct)}'><td><a href='{link}'><img src='{link}' loading='lazy'></a></td>"
+            + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in cells)
+            + "</tr>"
+        )
+    lines.append("</table></body></html>")
+    path = folder / "index.html"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,44 @@
+"""Heatmaps on radiographs: resize a map to the stored image, colour it, blend, write PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw
+
+from cxr.data.images import write_png
+from cxr.data.labels import Box
+
+
+def resize_map(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A [0, 1] map resized (bilinear) to the stored image's size, still in [0, 1]."""
+    if heatmap.shape == (height, width):
+        return heatmap
+    resized = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
+    return np.clip(resized, 0.0, 1.0)
+
+
+def blend(grey: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
+    """(H, W) uint8 image + (H, W) map in [0, 1] -> (H, W, 3) uint8; alpha 0 gives the image, 1 the coloured map."""
+    colours = matplotlib.colormaps[colormap](heatmap)[..., :3] * 255.0
+    base = np.repeat(grey[..., None].astype(np.float64), 3, axis=-1)
+    return np.round((1 - alpha) * base + alpha * colours).astype(np.uint8)
+
+
+def draw_overlay(grey: np.ndarray, heatmap: np.ndarray, colormap: str, alpha: float, empty: bool, boxes: list[Box]) -> np.ndarray:
+    """The overlay PNG's pixels: boxes outlined in white; an empty map is stated, never a silent blank."""
+    image = Image.fromarray(grey if empty else blend(grey, heatmap, colormap, alpha)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for box in boxes:
+        draw.rectangle([box.x, box.y, box.x + box.w - 1, box.y + box.h - 1], outline=(255, 255, 255))
+    if empty:
+        draw.rectangle([0, 0, 96, 14], fill=(0, 0, 0))
+        draw.text((3, 2), "EMPTY MAP", fill=(255, 64, 64))
+    return np.asarray(image)
+
+
+def write_overlay(pixels: np.ndarray, path: Path) -> None:
+    """Atomic PNG with fast compression (PNG encoding dominates overlay cost)."""
+    write_png(pixels, path, compress_level=1)

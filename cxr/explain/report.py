@@ -1,0 +1,72 @@
+"""Per-image report rows and the per-fold summary, including how well maps localise known findings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cxr.data.labels import Box
+
+LOCALISATION_SEED = 0
+
+
+def peak_location(heatmap: np.ndarray) -> tuple[int, int]:
+    """(x, y) of the map's maximum, in pixels of the map."""
+    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    return int(x), int(y)
+
+
+def inside(x: float, y: float, boxes: list[Box]) -> bool:
+    """Is the pixel (x, y) inside any box (pixel centres, the box's own pixels)?"""
+    return any(b.x <= x < b.x + b.w and b.y <= y < b.y + b.h for b in boxes)
+
+
+def box_energy_share(heatmap: np.ndarray, boxes: list[Box]) -> float:
+    """Share of the map's total inside the boxes (NaN without boxes or for an empty map)."""
+    total = float(heatmap.sum())
+    if not boxes or total <= 0:
+        return float("nan")
+    mask = np.zeros(heatmap.shape, dtype=bool)
+    for b in boxes:
+        mask[round(b.y) : round(b.y + b.h), round(b.x) : round(b.x + b.w)] = True
+    return float(heatmap[mask].sum() / total)
+
+
+def outcome(true_index: int, predicted_index: int, positive: int | None) -> str:
+    """TP / FP / TN / FN for a binary task; empty otherwise."""
+    if positive is None:
+        return ""
+    truth, guess = true_index == positive, predicted_index == positive
+    return {(True, True): "TP", (False, True): "FP", (False, False): "TN", (True, False): "FN"}[(truth, guess)]
+
+
+def summarise_fold(report: pd.DataFrame) -> dict:
+    """Counts, empty maps, and localisation for true positives with boxes against two baselines.
+
+    Baselines: a map that always peaks at the image centre, and one that peaks at a uniformly
+    random pixel (mean over 100 draws per image, fixed seed).
+    """
+    summary: dict = {
+        "images": len(report),
+        "right": int((report["correct"] == "right").sum()),
+        "wrong": int((report["correct"] == "wrong").sum()),
+        "empty_maps": int(report["empty"].sum()),
+    }
+    if "outcome" in report and report["outcome"].astype(bool).any():
+        summary["outcomes"] = {k: int(v) for k, v in report["outcome"].value_counts().sort_index().items() if k}
+    located = report[(report["outcome"] == "TP") & (report["boxes"].map(len) > 0)] if "outcome" in report else report.iloc[:0]
+    if len(located):
+        rng = np.random.default_rng(LOCALISATION_SEED)
+        centre, random_hits = [], []
+        for row in located.itertuples():
+            centre.append(inside((row.width - 1) / 2, (row.height - 1) / 2, row.boxes))
+            xs, ys = rng.integers(0, row.width, 100), rng.integers(0, row.height, 100)
+            random_hits.append(np.mean([inside(x, y, row.boxes) for x, y in zip(xs, ys, strict=True)]))
+        summary["localisation"] = {
+            "true_positives_with_boxes": len(located),
+            "peak_in_box": float(located["peak_in_box"].mean()),
+            "centre_baseline": float(np.mean(centre)),
+            "random_baseline": float(np.mean(random_hits)),
+            "mean_box_energy_share": float(located["box_energy_share"].mean()),
+        }
+    return summary

@@ -1,0 +1,265 @@
+"""explain_fold(cfg, fold, options): every validation image of a fold through that fold's best model.
+
+Streams batches from disk; the map of one batch is computed while a thread
+pool writes the previous batch's overlays, so memory stays flat and PNG
+encoding overlaps with the gradients. Writes into runs/<experiment>/explain/fold<K>/:
+right/ and wrong/ overlays, report.csv, summary.json, montage.png, index.html,
+and maps.npz with --save-maps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import keras
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from cxr.config import Config, load_config
+from cxr.data.labels import decode_boxes, read_labels
+from cxr.data.pipeline import make_dataset
+from cxr.errors import CxrError, DataError
+from cxr.evaluate import choose_positive_class
+from cxr.explain.gallery import write_html, write_montage
+from cxr.explain.methods import LAYER_METHODS, Explanation, explain_batch, get_method
+from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
+from cxr.explain.probe import make_probe
+from cxr.explain.report import box_energy_share, inside, outcome, peak_location, summarise_fold
+from cxr.models.registry import get_model_spec
+from cxr.runs import FoldRun, experiment_dir, open_trained_fold, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    method: str = "gradcam"
+    layer: str | None = None
+    target: str = "predicted"  # predicted | true | a class name
+    overwrite: bool = False
+    shard: tuple[int, int] | None = None  # (I, N): the I-th of N deterministic parts, 1-based
+    save_maps: bool = False
+    montage_size: int = 8
+
+
+@dataclass(frozen=True)
+class FoldExplanation:
+    fold: int
+    folder: Path
+    report: pd.DataFrame
+    summary: dict
+
+
+def explain_dir(cfg: Config, fold: int) -> Path:
+    return experiment_dir(cfg) / "explain" / f"fold{fold}"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/4' -> (2, 4); the parts are 1..N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise CxrError(f"--shard {text!r}: expected I/N, e.g. 1/4") from None
+    if not 1 <= index <= count:
+        raise CxrError(f"--shard {text!r}: I must be between 1 and N")
+    return index, count
+
+
+def in_shard(image: str, shard: tuple[int, int] | None) -> bool:
+    """A stable part of the fold for each image (CRC32 of its path), the same on every machine."""
+    return shard is None or zlib.crc32(image.encode()) % shard[1] == shard[0] - 1
+
+
+def target_indices(option: str, true_index: np.ndarray, classes: list[str]) -> np.ndarray | None:
+    """None for 'predicted' (chosen in the forward pass), the true classes, or one named class for all."""
+    if option == "predicted":
+        return None
+    if option == "true":
+        return true_index
+    if option not in classes:
+        raise CxrError(f"--target {option!r}: use predicted, true or a class name ({', '.join(classes)})")
+    return np.full(len(true_index), classes.index(option))
+
+
+def load_fold_table(run: FoldRun, fold_cfg: Config) -> pd.DataFrame:
+    """The fold's validation images with their boxes and stored sizes from labels.csv."""
+    split = pd.read_csv(run.split, dtype=str, keep_default_na=False)
+    validation = split[split["split"] == "validation"][["image", "label", "patient_id"]]
+    labels = read_labels(fold_cfg.data.dataset_dir)
+    extra = [c for c in ("boxes", "width", "height") if c in labels.columns]
+    return validation.merge(labels[["image", *extra]], on="image", how="left").reset_index(drop=True)
+
+
+def overlay_name(image: str) -> str:
+    """The source image's path below images/ (or its whole relative path), as a PNG."""
+    parts = PurePosixPath(image).parts
+    relative = PurePosixPath(*parts[1:]) if parts[0] == "images" and len(parts) > 1 else PurePosixPath(image)
+    return str(relative.with_suffix(".png"))
+
+
+def explain_fold(cfg: Config, fold: int, options: ExplainOptions) -> FoldExplanation:
+    """Maps, overlays, report and summary for one fold."""
+    get_method(options.method)
+    run = open_trained_fold(cfg, fold)
+    fold_cfg = load_config(run.config)
+    classes = run.read_classes()
+    positive = choose_positive_class(classes, fold_cfg.data.positive_class)
+    folder = explain_dir(cfg, fold)
+    layer = options.layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
+    table = load_fold_table(run, fold_cfg)
+    table = table[[in_shard(image, options.shard) for image in table["image"]]].reset_index(drop=True)
+    settings = {"method": options.method, "layer": layer if options.method in LAYER_METHODS else "input", "target": options.target}
+    previous = pd.DataFrame() if options.overwrite else read_previous_rows(folder, settings)
+    todo = table[~table["image"].isin(previous.get("image", pd.Series(dtype=str)))].reset_index(drop=True)
+    log.info("fold %d: %d images to explain, %d done before (%s at %s)", fold, len(todo), len(table) - len(todo), options.method, layer)
+
+    rows = explain_rows(cfg, fold_cfg, run, todo, classes, positive, layer, settings, options, folder) if len(todo) else []
+    report = pd.concat([previous, pd.DataFrame(rows)], ignore_index=True) if rows else previous
+    report = report[report["image"].isin(table["image"])].sort_values("image").reset_index(drop=True)
+    summary = summarise_fold(with_boxes(report, table)) | {"fold": fold, **settings}
+    name = "report.csv" if options.shard is None else f"report.shard{options.shard[0]}of{options.shard[1]}.csv"
+    write_text_atomic(folder / name, report.to_csv(index=False))
+    write_text_atomic(folder / name.replace("report", "summary").replace(".csv", ".json"), json.dumps(summary, indent=2) + "\n")
+    write_montage(folder, report, options.montage_size)
+    write_html(folder, report, classes)
+    return FoldExplanation(fold, folder, report, summary)
+
+
+def read_previous_rows(folder: Path, settings: dict) -> pd.DataFrame:
+    """Rows of earlier runs (any shard) with the same settings whose overlay still exists."""
+    text_columns = {"image": str, "patient_id": str, "outcome": str}
+    frames = [pd.read_csv(path, dtype=text_columns) for path in sorted(folder.glob("report*.csv"))]
+    if not frames:
+        return pd.DataFrame()
+    rows = pd.concat(frames, ignore_index=True).drop_duplicates("image", keep="last")
+    rows[["patient_id", "outcome"]] = rows[["patient_id", "outcome"]].fillna("")
+    same = (rows["method"] == settings["method"]) & (rows["layer"] == settings["layer"]) & (rows["target"] == settings["target"])
+    exists = rows["overlay"].map(lambda p: (folder / p).is_file())
+    return rows[same & exists].reset_index(drop=True)
+
+
+def with_boxes(report: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Attach decoded boxes and sizes (for the localisation summary)."""
+    info = table.set_index("image")
+    boxes = info["boxes"].map(decode_boxes) if "boxes" in info else pd.Series([[]] * len(info), index=info.index)
+    return report.assign(
+        boxes=report["image"].map(boxes), width=report["image"].map(info.get("width")), height=report["image"].map(info.get("height"))
+    )
+
+
+def explain_rows(
+    cfg: Config, fold_cfg: Config, run: FoldRun, todo: pd.DataFrame, classes: list[str], positive: int | None,
+    layer: str, settings: dict, options: ExplainOptions, folder: Path,
+) -> list[dict]:  # fmt: skip
+    """The streaming loop: one batch of maps at a time, overlays written by two threads meanwhile."""
+    model = keras.models.load_model(run.model, compile=False)
+    probe = make_probe(model, layer if options.method in LAYER_METHODS else None)
+    batch_size = cfg.explain.batch_size
+    ds = make_dataset(fold_cfg.data.dataset_dir, todo, classes, image_size=fold_cfg.data.image_size,
+                      channels=fold_cfg.data.channels, batch_size=batch_size)  # fmt: skip
+    rows: list[dict] = []
+    maps_name = "maps.npz" if options.shard is None else f"maps.shard{options.shard[0]}of{options.shard[1]}.npz"
+    maps_file = MapsWriter(folder / maps_name) if options.save_maps else None
+    pending: list[Future] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start, (images, labels) in zip(range(0, len(todo), batch_size), ds, strict=False):
+            part = todo.iloc[start : start + batch_size]
+            targets = target_indices(options.target, labels.numpy(), classes)
+            result = explain_batch(probe, images, targets, options.method)
+            for done in pending:  # keep at most one batch of overlays in flight
+                rows.append(done.result())
+            pending = [
+                pool.submit(image_row, fold_cfg, run.fold, row, result, i, classes, positive, settings, cfg, folder)
+                for i, row in enumerate(part.to_dict("records"))
+            ]
+            if maps_file:
+                maps_file.add(part["image"].tolist(), result)
+        rows.extend(done.result() for done in pending)
+    if maps_file:
+        maps_file.close()
+    return rows
+
+
+def image_row(
+    fold_cfg: Config, fold: int, row: dict, result: Explanation, i: int, classes: list[str], positive: int | None,
+    settings: dict, cfg: Config, folder: Path,
+) -> dict:  # fmt: skip
+    """Overlay and report row for one image (runs in a worker thread)."""
+    logits = result.logits[i]
+    probs = softmax_or_sigmoid(logits)
+    predicted = int(np.argmax(probs))
+    true_index = classes.index(row["label"])
+    grey = np.asarray(Image.open(fold_cfg.data.dataset_dir / row["image"]).convert("L"))
+    heatmap = resize_map(result.maps[i], *grey.shape)
+    boxes = decode_boxes(row.get("boxes"))
+    x, y = peak_location(heatmap)
+    correct = "right" if predicted == true_index else "wrong"
+    overlay = f"{correct}/{overlay_name(row['image'])}"
+    write_overlay(draw_overlay(grey, heatmap, cfg.explain.colormap, cfg.explain.alpha, bool(result.empty[i]), boxes), folder / overlay)
+    return {
+        "fold": fold,
+        "image": row["image"],
+        "patient_id": row["patient_id"],
+        "true_class": row["label"],
+        "predicted_class": classes[predicted],
+        "confidence": float(probs[predicted]),
+        "correct": correct,
+        "outcome": outcome(true_index, predicted, positive),
+        **{f"prob_{name}": float(p) for name, p in zip(classes, probs, strict=True)},
+        **settings,
+        "target_class": classes[int(result.class_index[i])],
+        "raw_peak": float(result.raw_peak[i]),
+        "empty": bool(result.empty[i]),
+        "peak_x": x,
+        "peak_y": y,
+        "peak_in_box": float(inside(x, y, boxes)) if boxes and not result.empty[i] else float("nan"),  # 1/0; NaN: no box
+        "box_energy_share": box_energy_share(heatmap, boxes),
+        "overlay": overlay,
+    }
+
+
+def softmax_or_sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from one image's logits (a single logit is the positive class's)."""
+    if logits.shape[-1] == 1:
+        p = 1 / (1 + np.exp(-float(logits[0])))
+        return np.array([1 - p, p])
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+class MapsWriter:
+    """An .npz written entry by entry (as numpy.savez lays it out), so memory does not grow with the fold."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.tmp = path, path.with_name(path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_DEFLATED)
+
+    def add(self, images: list[str], result: Explanation) -> None:
+        for i, image in enumerate(images):
+            for kind, array in (("raw", result.raw_maps[i]), ("upsampled", result.maps[i])):
+                with self.zip.open(f"{image}/{kind}.npy", "w", force_zip64=True) as handle:
+                    np.lib.format.write_array(handle, np.asarray(array, dtype=np.float32))
+
+    def close(self) -> None:
+        self.zip.close()
+        self.tmp.replace(self.path)
+
+
+def explain_folds(cfg: Config, folds: list[int], options: ExplainOptions) -> tuple[list[FoldExplanation], pd.DataFrame | None]:
+    """Several folds; with more than one, also one report over all of them."""
+    if not folds:
+        raise DataError(f"no trained folds to explain for experiment {cfg.experiment.name!r}; run `cxr train` first")
+    results = [explain_fold(cfg, fold, options) for fold in folds]
+    if len(results) == 1:
+        return results, None
+    combined = pd.concat([r.report for r in results], ignore_index=True)
+    write_text_atomic(experiment_dir(cfg) / "explain" / "report.csv", combined.to_csv(index=False))
+    return results, combined

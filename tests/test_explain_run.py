@@ -1,0 +1,147 @@
+"""`cxr explain` on a trained fold: overlays sorted right/wrong, the report, reruns, shards, targets, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from typer.testing import CliRunner
+
+from cxr.cli import app
+from cxr.config import dump_config
+from cxr.errors import CxrError, DataError
+from cxr.explain.overlay import blend
+from cxr.explain.run import ExplainOptions, explain_dir, explain_fold, explain_folds, parse_shard
+from cxr.runs import fold_run
+
+REQUIRED = ["fold", "image", "patient_id", "true_class", "predicted_class", "confidence", "correct", "outcome",
+            "prob_normal", "prob_pneumonia", "method", "layer", "target", "target_class", "raw_peak", "empty",
+            "peak_x", "peak_y", "peak_in_box", "box_energy_share", "overlay"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def explained(trained_run):
+    return explain_fold(trained_run, 1, ExplainOptions(save_maps=True, overwrite=True))
+
+
+def test_every_validation_image_gets_an_overlay_and_a_row(trained_run, explained) -> None:
+    split = pd.read_csv(fold_run(trained_run, 1).split, dtype=str)
+    validation = sorted(split[split["split"] == "validation"]["image"])
+    report = pd.read_csv(explained.folder / "report.csv")
+    assert sorted(report["image"]) == validation
+    assert [c for c in REQUIRED if c not in report.columns] == []
+    for row in report.itertuples():
+        assert row.overlay == f"{row.correct}/{Path(row.image).name}" and (explained.folder / row.overlay).is_file()
+        assert (row.correct == "right") == (row.true_class == row.predicted_class)
+    on_disk = sorted(p.name for kind in ("right", "wrong") for p in (explained.folder / kind).glob("*.png"))
+    assert on_disk == sorted(Path(i).name for i in validation)
+    np.testing.assert_allclose(report["prob_normal"] + report["prob_pneumonia"], 1, atol=1e-5)
+    assert (report["target_class"] == report["predicted_class"]).all()
+    assert set(report["outcome"]) <= {"TP", "FP", "TN", "FN"}
+    summary = json.loads((explained.folder / "summary.json").read_text())
+    assert summary["right"] + summary["wrong"] == len(validation) and summary["layer"] == "features"
+    assert (explained.folder / "montage.png").is_file() and "<table>" in (explained.folder / "index.html").read_text()
+
+
+def test_saved_maps_equal_an_independent_gradcam_of_the_predicted_class(trained_run, explained) -> None:
+    model = keras.models.load_model(fold_run(trained_run, 1).model, compile=False)
+    both = keras.Model(model.input, [model.get_layer("features").output, model.output])
+    maps = np.load(explained.folder / "maps.npz")
+    dataset = trained_run.data.dataset_dir
+    for row in explained.report.head(6).itertuples():
+        image = np.asarray(keras.utils.load_img(dataset / row.image, color_mode="grayscale"), dtype="float32")[None, ..., None]
+        with tf.GradientTape() as tape:
+            activations, logits = both(image, training=False)
+            target = logits[0, int(np.argmax(logits[0]))]
+        grads = tape.gradient(target, activations)[0].numpy()
+        raw = np.maximum((activations[0].numpy() * grads.mean(axis=(0, 1))).sum(-1), 0)
+        np.testing.assert_allclose(maps[f"{row.image}/raw"], raw, atol=1e-5, rtol=1e-4)
+        assert maps[f"{row.image}/upsampled"].shape == (64, 64)
+        assert row.raw_peak == pytest.approx(raw.max(), abs=1e-5)
+
+
+def test_rerun_skips_done_images_and_overwrite_redoes_them(trained_run, explained) -> None:
+    overlay = explained.folder / explained.report["overlay"].iloc[0]
+    before = overlay.stat().st_mtime_ns
+    again = explain_fold(trained_run, 1, ExplainOptions())
+    assert overlay.stat().st_mtime_ns == before
+    pd.testing.assert_frame_equal(again.report.reset_index(drop=True), pd.read_csv(explained.folder / "report.csv"), check_dtype=False)
+    explain_fold(trained_run, 1, ExplainOptions(overwrite=True))
+    assert overlay.stat().st_mtime_ns != before
+
+
+def test_shards_partition_the_fold_and_merge(trained_run) -> None:
+    folder = explain_dir(trained_run, 0)
+    first = explain_fold(trained_run, 0, ExplainOptions(shard=(1, 2), overwrite=True))
+    second = explain_fold(trained_run, 0, ExplainOptions(shard=(2, 2), overwrite=True))
+    a, b = set(first.report["image"]), set(second.report["image"])
+    split = pd.read_csv(fold_run(trained_run, 0).split, dtype=str)
+    assert not a & b and a | b == set(split[split["split"] == "validation"]["image"])
+    assert (folder / "report.shard1of2.csv").is_file() and (folder / "report.shard2of2.csv").is_file()
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/*.png")}
+    merged = explain_fold(trained_run, 0, ExplainOptions())
+    assert set(merged.report["image"]) == a | b
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/*.png")} == stamps  # nothing recomputed
+    assert explain_fold(trained_run, 0, ExplainOptions(shard=(1, 2))).report["image"].tolist() == sorted(a)  # deterministic
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "a/b", "2"])
+def test_bad_shard(text: str) -> None:
+    with pytest.raises(CxrError, match="--shard"):
+        parse_shard(text)
+
+
+def test_target_options(trained_run) -> None:
+    true = explain_fold(trained_run, 1, ExplainOptions(target="true", overwrite=True)).report
+    assert (true["target_class"] == true["true_class"]).all()
+    named = explain_fold(trained_run, 1, ExplainOptions(target="pneumonia", overwrite=True)).report
+    assert (named["target_class"] == "pneumonia").all()
+    with pytest.raises(CxrError, match="--target 'covid': use predicted, true or a class name"):
+        explain_fold(trained_run, 1, ExplainOptions(target="covid", overwrite=True))
+
+
+def test_other_methods_run_through_the_same_path(trained_run) -> None:
+    for method in ("gradcam++", "hirescam", "saliency"):
+        report = explain_fold(trained_run, 1, ExplainOptions(method=method, overwrite=True)).report
+        assert (report["method"] == method).all() and len(report)
+    with pytest.raises(CxrError, match="'scorecam' is not built yet"):
+        explain_fold(trained_run, 1, ExplainOptions(method="scorecam"))
+
+
+def test_all_folds_report(trained_run) -> None:
+    _, combined = explain_folds(trained_run, [0, 1], ExplainOptions())
+    assert sorted(combined["fold"].unique()) == [0, 1]
+    assert (Path(trained_run.experiment.output_dir) / "tiny" / "explain" / "report.csv").is_file()
+
+
+def test_untrained_fold(trained_run, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="fold 4 of experiment 'tiny' was never trained"):
+        explain_fold(trained_run, 4, ExplainOptions())
+    config = tmp_path / "c.yaml"
+    config.write_text(dump_config(trained_run))
+    result = CliRunner().invoke(app, ["explain", "--config", str(config), "--fold", "4"])
+    assert result.exit_code == 1 and "never trained" in result.output and "Traceback" not in result.output
+
+
+def test_explain_without_config_uses_the_last_trained_run(trained_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    os.symlink(trained_run.experiment.output_dir, tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["explain", "--fold", "1"])
+    assert result.exit_code == 0, result.output
+    assert "using the last trained experiment" in result.output and "fold 1:" in result.output
+
+
+def test_blend_extremes() -> None:
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    heat = np.linspace(0, 1, 64).reshape(8, 8)
+    assert (blend(grey, heat, "jet", 0.0) == np.repeat(grey[..., None], 3, -1)).all()
+    import matplotlib
+
+    expected = np.round(matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
+    assert np.abs(blend(grey, heat, "jet", 1.0).astype(int) - expected).max() <= 1
