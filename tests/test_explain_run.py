@@ -76,6 +76,20 @@ def test_rerun_skips_done_images_and_overwrite_redoes_them(trained_run, explaine
     assert overlay.stat().st_mtime_ns != before
 
 
+def test_a_retrained_fold_is_explained_afresh(trained_run, explained, tmp_path: Path) -> None:
+    run = fold_run(trained_run, 1)
+    backup = tmp_path / "model.keras"
+    backup.write_bytes(run.model.read_bytes())
+    try:
+        model = keras.models.load_model(run.model, compile=False)
+        model.get_layer("logits").set_weights([w * 2 for w in model.get_layer("logits").get_weights()])
+        model.save(run.model)  # as if `cxr train --overwrite` had made a new model
+        report = explain_fold(trained_run, 1, ExplainOptions()).report
+        assert report["raw_peak"].to_numpy() == pytest.approx(2 * explained.report["raw_peak"].to_numpy(), rel=1e-4)
+    finally:
+        run.model.write_bytes(backup.read_bytes())
+
+
 def test_shards_partition_the_fold_and_merge(trained_run) -> None:
     folder = explain_dir(trained_run, 0)
     first = explain_fold(trained_run, 0, ExplainOptions(shard=(1, 2), overwrite=True))

@@ -23,6 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from cxr.config import Config, load_config
+from cxr.data.download import file_digest
 from cxr.data.labels import decode_boxes, read_labels
 from cxr.data.pipeline import make_dataset
 from cxr.errors import CxrError, DataError
@@ -115,7 +116,12 @@ def explain_fold(cfg: Config, fold: int, options: ExplainOptions) -> FoldExplana
     layer = options.layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
     table = load_fold_table(run, fold_cfg)
     table = table[[in_shard(image, options.shard) for image in table["image"]]].reset_index(drop=True)
-    settings = {"method": options.method, "layer": layer if options.method in LAYER_METHODS else "input", "target": options.target}
+    settings = {
+        "method": options.method,
+        "layer": layer if options.method in LAYER_METHODS else "input",
+        "target": options.target,
+        "model_sha256": file_digest(run.model)[:16],  # a retrained fold never reuses the old model's maps
+    }
     previous = pd.DataFrame() if options.overwrite else read_previous_rows(folder, settings)
     todo = table[~table["image"].isin(previous.get("image", pd.Series(dtype=str)))].reset_index(drop=True)
     log.info("fold %d: %d images to explain, %d done before (%s at %s)", fold, len(todo), len(table) - len(todo), options.method, layer)
@@ -140,7 +146,9 @@ def read_previous_rows(folder: Path, settings: dict) -> pd.DataFrame:
         return pd.DataFrame()
     rows = pd.concat(frames, ignore_index=True).drop_duplicates("image", keep="last")
     rows[["patient_id", "outcome"]] = rows[["patient_id", "outcome"]].fillna("")
-    same = (rows["method"] == settings["method"]) & (rows["layer"] == settings["layer"]) & (rows["target"] == settings["target"])
+    if not set(settings) <= set(rows.columns):
+        return pd.DataFrame()
+    same = np.logical_and.reduce([rows[key].astype(str) == str(value) for key, value in settings.items()])
     exists = rows["overlay"].map(lambda p: (folder / p).is_file())
     return rows[same & exists].reset_index(drop=True)
 
