@@ -126,10 +126,6 @@ def _parse_parts(text: str | None) -> list[int] | None:
         raise ConfigError(f"--parts {text!r}: expected comma-separated numbers, e.g. 1,2") from None
 
 
-def _not_built(command: str, issue: int) -> None:
-    raise CxrError(f"`cxr {command}` is not built yet (issue #{issue}); the config was valid, nothing was run")
-
-
 FoldOption = Annotated[int | None, typer.Option("--fold", "-f", min=0, help="Validation fold (default: data.fold of the config).")]
 AllFoldsOption = Annotated[bool, typer.Option("--all-folds", help="Every fold in turn.")]
 

@@ -21,12 +21,6 @@ def test_help_lists_the_four_commands() -> None:
         assert command in result.stdout
 
 
-def test_unbuilt_explain_says_so_and_exits_1() -> None:
-    result = runner.invoke(app, ["explain", "--config", str(REPO / "configs" / "synthetic.yaml"), "train.epochs=2"])
-    assert result.exit_code == 1
-    assert "not built yet" in result.output and "Traceback" not in result.output
-
-
 def test_config_error_exits_2_with_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epochs: -1\n")
