@@ -196,3 +196,56 @@ def test_target_layer_is_found_and_bad_names_are_clear() -> None:
         make_probe(model, "featurez")
     with pytest.raises(CxrError, match="Grad-CAM needs a spatial"):
         make_probe(model, "pool")
+
+
+def reference_grads(model: keras.Model, layer: str, image: np.ndarray, class_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image's activations and gradients at `layer`, from its own tape."""
+    both = keras.Model(model.input, [model.get_layer(layer).output, model.output])
+    with tf.GradientTape() as tape:
+        activations, logits = both(image[None], training=False)
+        target = logits[0, class_index]
+    return activations[0].numpy().astype("float64"), tape.gradient(target, activations)[0].numpy().astype("float64")
+
+
+def test_gradcam_plus_plus_and_hirescam_match_their_formulas(model_and_data) -> None:
+    model, images, targets, _ = model_and_data
+    probe = make_probe(model, "features")
+    plus = explain_batch(probe, images[:5], targets[:5], method="gradcam++")
+    hires = explain_batch(probe, images[:5], targets[:5], method="hirescam")
+    for i in range(5):
+        a, g = reference_grads(model, "features", images[i], int(targets[i]))
+        denominator = 2 * g**2 + a.sum(axis=(0, 1)) * g**3
+        alpha = np.where(denominator != 0, g**2 / np.where(denominator != 0, denominator, 1), 0)
+        weights = (alpha * np.maximum(g, 0)).sum(axis=(0, 1))
+        np.testing.assert_allclose(plus.raw_maps[i], np.maximum((a * weights).sum(-1), 0), atol=1e-6, rtol=1e-4)
+        np.testing.assert_allclose(hires.raw_maps[i], np.maximum((a * g).sum(-1), 0), atol=1e-6, rtol=1e-4)
+
+
+def test_saliency_and_input_x_gradient_match_per_image_input_gradients(model_and_data) -> None:
+    model, images, targets, _ = model_and_data
+    probe = make_probe(model, "features")
+    sal = explain_batch(probe, images[:4], targets[:4], method="saliency")
+    ixg = explain_batch(probe, images[:4], targets[:4], method="input_x_gradient")
+    for i in range(4):
+        x = tf.constant(images[i : i + 1])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            target = model(x, training=False)[0, int(targets[i])]
+        grad = tape.gradient(target, x)[0, ..., 0].numpy()
+        np.testing.assert_allclose(sal.raw_maps[i], np.abs(grad), atol=1e-7, rtol=1e-4)
+        np.testing.assert_allclose(ixg.raw_maps[i], np.abs(grad * images[i, ..., 0]), atol=1e-7, rtol=1e-4)
+
+
+def test_integrated_gradients_are_complete() -> None:
+    """Attributions sum to target(image) - target(black) (Sundararajan et al.'s completeness), up to the path sum's error."""
+    from cxr.explain.methods import integrated_gradient_attributions
+
+    model = small_cnn()
+    probe = make_probe(model, "features")
+    images = RNG.uniform(0, 1, (3, 32, 32, 1)).astype("float32")
+    targets = tf.constant([0, 1, 2])
+    attributions, logits = integrated_gradient_attributions(probe, tf.constant(images), targets, steps=64)
+    black = model(np.zeros_like(images), training=False).numpy()
+    for i, c in enumerate([0, 1, 2]):
+        gap = float(logits[i, c] - black[i, c])
+        assert float(tf.reduce_sum(attributions[i])) == pytest.approx(gap, rel=0.02, abs=1e-3)

@@ -171,3 +171,15 @@ def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(synthetic_
         errors[momentum] = float(np.mean(np.abs(bn.moving_mean.numpy() - true_mean) / true_std))
     assert errors[demo.model.batchnorm_momentum] < 0.25, errors
     assert errors[0.99] > 2 * errors[demo.model.batchnorm_momentum], errors
+
+
+def test_same_seed_same_model(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """Shuffling, stateless flips and initial weights all follow experiment.seed: two runs give identical weights."""
+    weights = []
+    for name in ("a", "b"):
+        result = train(tiny_config(synthetic_dataset, tmp_path / name), fold=3)
+        weights.append(keras.models.load_model(result.run.model, compile=False).get_weights())
+    assert all(np.array_equal(x, y) for x, y in zip(*weights, strict=True))
+    other = train(tiny_config(synthetic_dataset, tmp_path / "c", "experiment.seed=1"), fold=3)
+    changed = keras.models.load_model(other.run.model, compile=False).get_weights()
+    assert any(not np.array_equal(x, y) for x, y in zip(weights[0], changed, strict=True))

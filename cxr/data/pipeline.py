@@ -67,13 +67,17 @@ def make_dataset(
     paths = [str(dataset_dir / image) for image in table["image"]]
     labels = encode_labels(table["label"], class_names, multi_label)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    if training:
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda path, label: (decode_image(path, image_size, channels), label), num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        ds = ds.cache()
-    if training and flip:
-        ds = ds.map(lambda image, label: (tf.image.random_flip_left_right(image, seed=seed), label), num_parallel_calls=tf.data.AUTOTUNE)
+    decode = lambda path, label: (decode_image(path, image_size, channels), label)  # noqa: E731
+    shuffle = lambda ds: ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True) if training else ds  # noqa: E731
+    if cache:  # decode once, then a fresh order every epoch (shuffling before the cache would freeze the order)
+        ds = shuffle(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache())
+    else:  # shuffle paths, not pixels: the buffer stays small
+        ds = shuffle(ds).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and flip:  # stateless flips keyed by (seed, position): the same run gives the same flips, in parallel too
+        ds = ds.enumerate().map(
+            lambda i, pair: (tf.image.stateless_random_flip_left_right(pair[0], tf.stack([tf.cast(seed, tf.int64), i])), pair[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     ds = ds.batch(batch_size)
     if preprocess is not None:
         ds = ds.map(lambda images, y: (preprocess(images), y), num_parallel_calls=tf.data.AUTOTUNE)
