@@ -177,7 +177,8 @@ def explain(
     fold: FoldOption = None,
     all_folds: AllFoldsOption = False,
     method: Annotated[
-        str | None, typer.Option(help="gradcam, gradcam++, hirescam, saliency, input_x_gradient, smoothgrad, integrated_gradients.")
+        str | None,
+        typer.Option(help="gradcam, gradcam++, hirescam, scorecam, saliency, input_x_gradient, smoothgrad, integrated_gradients."),
     ] = None,
     layer: Annotated[str | None, typer.Option(help="Target layer (default: explain.layer, else the model's own).")] = None,
     target: Annotated[str | None, typer.Option(help="predicted, true, or a class name (default: explain.target).")] = None,

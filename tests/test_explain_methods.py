@@ -249,3 +249,22 @@ def test_integrated_gradients_are_complete() -> None:
     for i, c in enumerate([0, 1, 2]):
         gap = float(logits[i, c] - black[i, c])
         assert float(tf.reduce_sum(attributions[i])) == pytest.approx(gap, rel=0.02, abs=1e-3)
+
+
+def test_scorecam_matches_a_per_channel_loop() -> None:
+    model = small_cnn()
+    images = RNG.uniform(0, 1, (3, 32, 32, 1)).astype("float32")
+    targets = np.array([2, 0, 1])
+    result = explain_batch(make_probe(model, "features"), images, targets, method="scorecam")
+    features = keras.Model(model.input, model.get_layer("features").output)
+    for i, c in enumerate(targets):
+        activations = features.predict(images[i : i + 1], verbose=0)[0]
+        weights = []
+        for k in range(activations.shape[-1]):
+            mask = tf.image.resize(activations[None, ..., k : k + 1], (32, 32), method="bilinear")[0, ..., 0].numpy()
+            span = mask.max() - mask.min()
+            mask = (mask - mask.min()) / span if span > 0 else np.zeros_like(mask)
+            logits = model.predict((images[i, ..., 0] * mask)[None, ..., None], verbose=0)[0]
+            weights.append(np.exp(logits[c]) / np.exp(logits).sum())
+        expected = np.maximum((activations * np.array(weights)).sum(-1), 0)
+        np.testing.assert_allclose(result.raw_maps[i], expected, atol=1e-5, rtol=1e-4)

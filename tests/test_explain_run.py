@@ -121,11 +121,11 @@ def test_target_options(trained_run) -> None:
 
 
 def test_other_methods_run_through_the_same_path(trained_run) -> None:
-    for method in ("gradcam++", "hirescam", "saliency"):
+    for method in ("gradcam++", "hirescam", "scorecam", "saliency"):
         report = explain_fold(trained_run, 1, ExplainOptions(method=method, overwrite=True)).report
         assert (report["method"] == method).all() and len(report)
-    with pytest.raises(CxrError, match="'scorecam' is not built yet"):
-        explain_fold(trained_run, 1, ExplainOptions(method="scorecam"))
+    with pytest.raises(CxrError, match="'guided_backprop' is not built yet"):
+        explain_fold(trained_run, 1, ExplainOptions(method="guided_backprop"))
 
 
 def test_all_folds_report(trained_run) -> None:

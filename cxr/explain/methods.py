@@ -86,6 +86,36 @@ def hirescam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     return tf.nn.relu(tf.reduce_sum(grads * activations, axis=-1)), logits
 
 
+def scorecam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int = 8):
+    """Wang et al. 2020: weight each channel by the target's probability when the input is masked by that channel's
+    upsampled, min-max normalised activation; no gradients. Costs one forward pass per channel."""
+    activations, logits = probe(images)
+    class_index = resolve_targets(logits, class_index)
+    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    scores = []
+    for start in range(0, activations.shape[-1], chunk):
+        part = activations[..., start : start + chunk]  # (B, h, w, c)
+        masks = tf.image.resize(part, (height, width), method="bilinear")
+        low = tf.reduce_min(masks, axis=(1, 2), keepdims=True)
+        masks = tf.math.divide_no_nan(masks - low, tf.reduce_max(masks, axis=(1, 2), keepdims=True) - low)
+        count = part.shape[-1]
+        masked = tf.transpose(masks, (0, 3, 1, 2))[..., None] * images[:, None]  # (B, c, H, W, C)
+        _, masked_logits = probe(tf.reshape(masked, (-1, height, width, images.shape[-1])))
+        probs = _class_probabilities(masked_logits)  # (B * c, n)
+        targets = tf.repeat(class_index, count)
+        scores.append(tf.reshape(tf.gather(probs, targets, axis=1, batch_dims=1), (batch, count)))
+    weights = tf.concat(scores, axis=1)[:, None, None, :]
+    return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)), logits
+
+
+def _class_probabilities(logits: tf.Tensor) -> tf.Tensor:
+    """Softmax, or for a single-logit head [1 - sigmoid, sigmoid]."""
+    if logits.shape[-1] == 1:
+        p = tf.sigmoid(logits)
+        return tf.concat([1 - p, p], axis=-1)
+    return tf.nn.softmax(logits, axis=-1)
+
+
 def _input_gradients(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     with tf.GradientTape() as tape:
         tape.watch(images)
@@ -141,12 +171,13 @@ METHODS: dict[str, Method] = {
     "gradcam": gradcam,
     "gradcam++": gradcam_plus_plus,
     "hirescam": hirescam,
+    "scorecam": scorecam,
     "saliency": saliency,
     "input_x_gradient": input_x_gradient,
     "smoothgrad": smoothgrad,
     "integrated_gradients": integrated_gradients,
 }
-LAYER_METHODS = ("gradcam", "gradcam++", "hirescam")  # the others explain in pixel space
+LAYER_METHODS = ("gradcam", "gradcam++", "hirescam", "scorecam")  # the others explain in pixel space
 
 
 def get_method(name: str) -> Method:
