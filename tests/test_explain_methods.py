@@ -268,3 +268,19 @@ def test_scorecam_matches_a_per_channel_loop() -> None:
             weights.append(np.exp(logits[c]) / np.exp(logits).sum())
         expected = np.maximum((activations * np.array(weights)).sum(-1), 0)
         np.testing.assert_allclose(result.raw_maps[i], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_mixed_precision_model_is_explained_in_float32() -> None:
+    reference = small_cnn()
+    images = RNG.uniform(0, 1, (4, 32, 32, 1)).astype("float32")
+    expected = explain_batch(make_probe(reference, "features"), images, np.array([0, 1, 2, 0]))
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        half = small_cnn()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    half.set_weights(reference.get_weights())
+    assert half.get_layer("features").compute_dtype == "float16"
+    result = explain_batch(make_probe(half, "features"), images, np.array([0, 1, 2, 0]))
+    assert result.maps.dtype == np.float32 and result.logits.dtype == np.float32 and np.isfinite(result.maps).all()
+    np.testing.assert_allclose(result.maps, expected.maps, atol=0.05)

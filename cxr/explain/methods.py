@@ -55,11 +55,13 @@ def _target_logits(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
 
 
 def _activations_and_grads(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+    """Target-layer activations and the target logit's gradients, both float32 (also for a float16 model)."""
     with tf.GradientTape() as tape:
         activations, logits = probe(images)
+        logits = tf.cast(logits, tf.float32)
         target = _target_logits(logits, class_index)
     grads = tape.gradient(target, activations)
-    return activations, grads, logits
+    return tf.cast(activations, tf.float32), tf.cast(grads, tf.float32), logits
 
 
 def gradcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
@@ -90,6 +92,7 @@ def scorecam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int
     """Wang et al. 2020: weight each channel by the target's probability when the input is masked by that channel's
     upsampled, min-max normalised activation; no gradients. Costs one forward pass per channel."""
     activations, logits = probe(images)
+    activations, logits = tf.cast(activations, tf.float32), tf.cast(logits, tf.float32)
     class_index = resolve_targets(logits, class_index)
     batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
     scores = []
@@ -101,7 +104,7 @@ def scorecam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int
         count = part.shape[-1]
         masked = tf.transpose(masks, (0, 3, 1, 2))[..., None] * images[:, None]  # (B, c, H, W, C)
         _, masked_logits = probe(tf.reshape(masked, (-1, height, width, images.shape[-1])))
-        probs = _class_probabilities(masked_logits)  # (B * c, n)
+        probs = _class_probabilities(tf.cast(masked_logits, tf.float32))  # (B * c, n)
         targets = tf.repeat(class_index, count)
         scores.append(tf.reshape(tf.gather(probs, targets, axis=1, batch_dims=1), (batch, count)))
     weights = tf.concat(scores, axis=1)[:, None, None, :]
@@ -120,6 +123,7 @@ def _input_gradients(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     with tf.GradientTape() as tape:
         tape.watch(images)
         _, logits = probe(images)
+        logits = tf.cast(logits, tf.float32)
         target = _target_logits(logits, class_index)
     return tape.gradient(target, images), logits
 
@@ -138,7 +142,7 @@ def input_x_gradient(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
 
 def smoothgrad(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, samples: int = 16, noise: float = 0.15):
     """Smilkov et al. 2017: saliency averaged over noisy copies (noise = 15% of each image's range)."""
-    _, logits = probe(images)
+    logits = tf.cast(probe(images)[1], tf.float32)
     class_index = resolve_targets(logits, class_index)  # the clean image's prediction, not each noisy copy's
     spread = noise * (tf.reduce_max(images, axis=(1, 2, 3), keepdims=True) - tf.reduce_min(images, axis=(1, 2, 3), keepdims=True))
     total = tf.zeros(tf.shape(images)[:3])
@@ -157,7 +161,7 @@ def integrated_gradients(probe: Probe, images: tf.Tensor, class_index: tf.Tensor
 
 def integrated_gradient_attributions(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, steps: int = 32):
     """Signed per-pixel attributions; they sum to about target(image) - target(black) (completeness)."""
-    _, logits = probe(images)
+    logits = tf.cast(probe(images)[1], tf.float32)
     class_index = resolve_targets(logits, class_index)
     total = tf.zeros_like(images)
     for i in range(steps):

@@ -1,4 +1,4 @@
-"""A probe runs a model in inference mode and returns (target-layer activations, logits) in float32.
+"""A probe runs a model in inference mode and returns (target-layer activations, logits).
 
 Flat functional models (all of cxr's) get one two-output Keras model. A model
 whose target layer sits inside a nested backbone — the common transfer-learning
@@ -21,7 +21,7 @@ POOLING_TYPES = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPool
 
 
 class Probe:
-    """Callable: images -> (activations (B, h, w, K), logits (B, C)), both float32, training=False."""
+    """Callable: images -> (activations (B, h, w, K), logits (B, C)), training=False."""
 
     def __init__(self, model: keras.Model, layer_name: str, call: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]) -> None:
         self.model = model
@@ -30,8 +30,8 @@ class Probe:
         self.compiled: dict[str, Callable] = {}  # traced methods, kept with the probe they belong to
 
     def __call__(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        activations, logits = self._call(images)
-        return tf.cast(activations, tf.float32), tf.cast(logits, tf.float32)
+        """In the model's own dtype: a float16 model's activations are cast only after differentiation."""
+        return self._call(images)
 
 
 def find_target_layer(model: keras.Model) -> str:
