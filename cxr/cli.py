@@ -178,7 +178,7 @@ def explain(
     all_folds: AllFoldsOption = False,
     method: Annotated[
         str | None,
-        typer.Option(help="gradcam, gradcam++, hirescam, scorecam, saliency, input_x_gradient, smoothgrad, integrated_gradients."),
+        typer.Option(help="gradcam (default: explain.method), gradcam++, hirescam, scorecam, saliency, smoothgrad, guided_gradcam, …"),
     ] = None,
     layer: Annotated[str | None, typer.Option(help="Target layer (default: explain.layer, else the model's own).")] = None,
     target: Annotated[str | None, typer.Option(help="predicted, true, or a class name (default: explain.target).")] = None,

@@ -284,3 +284,26 @@ def test_mixed_precision_model_is_explained_in_float32() -> None:
     result = explain_batch(make_probe(half, "features"), images, np.array([0, 1, 2, 0]))
     assert result.maps.dtype == np.float32 and result.logits.dtype == np.float32 and np.isfinite(result.maps).all()
     np.testing.assert_allclose(result.maps, expected.maps, atol=0.05)
+
+
+def test_guided_backprop_by_hand() -> None:
+    """x -> 1x1 conv K -> ReLU -> pooling -> dense W: the guided gradient at x is K @ [(W[:, c] > 0) (pre > 0) W[:, c] / hw]."""
+    inputs = keras.Input((8, 8, 2))
+    pre = keras.layers.Conv2D(3, 1, use_bias=False, name="pre")(inputs)
+    act = keras.layers.ReLU(name="act")(pre)
+    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False, name="logits")(keras.layers.GlobalAveragePooling2D()(act)))
+    k, w = RNG.normal(size=(2, 3)).astype("float32"), RNG.normal(size=(3, 2)).astype("float32")
+    model.get_layer("pre").set_weights([k.reshape(1, 1, 2, 3)])
+    model.get_layer("logits").set_weights([w])
+    x = RNG.normal(size=(2, 8, 8, 2)).astype("float32")
+    result = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="guided_backprop")
+    for i, c in enumerate([0, 1]):
+        upstream = np.where(w[:, c] > 0, w[:, c], 0) / 64  # (3,): what reaches each ReLU output, kept if positive
+        passed = (x[i] @ k > 0) * upstream  # (8, 8, 3): and only where the ReLU's input was positive
+        expected = np.maximum(passed @ k.T, 0).max(axis=-1)  # back through K to the input; positive part, max over channels
+        np.testing.assert_allclose(result.raw_maps[i], expected, atol=1e-6)
+    plain = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="saliency")
+    assert not np.allclose(plain.raw_maps, result.raw_maps)  # the guided rule changed something
+    cam = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="gradcam")
+    both = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="guided_gradcam")
+    np.testing.assert_allclose(both.raw_maps, result.raw_maps * cam.raw_maps, atol=1e-6)  # same 8 x 8 size: no resize

@@ -121,11 +121,13 @@ def test_target_options(trained_run) -> None:
 
 
 def test_other_methods_run_through_the_same_path(trained_run) -> None:
-    for method in ("gradcam++", "hirescam", "scorecam", "saliency"):
+    from cxr.config import EXPLAIN_METHODS
+
+    for method in EXPLAIN_METHODS:  # every method the config accepts runs on a real trained model
         report = explain_fold(trained_run, 1, ExplainOptions(method=method, overwrite=True)).report
-        assert (report["method"] == method).all() and len(report)
-    with pytest.raises(CxrError, match="'guided_backprop' is not built yet"):
-        explain_fold(trained_run, 1, ExplainOptions(method="guided_backprop"))
+        assert (report["method"] == method).all() and len(report) and report["raw_peak"].notna().all()
+    with pytest.raises(CxrError, match="unknown explanation method 'lime'"):
+        explain_fold(trained_run, 1, ExplainOptions(method="lime"))
 
 
 def test_all_folds_report(trained_run) -> None:

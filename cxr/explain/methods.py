@@ -140,6 +140,22 @@ def input_x_gradient(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     return tf.reduce_max(tf.abs(grads * images), axis=-1), logits
 
 
+def guided_backprop(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+    """Springenberg et al. 2015: the input gradient through ReLUs that pass back only positive signal."""
+    guided = probe.guided()
+    logits = tf.cast(probe(images)[1], tf.float32)
+    grads, _ = _input_gradients(guided, images, resolve_targets(logits, class_index))
+    return tf.reduce_max(tf.nn.relu(grads), axis=-1), logits
+
+
+def guided_gradcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+    """Selvaraju et al. 2017: guided backpropagation times the Grad-CAM map upsampled to the input."""
+    cam, logits = gradcam(probe, images, class_index)
+    guided, _ = guided_backprop(probe, images, resolve_targets(logits, class_index))
+    cam = tf.image.resize(cam[..., None], tf.shape(images)[1:3], method="bilinear")[..., 0]
+    return guided * tf.nn.relu(cam), logits
+
+
 def smoothgrad(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, samples: int = 16, noise: float = 0.15):
     """Smilkov et al. 2017: saliency averaged over noisy copies (noise = 15% of each image's range)."""
     logits = tf.cast(probe(images)[1], tf.float32)
@@ -180,13 +196,15 @@ METHODS: dict[str, Method] = {
     "input_x_gradient": input_x_gradient,
     "smoothgrad": smoothgrad,
     "integrated_gradients": integrated_gradients,
+    "guided_backprop": guided_backprop,
+    "guided_gradcam": guided_gradcam,
 }
 LAYER_METHODS = ("gradcam", "gradcam++", "hirescam", "scorecam")  # the others explain in pixel space
 
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        raise CxrError(f"explanation method {name!r} is not built yet; built: {', '.join(METHODS)}")
+        raise CxrError(f"unknown explanation method {name!r}; known: {', '.join(METHODS)}")
     return METHODS[name]
 
 
@@ -224,5 +242,7 @@ def _compiled(probe: Probe, method: str) -> Callable:
     """One traced function per probe and method (kept on the probe); retraced only for a new batch shape."""
     if method not in probe.compiled:
         function = get_method(method)
+        if method.startswith("guided"):
+            probe.guided()  # cloning copies weights eagerly: do it before tracing
         probe.compiled[method] = tf.function(lambda x, c: function(probe, x, c), reduce_retracing=True)
     return probe.compiled[method]

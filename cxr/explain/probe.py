@@ -28,6 +28,17 @@ class Probe:
         self.layer_name = layer_name
         self._call = call
         self.compiled: dict[str, Callable] = {}  # traced methods, kept with the probe they belong to
+        self._guided: Probe | None = None
+
+    def guided(self) -> Probe:
+        """The same probe on a copy of the model whose ReLUs pass back only positive gradients (built once)."""
+        if self._guided is None:
+            if any(isinstance(layer, keras.Model) for layer in self.model.layers):
+                raise CxrError("guided backpropagation needs a flat model (no nested backbone)")
+            copy = keras.models.clone_model(self.model, clone_function=_guided_layer)
+            copy.set_weights(self.model.get_weights())
+            self._guided = make_probe(copy, self.layer_name)
+        return self._guided
 
     def __call__(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """In the model's own dtype: a float16 model's activations are cast only after differentiation."""
@@ -92,3 +103,25 @@ def _nested_probe(model: keras.Model, backbone: keras.Model, name: str) -> Probe
         return activations, x
 
     return Probe(model, name, call)
+
+
+@tf.custom_gradient
+def guided_relu(x: tf.Tensor):
+    """ReLU forward; backward passes a gradient only where both it and the input are positive (Springenberg 2015)."""
+
+    def grad(upstream: tf.Tensor) -> tf.Tensor:
+        return upstream * tf.cast(upstream > 0, upstream.dtype) * tf.cast(x > 0, upstream.dtype)
+
+    return tf.nn.relu(x), grad
+
+
+def _guided_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """Clone a layer, swapping plain ReLUs (layers or activations) for the guided one."""
+    config = layer.get_config()
+    if isinstance(layer, keras.layers.ReLU):
+        if config.get("max_value") is not None or config.get("negative_slope") or config.get("threshold"):
+            raise CxrError(f"guided backpropagation supports plain ReLUs only; layer {layer.name!r} is a clipped or leaky one")
+        return keras.layers.Activation(guided_relu, name=layer.name)
+    if config.get("activation") == "relu":
+        config["activation"] = guided_relu
+    return layer.__class__.from_config(config)
