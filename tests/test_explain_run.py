@@ -161,3 +161,14 @@ def test_blend_extremes() -> None:
 
     expected = np.round(matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
     assert np.abs(blend(grey, heat, "jet", 1.0).astype(int) - expected).max() <= 1
+
+
+def test_html_page_escapes_names_and_links_relatively(tmp_path: Path) -> None:
+    from cxr.explain.gallery import write_html
+
+    row = {"image": "images/<script>x</script>.png", "patient_id": "p&1", "true_class": "a'b", "predicted_class": "a'b",
+           "confidence": 0.9, "correct": "right", "target_class": "a'b", "raw_peak": 1.0, "empty": False,
+           "overlay": "right/<script>x</script>.png", "method": "gradcam"}  # fmt: skip
+    page = write_html(tmp_path, pd.DataFrame([row]), ["a'b", "c"]).read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page and "p&amp;1" in page
+    assert "src='right/%3Cscript%3Ex%3C/script%3E.png'" in page  # relative and URL-quoted
