@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from cxr.errors import CxrError
+from cxr.errors import ConfigError, CxrError
 from cxr.explain.probe import Probe
 
 EMPTY_PEAK = 1e-12  # a raw map whose peak is at most this is flagged empty
@@ -204,7 +204,7 @@ LAYER_METHODS = ("gradcam", "gradcam++", "hirescam", "scorecam")  # the others e
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        raise CxrError(f"unknown explanation method {name!r}; known: {', '.join(METHODS)}")
+        raise ConfigError(f"unknown explanation method {name!r}; known: {', '.join(METHODS)}")
     return METHODS[name]
 
 

@@ -26,7 +26,7 @@ from cxr.config import Config, load_config
 from cxr.data.download import file_digest
 from cxr.data.labels import decode_boxes, read_labels
 from cxr.data.pipeline import make_dataset
-from cxr.errors import CxrError, DataError
+from cxr.errors import ConfigError, DataError
 from cxr.evaluate import choose_positive_class
 from cxr.explain.gallery import write_html, write_montage
 from cxr.explain.methods import LAYER_METHODS, Explanation, explain_batch, get_method
@@ -67,9 +67,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
-        raise CxrError(f"--shard {text!r}: expected I/N, e.g. 1/4") from None
+        raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 1/4") from None
     if not 1 <= index <= count:
-        raise CxrError(f"--shard {text!r}: I must be between 1 and N")
+        raise ConfigError(f"--shard {text!r}: I must be between 1 and N")
     return index, count
 
 
@@ -85,7 +85,7 @@ def target_indices(option: str, true_index: np.ndarray, classes: list[str]) -> n
     if option == "true":
         return true_index
     if option not in classes:
-        raise CxrError(f"--target {option!r}: use predicted, true or a class name ({', '.join(classes)})")
+        raise ConfigError(f"--target {option!r}: use predicted, true or a class name ({', '.join(classes)})")
     return np.full(len(true_index), classes.index(option))
 
 
