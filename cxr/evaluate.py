@@ -88,24 +88,28 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], p
 def predict_fold(run: FoldRun, batch_size: int = 32) -> pd.DataFrame:
     """The fold's validation images through its best model: one row per image with every class probability."""
     cfg = load_config(run.config)
-    if cfg.data.multi_label:
-        raise DataError("evaluating multi-label runs is not built yet; train and explain work, metrics do not")
     classes = run.read_classes()
     split = pd.read_csv(run.split, dtype={"patient_id": str, "image": str, "label": str}, keep_default_na=False)
     table = split[split["split"] == "validation"].reset_index(drop=True)
     model = keras.models.load_model(run.model, compile=False)
     ds = make_dataset(
-        cfg.data.dataset_dir, table, classes, image_size=cfg.data.image_size, channels=cfg.data.channels, batch_size=batch_size
-    )
-    logits = model.predict(ds.map(lambda x, y: x), verbose=0)
-    probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))
+        cfg.data.dataset_dir, table, classes, image_size=cfg.data.image_size, channels=cfg.data.channels, batch_size=batch_size,
+        multi_label=cfg.data.multi_label,
+    )  # fmt: skip
+    logits = model.predict(ds.map(lambda x, y: x), verbose=0).astype("float32")
+    if cfg.data.multi_label:  # one sigmoid per finding; predicted: every finding at p >= 0.5
+        probs = 1 / (1 + np.exp(-logits))
+        predicted = ["|".join(c for c, p in zip(classes, row, strict=True) if p >= 0.5) for row in probs]
+    else:
+        probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+        predicted = [classes[i] for i in probs.argmax(axis=1)]
     predictions = pd.DataFrame(
         {
             "fold": run.fold,
             "image": table["image"],
             "patient_id": table["patient_id"],
             "true_label": table["label"],
-            "predicted_label": [classes[i] for i in probs.argmax(axis=1)],
+            "predicted_label": predicted,
             "confidence": probs.max(axis=1),
         }
     )
@@ -114,8 +118,36 @@ def predict_fold(run: FoldRun, batch_size: int = 32) -> pd.DataFrame:
     return predictions
 
 
-def metrics_from_predictions(predictions: pd.DataFrame, classes: list[str], positive: int | None) -> dict:
+def compute_multilabel_metrics(truth: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Per finding (threshold 0.5) and macro-averaged over findings that have both outcomes; accuracy is per label."""
+    guess = probs >= 0.5
+    per_class = {}
+    for c, name in enumerate(classes):
+        t, g = truth[:, c].astype(bool), guess[:, c]
+        both = 0 < t.sum() < len(t)
+        per_class[name] = {
+            "n_positive": int(t.sum()),
+            "roc_auc": float(skm.roc_auc_score(t, probs[:, c])) if both else float("nan"),
+            "sensitivity": float(skm.recall_score(t, g, zero_division=0)) if t.any() else float("nan"),
+            "specificity": float(skm.recall_score(~t, ~g, zero_division=0)) if (~t).any() else float("nan"),
+            "precision": float(skm.precision_score(t, g, zero_division=0)),
+            "f1": float(skm.f1_score(t, g, zero_division=0)),
+        }
+    result: dict = {"n": len(truth), "classes": classes, "multi_label": True}
+    for metric in ("roc_auc", "sensitivity", "specificity", "precision", "f1"):
+        values = [v[metric] for v in per_class.values() if not np.isnan(v[metric])]
+        result[metric] = float(np.mean(values)) if values else float("nan")
+    result["accuracy"] = float((guess == truth.astype(bool)).mean())
+    result["subset_accuracy"] = float((guess == truth.astype(bool)).all(axis=1).mean())
+    result["per_class"] = per_class
+    result["confusion_matrices"] = {n: m.tolist() for n, m in zip(classes, skm.multilabel_confusion_matrix(truth, guess), strict=True)}
+    return result
+
+
+def metrics_from_predictions(predictions: pd.DataFrame, classes: list[str], positive: int | None, multi_label: bool = False) -> dict:
     probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
+    if multi_label:
+        return compute_multilabel_metrics(encode_labels(predictions["true_label"], classes, multi_label=True), probs, classes)
     return compute_metrics(encode_labels(predictions["true_label"], classes), probs, classes, positive)
 
 
@@ -124,16 +156,26 @@ def write_report(folder: Path, predictions: pd.DataFrame, report: dict, metrics:
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / "predictions.csv", predictions.to_csv(index=False))
     write_text_atomic(folder / "metrics.json", json.dumps(report, indent=2) + "\n")
-    y_true = encode_labels(predictions["true_label"], classes)
+    multi_label = bool(metrics.get("multi_label"))
     probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
+    truth = encode_labels(predictions["true_label"], classes, multi_label=multi_label)
+    hot = truth.astype(bool) if multi_label else np.eye(len(classes), dtype=bool)[truth]
     fig, ax = plt.subplots(figsize=(5, 5))
     for c in [positive] if positive is not None else range(len(classes)):
-        if 0 < (y_true == c).sum() < len(y_true):
-            skm.RocCurveDisplay.from_predictions(y_true == c, probs[:, c], name=classes[c], ax=ax, plot_chance_level=c == (positive or 0))
-    ax.set_title(f"ROC (n = {len(y_true)})")
+        if 0 < hot[:, c].sum() < len(hot):
+            skm.RocCurveDisplay.from_predictions(hot[:, c], probs[:, c], name=classes[c], ax=ax)
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
+    ax.set_title(f"ROC (n = {len(hot)})")
     save_figure(fig, folder / "roc.png")
-    fig, ax = plt.subplots(figsize=(5, 5))
-    skm.ConfusionMatrixDisplay(np.array(metrics["confusion_matrix"]), display_labels=classes).plot(ax=ax, colorbar=False)
+    if multi_label:
+        matrices = metrics["confusion_matrices"]
+        fig, axes = plt.subplots(1, len(classes), figsize=(2.2 * len(classes), 2.6), squeeze=False)
+        for ax, name in zip(axes[0], classes, strict=True):
+            skm.ConfusionMatrixDisplay(np.array(matrices[name]), display_labels=["no", "yes"]).plot(ax=ax, colorbar=False)
+            ax.set_title(name, fontsize=8)
+    else:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        skm.ConfusionMatrixDisplay(np.array(metrics["confusion_matrix"]), display_labels=classes).plot(ax=ax, colorbar=False)
     save_figure(fig, folder / "confusion.png")
 
 
@@ -151,13 +193,14 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
         raise DataError(f"no trained folds to evaluate for experiment {cfg.experiment.name!r}; run `cxr train` first")
     runs = [open_trained_fold(cfg, fold) for fold in folds]
     classes = runs[0].read_classes()
-    positive = choose_positive_class(classes, cfg.data.positive_class)
+    multi_label = load_config(runs[0].config).data.multi_label
+    positive = None if multi_label else choose_positive_class(classes, cfg.data.positive_class)
     per_fold, all_predictions = {}, []
     for run in runs:
         if run.read_classes() != classes:
             raise DataError(f"fold {run.fold} was trained with classes {run.read_classes()}, fold {runs[0].fold} with {classes}")
         predictions = predict_fold(run)
-        per_fold[run.fold] = metrics_from_predictions(predictions, classes, positive)
+        per_fold[run.fold] = metrics_from_predictions(predictions, classes, positive, multi_label)
         write_report(run.evaluation, predictions, per_fold[run.fold], per_fold[run.fold], classes, positive)
         all_predictions.append(predictions)
         log.info(
@@ -168,7 +211,7 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
             len(predictions),
         )
     pooled_predictions = pd.concat(all_predictions, ignore_index=True)
-    pooled = metrics_from_predictions(pooled_predictions, classes, positive)
+    pooled = metrics_from_predictions(pooled_predictions, classes, positive, multi_label)
     summary = {
         m: {"mean": float(np.nanmean([f[m] for f in per_fold.values()])), "std": float(np.nanstd([f[m] for f in per_fold.values()]))}
         for m in SCALAR_METRICS

@@ -20,6 +20,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from cxr.config import Config, dump_config
+from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import class_names as table_class_names
 from cxr.data.labels import read_labels
 from cxr.data.pipeline import encode_labels, load_split, make_dataset
@@ -44,6 +45,10 @@ class TrainResult:
 
 def resolve_classes(cfg: Config) -> list[str]:
     """The configured class order, or the sorted names in the dataset."""
+    info = cfg.data.dataset_dir / METADATA_FILE
+    if info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("multi_label", False) != cfg.data.multi_label:
+        kind = "multi-label" if cfg.data.multi_label is False else "single-label"
+        raise DataError(f"dataset {cfg.data.dataset} is {kind}: set data.multi_label: {str(not cfg.data.multi_label).lower()}")
     table = read_labels(cfg.data.dataset_dir, check_files=False)
     found = table_class_names(table, cfg.data.multi_label)
     if cfg.data.classes is None:

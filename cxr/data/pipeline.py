@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from cxr.data.labels import LABEL_SEPARATOR, read_labels, split_labels
 from cxr.data.labels import class_names as table_class_names
-from cxr.data.labels import read_labels, split_labels
 from cxr.errors import DataError
 
 Split = Literal["train", "validation"]
@@ -39,7 +39,9 @@ def encode_labels(labels: pd.Series, class_names: list[str], multi_label: bool =
     index = {name: i for i, name in enumerate(class_names)}
     unknown = sorted({name for label in labels for name in (split_labels(label) if multi_label else [label])} - set(index))
     if unknown:
-        raise DataError(f"label(s) {', '.join(unknown)} not among the configured classes {', '.join(class_names)}")
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        hint = " (multi-label data? set data.multi_label: true)" if any(LABEL_SEPARATOR in u for u in unknown) else ""
+        raise DataError(f"label(s) {shown} not among the configured classes {', '.join(class_names)}{hint}")
     if not multi_label:
         return np.array([index[label] for label in labels], dtype=np.int32)
     hot = np.zeros((len(labels), len(class_names)), dtype=np.float32)

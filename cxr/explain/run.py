@@ -24,7 +24,7 @@ from PIL import Image
 
 from cxr.config import Config, load_config
 from cxr.data.download import file_digest
-from cxr.data.labels import decode_boxes, read_labels
+from cxr.data.labels import decode_boxes, read_labels, split_labels
 from cxr.data.pipeline import make_dataset
 from cxr.errors import ConfigError, DataError
 from cxr.evaluate import choose_positive_class
@@ -78,8 +78,12 @@ def in_shard(image: str, shard: tuple[int, int] | None) -> bool:
     return shard is None or zlib.crc32(image.encode()) % shard[1] == shard[0] - 1
 
 
-def target_indices(option: str, true_index: np.ndarray, classes: list[str]) -> np.ndarray | None:
-    """None for 'predicted' (chosen in the forward pass), the true classes, or one named class for all."""
+def target_indices(option: str, labels: np.ndarray, classes: list[str]) -> np.ndarray | None:
+    """None for 'predicted' (chosen in the forward pass), the true classes, or one named class for all.
+
+    `labels` are class indices, or multi-hot rows for multi-label data (then 'true' is the first true finding).
+    """
+    true_index = labels.argmax(axis=1) if labels.ndim == 2 else labels
     if option == "predicted":
         return None
     if option == "true":
@@ -171,7 +175,7 @@ def explain_rows(
     probe = make_probe(model, layer if options.method in LAYER_METHODS else None)
     batch_size = cfg.explain.batch_size
     ds = make_dataset(fold_cfg.data.dataset_dir, todo, classes, image_size=fold_cfg.data.image_size,
-                      channels=fold_cfg.data.channels, batch_size=batch_size)  # fmt: skip
+                      channels=fold_cfg.data.channels, batch_size=batch_size, multi_label=fold_cfg.data.multi_label)  # fmt: skip
     rows: list[dict] = []
     maps_name = "maps.npz" if options.shard is None else f"maps.shard{options.shard[0]}of{options.shard[1]}.npz"
     maps_file = MapsWriter(folder / maps_name) if options.save_maps else None
@@ -201,14 +205,15 @@ def image_row(
 ) -> dict:  # fmt: skip
     """Overlay and report row for one image (runs in a worker thread)."""
     logits = result.logits[i]
-    probs = softmax_or_sigmoid(logits)
-    predicted = int(np.argmax(probs))
-    true_index = classes.index(row["label"])
+    multi_label = fold_cfg.data.multi_label
+    probs = 1 / (1 + np.exp(-logits)) if multi_label else softmax_or_sigmoid(logits)
+    predicted = int(np.argmax(probs))  # multi-label: the most probable finding
+    true_names = split_labels(row["label"]) if multi_label else [row["label"]]
     grey = np.asarray(Image.open(fold_cfg.data.dataset_dir / row["image"]).convert("L"))
     heatmap = resize_map(result.maps[i], *grey.shape)
     boxes = decode_boxes(row.get("boxes"))
     x, y = peak_location(heatmap)
-    correct = "right" if predicted == true_index else "wrong"
+    correct = "right" if classes[predicted] in true_names else "wrong"
     overlay = f"{correct}/{overlay_name(row['image'])}"
     write_overlay(draw_overlay(grey, heatmap, cfg.explain.colormap, cfg.explain.alpha, bool(result.empty[i]), boxes), folder / overlay)
     return {
@@ -219,7 +224,7 @@ def image_row(
         "predicted_class": classes[predicted],
         "confidence": float(probs[predicted]),
         "correct": correct,
-        "outcome": outcome(true_index, predicted, positive),
+        "outcome": "" if multi_label else outcome(classes.index(row["label"]), predicted, positive),
         **{f"prob_{name}": float(p) for name, p in zip(classes, probs, strict=True)},
         **settings,
         "target_class": classes[int(result.class_index[i])],

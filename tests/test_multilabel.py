@@ -1,0 +1,49 @@
+"""Multi-label (one sigmoid per finding, as NIH ChestX-ray14): metrics by hand, and train -> evaluate -> explain on real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_config
+from sklearn.metrics import roc_auc_score
+
+from cxr.data.sources import DownloadOptions, download
+from cxr.errors import DataError
+from cxr.evaluate import compute_multilabel_metrics, evaluate
+from cxr.explain.run import ExplainOptions, explain_fold
+from cxr.train import train
+
+
+def test_multilabel_metrics_by_hand() -> None:
+    truth = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
+    probs = np.array([[0.9, 0.2, 0.4], [0.3, 0.8, 0.1], [0.6, 0.3, 0.7], [0.2, 0.6, 0.2]])
+    m = compute_multilabel_metrics(truth, probs, ["a", "b", "c"])
+    guess = probs >= 0.5  # a: all right; b: 1 TP, 1 FN, 1 FP, 1 TN; c: 1 FN, 1 FP, 2 TN
+    assert m["per_class"]["a"]["sensitivity"] == 1 and m["per_class"]["b"]["sensitivity"] == 0.5
+    assert m["per_class"]["c"]["sensitivity"] == 0 and m["per_class"]["c"]["specificity"] == pytest.approx(2 / 3)
+    assert m["accuracy"] == pytest.approx((guess == truth).mean()) and m["subset_accuracy"] == pytest.approx(1 / 4)
+    aucs = [roc_auc_score(truth[:, c], probs[:, c]) for c in range(3)]
+    assert m["roc_auc"] == pytest.approx(np.mean(aucs))
+    assert m["confusion_matrices"]["b"] == [[1, 1], [1, 1]]
+
+
+def test_nih_multilabel_train_evaluate_explain(nih_sample: Path, tmp_path: Path) -> None:
+    folder = download("nih-cxr14", DownloadOptions(dest=tmp_path, from_dir=nih_sample, task="all", size=64, folds=2, show_progress=False))
+    with pytest.raises(DataError, match=r"dataset nih-cxr14-all is multi-label: set data\.multi_label: true"):
+        train(tiny_config(folder, tmp_path / "runs"), fold=0)
+    cfg = tiny_config(folder, tmp_path / "runs", "data.multi_label=true", "train.epochs=1", "train.monitor=val_loss")
+    result = train(cfg, fold=0)
+    assert len(json.loads(result.run.classes.read_text())) == 15  # 14 findings + No Finding
+    evaluation = evaluate(cfg, [0])
+    metrics = evaluation.per_fold[0]
+    assert metrics["multi_label"] and len(metrics["per_class"]) == 15 and 0 <= metrics["roc_auc"] <= 1
+    predictions = pd.read_csv(result.run.evaluation / "predictions.csv")
+    assert (predictions.filter(like="prob_").to_numpy() <= 1).all() and len(predictions) > 250
+    report = explain_fold(cfg, 0, ExplainOptions(target="true")).report
+    assert len(report) == len(predictions)
+    assert all(t in truth.split("|") for t, truth in zip(report["target_class"], report["true_class"], strict=True))
+    assert set(report["correct"]) <= {"right", "wrong"} and (report["outcome"].fillna("") == "").all()
