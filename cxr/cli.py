@@ -211,5 +211,35 @@ def explain(
         typer.echo(f"report over {len(results)} folds: {len(combined)} images")
 
 
+@app.command()
+@friendly_errors
+def audit(
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    fold: FoldOption = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods to compare.")] = "gradcam,gradcam++,hirescam",
+    layer: Annotated[str | None, typer.Option(help="Target layer (default: explain.layer, else the model's own).")] = None,
+    stages: Annotated[int, typer.Option(min=1, help="Cascading randomisation stages (layers with weights, from the top).")] = 8,
+) -> None:
+    """Do the maps mean anything? Localisation against boxes (with baselines) and a randomisation sanity check."""
+    cfg = resolve_config(config, overrides, allow_last_run=True)
+    from cxr.audit.run import audit_fold
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    result = audit_fold(cfg, cfg.data.fold if fold is None else fold, chosen, layer, stages)
+    for method, scores in result.summary["localisation"].items():
+        low, high = scores["pointing_hit"]["ci95"]
+        typer.echo(f"{method:>12}: pointing game {scores['pointing_hit']['mean']:.2f} [{low:.2f}, {high:.2f}], "
+                   f"IoU@otsu {scores['iou@otsu']['mean']:.2f}, T(IoBB)@0.25 {scores['t(iobb)@0.25']['mean']:.2f} "
+                   f"({scores['images']} images with boxes)")  # fmt: skip
+    if "best_method_by_pointing_game" in result.summary:
+        typer.echo(f"best localisation: {result.summary['best_method_by_pointing_game']}")
+    for method, check in result.summary["sanity"].items():
+        verdict = "passes" if check["passes"] else "FAILS"
+        typer.echo(f"{method:>12}: randomised model's maps rank-correlate {check['last_stage_spearman']:.2f} with the trained ones "
+                   f"after {check['stages']} stages (unrelated images: {check['unrelated_pairs_spearman']:.2f}): {verdict}")  # fmt: skip
+    typer.echo(f"audit in {result.folder}")
+
+
 if __name__ == "__main__":
     app()

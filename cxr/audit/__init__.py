@@ -1,0 +1,1 @@
+"""Trusting explanations: localisation against known boxes and model-randomisation sanity checks."""

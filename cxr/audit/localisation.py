@@ -1,0 +1,84 @@
+"""Does a map point at the finding? Pointing game, IoU and T(IoBB) against boxes, with baselines.
+
+- pointing game / hit rate: the map's arg-max lies inside a box (as CheXlocalize scores it);
+- IoU of the thresholded map with the union of boxes, at fixed thresholds and Otsu's;
+- IoBB (ChestX-ray8, Wang et al. 2017): the largest connected region of the thresholded map, as a
+  bounding box, intersected with the ground-truth box over that bounding box's area; T(IoBB) is the
+  share of images with IoBB >= T.
+Baselines are maps that know nothing: uniform noise, and a centred Gaussian (the centre prior).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.filters import threshold_otsu
+from skimage.measure import label, regionprops
+
+from cxr.data.labels import Box
+
+THRESHOLDS = (0.25, 0.5)
+IOBB_LEVELS = (0.1, 0.25, 0.5)
+
+
+def box_mask(shape: tuple[int, int], boxes: list[Box]) -> np.ndarray:
+    """Pixels covered by any box (pixel (x, y) is inside when x0 <= x < x0 + w)."""
+    mask = np.zeros(shape, dtype=bool)
+    for b in boxes:
+        mask[max(round(b.y), 0) : round(b.y + b.h), max(round(b.x), 0) : round(b.x + b.w)] = True
+    return mask
+
+
+def pointing_hit(heatmap: np.ndarray, boxes: list[Box]) -> bool:
+    """Is the (first) maximum of the map inside a box? An all-zero map never hits."""
+    if heatmap.max() <= 0:
+        return False
+    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    return bool(box_mask(heatmap.shape, boxes)[y, x])
+
+
+def iou(region: np.ndarray, target: np.ndarray) -> float:
+    union = np.logical_or(region, target).sum()
+    return float(np.logical_and(region, target).sum() / union) if union else 0.0
+
+
+def iobb(region: np.ndarray, target: np.ndarray) -> float:
+    """Intersection of the largest region's bounding box with the target, over that bounding box's area."""
+    regions = regionprops(label(region))
+    if not regions:
+        return 0.0
+    top, left, bottom, right = max(regions, key=lambda r: r.area).bbox
+    detected = np.zeros_like(region)
+    detected[top:bottom, left:right] = True
+    return float(np.logical_and(detected, target).sum() / detected.sum())
+
+
+def localisation_scores(heatmap: np.ndarray, boxes: list[Box]) -> dict[str, float]:
+    """All scores for one map in [0, 1] at the stored image's size."""
+    target = box_mask(heatmap.shape, boxes)
+    scores: dict[str, float] = {"pointing_hit": float(pointing_hit(heatmap, boxes))}
+    for t in THRESHOLDS:
+        scores[f"iou@{t}"] = iou(heatmap >= t, target) if heatmap.max() > 0 else 0.0
+    otsu = threshold_otsu(heatmap) if heatmap.max() > heatmap.min() else np.inf
+    region = heatmap > otsu
+    scores["iou@otsu"] = iou(region, target)
+    value = iobb(region, target)
+    scores["iobb"] = value
+    for level in IOBB_LEVELS:
+        scores[f"t(iobb)@{level}"] = float(value >= level)
+    return scores
+
+
+def baseline_maps(shape: tuple[int, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Maps that know nothing of the image: uniform noise, and a centred Gaussian (sigma = a quarter of the side)."""
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
+    centre = np.exp(-(((ys - (shape[0] - 1) / 2) / (shape[0] / 4)) ** 2 + ((xs - (shape[1] - 1) / 2) / (shape[1] / 4)) ** 2) / 2)
+    return {"random": rng.uniform(0, 1, shape), "centre": centre / centre.max()}
+
+
+def bootstrap_interval(values: np.ndarray, rng: np.random.Generator, rounds: int = 1000) -> tuple[float, float]:
+    """95% percentile interval of the mean, resampling images with replacement."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    means = values[rng.integers(0, len(values), (rounds, len(values)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

@@ -1,0 +1,73 @@
+"""The audit's metrics on hand-made maps, the randomisation, and `cxr audit` on a trained fold."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from cxr.audit.localisation import bootstrap_interval, iobb, localisation_scores
+from cxr.audit.run import audit_fold
+from cxr.audit.sanity import randomised_copy, rank_correlation, weighted_layers_top_down
+from cxr.data.labels import Box
+
+BOX = [Box(10, 20, 8, 6)]  # columns 10..17, rows 20..25
+
+
+def test_a_map_exactly_on_the_box_scores_one() -> None:
+    heatmap = np.zeros((40, 40))
+    heatmap[20:26, 10:18] = 1.0
+    scores = localisation_scores(heatmap, BOX)
+    assert scores["pointing_hit"] == 1 and scores["iou@0.5"] == 1 and scores["iou@otsu"] == 1 and scores["iobb"] == 1
+    assert scores["t(iobb)@0.5"] == 1
+
+
+def test_a_map_outside_the_box_scores_zero() -> None:
+    heatmap = np.zeros((40, 40))
+    heatmap[0:5, 30:40] = 1.0
+    scores = localisation_scores(heatmap, BOX)
+    assert scores["pointing_hit"] == 0 and scores["iou@0.5"] == 0 and scores["iobb"] == 0 and scores["t(iobb)@0.1"] == 0
+    assert localisation_scores(np.zeros((40, 40)), BOX)["pointing_hit"] == 0  # an empty map points nowhere
+
+
+def test_iobb_of_a_region_twice_the_box() -> None:
+    region = np.zeros((40, 40), bool)
+    region[20:26, 10:26] = True  # 6 x 16: the box's 6 x 8 and as much again
+    target = np.zeros((40, 40), bool)
+    target[20:26, 10:18] = True
+    assert iobb(region, target) == pytest.approx(0.5)
+
+
+def test_bootstrap_interval_brackets_the_mean() -> None:
+    values = np.array([0, 1] * 50, dtype=float)
+    low, high = bootstrap_interval(values, np.random.default_rng(0))
+    assert low < 0.5 < high and high - low < 0.25
+
+
+def test_randomisation_really_changes_the_chosen_layers_only() -> None:
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(3, 3, name="c1")(inputs)
+    x = keras.layers.Conv2D(4, 3, name="c2")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D()(x)))
+    assert weighted_layers_top_down(model) == ["logits", "c2", "c1"]
+    copy = randomised_copy(model, {"logits", "c2"}, seed=1)
+    for name in ("logits", "c2"):
+        assert not np.allclose(copy.get_layer(name).get_weights()[0], model.get_layer(name).get_weights()[0])
+    np.testing.assert_array_equal(copy.get_layer("c1").get_weights()[0], model.get_layer("c1").get_weights()[0])
+
+
+def test_rank_correlation() -> None:
+    a = np.random.default_rng(0).uniform(size=(8, 8))
+    assert rank_correlation(a, a) == pytest.approx(1) and rank_correlation(a, -a) == pytest.approx(-1)
+    assert rank_correlation(a, np.zeros((8, 8))) == 0
+
+
+def test_audit_on_a_trained_fold(trained_run) -> None:
+    result = audit_fold(trained_run, 1, ["gradcam", "hirescam"], sanity_stages=3)
+    for name in ("localisation.csv", "sanity.csv", "summary.json"):
+        assert (result.folder / name).is_file()
+    assert set(result.localisation["method"]) == {"gradcam", "hirescam", "random", "centre"}
+    positives = result.localisation[result.localisation["method"] == "gradcam"]
+    assert (positives["label"] == "pneumonia").all() and len(positives) > 0  # only images with boxes
+    assert result.sanity.groupby("method").size().to_dict() == {"gradcam": 3, "hirescam": 3}
+    assert result.summary["best_method_by_pointing_game"] in ("gradcam", "hirescam")
