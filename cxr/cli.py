@@ -238,6 +238,12 @@ def audit(
         verdict = "passes" if check["passes"] else "FAILS"
         typer.echo(f"{method:>12}: randomised model's maps rank-correlate {check['last_stage_spearman']:.2f} with the trained ones "
                    f"after {check['stages']} stages (unrelated images: {check['unrelated_pairs_spearman']:.2f}): {verdict}")  # fmt: skip
+    shortcuts = result.summary["shortcuts"]
+    for name, c in shortcuts["per_class"].items():
+        typer.echo(f"shortcut audit, predicted {name}: {c['flagged_share']:.0%} of {c['images']} maps mostly outside the lungs "
+                   f"(mean share outside {c['mean_outside_share']:.2f})")  # fmt: skip
+    flagged = ", ".join(shortcuts["flagged_classes"])
+    typer.echo(f"shortcut audit: {'FLAGGED for ' + flagged if flagged else 'not flagged'}")
     typer.echo(f"audit in {result.folder}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from cxr.audit.localisation import bootstrap_interval, iobb, localisation_scores
@@ -64,10 +65,33 @@ def test_rank_correlation() -> None:
 
 def test_audit_on_a_trained_fold(trained_run) -> None:
     result = audit_fold(trained_run, 1, ["gradcam", "hirescam"], sanity_stages=3)
-    for name in ("localisation.csv", "sanity.csv", "summary.json"):
+    for name in ("localisation.csv", "sanity.csv", "summary.json", "shortcuts.csv"):
         assert (result.folder / name).is_file()
     assert set(result.localisation["method"]) == {"gradcam", "hirescam", "random", "centre"}
     positives = result.localisation[result.localisation["method"] == "gradcam"]
     assert (positives["label"] == "pneumonia").all() and len(positives) > 0  # only images with boxes
     assert result.sanity.groupby("method").size().to_dict() == {"gradcam": 3, "hirescam": 3}
     assert result.summary["best_method_by_pointing_game"] in ("gradcam", "hirescam")
+    assert result.summary["shortcuts"]["images"] == len(pd.read_csv(result.folder / "shortcuts.csv")) > 0
+
+
+def test_shortcut_region_share_and_flags() -> None:
+    import pandas as pd
+
+    from cxr.audit.shortcut import allowed_region, outside_share, summarise_shortcuts
+
+    lungs = [Box(10, 10, 5, 20), Box(25, 10, 5, 20)]
+    region = allowed_region((40, 40), lungs)
+    assert region.sum() == 2 * 5 * 20
+    border = allowed_region((40, 40), [])
+    assert border.sum() == 32 * 32 and not border[:4].any() and not border[:, -4:].any()
+    heatmap = np.zeros((40, 40))
+    heatmap[12, 12] = 1.0  # inside a lung
+    heatmap[1, 1] = 3.0  # a corner marker
+    assert outside_share(heatmap, region) == pytest.approx(0.75)
+    assert np.isnan(outside_share(np.zeros((40, 40)), region))
+    rows = pd.DataFrame({"predicted_class": ["pos"] * 4 + ["neg"] * 6, "outside_share": [0.8, 0.7, 0.1, 0.2] + [0.1] * 6})
+    rows["flagged"] = rows["outside_share"] > 0.5
+    summary = summarise_shortcuts(rows)
+    assert summary["per_class"]["pos"]["flagged_share"] == 0.5 and summary["flagged_classes"] == ["pos"] and summary["model_flagged"]
+    assert not summarise_shortcuts(rows.assign(flagged=False))["model_flagged"]

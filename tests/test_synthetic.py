@@ -60,6 +60,24 @@ def test_cardiomegaly_box_covers_the_heart_and_ctr_exceeds_half(seed: int) -> No
     assert render_case(small)[1] == []
 
 
+def test_lung_boxes_cover_the_lung_fields() -> None:
+    from cxr.data.labels import decode_boxes
+    from cxr.data.synthetic import lung_boxes
+
+    case = sample_case(np.random.default_rng(4), 128, "pneumonia", positive=False, marker=False)
+    boxes = lung_boxes(case)
+    lungs = changed_pixels(case, lungs=(replace(case.lungs[0], rx=1e-6), replace(case.lungs[1], rx=1e-6)))
+    covered = box_mask(boxes[0], 128) | box_mask(boxes[1], 128)
+    grown = np.zeros_like(covered)  # the anatomy is blurred (sigma 0.5 px at 128 px): allow a 3-pixel halo
+    for dy in range(-3, 4):
+        for dx in range(-3, 4):
+            grown |= np.roll(np.roll(covered, dy, axis=0), dx, axis=1)
+    assert len(boxes) == 2 and not (lungs & ~grown).any()
+    assert (lungs & covered).sum() > 0.9 * lungs.sum()
+    item = next(iter(make_synthetic_items(n=2, size=64, seed=0)))
+    assert len(decode_boxes(item.extra["lungs"])) == 2
+
+
 def marker_drawn(image: np.ndarray) -> bool:
     rows, cols = marker_region(image.shape[0])
     return image[rows, cols].mean() > 150

@@ -19,6 +19,7 @@ from PIL import Image
 
 from cxr.audit.localisation import baseline_maps, bootstrap_interval, localisation_scores
 from cxr.audit.sanity import cascading_randomisation
+from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share, summarise_shortcuts
 from cxr.config import Config, load_config
 from cxr.data.labels import decode_boxes
 from cxr.data.pipeline import encode_labels, make_dataset
@@ -62,8 +63,10 @@ def audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None = N
     targets = encode_labels(sample["label"], classes, fold_cfg.data.multi_label)
     targets = targets.argmax(axis=1) if targets.ndim == 2 else targets
     sanity = pd.DataFrame([row for m in methods for row in cascading_randomisation(model, layer, images, targets, m, sanity_stages)])
-    summary = summarise_audit(localisation, sanity, fold, layer)
+    shortcuts = pd.DataFrame(shortcut_rows(fold_cfg, probe, table, classes, methods[0]))
+    summary = summarise_audit(localisation, sanity, fold, layer) | {"shortcuts": summarise_shortcuts(shortcuts) | {"method": methods[0]}}
     folder = experiment_dir(cfg) / "audit" / f"fold{fold}"
+    write_text_atomic(folder / "shortcuts.csv", shortcuts.to_csv(index=False))
     write_text_atomic(folder / "localisation.csv", localisation.to_csv(index=False))
     write_text_atomic(folder / "sanity.csv", sanity.to_csv(index=False))
     write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -87,6 +90,21 @@ def localisation_rows(fold_cfg: Config, probe, boxed: pd.DataFrame, classes: lis
             maps = {m: resize_map(results[m][i], *size) for m in methods} | baseline_maps(size, rng)
             for name, heatmap in maps.items():
                 rows.append({"image": row["image"], "label": row["label"], "method": name, **localisation_scores(heatmap, boxes)})
+    return rows
+
+
+def shortcut_rows(fold_cfg: Config, probe, table: pd.DataFrame, classes: list[str], method: str) -> list[dict]:
+    """Every validation image, its predicted class explained: the share of the map outside the allowed region."""
+    rows: list[dict] = []
+    ds = make_dataset(fold_cfg.data.dataset_dir, table, classes, image_size=fold_cfg.data.image_size, channels=fold_cfg.data.channels,
+                      batch_size=16, multi_label=fold_cfg.data.multi_label)  # fmt: skip
+    for start, (images, _) in zip(range(0, len(table), 16), ds, strict=False):
+        result = explain_batch(probe, images, None, method)
+        for i, row in enumerate(table.iloc[start : start + 16].to_dict("records")):
+            size = Image.open(fold_cfg.data.dataset_dir / row["image"]).size[::-1]
+            share = outside_share(resize_map(result.maps[i], *size), allowed_region(size, decode_boxes(row.get("lungs"))))
+            rows.append({"image": row["image"], "label": row["label"], "predicted_class": classes[int(result.class_index[i])],
+                         "outside_share": share, "flagged": bool(share > DOMINATES)})  # fmt: skip
     return rows
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cxr.data.dataset import Item
-from cxr.data.labels import Box
+from cxr.data.labels import Box, encode_boxes
 from cxr.errors import DataError
 
 TASKS = {
@@ -128,6 +128,11 @@ def render_case(case: Case) -> tuple[np.ndarray, list[Box]]:
     return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), finding_boxes(case)
 
 
+def lung_boxes(case: Case) -> list[Box]:
+    """The lung fields' bounding boxes, in pixels: where a chest finding's evidence belongs."""
+    return [_tight_box(lung.radius2(case.size) < 1, "lung") for lung in case.lungs]
+
+
 def finding_boxes(case: Case) -> list[Box]:
     """Tight boxes: the enlarged heart (CTR > 0.5) and the opacity where it lies inside the lungs."""
     size = case.size
@@ -212,6 +217,6 @@ def make_synthetic_items(
             label=positive_name if positive else negative_name,
             patient_id=f"P{patient:05d}",
             boxes=finding_boxes(case),
-            extra={"marker": int(marker), "ctr": round(case.cardiothoracic_ratio, 3)},
+            extra={"marker": int(marker), "ctr": round(case.cardiothoracic_ratio, 3), "lungs": encode_boxes(lung_boxes(case))},
             origin=f"synthetic #{index}",
         )

@@ -98,7 +98,7 @@ def load_fold_table(run: FoldRun, fold_cfg: Config) -> pd.DataFrame:
     split = pd.read_csv(run.split, dtype=str, keep_default_na=False)
     validation = split[split["split"] == "validation"][["image", "label", "patient_id"]]
     labels = read_labels(fold_cfg.data.dataset_dir)
-    extra = [c for c in ("boxes", "width", "height") if c in labels.columns]
+    extra = [c for c in ("boxes", "width", "height", "lungs") if c in labels.columns]
     return validation.merge(labels[["image", *extra]], on="image", how="left").reset_index(drop=True)
 
 
