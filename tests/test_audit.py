@@ -95,3 +95,20 @@ def test_shortcut_region_share_and_flags() -> None:
     summary = summarise_shortcuts(rows)
     assert summary["per_class"]["pos"]["flagged_share"] == 0.5 and summary["flagged_classes"] == ["pos"] and summary["model_flagged"]
     assert not summarise_shortcuts(rows.assign(flagged=False))["model_flagged"]
+
+
+def test_deletion_and_insertion_curves_by_hand() -> None:
+    """Mean pooling then logits (2m, -2m): the class-0 probability is 1 / (1 + exp(-4m)) for the image mean m."""
+    from cxr.audit.faithfulness import curve_area, perturbation_curves
+
+    inputs = keras.Input((2, 2, 1))
+    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    model.layers[-1].set_weights([np.array([[2.0, -2.0]])])
+    image = np.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)
+    saliency = np.array([[0.1, 0.4], [0.3, 0.2]]).reshape(1, 2, 2)  # order: 2, 3, 4, 1
+    deletion, insertion = perturbation_curves(model, image, saliency, np.array([0]), steps=4)
+    p = lambda m: 1 / (1 + np.exp(-4 * m))  # noqa: E731
+    np.testing.assert_allclose(deletion[0], [p(2.5), p(2.0), p(1.25), p(0.25), p(0.0)], rtol=1e-6)
+    np.testing.assert_allclose(insertion[0], [p(0.0), p(0.5), p(1.25), p(2.25), p(2.5)], rtol=1e-6)
+    expected = np.trapezoid([p(2.5), p(2.0), p(1.25), p(0.25), p(0.0)], dx=0.25)
+    assert curve_area(deletion)[0] == pytest.approx(expected)

@@ -15,7 +15,8 @@ RNG = np.random.default_rng(0)
 
 
 def small_cnn(outputs: int = 3) -> keras.Model:
-    """Conv + batch norm (so inference mode matters) + ReLU twice, pooling, dense."""
+    """Conv + batch norm (so inference mode matters) + ReLU twice, pooling, dense; the same weights in every run."""
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 1))
     x = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="c1")(inputs)
     x = keras.layers.BatchNormalization(name="bn1")(x)
@@ -62,8 +63,9 @@ def test_batched_gradcam_equals_per_image(model_and_data, batch: int) -> None:
     for start in range(0, 32, batch):
         result = explain_batch(probe, images[start : start + batch], targets[start : start + batch])
         for i, j in enumerate(range(start, min(start + batch, 32))):
+            # float32 round-off differs between batch sizes (other kernels): up to ~1.5e-5 of a map value
             np.testing.assert_allclose(result.raw_maps[i], references[j][0], atol=1e-5, rtol=1e-4)
-            np.testing.assert_allclose(result.maps[i], references[j][1], atol=1e-5)
+            np.testing.assert_allclose(result.maps[i], references[j][1], atol=1e-5, rtol=1e-4)
 
 
 def test_shuffled_batch_gives_the_same_maps(model_and_data) -> None:
@@ -71,7 +73,7 @@ def test_shuffled_batch_gives_the_same_maps(model_and_data) -> None:
     order = RNG.permutation(32)
     result = explain_batch(make_probe(model, "features"), images[order], targets[order])
     for i, j in enumerate(order):
-        np.testing.assert_allclose(result.maps[i], references[j][1], atol=1e-5)
+        np.testing.assert_allclose(result.maps[i], references[j][1], atol=1e-5, rtol=1e-4)
 
 
 def test_batch_mean_bug_would_be_caught(model_and_data) -> None:
@@ -168,6 +170,7 @@ def test_target_count_must_match_the_batch() -> None:
 
 def test_nested_backbone_matches_the_flat_model() -> None:
     """Sequential([backbone, pooling, dense]): the shape that gives 'Graph disconnected' elsewhere."""
+    keras.utils.set_random_seed(2)
     backbone_in = keras.Input((32, 32, 1))
     h = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="b1")(backbone_in)
     h = keras.layers.Conv2D(7, 3, strides=2, padding="same", activation="relu", name="b_last")(h)
@@ -186,7 +189,7 @@ def test_nested_backbone_matches_the_flat_model() -> None:
         result = explain_batch(make_probe(nested, layer), images, targets)
         for i in range(4):
             _, up = reference_gradcam(flat, layer or "b_last", images[i], int(targets[i]))
-            np.testing.assert_allclose(result.maps[i], up, atol=1e-5)
+            np.testing.assert_allclose(result.maps[i], up, atol=1e-5, rtol=1e-4)
 
 
 def test_target_layer_is_found_and_bad_names_are_clear() -> None:

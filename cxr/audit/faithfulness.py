@@ -1,0 +1,49 @@
+"""Deletion and insertion curves (Petsiuk et al., RISE, 2018): does removing what the map calls important hurt?
+
+Pixels are ranked by the map (most salient first). Deletion replaces a growing share of them with the
+baseline (black) and records the target class's probability; insertion starts from the baseline and
+puts the image's pixels back in the same order. A faithful map gives a low deletion area and a high
+insertion area.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def class_probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax, or [1 - sigmoid, sigmoid] for a single-logit head."""
+    if logits.shape[-1] == 1:
+        p = 1 / (1 + np.exp(-logits[:, 0]))
+        return np.stack([1 - p, p], axis=1)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def perturbation_curves(
+    model: keras.Model, images: np.ndarray, maps: np.ndarray, class_index: np.ndarray, steps: int = 16, batch: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """(deletion, insertion), each (B, steps + 1): the target probability after 0, 1/steps, ..., all pixels changed."""
+    count, height, width = maps.shape
+    order = np.argsort(-maps.reshape(count, -1), axis=1, kind="stable")  # most salient first, ties by position
+    pixels = height * width
+    deleted, inserted = [], []
+    for k in range(steps + 1):
+        changed = np.zeros((count, pixels), dtype=bool)
+        chosen = order[:, : round(k * pixels / steps)]
+        np.put_along_axis(changed, chosen, True, axis=1)
+        changed = changed.reshape(count, height, width, 1)
+        deleted.append(np.where(changed, 0.0, images))
+        inserted.append(np.where(changed, images, 0.0))
+    variants = np.concatenate([np.stack(deleted, 1), np.stack(inserted, 1)], axis=1).reshape(-1, *images.shape[1:])
+    logits = np.concatenate([keras.ops.convert_to_numpy(model(variants[i : i + batch], training=False)) for i in range(0, len(variants), batch)])
+    probs = class_probabilities(logits.astype(np.float64)).reshape(count, 2 * (steps + 1), -1)
+    target = probs[np.arange(count), :, class_index]  # (B, 2 (steps + 1))
+    return target[:, : steps + 1], target[:, steps + 1 :]
+
+
+def curve_area(curve: np.ndarray) -> np.ndarray:
+    """Area under each curve over the share of pixels changed, [0, 1] (trapezoid rule)."""
+    steps = curve.shape[-1] - 1
+    return np.trapezoid(curve, dx=1 / steps, axis=-1)
