@@ -238,6 +238,8 @@ def audit(
         verdict = "passes" if check["passes"] else "FAILS"
         typer.echo(f"{method:>12}: randomised model's maps rank-correlate {check['last_stage_spearman']:.2f} with the trained ones "
                    f"after {check['stages']} stages (unrelated images: {check['unrelated_pairs_spearman']:.2f}): {verdict}")  # fmt: skip
+    for method, f in result.summary["faithfulness"].items():
+        typer.echo(f"{method:>12}: deletion area {f['deletion_auc']:.3f} (lower is better), insertion area {f['insertion_auc']:.3f}")
     shortcuts = result.summary["shortcuts"]
     for name, c in shortcuts["per_class"].items():
         typer.echo(f"shortcut audit, predicted {name}: {c['flagged_share']:.0%} of {c['images']} maps mostly outside the lungs "

@@ -65,7 +65,7 @@ def test_rank_correlation() -> None:
 
 def test_audit_on_a_trained_fold(trained_run) -> None:
     result = audit_fold(trained_run, 1, ["gradcam", "hirescam"], sanity_stages=3)
-    for name in ("localisation.csv", "sanity.csv", "summary.json", "shortcuts.csv"):
+    for name in ("localisation.csv", "sanity.csv", "summary.json", "shortcuts.csv", "faithfulness.csv", "faithfulness.png"):
         assert (result.folder / name).is_file()
     assert set(result.localisation["method"]) == {"gradcam", "hirescam", "random", "centre"}
     positives = result.localisation[result.localisation["method"] == "gradcam"]

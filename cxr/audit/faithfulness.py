@@ -37,7 +37,9 @@ def perturbation_curves(
         deleted.append(np.where(changed, 0.0, images))
         inserted.append(np.where(changed, images, 0.0))
     variants = np.concatenate([np.stack(deleted, 1), np.stack(inserted, 1)], axis=1).reshape(-1, *images.shape[1:])
-    logits = np.concatenate([keras.ops.convert_to_numpy(model(variants[i : i + batch], training=False)) for i in range(0, len(variants), batch)])
+    logits = np.concatenate(
+        [keras.ops.convert_to_numpy(model(variants[i : i + batch], training=False)) for i in range(0, len(variants), batch)]
+    )
     probs = class_probabilities(logits.astype(np.float64)).reshape(count, 2 * (steps + 1), -1)
     target = probs[np.arange(count), :, class_index]  # (B, 2 (steps + 1))
     return target[:, : steps + 1], target[:, steps + 1 :]

@@ -1,7 +1,8 @@
 """audit_fold(cfg, fold, methods): localisation against boxes and the randomisation sanity check, per method.
 
 Writes runs/<experiment>/audit/fold<K>/: localisation.csv (per image, per method and baseline),
-sanity.csv (per method and stage) and summary.json (means with bootstrap 95% intervals, the best
+sanity.csv (per method and stage), faithfulness.csv and .png (deletion / insertion), shortcuts.csv,
+and summary.json (means with bootstrap 95% intervals, the best
 method, and whether each method passed the sanity check).
 """
 
@@ -17,12 +18,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cxr.audit.faithfulness import curve_area, perturbation_curves
 from cxr.audit.localisation import baseline_maps, bootstrap_interval, localisation_scores
 from cxr.audit.sanity import cascading_randomisation
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share, summarise_shortcuts
 from cxr.config import Config, load_config
 from cxr.data.labels import decode_boxes
 from cxr.data.pipeline import encode_labels, make_dataset
+from cxr.evaluate import plt, save_figure
 from cxr.explain.methods import explain_batch, get_method
 from cxr.explain.overlay import resize_map
 from cxr.explain.probe import make_probe
@@ -63,9 +66,14 @@ def audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None = N
     targets = encode_labels(sample["label"], classes, fold_cfg.data.multi_label)
     targets = targets.argmax(axis=1) if targets.ndim == 2 else targets
     sanity = pd.DataFrame([row for m in methods for row in cascading_randomisation(model, layer, images, targets, m, sanity_stages)])
+    faithfulness, curves = faithfulness_rows(model, probe, images, targets, sample, methods)
     shortcuts = pd.DataFrame(shortcut_rows(fold_cfg, probe, table, classes, methods[0]))
     summary = summarise_audit(localisation, sanity, fold, layer) | {"shortcuts": summarise_shortcuts(shortcuts) | {"method": methods[0]}}
+    summary["faithfulness"] = {m: {"deletion_auc": float(p["deletion_auc"].mean()), "insertion_auc": float(p["insertion_auc"].mean()),
+                                   "images": len(p)} for m, p in faithfulness.groupby("method", sort=False)}  # fmt: skip
     folder = experiment_dir(cfg) / "audit" / f"fold{fold}"
+    write_text_atomic(folder / "faithfulness.csv", faithfulness.to_csv(index=False))
+    plot_curves(curves, folder / "faithfulness.png")
     write_text_atomic(folder / "shortcuts.csv", shortcuts.to_csv(index=False))
     write_text_atomic(folder / "localisation.csv", localisation.to_csv(index=False))
     write_text_atomic(folder / "sanity.csv", sanity.to_csv(index=False))
@@ -91,6 +99,31 @@ def localisation_rows(fold_cfg: Config, probe, boxed: pd.DataFrame, classes: lis
             for name, heatmap in maps.items():
                 rows.append({"image": row["image"], "label": row["label"], "method": name, **localisation_scores(heatmap, boxes)})
     return rows
+
+
+def faithfulness_rows(model, probe, images: np.ndarray, targets: np.ndarray, sample: pd.DataFrame, methods: list[str]):
+    """Deletion and insertion areas per image and method (explaining the true class), and the mean curves."""
+    rows, curves = [], {}
+    for method in methods:
+        maps = explain_batch(probe, images, targets, method).maps
+        deletion, insertion = perturbation_curves(model, images, maps, targets)
+        curves[method] = (deletion.mean(axis=0), insertion.mean(axis=0))
+        for image, d, i in zip(sample["image"], curve_area(deletion), curve_area(insertion), strict=True):
+            rows.append({"image": image, "method": method, "deletion_auc": float(d), "insertion_auc": float(i)})
+    return pd.DataFrame(rows), curves
+
+
+def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """Mean deletion and insertion curves, one line per method."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for method, (deletion, insertion) in curves.items():
+        share = np.linspace(0, 1, len(deletion))
+        axes[0].plot(share, deletion, label=method)
+        axes[1].plot(share, insertion, label=method)
+    for ax, title in zip(axes, ("deletion (lower is more faithful)", "insertion (higher is more faithful)"), strict=True):
+        ax.set(title=title, xlabel="share of pixels, most salient first", ylabel="target probability", ylim=(0, 1.02))
+    axes[1].legend(fontsize=8)
+    save_figure(fig, path)
 
 
 def shortcut_rows(fold_cfg: Config, probe, table: pd.DataFrame, classes: list[str], method: str) -> list[dict]:
