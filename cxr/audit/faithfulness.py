@@ -11,14 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-
-def class_probabilities(logits: np.ndarray) -> np.ndarray:
-    """Softmax, or [1 - sigmoid, sigmoid] for a single-logit head."""
-    if logits.shape[-1] == 1:
-        p = 1 / (1 + np.exp(-logits[:, 0]))
-        return np.stack([1 - p, p], axis=1)
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+from cxr.explain.report import class_probabilities
 
 
 def perturbation_curves(

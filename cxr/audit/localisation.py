@@ -14,18 +14,10 @@ import numpy as np
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
-from cxr.data.labels import Box
+from cxr.data.labels import Box, box_mask
 
 THRESHOLDS = (0.25, 0.5)
 IOBB_LEVELS = (0.1, 0.25, 0.5)
-
-
-def box_mask(shape: tuple[int, int], boxes: list[Box]) -> np.ndarray:
-    """Pixels covered by any box (pixel (x, y) is inside when x0 <= x < x0 + w)."""
-    mask = np.zeros(shape, dtype=bool)
-    for b in boxes:
-        mask[max(round(b.y), 0) : round(b.y + b.h), max(round(b.x), 0) : round(b.x + b.w)] = True
-    return mask
 
 
 def pointing_hit(heatmap: np.ndarray, boxes: list[Box]) -> bool:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cxr.audit.localisation import box_mask
-from cxr.data.labels import Box
+from cxr.data.labels import Box, box_mask
 
 BORDER = 0.1  # the band's width, as a share of each side
 DOMINATES = 0.5  # an image is flagged when more than this share of its map is outside

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+import numpy as np
 import pandas as pd
 
 from cxr.errors import DataError
@@ -47,6 +48,14 @@ def decode_boxes(text: object) -> list[Box]:
     if text is None or (isinstance(text, float) and pd.isna(text)) or str(text).strip() == "":
         return []
     return [Box(**item) for item in json.loads(str(text))]
+
+
+def box_mask(shape: tuple[int, int], boxes: list[Box]) -> np.ndarray:
+    """Pixels covered by any box (pixel (x, y) is inside when x0 <= x < x0 + w)."""
+    mask = np.zeros(shape, dtype=bool)
+    for b in boxes:
+        mask[max(round(b.y), 0) : round(b.y + b.h), max(round(b.x), 0) : round(b.x + b.w)] = True
+    return mask
 
 
 def split_labels(label: str) -> list[str]:

@@ -5,9 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cxr.data.labels import Box
+from cxr.data.labels import Box, box_mask
 
 LOCALISATION_SEED = 0
+
+
+def class_probabilities(logits: np.ndarray) -> np.ndarray:
+    """(N, C) logits -> probabilities: softmax, or [1 - sigmoid, sigmoid] for a single-logit head."""
+    if logits.shape[-1] == 1:
+        p = 1 / (1 + np.exp(-logits[:, 0]))
+        return np.stack([1 - p, p], axis=1)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def peak_location(heatmap: np.ndarray) -> tuple[int, int]:
@@ -26,10 +35,7 @@ def box_energy_share(heatmap: np.ndarray, boxes: list[Box]) -> float:
     total = float(heatmap.sum())
     if not boxes or total <= 0:
         return float("nan")
-    mask = np.zeros(heatmap.shape, dtype=bool)
-    for b in boxes:
-        mask[round(b.y) : round(b.y + b.h), round(b.x) : round(b.x + b.w)] = True
-    return float(heatmap[mask].sum() / total)
+    return float(heatmap[box_mask(heatmap.shape, boxes)].sum() / total)
 
 
 def outcome(true_index: int, predicted_index: int, positive: int | None) -> str:

@@ -32,7 +32,7 @@ from cxr.explain.gallery import write_html, write_montage
 from cxr.explain.methods import LAYER_METHODS, Explanation, explain_batch, get_method
 from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
 from cxr.explain.probe import make_probe
-from cxr.explain.report import box_energy_share, inside, outcome, peak_location, summarise_fold
+from cxr.explain.report import box_energy_share, class_probabilities, inside, outcome, peak_location, summarise_fold
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, experiment_dir, open_trained_fold, write_text_atomic
 
@@ -206,7 +206,7 @@ def image_row(
     """Overlay and report row for one image (runs in a worker thread)."""
     logits = result.logits[i]
     multi_label = fold_cfg.data.multi_label
-    probs = 1 / (1 + np.exp(-logits)) if multi_label else softmax_or_sigmoid(logits)
+    probs = 1 / (1 + np.exp(-logits)) if multi_label else class_probabilities(logits[None])[0]
     predicted = int(np.argmax(probs))  # multi-label: the most probable finding
     true_names = split_labels(row["label"]) if multi_label else [row["label"]]
     grey = np.asarray(Image.open(fold_cfg.data.dataset_dir / row["image"]).convert("L"))
@@ -236,15 +236,6 @@ def image_row(
         "box_energy_share": box_energy_share(heatmap, boxes),
         "overlay": overlay,
     }
-
-
-def softmax_or_sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Class probabilities from one image's logits (a single logit is the positive class's)."""
-    if logits.shape[-1] == 1:
-        p = 1 / (1 + np.exp(-float(logits[0])))
-        return np.array([1 - p, p])
-    shifted = np.exp(logits - logits.max())
-    return shifted / shifted.sum()
 
 
 class MapsWriter:
