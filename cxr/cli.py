@@ -246,7 +246,7 @@ def audit(
                    f"(mean share outside {c['mean_outside_share']:.2f})")  # fmt: skip
     flagged = ", ".join(shortcuts["flagged_classes"])
     typer.echo(f"shortcut audit: {'FLAGGED for ' + flagged if flagged else 'not flagged'}")
-    typer.echo(f"audit in {result.folder}")
+    typer.echo(f"audit in {result.folder} (methods side by side: methods.csv, methods.png)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded synthetic default, on a fresh machine:
-# install, make the synthetic pneumonia dataset, train fold 0, evaluate it, explain every image of the fold.
+# install, make the synthetic pneumonia dataset, train fold 0, evaluate it, explain every image of the fold,
+# and audit the explanations (localisation, randomisation sanity check, faithfulness, shortcuts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,4 +13,5 @@ CONFIG=configs/synthetic.yaml
 .venv/bin/python scripts/show_history.py runs/synthetic-pna/fold0/history.csv
 .venv/bin/cxr evaluate --config "$CONFIG"
 .venv/bin/cxr explain --config "$CONFIG"
+.venv/bin/cxr audit --config "$CONFIG" --methods gradcam,hirescam,gradcam++,guided_backprop
 echo "overlays: runs/synthetic-pna/explain/fold0/{right,wrong}/  report: report.csv  browse: index.html  montage: montage.png"

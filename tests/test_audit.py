@@ -65,7 +65,16 @@ def test_rank_correlation() -> None:
 
 def test_audit_on_a_trained_fold(trained_run) -> None:
     result = audit_fold(trained_run, 1, ["gradcam", "hirescam"], sanity_stages=3)
-    for name in ("localisation.csv", "sanity.csv", "summary.json", "shortcuts.csv", "faithfulness.csv", "faithfulness.png"):
+    for name in (
+        "localisation.csv",
+        "sanity.csv",
+        "summary.json",
+        "shortcuts.csv",
+        "faithfulness.csv",
+        "faithfulness.png",
+        "methods.csv",
+        "methods.png",
+    ):
         assert (result.folder / name).is_file()
     assert set(result.localisation["method"]) == {"gradcam", "hirescam", "random", "centre"}
     positives = result.localisation[result.localisation["method"] == "gradcam"]
@@ -73,6 +82,9 @@ def test_audit_on_a_trained_fold(trained_run) -> None:
     assert result.sanity.groupby("method").size().to_dict() == {"gradcam": 3, "hirescam": 3}
     assert result.summary["best_method_by_pointing_game"] in ("gradcam", "hirescam")
     assert result.summary["shortcuts"]["images"] == len(pd.read_csv(result.folder / "shortcuts.csv")) > 0
+    table = pd.read_csv(result.folder / "methods.csv", index_col="method")
+    assert set(table.index) == {"gradcam", "hirescam", "random", "centre"}
+    assert table.loc["gradcam", "pointing_game"] == result.summary["localisation"]["gradcam"]["pointing_hit"]["mean"]
 
 
 def test_shortcut_region_share_and_flags() -> None:

@@ -74,6 +74,9 @@ def audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None = N
     folder = experiment_dir(cfg) / "audit" / f"fold{fold}"
     write_text_atomic(folder / "faithfulness.csv", faithfulness.to_csv(index=False))
     plot_curves(curves, folder / "faithfulness.png")
+    write_text_atomic(folder / "methods.csv", methods_table(summary).to_csv())
+    if len(boxed):
+        plot_methods(fold_cfg, probe, boxed.head(4), classes, methods, folder / "methods.png")
     write_text_atomic(folder / "shortcuts.csv", shortcuts.to_csv(index=False))
     write_text_atomic(folder / "localisation.csv", localisation.to_csv(index=False))
     write_text_atomic(folder / "sanity.csv", sanity.to_csv(index=False))
@@ -123,6 +126,42 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) ->
     for ax, title in zip(axes, ("deletion (lower is more faithful)", "insertion (higher is more faithful)"), strict=True):
         ax.set(title=title, xlabel="share of pixels, most salient first", ylabel="target probability", ylim=(0, 1.02))
     axes[1].legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def methods_table(summary: dict) -> pd.DataFrame:
+    """Every method (and baseline) on one row: localisation, faithfulness and the sanity check side by side."""
+    rows = {}
+    for method, scores in summary["localisation"].items():
+        rows[method] = {"pointing_game": scores["pointing_hit"]["mean"], "iou_otsu": scores["iou@otsu"]["mean"],
+                        "t_iobb_0.25": scores["t(iobb)@0.25"]["mean"]}  # fmt: skip
+    for method, f in summary.get("faithfulness", {}).items():
+        rows.setdefault(method, {}).update(deletion_auc=f["deletion_auc"], insertion_auc=f["insertion_auc"])
+    for method, check in summary["sanity"].items():
+        rows.setdefault(method, {}).update(randomised_spearman=check["last_stage_spearman"], sanity_passes=check["passes"])
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+
+
+def plot_methods(fold_cfg: Config, probe, images: pd.DataFrame, classes: list[str], methods: list[str], path: Path) -> None:
+    """A few images with boxes, one column per method: the same maps side by side."""
+    ds = make_dataset(fold_cfg.data.dataset_dir, images, classes, image_size=fold_cfg.data.image_size,
+                      channels=fold_cfg.data.channels, batch_size=len(images), multi_label=fold_cfg.data.multi_label)  # fmt: skip
+    batch, labels = next(iter(ds))
+    labels = labels.numpy()
+    targets = labels.argmax(axis=1) if labels.ndim == 2 else labels
+    maps = {m: explain_batch(probe, batch, targets, m).maps for m in methods}
+    fig, axes = plt.subplots(len(images), len(methods), figsize=(2.4 * len(methods), 2.4 * len(images)), squeeze=False)
+    for r, row in enumerate(images.to_dict("records")):
+        grey = np.asarray(Image.open(fold_cfg.data.dataset_dir / row["image"]).convert("L"))
+        for c, method in enumerate(methods):
+            ax = axes[r][c]
+            ax.imshow(grey, cmap="gray")
+            ax.imshow(resize_map(maps[method][r], *grey.shape), cmap="jet", alpha=0.4, vmin=0, vmax=1)
+            for b in decode_boxes(row["boxes"]):
+                ax.add_patch(plt.Rectangle((b.x, b.y), b.w, b.h, fill=False, edgecolor="white", linewidth=1))
+            ax.set_axis_off()
+            if r == 0:
+                ax.set_title(method, fontsize=9)
     save_figure(fig, path)
 
 
