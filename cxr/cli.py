@@ -217,16 +217,27 @@ def audit(
     config: ConfigOption = None,
     overrides: Overrides = None,
     fold: FoldOption = None,
+    all_folds: AllFoldsOption = False,
     methods: Annotated[str, typer.Option(help="Comma-separated methods to compare.")] = "gradcam,gradcam++,hirescam",
     layer: Annotated[str | None, typer.Option(help="Target layer (default: explain.layer, else the model's own).")] = None,
     stages: Annotated[int, typer.Option(min=1, help="Cascading randomisation stages (layers with weights, from the top).")] = 8,
 ) -> None:
-    """Do the maps mean anything? Localisation against boxes (with baselines) and a randomisation sanity check."""
+    """Do the maps mean anything? Localisation, sanity check, faithfulness and shortcuts, per method, per fold."""
     cfg = resolve_config(config, overrides, allow_last_run=True)
     from cxr.audit.run import audit_fold
+    from cxr.runs import trained_folds
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    result = audit_fold(cfg, cfg.data.fold if fold is None else fold, chosen, layer, stages)
+    folds = trained_folds(cfg) if all_folds else [cfg.data.fold if fold is None else fold]
+    if not folds:
+        raise CxrError(f"no trained folds to audit for experiment {cfg.experiment.name!r}; run `cxr train` first")
+    for k in folds:
+        typer.echo(f"== fold {k}")
+        print_audit(audit_fold(cfg, k, chosen, layer, stages))
+
+
+def print_audit(result) -> None:
+    """The audit's summary, a line per finding."""
     for method, scores in result.summary["localisation"].items():
         low, high = scores["pointing_hit"]["ci95"]
         typer.echo(f"{method:>12}: pointing game {scores['pointing_hit']['mean']:.2f} [{low:.2f}, {high:.2f}], "

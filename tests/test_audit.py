@@ -124,3 +124,18 @@ def test_deletion_and_insertion_curves_by_hand() -> None:
     np.testing.assert_allclose(insertion[0], [p(0.0), p(0.5), p(1.25), p(2.25), p(2.5)], rtol=1e-6)
     expected = np.trapezoid([p(2.5), p(2.0), p(1.25), p(0.25), p(0.0)], dx=0.25)
     assert curve_area(deletion)[0] == pytest.approx(expected)
+
+
+def test_audit_command_on_all_trained_folds(trained_run, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from cxr.cli import app
+    from cxr.config import dump_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text(dump_config(trained_run))
+    result = CliRunner().invoke(app, ["audit", "--config", str(config), "--all-folds", "--methods", "gradcam", "--stages", "1"])
+    assert result.exit_code == 0, result.output
+    assert "== fold 0" in result.output and "== fold 1" in result.output and "pointing game" in result.output
+    bad = CliRunner().invoke(app, ["audit", "--config", str(config), "--fold", "3"])
+    assert bad.exit_code == 1 and "never trained" in bad.output
