@@ -24,7 +24,7 @@ from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import class_names as table_class_names
 from cxr.data.labels import read_labels
 from cxr.data.pipeline import encode_labels, load_split, make_dataset
-from cxr.errors import DataError
+from cxr.errors import ConfigError, DataError
 from cxr.models.metrics import make_loss_and_metrics
 from cxr.models.registry import build_model
 from cxr.runs import FoldRun, prepare_fold_run, write_text_atomic
@@ -69,8 +69,18 @@ def compute_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, flo
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def make_strategy() -> tf.distribute.Strategy:
-    """All visible GPUs with MirroredStrategy when there are several; otherwise the default device."""
+def make_strategy(devices: list[str] | None = None) -> tf.distribute.Strategy:
+    """MirroredStrategy over the configured devices, else over all visible GPUs when there are several; else the default.
+
+    The batch size stays the global batch: each of N replicas gets batch_size / N images a step.
+    """
+    if devices:
+        try:
+            strategy = tf.distribute.MirroredStrategy(devices)
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(f"train.devices = {devices!r}: {exc}") from None
+        log.info("training on %d devices (MirroredStrategy): %s", strategy.num_replicas_in_sync, ", ".join(devices))
+        return strategy
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         log.info("training on %d GPUs (MirroredStrategy)", len(gpus))
@@ -98,7 +108,7 @@ def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume:
 
     keras.utils.set_random_seed(cfg.experiment.seed)
     set_precision(cfg.train.mixed_precision)
-    with make_strategy().scope():
+    with make_strategy(cfg.train.devices).scope():
         model = build_model(cfg, len(classes))
         loss, metrics = make_loss_and_metrics(len(classes), cfg.data.multi_label)
         model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate), loss=loss, metrics=metrics, jit_compile=cfg.train.xla)

@@ -183,3 +183,21 @@ def test_same_seed_same_model(synthetic_dataset: Path, tmp_path: Path) -> None:
     other = train(tiny_config(synthetic_dataset, tmp_path / "c", "experiment.seed=1"), fold=3)
     changed = keras.models.load_model(other.run.model, compile=False).get_weights()
     assert any(not np.array_equal(x, y) for x, y in zip(weights[0], changed, strict=True))
+
+
+def test_mirrored_strategy_over_two_logical_cpus(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """train.devices runs MirroredStrategy; two logical CPU devices stand in for two GPUs (set before TF starts)."""
+    cfg = tiny_config(synthetic_dataset, tmp_path, "train.epochs=1", 'train.devices=["/cpu:0", "/cpu:1"]')
+    (tmp_path / "c.yaml").write_text(dump_config(cfg))
+    script = (
+        "import tensorflow as tf, sys\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "from cxr.cli import app\n"
+        f"sys.argv = ['cxr', '-v', 'train', '--config', {str(tmp_path / 'c.yaml')!r}]\n"
+        "app()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "training on 2 devices (MirroredStrategy)" in result.stderr
+    assert fold_run(cfg, 0).model.is_file()
