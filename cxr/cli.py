@@ -126,6 +126,13 @@ def _parse_parts(text: str | None) -> list[int] | None:
         raise ConfigError(f"--parts {text!r}: expected comma-separated numbers, e.g. 1,2") from None
 
 
+def selected_folds(cfg, fold: int | None, all_folds: bool) -> list[int]:
+    """Every trained fold with --all-folds, else --fold, else the config's data.fold."""
+    from cxr.runs import trained_folds
+
+    return trained_folds(cfg) if all_folds else [cfg.data.fold if fold is None else fold]
+
+
 FoldOption = Annotated[int | None, typer.Option("--fold", "-f", min=0, help="Validation fold (default: data.fold of the config).")]
 AllFoldsOption = Annotated[bool, typer.Option("--all-folds", help="Every fold in turn.")]
 
@@ -157,9 +164,8 @@ def evaluate(config: ConfigOption = None, overrides: Overrides = None, fold: Fol
     """Per-fold and pooled metrics, predictions and plots for a trained experiment."""
     cfg = resolve_config(config, overrides)
     from cxr.evaluate import evaluate as evaluate_folds
-    from cxr.runs import trained_folds
 
-    folds = trained_folds(cfg) if all_folds else [cfg.data.fold if fold is None else fold]
+    folds = selected_folds(cfg, fold, all_folds)
     result = evaluate_folds(cfg, folds)
     for k, metrics in result.per_fold.items():
         typer.echo(f"fold {k}: validation ROC AUC {metrics['roc_auc']:.3f}, accuracy {metrics['accuracy']:.3f} (n = {metrics['n']})")
@@ -189,13 +195,12 @@ def explain(
     """Grad-CAM overlays sorted into right/ and wrong/, a per-image report, a montage and an HTML page, per fold."""
     cfg = resolve_config(config, overrides, allow_last_run=True)
     from cxr.explain.run import ExplainOptions, explain_folds, parse_shard
-    from cxr.runs import trained_folds
 
     options = ExplainOptions(
         method=method or cfg.explain.method, layer=layer, target=target or cfg.explain.target, overwrite=overwrite,
         shard=parse_shard(shard) if shard else None, save_maps=save_maps,
     )  # fmt: skip
-    folds = trained_folds(cfg) if all_folds else [cfg.data.fold if fold is None else fold]
+    folds = selected_folds(cfg, fold, all_folds)
     results, combined = explain_folds(cfg, folds, options)
     for result in results:
         s = result.summary
@@ -225,10 +230,9 @@ def audit(
     """Do the maps mean anything? Localisation, sanity check, faithfulness and shortcuts, per method, per fold."""
     cfg = resolve_config(config, overrides, allow_last_run=True)
     from cxr.audit.run import audit_fold
-    from cxr.runs import trained_folds
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    folds = trained_folds(cfg) if all_folds else [cfg.data.fold if fold is None else fold]
+    folds = selected_folds(cfg, fold, all_folds)
     if not folds:
         raise CxrError(f"no trained folds to audit for experiment {cfg.experiment.name!r}; run `cxr train` first")
     for k in folds:

@@ -34,15 +34,10 @@ def small_cnn(outputs: int = 3) -> keras.Model:
 
 def reference_gradcam(model: keras.Model, layer: str, image: np.ndarray, class_index: int) -> tuple[np.ndarray, np.ndarray]:
     """The textbook algorithm for ONE image with its own GradientTape (raw map, normalised upsampled map)."""
-    both = keras.Model(model.input, [model.get_layer(layer).output, model.output])
-    with tf.GradientTape() as tape:
-        activations, logits = both(image[None], training=False)
-        target = logits[0, class_index]
-    grads = tape.gradient(target, activations)[0].numpy()
-    activations = activations[0].numpy()
+    activations, grads = reference_grads(model, layer, image, class_index)
     weights = grads.mean(axis=(0, 1))  # this image's gradients only
     raw = np.maximum((activations * weights).sum(axis=-1), 0)
-    up = tf.image.resize(raw[None, ..., None], image.shape[:2], method="bilinear")[0, ..., 0].numpy()
+    up = tf.image.resize(raw[None, ..., None].astype("float32"), image.shape[:2], method="bilinear")[0, ..., 0].numpy()
     up = np.maximum(up, 0)
     return raw, up / up.max() if up.max() > 0 else up
 
