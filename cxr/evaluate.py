@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from cxr.config import Config, load_config
-from cxr.data.pipeline import encode_labels, make_dataset
+from cxr.data.pipeline import encode_labels, images_named_on_failure, make_dataset
 from cxr.errors import DataError
 from cxr.runs import FoldRun, open_trained_fold, pooled_evaluation_dir, write_text_atomic
 
@@ -96,7 +96,8 @@ def predict_fold(run: FoldRun, batch_size: int = 32) -> pd.DataFrame:
         cfg.data.dataset_dir, table, classes, image_size=cfg.data.image_size, channels=cfg.data.channels, batch_size=batch_size,
         multi_label=cfg.data.multi_label,
     )  # fmt: skip
-    logits = model.predict(ds.map(lambda x, y: x), verbose=0).astype("float32")
+    with images_named_on_failure(cfg.data.dataset_dir, table):
+        logits = model.predict(ds.map(lambda x, y: x), verbose=0).astype("float32")
     if cfg.data.multi_label:  # one sigmoid per finding; predicted: every finding at p >= 0.5
         probs = 1 / (1 + np.exp(-logits))
         predicted = ["|".join(c for c, p in zip(classes, row, strict=True) if p >= 0.5) for row in probs]

@@ -23,7 +23,7 @@ from cxr.config import Config, dump_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import class_names as table_class_names
 from cxr.data.labels import read_labels
-from cxr.data.pipeline import encode_labels, load_split, make_dataset
+from cxr.data.pipeline import checked_split, encode_labels, images_named_on_failure, make_dataset
 from cxr.errors import ConfigError, DataError
 from cxr.models.metrics import make_loss_and_metrics
 from cxr.models.registry import build_model
@@ -43,13 +43,12 @@ class TrainResult:
     history: pd.DataFrame
 
 
-def resolve_classes(cfg: Config) -> list[str]:
+def resolve_classes(cfg: Config, table: pd.DataFrame) -> list[str]:
     """The configured class order, or the sorted names in the dataset."""
     info = cfg.data.dataset_dir / METADATA_FILE
     if info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("multi_label", False) != cfg.data.multi_label:
         kind = "multi-label" if cfg.data.multi_label is False else "single-label"
         raise DataError(f"dataset {cfg.data.dataset} is {kind}: set data.multi_label: {str(not cfg.data.multi_label).lower()}")
-    table = read_labels(cfg.data.dataset_dir, check_files=False)
     found = table_class_names(table, cfg.data.multi_label)
     if cfg.data.classes is None:
         return found
@@ -100,9 +99,10 @@ def set_precision(mixed: bool) -> None:
 def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume: bool = False) -> TrainResult:
     """Train one fold and keep its best checkpoint; returns the best epoch and value."""
     fold = cfg.data.fold if fold is None else fold
-    classes = resolve_classes(cfg)
-    val_table, _ = load_split(cfg.data.dataset_dir, fold, "validation", classes, cfg.data.multi_label)
-    train_table, _ = load_split(cfg.data.dataset_dir, fold, "train", classes, cfg.data.multi_label)
+    table = read_labels(cfg.data.dataset_dir)  # once: columns, paths, folds, and that every image exists
+    classes = resolve_classes(cfg, table)
+    val_table = checked_split(table, fold, "validation", classes, cfg.data.multi_label)
+    train_table = checked_split(table, fold, "train", classes, cfg.data.multi_label)
     run = prepare_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
     write_run_inputs(run, cfg, fold, classes, train_table, val_table)
 
@@ -123,15 +123,16 @@ def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume:
         log.info("class weights: %s", {classes[i]: round(w, 3) for i, w in class_weight.items()})
 
     log.info("fold %d: %d training, %d validation images -> %s", fold, len(train_table), len(val_table), run.folder)
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=cfg.train.epochs,
-        class_weight=class_weight,
-        callbacks=make_callbacks(cfg, run, resume),
-        shuffle=False,  # the training pipeline shuffles itself, reproducibly
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    with images_named_on_failure(cfg.data.dataset_dir, pd.concat([train_table, val_table])):
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=cfg.train.epochs,
+            class_weight=class_weight,
+            callbacks=make_callbacks(cfg, run, resume),
+            shuffle=False,  # the training pipeline shuffles itself, reproducibly
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
     return summarise(cfg, run, fold)
 
 

@@ -201,3 +201,19 @@ def test_mirrored_strategy_over_two_logical_cpus(synthetic_dataset: Path, tmp_pa
     assert result.returncode == 0, result.stderr[-2000:]
     assert "training on 2 devices (MirroredStrategy)" in result.stderr
     assert fold_run(cfg, 0).model.is_file()
+
+
+def test_an_image_corrupted_after_download_is_named_not_a_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cxr.cli import app
+    from cxr.data.sources import DownloadOptions, download
+
+    dataset = download("synthetic", DownloadOptions(dest=tmp_path / "data", n=24, size=64, folds=2, show_progress=False))
+    victim = sorted((dataset / "images").iterdir())[3]
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated after the dataset was written
+    cfg = tiny_config(dataset, tmp_path / "runs", "train.epochs=1")
+    (tmp_path / "c.yaml").write_text(dump_config(cfg))
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml")])
+    assert result.exit_code == 1, result.output
+    assert f"1 image(s) in {dataset} cannot be decoded: images/{victim.name}" in result.output

@@ -24,7 +24,7 @@ from cxr.audit.sanity import cascading_randomisation
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share, summarise_shortcuts
 from cxr.config import Config, load_config
 from cxr.data.labels import decode_boxes
-from cxr.data.pipeline import encode_labels, make_dataset
+from cxr.data.pipeline import encode_labels, images_named_on_failure, make_dataset
 from cxr.evaluate import plt, save_figure
 from cxr.explain.methods import explain_batch, get_method
 from cxr.explain.overlay import resize_map
@@ -47,6 +47,14 @@ class AuditResult:
 
 
 def audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None = None, sanity_stages: int = 8) -> AuditResult:
+    """Every part of the audit for one fold; an undecodable image is named, not a TensorFlow traceback."""
+    run = open_trained_fold(cfg, fold)
+    fold_cfg = load_config(run.config)
+    with images_named_on_failure(fold_cfg.data.dataset_dir, load_fold_table(run, fold_cfg)):
+        return _audit_fold(cfg, fold, methods, layer, sanity_stages)
+
+
+def _audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None, sanity_stages: int) -> AuditResult:
     for method in methods:
         get_method(method)
     run = open_trained_fold(cfg, fold)

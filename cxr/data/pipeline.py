@@ -9,7 +9,8 @@ first layers (see cxr.models.registry); `preprocess` is for other models.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from cxr.data.images import read_image
 from cxr.data.labels import LABEL_SEPARATOR, read_labels, split_labels
 from cxr.data.labels import class_names as table_class_names
 from cxr.errors import DataError
@@ -86,6 +88,30 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+@contextmanager
+def images_named_on_failure(dataset_dir: Path, table: pd.DataFrame) -> Iterator[None]:
+    """Turn TensorFlow's nameless decode error into a DataError naming the unreadable files.
+
+    The files are only re-read (with Pillow) after a failure; when all of them read, the error was not
+    theirs and is raised as it came.
+    """
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError):
+        bad = []
+        for image in table["image"]:
+            try:
+                read_image(dataset_dir / image)
+            except DataError:
+                bad.append(image)
+        if not bad:
+            raise
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise DataError(
+            f"{len(bad)} image(s) in {dataset_dir} cannot be decoded: {shown}; replace them, or make the dataset again with --overwrite"
+        ) from None
+
+
 def decode_image(path: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
     """PNG/JPEG file -> (S, S, channels) float32 in [0, 255]; grey is repeated for 3 channels."""
     image = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
@@ -99,9 +125,14 @@ def load_split(dataset_dir: Path, fold: int, split: Split, classes: list[str] | 
     """Read labels.csv, pick a split and resolve class names; checks every class is present."""
     table = read_labels(dataset_dir)
     names = classes or table_class_names(table, multi_label)
+    return checked_split(table, fold, split, names, multi_label), names
+
+
+def checked_split(table: pd.DataFrame, fold: int, split: Split, classes: list[str], multi_label: bool = False) -> pd.DataFrame:
+    """A split of an already-read table, refusing one that lacks a class."""
     part = select_split(table, fold, split)
     present = set(table_class_names(part, multi_label))
-    missing = [name for name in names if name not in present]
+    missing = [name for name in classes if name not in present]
     if missing:
         raise DataError(f"{split} split of fold {fold} has no image of class(es) {', '.join(missing)}; make the dataset with fewer folds")
-    return part, names
+    return part

@@ -25,7 +25,7 @@ from PIL import Image
 from cxr.config import Config, load_config
 from cxr.data.download import file_digest
 from cxr.data.labels import decode_boxes, read_labels, split_labels
-from cxr.data.pipeline import make_dataset
+from cxr.data.pipeline import images_named_on_failure, make_dataset
 from cxr.errors import ConfigError, DataError
 from cxr.evaluate import choose_positive_class
 from cxr.explain.gallery import write_html, write_montage
@@ -130,7 +130,8 @@ def explain_fold(cfg: Config, fold: int, options: ExplainOptions) -> FoldExplana
     todo = table[~table["image"].isin(previous.get("image", pd.Series(dtype=str)))].reset_index(drop=True)
     log.info("fold %d: %d images to explain, %d done before (%s at %s)", fold, len(todo), len(table) - len(todo), options.method, layer)
 
-    rows = explain_rows(cfg, fold_cfg, run, todo, classes, positive, layer, settings, options, folder) if len(todo) else []
+    with images_named_on_failure(fold_cfg.data.dataset_dir, todo):
+        rows = explain_rows(cfg, fold_cfg, run, todo, classes, positive, layer, settings, options, folder) if len(todo) else []
     report = pd.concat([previous, pd.DataFrame(rows)], ignore_index=True) if rows else previous
     report = report[report["image"].isin(table["image"])].sort_values("image").reset_index(drop=True)
     summary = summarise_fold(with_boxes(report, table)) | {"fold": fold, **settings}
