@@ -57,7 +57,14 @@ class DataConfig(_Section):
     image_size: int = Field(256, ge=16, le=2048)
     channels: Literal[1, 3] = 1
     fold: int = Field(0, ge=0)
-    cache: bool = False
+    cache: bool | str = False  # false: stream from disk; true or 'memory': decoded images in memory; a folder: cache files there
+
+    @field_validator("cache")
+    @classmethod
+    def _cache_place(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("use false, true, memory, or a folder for cache files")
+        return value
 
     @field_validator("classes")
     @classmethod
@@ -105,6 +112,8 @@ class ExplainConfig(_Section):
     batch_size: int = Field(32, ge=1, le=4096)
     colormap: str = "jet"
     alpha: float = Field(0.4, ge=0, le=1)
+    xla: bool = False  # compile the maps with XLA (jit_compile)
+    mixed_precision: bool = False  # explain a float16 copy of the model (GPU only)
 
     @field_validator("colormap")
     @classmethod

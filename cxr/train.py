@@ -26,6 +26,7 @@ from cxr.data.labels import read_labels
 from cxr.data.pipeline import checked_split, encode_labels, images_named_on_failure, make_dataset
 from cxr.errors import ConfigError, DataError
 from cxr.models.metrics import make_loss_and_metrics
+from cxr.models.precision import set_precision, use_mixed_precision
 from cxr.models.registry import build_model
 from cxr.runs import FoldRun, prepare_fold_run, write_text_atomic
 
@@ -88,14 +89,6 @@ def make_strategy(devices: list[str] | None = None) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def set_precision(mixed: bool) -> None:
-    """mixed_float16 on a GPU when asked; on a CPU it only slows things down, so say so and stay float32."""
-    if mixed and not tf.config.list_logical_devices("GPU"):
-        log.warning("train.mixed_precision ignored: no GPU")
-        mixed = False
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-
-
 def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume: bool = False) -> TrainResult:
     """Train one fold and keep its best checkpoint; returns the best epoch and value."""
     fold = cfg.data.fold if fold is None else fold
@@ -107,7 +100,7 @@ def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume:
     write_run_inputs(run, cfg, fold, classes, train_table, val_table)
 
     keras.utils.set_random_seed(cfg.experiment.seed)
-    set_precision(cfg.train.mixed_precision)
+    set_precision(use_mixed_precision(cfg.train.mixed_precision, "train.mixed_precision"))
     with make_strategy(cfg.train.devices).scope():
         model = build_model(cfg, len(classes))
         loss, metrics = make_loss_and_metrics(len(classes), cfg.data.multi_label)

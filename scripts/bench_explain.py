@@ -1,28 +1,63 @@
-"""Benchmark: the batched explanation engine against plain batched inference and a per-image loop.
+"""Benchmark: the batched explanation engine against inference, a per-image loop, tf-keras-vis and the whole `cxr explain`.
 
-Prints images/s and ratios measured side by side in one run (random weights: speed does not depend on them).
-    .venv/bin/python scripts/bench_explain.py [--images 64] [--batch 32]
+For each model it runs, each in a fresh process so that peak memory is its own (random weights: speed does
+not depend on them):
+  inference  a tf.function forward pass over the batches: the ceiling;
+  engine     cxr's explain_batch, Grad-CAM of the predicted class;
+  loop       the keras.io / seed 004 style: one predict and one tape per image;
+  tf-keras-vis  its Gradcam on the same model, layer and batches (targets given, found outside the clock);
+  cxr explain   explain_fold on a saved run of the same model: reading PNGs, maps, overlays, report, montage.
+Prints images/s, the ratios, and each mode's extra peak resident memory above the process after building the
+model (sampled every 2 ms). tf-keras-vis is needed only here: `.venv/bin/pip install tf-keras-vis`.
+    .venv/bin/python scripts/bench_explain.py [--images 64] [--batch 32] [--models pna_cnn:256 ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
-import keras
-import numpy as np
-import tensorflow as tf
-
-from cxr.config import load_config
-from cxr.explain.methods import explain_batch
-from cxr.explain.probe import make_probe
-from cxr.models.registry import build_model, get_model_spec
-
-CASES = [("pna_cnn", 256, 1), ("pna_cnn", 512, 1), ("vgg16_cardiomegaly", 256, 1)]
+MODES = ("inference", "engine", "loop", "tf-keras-vis", "cxr explain")
+CASES = ("pna_cnn:256", "pna_cnn:512", "vgg16_cardiomegaly:224")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def best_of(repeats: int, run) -> float:
-    """Seconds of the fastest of `repeats` runs (after one warm-up run that traces)."""
+def rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * PAGE / 2**20
+
+
+class PeakMemory:
+    """The highest resident memory seen by a sampling thread while the block runs."""
+
+    def __enter__(self) -> PeakMemory:
+        self.base, self.peak, self._stop = rss_mb(), rss_mb(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+
+def best_of(repeats: int, run: Callable[[], object]) -> float:
+    """Seconds of the fastest of `repeats` runs, after one warm-up run that traces."""
     run()
     times = []
     for _ in range(repeats):
@@ -32,8 +67,51 @@ def best_of(repeats: int, run) -> float:
     return min(times)
 
 
-def per_image_loop(model: keras.Model, layer: str, images: np.ndarray) -> None:
+def child(mode: str, name: str, size: int, args: argparse.Namespace) -> dict:
+    """One measurement in this process: images/s and extra peak MB."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from cxr.config import load_config
+    from cxr.explain.methods import explain_batch
+    from cxr.explain.probe import make_probe
+    from cxr.models.registry import build_model, get_model_spec
+
+    channels = 3 if name == "vgg16_cardiomegaly" else 1
+    cfg = load_config(
+        None, [f"model.name={name}", f"data.image_size={size}", f"data.channels={channels}", f"explain.batch_size={args.batch}"]
+    )
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg, 2)
+    layer = get_model_spec(name).explain_layer
+    images = np.random.default_rng(0).uniform(0, 255, (args.images, size, size, channels)).astype("float32")
+    batches = [images[i : i + args.batch] for i in range(0, args.images, args.batch)]
+    count = args.images
+    if mode == "inference":
+        forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        run = lambda: [forward(b).numpy() for b in batches]  # noqa: E731
+    elif mode == "engine":
+        probe = make_probe(model, layer)
+        run = lambda: [explain_batch(probe, b, pad_to=args.batch) for b in batches]  # noqa: E731
+    elif mode == "loop":
+        count = min(args.loop_images, args.images)
+        run = lambda: per_image_loop(model, layer, images[:count])  # noqa: E731
+    elif mode == "tf-keras-vis":
+        run = tf_keras_vis_run(model, layer, batches)
+    else:
+        run = explain_run(cfg, model, args)
+    with PeakMemory() as memory:
+        seconds = best_of(1 if mode in ("loop", "cxr explain") else 2, run)
+    return {"rate": (args.images if mode == "cxr explain" else count) / seconds, "extra_mb": memory.peak - memory.base}
+
+
+def per_image_loop(model, layer: str, images) -> None:
     """The keras.io / seed 004 style: one predict and one tape per image."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
     grad_model = keras.Model(model.input, [model.get_layer(layer).output, model.output])
     for image in images:
         predicted = int(np.argmax(model.predict(image[None], verbose=0)[0]))
@@ -46,34 +124,85 @@ def per_image_loop(model: keras.Model, layer: str, images: np.ndarray) -> None:
         _ = (heatmap / (tf.reduce_max(heatmap) + 1e-12)).numpy()
 
 
+def tf_keras_vis_run(model, layer: str, batches: list) -> Callable[[], object]:
+    """tf-keras-vis' Gradcam of each image's predicted class (the classes found before the clock starts)."""
+    import numpy as np
+
+    try:
+        from tf_keras_vis.gradcam import Gradcam
+        from tf_keras_vis.utils.scores import CategoricalScore
+    except ImportError:
+        raise SystemExit(
+            "tf-keras-vis is not installed: .venv/bin/pip install tf-keras-vis (the benchmark needs it, cxr does not)"
+        ) from None
+    gradcam = Gradcam(model, clone=True)
+    targets = [np.argmax(model.predict(b, verbose=0), axis=1).tolist() for b in batches]
+    return lambda: [gradcam(CategoricalScore(t), b, penultimate_layer=layer) for b, t in zip(batches, targets, strict=True)]
+
+
+def explain_run(cfg, model, args: argparse.Namespace) -> Callable[[], object]:
+    """A run folder holding `model` and a synthetic fold of args.images validation images; returns the explain call."""
+    from cxr.data.labels import read_labels
+    from cxr.data.pipeline import checked_split
+    from cxr.data.sources import DownloadOptions, download
+    from cxr.explain.run import ExplainOptions, explain_fold
+    from cxr.runs import prepare_fold_run
+    from cxr.train import write_run_inputs
+
+    root = Path(tempfile.mkdtemp(prefix="bench_explain_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    dataset = download(
+        "synthetic", DownloadOptions(dest=root / "data", n=2 * args.images, size=cfg.data.image_size, folds=2, show_progress=False)
+    )
+    data = cfg.data.model_copy(update={"root": dataset.parent, "dataset": dataset.name, "fold": 0})
+    cfg = cfg.model_copy(update={"data": data, "experiment": cfg.experiment.model_copy(update={"output_dir": root / "runs"})})
+    table = read_labels(dataset)
+    classes = sorted(table["label"].unique())
+    validation, training = (checked_split(table, 0, split, classes) for split in ("validation", "train"))
+    run = prepare_fold_run(cfg, 0)
+    write_run_inputs(run, cfg, 0, classes, training, validation)
+    model.save(run.model)
+    args.images = len(validation)  # the fold's size, near args.images
+    return lambda: explain_fold(cfg, 0, ExplainOptions(overwrite=True))
+
+
+def measure(mode: str, case: str, args: argparse.Namespace) -> dict:
+    """Run one mode in a fresh process; its JSON line is the last line of its output."""
+    command = [sys.executable, __file__, "--child", mode, "--models", case, "--images", str(args.images), "--batch", str(args.batch),
+               "--loop-images", str(args.loop_images)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} on {case} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--loop-images", type=int, default=16, help="images for the (slow) per-image loop")
+    parser.add_argument("--models", nargs="+", default=list(CASES), help="NAME:SIZE cases")
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"TensorFlow {tf.__version__}, devices: {[d.device_type for d in tf.config.list_logical_devices()]}")
-    print(f"{'model':>20} {'size':>5} | {'inference':>10} {'engine':>10} {'loop':>8} img/s | engine/inference  engine/loop")
-    for name, size, channels in CASES:
-        rates = measure(name, size, channels, args)
-        print(f"{name:>20} {size:>5} | {rates[0]:>10.1f} {rates[1]:>10.1f} {rates[2]:>8.1f}       | "
-              f"{rates[1] / rates[0]:>16.2f}  {rates[1] / rates[2]:>11.1f}")  # fmt: skip
+    if args.child:
+        name, size = args.models[0].split(":")
+        print(json.dumps(child(args.child, name, int(size), args)))
+        return
+    import tensorflow as tf
 
-
-def measure(name: str, size: int, channels: int, args: argparse.Namespace) -> list[float]:
-    """Images/s of inference, the engine and the per-image loop for one model."""
-    cfg = load_config(None, [f"model.name={name}", f"data.image_size={size}", f"data.channels={channels}"])
-    model = build_model(cfg, 2)
-    layer = get_model_spec(name).explain_layer
-    images = np.random.default_rng(0).uniform(0, 255, (args.images, size, size, channels)).astype("float32")
-    batches = [images[i : i + args.batch] for i in range(0, args.images, args.batch)]
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    probe = make_probe(model, layer)
-    inference = best_of(2, lambda: [forward(b).numpy() for b in batches])
-    engine = best_of(2, lambda: [explain_batch(probe, b) for b in batches])
-    loop_images = images[: args.loop_images]
-    loop = best_of(1, lambda: per_image_loop(model, layer, loop_images)) * args.images / len(loop_images)
-    return [args.images / t for t in (inference, engine, loop)]
+    devices = ", ".join(d.device_type for d in tf.config.list_logical_devices())
+    print(f"TensorFlow {tf.__version__} on {devices}, {os.cpu_count()} CPU cores; {args.images} images, batch {args.batch}")
+    print(f"{'model':>24} | {'img/s: inference':>16} {'engine':>7} {'loop':>6} {'tkv':>6} {'explain':>7} | "
+          f"{'engine/inference':>16} {'engine/loop':>11} {'engine/tkv':>10} {'explain/inference':>17} | "
+          f"{'extra MB: inference':>19} {'engine':>6} {'tkv':>6}")  # fmt: skip
+    for case in args.models:
+        results = {mode: measure(mode, case, args) for mode in MODES}
+        rate = {mode: r["rate"] for mode, r in results.items()}
+        extra = {mode: r["extra_mb"] for mode, r in results.items()}
+        print(f"{case:>24} | {rate['inference']:>16.1f} {rate['engine']:>7.1f} {rate['loop']:>6.1f} {rate['tf-keras-vis']:>6.1f} "
+              f"{rate['cxr explain']:>7.1f} | {rate['engine'] / rate['inference']:>16.2f} {rate['engine'] / rate['loop']:>10.1f}x "
+              f"{rate['engine'] / rate['tf-keras-vis']:>9.1f}x {rate['cxr explain'] / rate['inference']:>17.2f} | "
+              f"{extra['inference']:>19.0f} {extra['engine']:>6.0f} {extra['tf-keras-vis']:>6.0f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -88,7 +88,14 @@ BAD_OVERRIDES = [
     (["train..epochs=3"], r"expected SECTION\.KEY=VALUE"),
     (["train.epochs.x=1"], r"override 'train\.epochs\.x=1'"),
     (["data.image_size=8"], r"data\.image_size = 8 is not allowed: Input should be greater than or equal to 16"),
+    (["data.cache=' '"], r"data\.cache = ' ' is not allowed: use false, true, memory, or a folder for cache files"),
+    (["explain.xla=maybe"], r"explain\.xla = 'maybe' is not allowed: Input should be a valid boolean"),
 ]
+
+
+def test_cache_forms() -> None:
+    assert [load_config(None, [f"data.cache={v}"]).data.cache for v in ("false", "true", "memory", "/scratch/cxr")] == [
+        False, True, "memory", "/scratch/cxr"]  # fmt: skip
 
 
 @pytest.mark.parametrize(("overrides", "pattern"), BAD_OVERRIDES, ids=[o[0][0] for o in BAD_OVERRIDES])

@@ -305,3 +305,56 @@ def test_guided_backprop_by_hand() -> None:
     cam = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="gradcam")
     both = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="guided_gradcam")
     np.testing.assert_allclose(both.raw_maps, result.raw_maps * cam.raw_maps, atol=1e-6)  # same 8 x 8 size: no resize
+
+
+def test_padded_last_batch_reuses_one_trace_and_matches_per_image(model_and_data) -> None:
+    """pad_to: a fold of 32 in batches of 12 (12, 12, 8) traces once; the padding never reaches the result."""
+    model, images, targets, references = model_and_data
+    probe = make_probe(model, "features")
+    for start in range(0, 32, 12):
+        result = explain_batch(probe, images[start : start + 12], targets[start : start + 12], pad_to=12)
+        assert result.maps.shape[0] == min(12, 32 - start)
+        for i, j in enumerate(range(start, min(start + 12, 32))):
+            np.testing.assert_allclose(result.raw_maps[i], references[j][0], atol=1e-5, rtol=1e-4)
+            np.testing.assert_allclose(result.maps[i], references[j][1], atol=1e-5, rtol=1e-4)
+    assert probe.compiled["gradcam"].experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "saliency"])
+def test_xla_matches_the_plain_path(model_and_data, method: str) -> None:
+    model, images, targets, references = model_and_data
+    plain = explain_batch(make_probe(model, "features"), images[:8], targets[:8], method)
+    probe = make_probe(model, "features", jit_compile=True)
+    compiled = explain_batch(probe, images[:8], targets[:8], method)
+    np.testing.assert_allclose(compiled.raw_maps, plain.raw_maps, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(compiled.maps, plain.maps, atol=1e-5, rtol=1e-4)
+    np.testing.assert_array_equal(compiled.class_index, plain.class_index)
+    if method == "gradcam":  # and against the independent per-image tape
+        for i in range(8):
+            np.testing.assert_allclose(compiled.maps[i], references[i][1], atol=1e-5, rtol=1e-4)
+
+
+def test_float16_copy_of_a_trained_model_explains_close_to_float32(model_and_data) -> None:
+    """explain.mixed_precision: with_policy rebuilds a float32 model in mixed_float16 (logits layer kept float32)."""
+    from cxr.models.precision import with_policy
+
+    model, images, targets, references = model_and_data
+    half = with_policy(model, "mixed_float16")
+    assert half.get_layer("features").compute_dtype == "float16" and half.get_layer("logits").compute_dtype == "float32"
+    assert half.get_layer("c1").kernel.dtype == "float32"  # float32 master weights, as Keras keeps them
+    result = explain_batch(make_probe(half, "features"), images[:8], targets[:8])
+    assert result.maps.dtype == np.float32 and np.isfinite(result.maps).all()
+    for i in range(8):
+        np.testing.assert_allclose(result.maps[i], references[i][1], atol=0.02)
+    assert model.get_layer("features").compute_dtype == "float32"  # the original is untouched
+
+
+def test_mixed_precision_is_ignored_on_a_cpu_with_a_warning(caplog, monkeypatch) -> None:
+    from cxr.models import precision
+    from cxr.models.precision import use_mixed_precision
+
+    monkeypatch.setattr(precision, "gpu_available", lambda: False)  # as on CI, whatever this machine has
+    with caplog.at_level("WARNING"):
+        assert use_mixed_precision(True, "explain.mixed_precision") is False
+    assert "explain.mixed_precision ignored: no GPU" in caplog.text
+    assert use_mixed_precision(False, "explain.mixed_precision") is False

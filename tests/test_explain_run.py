@@ -90,6 +90,17 @@ def test_a_retrained_fold_is_explained_afresh(trained_run, explained, tmp_path: 
         run.model.write_bytes(backup.read_bytes())
 
 
+def test_xla_and_padded_batches_give_the_plain_report(trained_run, explained) -> None:
+    """explain.xla with a batch size that leaves a short last batch (padded to one shape): the same maps and rows."""
+    cfg = trained_run.model_copy(update={"explain": trained_run.explain.model_copy(update={"xla": True, "batch_size": 10})})
+    report = explain_fold(cfg, 1, ExplainOptions(overwrite=True)).report
+    assert len(report) % 10 and len(report) == len(explained.report)
+    for column in ("raw_peak", "confidence", "prob_pneumonia"):
+        np.testing.assert_allclose(report[column], explained.report[column], rtol=1e-4, atol=1e-6)
+    for column in ("predicted_class", "target_class", "peak_x", "peak_y", "correct"):
+        assert report[column].tolist() == explained.report[column].tolist()
+
+
 def test_shards_partition_the_fold_and_merge(trained_run) -> None:
     folder = explain_dir(trained_run, 0)
     first = explain_fold(trained_run, 0, ExplainOptions(shard=(1, 2), overwrite=True))

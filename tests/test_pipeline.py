@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,36 @@ def test_fold_that_does_not_exist(synthetic_dataset: Path) -> None:
 def test_split_missing_a_class(synthetic_dataset: Path) -> None:
     with pytest.raises(DataError, match="has no image of class\\(es\\) covid"):
         load_split(synthetic_dataset, 0, "validation", classes=["covid", "normal", "pneumonia"])
+
+
+def test_cache_file_is_read_back_and_never_stale(tmp_path: Path) -> None:
+    """data.cache=<folder>: the first pass writes a cache file; the second reads it, not the PNGs; a changed image gets a new one."""
+    import shutil
+
+    from cxr.data.sources import DownloadOptions, download
+
+    dataset = download("synthetic", DownloadOptions(dest=tmp_path / "data", n=20, size=32, folds=2, show_progress=False))
+    table, names = load_split(dataset, fold=0, split="validation")
+    originals = source_images(dataset, table)
+    batches = lambda: np.concatenate([x.numpy() for x, _ in make_dataset(  # noqa: E731
+        dataset, table, names, image_size=32, channels=3, batch_size=4, cache=tmp_path / "cache")])  # fmt: skip
+    first = batches()
+    np.testing.assert_allclose(first, np.repeat(originals[..., None], 3, axis=-1), atol=1e-6)  # three channels after the cache
+    assert len(list((tmp_path / "cache").glob("*.index"))) == 1
+
+    victim = dataset / table["image"].iloc[0]
+    stat = victim.stat()
+    shutil.copy(victim, tmp_path / "saved.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(victim)  # same name, new pixels: the cache must not serve the old ones
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    changed = batches()
+    assert changed[0].max() == 0 and len(list((tmp_path / "cache").glob("*.index"))) == 2
+
+    shutil.copy(tmp_path / "saved.png", victim)
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # back as it was: the first cache file is valid again
+    for image in table["image"]:  # garbage of the same length and time: only the cache can give the pixels now
+        path = dataset / image
+        times = (path.stat().st_atime_ns, path.stat().st_mtime_ns)
+        path.write_bytes(b"x" * path.stat().st_size)
+        os.utime(path, ns=times)
+    np.testing.assert_array_equal(batches(), first)

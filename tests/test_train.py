@@ -173,16 +173,52 @@ def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(synthetic_
     assert errors[0.99] > 2 * errors[demo.model.batchnorm_momentum], errors
 
 
-def test_same_seed_same_model(synthetic_dataset: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def plain_fold3(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Fold 3 trained on the plain path (float32, no XLA): the reference for the fast paths."""
+    result = train(tiny_config(synthetic_dataset, tmp_path_factory.mktemp("plain")), fold=3)
+    return result, keras.models.load_model(result.run.model, compile=False).get_weights()
+
+
+def test_same_seed_same_model(synthetic_dataset: Path, tmp_path: Path, plain_fold3) -> None:
     """Shuffling, stateless flips and initial weights all follow experiment.seed: two runs give identical weights."""
-    weights = []
-    for name in ("a", "b"):
-        result = train(tiny_config(synthetic_dataset, tmp_path / name), fold=3)
-        weights.append(keras.models.load_model(result.run.model, compile=False).get_weights())
+    result = train(tiny_config(synthetic_dataset, tmp_path / "b"), fold=3)
+    weights = [plain_fold3[1], keras.models.load_model(result.run.model, compile=False).get_weights()]
     assert all(np.array_equal(x, y) for x, y in zip(*weights, strict=True))
     other = train(tiny_config(synthetic_dataset, tmp_path / "c", "experiment.seed=1"), fold=3)
     changed = keras.models.load_model(other.run.model, compile=False).get_weights()
     assert any(not np.array_equal(x, y) for x, y in zip(weights[0], changed, strict=True))
+
+
+def test_xla_training_matches_the_plain_path(synthetic_dataset: Path, tmp_path: Path, plain_fold3) -> None:
+    """train.xla compiles the step with XLA; same data order and flips, so the same model up to float round-off."""
+    reference, plain = plain_fold3
+    result = train(tiny_config(synthetic_dataset, tmp_path, "train.xla=true"), fold=3)
+    compiled = keras.models.load_model(result.run.model, compile=False).get_weights()
+    # Adam divides by each gradient's running RMS, so round-off in a near-zero gradient can flip a small bias's
+    # steps (lr 0.01): single weights may differ by ~0.02, the model as a whole barely moves
+    flat = lambda weights: np.concatenate([w.ravel() for w in weights])  # noqa: E731
+    assert np.linalg.norm(flat(compiled) - flat(plain)) < 0.01 * np.linalg.norm(flat(plain))
+    np.testing.assert_allclose(result.history["loss"], reference.history["loss"], rtol=2e-3)
+    np.testing.assert_allclose(result.history["val_loss"], reference.history["val_loss"], rtol=2e-3)
+
+
+def test_mixed_precision_training_tracks_the_plain_path(synthetic_dataset: Path, tmp_path: Path, plain_fold3, monkeypatch) -> None:
+    """train.mixed_precision (allowed here as if on a GPU): float16 layers, float32 logits and weights, loss scaling; close to float32."""
+    from cxr.models import precision
+
+    reference, _ = plain_fold3
+    monkeypatch.setattr(precision, "gpu_available", lambda: True)
+    try:
+        result = train(tiny_config(synthetic_dataset, tmp_path, "train.mixed_precision=true"), fold=3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model = keras.models.load_model(result.run.model, compile=False)
+    assert model.get_layer("features").compute_dtype == "float16" and model.layers[-1].compute_dtype == "float32"
+    assert all(w.dtype == "float32" for w in model.weights)
+    first = result.history.iloc[0]
+    np.testing.assert_allclose(first["loss"], reference.history.iloc[0]["loss"], rtol=0.02)  # epoch 1, before paths diverge
+    assert np.isfinite(result.history[["loss", "val_loss"]].to_numpy()).all()
 
 
 def test_mirrored_strategy_over_two_logical_cpus(synthetic_dataset: Path, tmp_path: Path) -> None:

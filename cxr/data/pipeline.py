@@ -2,13 +2,17 @@
 
 Images stream from disk (parallel decode, resize, channels, random horizontal
 flips for training only, batch, prefetch), so memory does not grow with the
-dataset; `cache=True` keeps decoded images in memory for small sets. Batches
-hold pixels in [0, 255]: every cxr model applies its own preprocessing as its
-first layers (see cxr.models.registry); `preprocess` is for other models.
+dataset; `cache=True` keeps decoded images in memory for small sets, and
+`cache=<folder>` writes them once to a cache file there for sets larger than
+memory whose decoding is the bottleneck (large PNGs, DICOM-sized images).
+Batches hold pixels in [0, 255]: every cxr model applies its own preprocessing
+as its first layers (see cxr.models.registry); `preprocess` is for other models.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,19 +68,25 @@ def make_dataset(
     flip: bool = True,
     preprocess: Preprocess | None = None,
     multi_label: bool = False,
-    cache: bool = False,
+    cache: bool | str | Path = False,
     seed: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of (images (B, S, S, channels) float32, labels); flips and shuffling only when `training`."""
+    """Batches of (images (B, S, S, channels) float32, labels); flips and shuffling only when `training`.
+
+    `cache`: False streams; True or "memory" keeps decoded images in memory; a folder holds a cache file.
+    """
     paths = [str(dataset_dir / image) for image in table["image"]]
     labels = encode_labels(table["label"], class_names, multi_label)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    decode = lambda path, label: (decode_image(path, image_size, channels), label)  # noqa: E731
+    decode = lambda path, label: (decode_image(path, image_size, 1), label)  # noqa: E731
     shuffle = lambda ds: ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True) if training else ds  # noqa: E731
-    if cache:  # decode once, then a fresh order every epoch (shuffling before the cache would freeze the order)
-        ds = shuffle(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache())
+    if cache is not False:  # decode once, then a fresh order every epoch (shuffling before the cache would freeze the order)
+        place = "" if cache is True or cache == "memory" else str(cache_file(Path(cache), paths, labels, image_size))
+        ds = shuffle(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache(place))
     else:  # shuffle paths, not pixels: the buffer stays small
         ds = shuffle(ds).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if channels > 1:  # after the cache, which holds one grey channel
+        ds = ds.map(lambda image, y: (tf.repeat(image, channels, axis=-1), y), num_parallel_calls=tf.data.AUTOTUNE)
     if training and flip:  # stateless flips keyed by (seed, position): the same run gives the same flips, in parallel too
         ds = ds.enumerate().map(
             lambda i, pair: (tf.image.stateless_random_flip_left_right(pair[0], tf.stack([tf.cast(seed, tf.int64), i])), pair[1]),
@@ -86,6 +96,25 @@ def make_dataset(
     if preprocess is not None:
         ds = ds.map(lambda images, y: (preprocess(images), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def cache_file(folder: Path, paths: list[str], labels: np.ndarray, image_size: int) -> Path:
+    """A cache file named by what it holds: the images (path, size, modification time), labels and image size.
+
+    Another split, size or a changed image gives another name, so a stale cache is never read. A lock left by
+    an interrupted first pass (the cache is complete only after one whole pass) is removed.
+    """
+    digest = hashlib.sha256(f"{image_size}\n".encode())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder / f"cxr-{image_size}px-{len(paths)}-{digest.hexdigest()[:16]}"
+    if not Path(f"{base}.index").is_file():
+        for stale in folder.glob(f"{base.name}*"):
+            stale.unlink()
+    return base
 
 
 @contextmanager

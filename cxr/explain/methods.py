@@ -209,19 +209,27 @@ def get_method(name: str) -> Method:
 
 
 def explain_batch(
-    probe: Probe, images: np.ndarray | tf.Tensor, class_index: np.ndarray | None = None, method: str = "gradcam"
+    probe: Probe, images: np.ndarray | tf.Tensor, class_index: np.ndarray | None = None, method: str = "gradcam", pad_to: int | None = None
 ) -> Explanation:
     """Maps for a batch of images (B, H, W, C) in the model's input range.
 
     `class_index` gives the class to explain per image; None (or -1 for an image) explains the predicted
-    class, chosen inside the same forward pass.
+    class, chosen inside the same forward pass. `pad_to` pads a short batch with blank images up to that
+    size, so that the last batch of a fold reuses the traced (or XLA-compiled) function instead of
+    tracing a new one; the padding is dropped from the result (images do not interact in inference).
     """
     images = tf.convert_to_tensor(images, tf.float32)
-    class_index = np.full(images.shape[0], -1) if class_index is None else np.asarray(class_index).reshape(-1)
+    count = images.shape[0]
+    class_index = np.full(count, -1) if class_index is None else np.asarray(class_index).reshape(-1)
     class_index = class_index.astype(np.int32)
-    if class_index.shape[0] != images.shape[0]:
-        raise CxrError(f"{class_index.shape[0]} targets for {images.shape[0]} images: give exactly one target per image")
+    if class_index.shape[0] != count:
+        raise CxrError(f"{class_index.shape[0]} targets for {count} images: give exactly one target per image")
+    padding = max(0, (pad_to or 0) - count)
+    if padding:
+        images = tf.concat([images, tf.zeros((padding, *images.shape[1:]), images.dtype)], axis=0)
+        class_index = np.concatenate([class_index, np.full(padding, -1, np.int32)])
     raw, logits = _compiled(probe, method)(images, tf.constant(class_index))
+    raw, logits, images, class_index = raw[:count], logits[:count], images[:count], class_index[:count]
     raw = tf.cast(raw, tf.float32)
     peak = tf.reduce_max(raw, axis=(1, 2))
     upsampled = tf.image.resize(raw[..., None], images.shape[1:3], method="bilinear")[..., 0]
@@ -239,10 +247,13 @@ def explain_batch(
 
 
 def _compiled(probe: Probe, method: str) -> Callable:
-    """One traced function per probe and method (kept on the probe); retraced only for a new batch shape."""
+    """One traced function per probe and method (kept on the probe); retraced only for a new batch shape.
+
+    With `probe.jit_compile` the function is compiled by XLA (one compilation per batch shape, hence `pad_to`).
+    """
     if method not in probe.compiled:
         function = get_method(method)
         if method.startswith("guided"):
             probe.guided()  # cloning copies weights eagerly: do it before tracing
-        probe.compiled[method] = tf.function(lambda x, c: function(probe, x, c), reduce_retracing=True)
+        probe.compiled[method] = tf.function(lambda x, c: function(probe, x, c), reduce_retracing=True, jit_compile=probe.jit_compile)
     return probe.compiled[method]

@@ -23,9 +23,12 @@ POOLING_TYPES = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPool
 class Probe:
     """Callable: images -> (activations (B, h, w, K), logits (B, C)), training=False."""
 
-    def __init__(self, model: keras.Model, layer_name: str, call: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]) -> None:
+    def __init__(
+        self, model: keras.Model, layer_name: str, call: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]], jit_compile: bool = False
+    ) -> None:
         self.model = model
         self.layer_name = layer_name
+        self.jit_compile = jit_compile  # trace the methods with XLA
         self._call = call
         self.compiled: dict[str, Callable] = {}  # traced methods, kept with the probe they belong to
         self._guided: Probe | None = None
@@ -37,7 +40,7 @@ class Probe:
                 raise CxrError("guided backpropagation needs a flat model (no nested backbone)")
             copy = keras.models.clone_model(self.model, clone_function=_guided_layer)
             copy.set_weights(self.model.get_weights())
-            self._guided = make_probe(copy, self.layer_name)
+            self._guided = make_probe(copy, self.layer_name, jit_compile=self.jit_compile)
         return self._guided
 
     def __call__(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -62,26 +65,26 @@ def find_target_layer(model: keras.Model) -> str:
     return candidate
 
 
-def make_probe(model: keras.Model, layer_name: str | None = None) -> Probe:
-    """Probe `model` at `layer_name` (found automatically when None), flat or nested."""
+def make_probe(model: keras.Model, layer_name: str | None = None, jit_compile: bool = False) -> Probe:
+    """Probe `model` at `layer_name` (found automatically when None), flat or nested; `jit_compile` traces with XLA."""
     name = layer_name or find_target_layer(model)
     top = {layer.name: layer for layer in model.layers}
     if name in top:
         layer = top[name]
         if isinstance(layer, keras.Model):  # a nested backbone named as a whole: its output is the target
-            return _nested_probe(model, layer, layer.layers[-1].name)
+            return _nested_probe(model, layer, layer.layers[-1].name, jit_compile)
         if len(layer.output.shape) != 4:
             raise CxrError(f"layer {name!r} has output shape {tuple(layer.output.shape)}; Grad-CAM needs a spatial (4-D) layer")
         both = keras.Model(model.input, [layer.output, model.output])
-        return Probe(model, name, lambda images: tuple(both(images, training=False)))
+        return Probe(model, name, lambda images: tuple(both(images, training=False)), jit_compile)
     for sub in (layer for layer in model.layers if isinstance(layer, keras.Model)):
         if name in {inner.name for inner in sub.layers}:
-            return _nested_probe(model, sub, name)
+            return _nested_probe(model, sub, name, jit_compile)
     close = [layer.name for layer in model.layers if len(getattr(layer.output, "shape", ())) == 4][-5:]
     raise CxrError(f"layer {name!r} not found in model {model.name!r}; spatial layers near the end: {', '.join(close)}")
 
 
-def _nested_probe(model: keras.Model, backbone: keras.Model, name: str) -> Probe:
+def _nested_probe(model: keras.Model, backbone: keras.Model, name: str, jit_compile: bool = False) -> Probe:
     """Before-layers -> backbone (with the target layer as a second output) -> head layers, in order."""
     if not isinstance(model, keras.Sequential):
         raise CxrError(f"layer {name!r} is inside the nested model {backbone.name!r} of a functional model; "
@@ -102,7 +105,7 @@ def _nested_probe(model: keras.Model, backbone: keras.Model, name: str) -> Probe
             x = layer(x, training=False)
         return activations, x
 
-    return Probe(model, name, call)
+    return Probe(model, name, call, jit_compile)
 
 
 @tf.custom_gradient

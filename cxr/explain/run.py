@@ -33,6 +33,7 @@ from cxr.explain.methods import LAYER_METHODS, Explanation, explain_batch, get_m
 from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
 from cxr.explain.probe import make_probe
 from cxr.explain.report import box_energy_share, class_probabilities, inside, outcome, peak_location, summarise_fold
+from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, experiment_dir, open_trained_fold, write_text_atomic
 
@@ -173,7 +174,9 @@ def explain_rows(
 ) -> list[dict]:  # fmt: skip
     """The streaming loop: one batch of maps at a time, overlays written by two threads meanwhile."""
     model = keras.models.load_model(run.model, compile=False)
-    probe = make_probe(model, layer if options.method in LAYER_METHODS else None)
+    if use_mixed_precision(cfg.explain.mixed_precision, "explain.mixed_precision"):
+        model = with_policy(model, "mixed_float16")
+    probe = make_probe(model, layer if options.method in LAYER_METHODS else None, jit_compile=cfg.explain.xla)
     batch_size = cfg.explain.batch_size
     ds = make_dataset(fold_cfg.data.dataset_dir, todo, classes, image_size=fold_cfg.data.image_size,
                       channels=fold_cfg.data.channels, batch_size=batch_size, multi_label=fold_cfg.data.multi_label)  # fmt: skip
@@ -185,7 +188,7 @@ def explain_rows(
         for start, (images, labels) in zip(range(0, len(todo), batch_size), ds, strict=False):
             part = todo.iloc[start : start + batch_size]
             targets = target_indices(options.target, labels.numpy(), classes)
-            result = explain_batch(probe, images, targets, options.method)
+            result = explain_batch(probe, images, targets, options.method, pad_to=batch_size)  # one shape: one trace
             for done in pending:  # keep at most one batch of overlays in flight
                 rows.append(done.result())
             pending = [
