@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import class_names as table_class_names
 from cxr.data.labels import read_labels
 from cxr.data.pipeline import checked_split, encode_labels, images_named_on_failure, make_dataset
+from cxr.distribute import Cluster, cluster_from_env, enable_multi_worker_fit, make_strategy, shard_by_data
 from cxr.errors import ConfigError, DataError
 from cxr.models.metrics import make_loss_and_metrics
 from cxr.models.precision import set_precision, use_mixed_precision
@@ -69,53 +74,58 @@ def compute_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, flo
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def make_strategy(devices: list[str] | None = None) -> tf.distribute.Strategy:
-    """MirroredStrategy over the configured devices, else over all visible GPUs when there are several; else the default.
-
-    The batch size stays the global batch: each of N replicas gets batch_size / N images a step.
-    """
-    if devices:
-        try:
-            strategy = tf.distribute.MirroredStrategy(devices)
-        except (ValueError, RuntimeError) as exc:
-            raise ConfigError(f"train.devices = {devices!r}: {exc}") from None
-        log.info("training on %d devices (MirroredStrategy): %s", strategy.num_replicas_in_sync, ", ".join(devices))
-        return strategy
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        log.info("training on %d GPUs (MirroredStrategy)", len(gpus))
-        return tf.distribute.MirroredStrategy()
-    log.info("training on %s", "the GPU" if gpus else "the CPU")
-    return tf.distribute.get_strategy()
-
-
 def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume: bool = False) -> TrainResult:
     """Train one fold and keep its best checkpoint; returns the best epoch and value."""
     fold = cfg.data.fold if fold is None else fold
+    cluster = cluster_from_env()
+    if cluster is not None and resume:
+        raise ConfigError("--resume with several workers is not supported: restart the fold with --overwrite")
+    strategy = make_strategy(tuple(cfg.train.devices) if cfg.train.devices else None)  # before any other TF op (multi-worker)
     table = read_labels(cfg.data.dataset_dir)  # once: columns, paths, folds, and that every image exists
     classes = resolve_classes(cfg, table)
     val_table = checked_split(table, fold, "validation", classes, cfg.data.multi_label)
     train_table = checked_split(table, fold, "train", classes, cfg.data.multi_label)
-    run = prepare_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
-    write_run_inputs(run, cfg, fold, classes, train_table, val_table)
+    with worker_output(cfg, cluster) as cfg:
+        run = prepare_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
+        write_run_inputs(run, cfg, fold, classes, train_table, val_table)
+        fit_fold(cfg, run, strategy, classes, train_table, val_table, resume)
+        return summarise(cfg, run, fold)
 
+
+@contextmanager
+def worker_output(cfg: Config, cluster: Cluster | None) -> Iterator[Config]:
+    """The config itself for the chief (or a single machine); for another worker, one writing to a temporary folder."""
+    if cluster is None or cluster.is_chief:
+        yield cfg
+        return
+    with tempfile.TemporaryDirectory(prefix=f"cxr-{cluster.task_type}{cluster.task_index}-") as folder:
+        log.info("%s %d is not the chief: its copy of the run goes to a temporary folder", cluster.task_type, cluster.task_index)
+        yield cfg.model_copy(update={"experiment": cfg.experiment.model_copy(update={"output_dir": Path(folder)})})
+
+
+def fit_fold(
+    cfg: Config, run: FoldRun, strategy: tf.distribute.Strategy, classes: list[str], train_table: pd.DataFrame, val_table: pd.DataFrame,
+    resume: bool,
+) -> None:  # fmt: skip
+    """Build, compile and fit the model; the callbacks write the run folder."""
     keras.utils.set_random_seed(cfg.experiment.seed)
     set_precision(use_mixed_precision(cfg.train.mixed_precision, "train.mixed_precision"))
-    with make_strategy(cfg.train.devices).scope():
+    with strategy.scope():
         model = build_model(cfg, len(classes))
         loss, metrics = make_loss_and_metrics(len(classes), cfg.data.multi_label)
         model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate), loss=loss, metrics=metrics, jit_compile=cfg.train.xla)
 
     common = {"image_size": cfg.data.image_size, "channels": cfg.data.channels, "batch_size": cfg.train.batch_size}
     common |= {"multi_label": cfg.data.multi_label, "cache": cfg.data.cache, "seed": cfg.experiment.seed}
-    train_ds = make_dataset(cfg.data.dataset_dir, train_table, classes, training=True, flip=cfg.train.flip, **common)
-    val_ds = make_dataset(cfg.data.dataset_dir, val_table, classes, training=False, **common)
+    train_ds = shard_by_data(make_dataset(cfg.data.dataset_dir, train_table, classes, training=True, flip=cfg.train.flip, **common))
+    val_ds = shard_by_data(make_dataset(cfg.data.dataset_dir, val_table, classes, training=False, **common))
+    enable_multi_worker_fit(model, strategy, train_ds)
     class_weight = None
     if cfg.train.class_weights and not cfg.data.multi_label:
         class_weight = compute_class_weights(encode_labels(train_table["label"], classes), len(classes))
         log.info("class weights: %s", {classes[i]: round(w, 3) for i, w in class_weight.items()})
 
-    log.info("fold %d: %d training, %d validation images -> %s", fold, len(train_table), len(val_table), run.folder)
+    log.info("fold %d: %d training, %d validation images -> %s", run.fold, len(train_table), len(val_table), run.folder)
     with images_named_on_failure(cfg.data.dataset_dir, pd.concat([train_table, val_table])):
         model.fit(
             train_ds,
@@ -126,7 +136,6 @@ def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume:
             shuffle=False,  # the training pipeline shuffles itself, reproducibly
             verbose=1 if sys.stdout.isatty() else 2,
         )
-    return summarise(cfg, run, fold)
 
 
 def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callbacks.Callback]:
@@ -138,7 +147,7 @@ def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callba
     monitor, mode = cfg.train.monitor, MONITOR_MODES[cfg.train.monitor]
     best_so_far = best_in_history(run, monitor) if resume else None
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.BackupAndRestore(str(run.backup), double_checkpoint=True),
+        SafeBackupAndRestore(str(run.backup), double_checkpoint=True),
         keras.callbacks.ModelCheckpoint(
             str(run.model), monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=best_so_far
         ),
@@ -148,6 +157,31 @@ def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callba
     if cfg.train.early_stopping_patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.early_stopping_patience))
     return callbacks
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's BackupAndRestore, falling back to the older backup also when the newer one's metadata is cut.
+
+    A kill while the small training_metadata.json is written leaves it empty; Keras falls back to the
+    older (.bkp) pair only on an OSError and fails on the JSON instead. The older pair is one epoch behind,
+    which is redone (and `tidy_history` keeps that epoch's last row).
+    """
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        latest, older = Path(self._training_metadata_path), Path(self._prev_training_metadata_path)
+        if latest.is_file() and not readable_json(latest) and older.is_file() and Path(self._prev_weights_path).is_file():
+            log.warning("the last backup in %s was cut by the interruption: resuming from the one before", latest.parent)
+            shutil.copyfile(self._prev_weights_path, self._weights_path)
+            shutil.copyfile(older, latest)
+        super().on_train_begin(logs)
+
+
+def readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def best_in_history(run: FoldRun, monitor: str) -> float | None:

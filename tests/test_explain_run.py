@@ -174,6 +174,20 @@ def test_blend_extremes() -> None:
     assert np.abs(blend(grey, heat, "jet", 1.0).astype(int) - expected).max() <= 1
 
 
+@pytest.mark.parametrize("colormap", ["jet", "viridis", "magma_r"])
+def test_blend_equals_matplotlib_colouring(colormap: str) -> None:
+    """The lookup-table blend against matplotlib's own float colouring, on random maps with exact 0 and 1."""
+    import matplotlib
+
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, (40, 50), dtype=np.uint8)
+    heat = rng.uniform(0, 1, (40, 50)).astype(np.float32)
+    heat[0, :3] = [0.0, 1.0, 0.5]
+    colours = matplotlib.colormaps[colormap](heat)[..., :3] * 255.0
+    expected = np.round(0.6 * grey[..., None] + 0.4 * colours)
+    assert np.abs(blend(grey, heat, colormap, 0.4).astype(int) - expected).max() <= 1  # float32 vs float64 rounding
+
+
 def test_html_page_escapes_names_and_links_relatively(tmp_path: Path) -> None:
     from cxr.explain.gallery import write_html
 

@@ -143,6 +143,33 @@ def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) 
     assert float(auc.result()) == pytest.approx(result.history["val_auc"].max(), abs=1e-6)
 
 
+def test_resume_falls_back_when_the_last_backup_metadata_was_cut(tmp_path: Path) -> None:
+    """A kill while training_metadata.json is written leaves it empty: resume from the older backup, one epoch back."""
+    from cxr.train import SafeBackupAndRestore
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 3:
+                raise KeyboardInterrupt  # as if killed after epochs 0, 1 and 2 were backed up
+
+    def model() -> keras.Model:
+        keras.utils.set_random_seed(0)
+        built = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        built.compile("adam", "sparse_categorical_crossentropy")
+        return built
+
+    x, y = np.random.default_rng(0).normal(size=(32, 4)).astype("float32"), np.arange(32) % 2
+    backup = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        model().fit(x, y, epochs=6, verbose=0, callbacks=[SafeBackupAndRestore(str(backup), double_checkpoint=True), Interrupt()])
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 3  # the next epoch to run
+    (backup / "training_metadata.json").write_text("")  # cut
+    with pytest.raises(ValueError):  # what Keras alone does with it
+        model().fit(x, y, epochs=6, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)])
+    history = model().fit(x, y, epochs=6, verbose=0, callbacks=[SafeBackupAndRestore(str(backup), double_checkpoint=True)])
+    assert history.epoch == [2, 3, 4, 5]  # the older backup was taken after epoch 1: epoch 2 is redone
+
+
 def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(synthetic_dataset: Path, tmp_path: Path) -> None:
     """After one demo-sized epoch (24 steps), the batch-norm moving statistics must be close to the statistics the
     layer really sees, or validation (inference mode) judges a different model than training; at Keras' default
