@@ -7,6 +7,7 @@ completed epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -33,7 +34,7 @@ from cxr.errors import ConfigError, DataError
 from cxr.models.metrics import make_loss_and_metrics
 from cxr.models.precision import set_precision, use_mixed_precision
 from cxr.models.registry import build_model
-from cxr.runs import FoldRun, prepare_fold_run, write_text_atomic
+from cxr.runs import FoldRun, fold_run, prepare_fold_run, write_text_atomic
 
 log = logging.getLogger(__name__)
 MONITOR_MODES = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
@@ -85,11 +86,12 @@ def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume:
     classes = resolve_classes(cfg, table)
     val_table = checked_split(table, fold, "validation", classes, cfg.data.multi_label)
     train_table = checked_split(table, fold, "train", classes, cfg.data.multi_label)
-    with worker_output(cfg, cluster) as cfg:
-        run = prepare_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
-        write_run_inputs(run, cfg, fold, classes, train_table, val_table)
-        fit_fold(cfg, run, strategy, classes, train_table, val_table, resume)
-        return summarise(cfg, run, fold)
+    with worker_output(cfg, cluster) as worker_cfg:
+        run = prepare_fold_run(worker_cfg, fold, overwrite=overwrite, resume=resume)
+        write_run_inputs(run, worker_cfg, fold, classes, train_table, val_table)
+        fit_fold(worker_cfg, run, strategy, classes, train_table, val_table, resume)
+        result = summarise(worker_cfg, run, fold)
+    return dataclasses.replace(result, run=fold_run(cfg, fold))  # another worker's temporary copy is gone: name the chief's
 
 
 @contextmanager

@@ -94,3 +94,4 @@ def test_two_workers_on_localhost_train_one_fold_in_step(synthetic_dataset: Path
     assert run.model.is_file() and history["epoch"].tolist() == [0, 1]
     assert [f"{v:.4f}" for v in history[["loss", "val_loss"]].to_numpy().ravel()] == losses[0]
     assert not list(tmp_path.glob("cxr-worker*"))  # the worker's temporary copy is gone
+    assert f"-> {run.model}" in worker_log  # and the worker names the chief's model, not its deleted copy

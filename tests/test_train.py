@@ -248,6 +248,15 @@ def test_mixed_precision_training_tracks_the_plain_path(synthetic_dataset: Path,
     assert np.isfinite(result.history[["loss", "val_loss"]].to_numpy()).all()
 
 
+def test_training_from_a_cache_file_matches_streaming(synthetic_dataset: Path, tmp_path: Path, plain_fold3) -> None:
+    """data.cache=<folder>: the first epoch writes the cache file, the second reads it; the same pixels, so the same model."""
+    _, plain = plain_fold3
+    result = train(tiny_config(synthetic_dataset, tmp_path / "runs", f"data.cache={tmp_path / 'cache'}"), fold=3)
+    assert len(list((tmp_path / "cache").glob("*.index"))) == 2  # training and validation splits
+    cached = keras.models.load_model(result.run.model, compile=False).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(plain, cached, strict=True))
+
+
 def test_mirrored_strategy_over_two_logical_cpus(synthetic_dataset: Path, tmp_path: Path) -> None:
     """train.devices runs MirroredStrategy; two logical CPU devices stand in for two GPUs (set before TF starts)."""
     cfg = tiny_config(synthetic_dataset, tmp_path, "train.epochs=1", 'train.devices=["/cpu:0", "/cpu:1"]')
