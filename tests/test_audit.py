@@ -57,6 +57,30 @@ def test_randomisation_really_changes_the_chosen_layers_only() -> None:
     np.testing.assert_array_equal(copy.get_layer("c1").get_weights()[0], model.get_layer("c1").get_weights()[0])
 
 
+@pytest.mark.parametrize("method", ["gradcam", "guided_backprop"])
+def test_cascade_stages_equal_a_fresh_probe_on_each_randomised_copy(method: str) -> None:
+    """The cascade reloads weights into one probe (no retracing); each stage must equal a new probe on that stage's copy."""
+    from cxr.audit.sanity import cascading_randomisation
+    from cxr.explain.methods import explain_batch
+    from cxr.explain.probe import make_probe
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Conv2D(3, 3, activation="relu", name="c1")(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D()(x)))
+    images = np.random.default_rng(2).uniform(0, 1, (5, 12, 12, 1)).astype("float32")
+    targets = np.array([0, 1, 0, 1, 1])
+    rows = cascading_randomisation(model, "c2", images, targets, method, max_stages=3, seed=7)
+    trained = explain_batch(make_probe(model, "c2"), images, targets, method).maps
+    order = weighted_layers_top_down(model)
+    for stage, row in enumerate(rows, start=1):
+        copy = randomised_copy(model, set(order[:stage]), 7 + stage)
+        maps = explain_batch(make_probe(copy, "c2"), images, targets, method).maps
+        expected = np.mean([rank_correlation(a, b) for a, b in zip(trained, maps, strict=True)])
+        assert row["spearman"] == pytest.approx(expected, abs=1e-6), stage
+
+
 def test_rank_correlation() -> None:
     a = np.random.default_rng(0).uniform(size=(8, 8))
     assert rank_correlation(a, a) == pytest.approx(1) and rank_correlation(a, -a) == pytest.approx(-1)

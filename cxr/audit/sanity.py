@@ -48,9 +48,10 @@ def cascading_randomisation(
     unrelated = np.mean([rank_correlation(trained[i], trained[j]) for i, j in zip(range(len(images)), pairs, strict=True) if i != j])
     rows = []
     order = weighted_layers_top_down(model)
+    probe = make_probe(keras.models.clone_model(model), layer)  # one probe: each stage only loads other weights into it
     for stage in range(1, min(max_stages, len(order)) + 1):
-        copy = randomised_copy(model, set(order[:stage]), seed + stage)
-        maps = explain_batch(make_probe(copy, layer), images, class_index, method).maps
+        probe.set_weights(randomised_copy(model, set(order[:stage]), seed + stage).get_weights())
+        maps = explain_batch(probe, images, class_index, method).maps
         rho = [rank_correlation(a, b) for a, b in zip(trained, maps, strict=True)]
         ssim = [structural_similarity(a, b, data_range=1.0) for a, b in zip(trained, maps, strict=True)]
         rows.append({"method": method, "stage": stage, "randomised_down_to": order[stage - 1], "spearman": float(np.mean(rho)),

@@ -43,6 +43,12 @@ class Probe:
             self._guided = make_probe(copy, self.layer_name, jit_compile=self.jit_compile)
         return self._guided
 
+    def set_weights(self, weights: list) -> None:
+        """New values for the model's (and the guided copy's) variables; the traced methods read them, no retracing."""
+        self.model.set_weights(weights)
+        if self._guided is not None:
+            self._guided.set_weights(weights)
+
     def __call__(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """In the model's own dtype: a float16 model's activations are cast only after differentiation."""
         return self._call(images)
