@@ -20,7 +20,7 @@ from PIL import Image
 
 from cxr.audit.faithfulness import curve_area, perturbation_curves
 from cxr.audit.localisation import baseline_maps, bootstrap_interval, localisation_scores
-from cxr.audit.sanity import cascading_randomisation
+from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share, summarise_shortcuts
 from cxr.config import Config, load_config
 from cxr.data.labels import decode_boxes
@@ -34,7 +34,7 @@ from cxr.models.registry import get_model_spec
 from cxr.runs import experiment_dir, open_trained_fold, write_text_atomic
 
 log = logging.getLogger(__name__)
-SANITY_IMAGES = 16
+SANITY_IMAGES = 16  # also the batch size of every step, padded: one traced shape per method
 SANITY_PASS = 0.5  # the last stage's maps must rank-correlate less than this with the trained ones
 
 
@@ -73,7 +73,8 @@ def _audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None, s
     images = np.concatenate([x.numpy() for x, _ in sample_ds])
     targets = encode_labels(sample["label"], classes, fold_cfg.data.multi_label)
     targets = targets.argmax(axis=1) if targets.ndim == 2 else targets
-    sanity = pd.DataFrame([row for m in methods for row in cascading_randomisation(model, layer, images, targets, m, sanity_stages)])
+    cascade = Cascade(model, layer, probe)
+    sanity = pd.DataFrame([row for m in methods for row in cascade.run(images, targets, m, sanity_stages)])
     faithfulness, curves = faithfulness_rows(model, probe, images, targets, sample, methods)
     shortcuts = pd.DataFrame(shortcut_rows(fold_cfg, probe, table, classes, methods[0]))
     summary = summarise_audit(localisation, sanity, fold, layer) | {"shortcuts": summarise_shortcuts(shortcuts) | {"method": methods[0]}}
@@ -102,7 +103,7 @@ def localisation_rows(fold_cfg: Config, probe, boxed: pd.DataFrame, classes: lis
         part = boxed.iloc[start : start + 16]
         labels = labels.numpy()
         targets = labels.argmax(axis=1) if labels.ndim == 2 else labels
-        results = {m: explain_batch(probe, images, targets, m).maps for m in methods}
+        results = {m: explain_batch(probe, images, targets, m, pad_to=SANITY_IMAGES).maps for m in methods}
         for i, row in enumerate(part.to_dict("records")):
             size = Image.open(fold_cfg.data.dataset_dir / row["image"]).size[::-1]
             boxes = decode_boxes(row["boxes"])
@@ -116,7 +117,7 @@ def faithfulness_rows(model, probe, images: np.ndarray, targets: np.ndarray, sam
     """Deletion and insertion areas per image and method (explaining the true class), and the mean curves."""
     rows, curves = [], {}
     for method in methods:
-        maps = explain_batch(probe, images, targets, method).maps
+        maps = explain_batch(probe, images, targets, method, pad_to=SANITY_IMAGES).maps
         deletion, insertion = perturbation_curves(model, images, maps, targets)
         curves[method] = (deletion.mean(axis=0), insertion.mean(axis=0))
         for image, d, i in zip(sample["image"], curve_area(deletion), curve_area(insertion), strict=True):
@@ -157,7 +158,7 @@ def plot_methods(fold_cfg: Config, probe, images: pd.DataFrame, classes: list[st
     batch, labels = next(iter(ds))
     labels = labels.numpy()
     targets = labels.argmax(axis=1) if labels.ndim == 2 else labels
-    maps = {m: explain_batch(probe, batch, targets, m).maps for m in methods}
+    maps = {m: explain_batch(probe, batch, targets, m, pad_to=SANITY_IMAGES).maps for m in methods}
     fig, axes = plt.subplots(len(images), len(methods), figsize=(2.4 * len(methods), 2.4 * len(images)), squeeze=False)
     for r, row in enumerate(images.to_dict("records")):
         grey = np.asarray(Image.open(fold_cfg.data.dataset_dir / row["image"]).convert("L"))
@@ -179,7 +180,7 @@ def shortcut_rows(fold_cfg: Config, probe, table: pd.DataFrame, classes: list[st
     ds = make_dataset(fold_cfg.data.dataset_dir, table, classes, image_size=fold_cfg.data.image_size, channels=fold_cfg.data.channels,
                       batch_size=16, multi_label=fold_cfg.data.multi_label)  # fmt: skip
     for start, (images, _) in zip(range(0, len(table), 16), ds, strict=False):
-        result = explain_batch(probe, images, None, method)
+        result = explain_batch(probe, images, None, method, pad_to=SANITY_IMAGES)
         for i, row in enumerate(table.iloc[start : start + 16].to_dict("records")):
             size = Image.open(fold_cfg.data.dataset_dir / row["image"]).size[::-1]
             share = outside_share(resize_map(result.maps[i], *size), allowed_region(size, decode_boxes(row.get("lungs"))))

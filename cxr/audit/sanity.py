@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
 from cxr.explain.methods import explain_batch
-from cxr.explain.probe import make_probe
+from cxr.explain.probe import Probe, make_probe
 
 
 def weighted_layers_top_down(model: keras.Model) -> list[str]:
@@ -38,22 +38,38 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
 
+class Cascade:
+    """The trained model's probe and one probe for its randomised copies, kept across methods and stages.
+
+    Each stage only loads other weights into the second probe, so every method is traced once per probe
+    rather than once per stage.
+    """
+
+    def __init__(self, model: keras.Model, layer: str, trained: Probe | None = None) -> None:
+        self.model, self.layer = model, layer
+        self.trained = trained or make_probe(model, layer)
+        self.randomised = make_probe(keras.models.clone_model(model), layer)
+
+    def run(self, images: np.ndarray, class_index: np.ndarray, method: str = "gradcam", max_stages: int = 8, seed: int = 0) -> list[dict]:
+        """One row per stage: how many layers are random, the lowest of them, mean rho and SSIM to the trained maps."""
+        trained = explain_batch(self.trained, images, class_index, method).maps
+        rng = np.random.default_rng(seed)
+        pairs = rng.permutation(len(images))
+        unrelated = np.mean([rank_correlation(trained[i], trained[j]) for i, j in zip(range(len(images)), pairs, strict=True) if i != j])
+        rows = []
+        order = weighted_layers_top_down(self.model)
+        for stage in range(1, min(max_stages, len(order)) + 1):
+            self.randomised.set_weights(randomised_copy(self.model, set(order[:stage]), seed + stage).get_weights())
+            maps = explain_batch(self.randomised, images, class_index, method).maps
+            rho = [rank_correlation(a, b) for a, b in zip(trained, maps, strict=True)]
+            ssim = [structural_similarity(a, b, data_range=1.0) for a, b in zip(trained, maps, strict=True)]
+            rows.append({"method": method, "stage": stage, "randomised_down_to": order[stage - 1], "spearman": float(np.mean(rho)),
+                         "ssim": float(np.mean(ssim)), "unrelated_pairs_spearman": float(unrelated)})  # fmt: skip
+        return rows
+
+
 def cascading_randomisation(
     model: keras.Model, layer: str, images: np.ndarray, class_index: np.ndarray, method: str = "gradcam", max_stages: int = 8, seed: int = 0
 ) -> list[dict]:
-    """One row per stage: how many layers are random, the lowest of them, mean rho and SSIM to the trained maps."""
-    trained = explain_batch(make_probe(model, layer), images, class_index, method).maps
-    rng = np.random.default_rng(seed)
-    pairs = rng.permutation(len(images))
-    unrelated = np.mean([rank_correlation(trained[i], trained[j]) for i, j in zip(range(len(images)), pairs, strict=True) if i != j])
-    rows = []
-    order = weighted_layers_top_down(model)
-    probe = make_probe(keras.models.clone_model(model), layer)  # one probe: each stage only loads other weights into it
-    for stage in range(1, min(max_stages, len(order)) + 1):
-        probe.set_weights(randomised_copy(model, set(order[:stage]), seed + stage).get_weights())
-        maps = explain_batch(probe, images, class_index, method).maps
-        rho = [rank_correlation(a, b) for a, b in zip(trained, maps, strict=True)]
-        ssim = [structural_similarity(a, b, data_range=1.0) for a, b in zip(trained, maps, strict=True)]
-        rows.append({"method": method, "stage": stage, "randomised_down_to": order[stage - 1], "spearman": float(np.mean(rho)),
-                     "ssim": float(np.mean(ssim)), "unrelated_pairs_spearman": float(unrelated)})  # fmt: skip
-    return rows
+    """The cascade for one method (see Cascade.run); build a Cascade to run several methods."""
+    return Cascade(model, layer).run(images, class_index, method, max_stages, seed)

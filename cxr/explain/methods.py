@@ -15,6 +15,7 @@ never over the batch (seed 000's bug).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -255,5 +256,7 @@ def _compiled(probe: Probe, method: str) -> Callable:
         function = get_method(method)
         if method.startswith("guided"):
             probe.guided()  # cloning copies weights eagerly: do it before tracing
-        probe.compiled[method] = tf.function(lambda x, c: function(probe, x, c), reduce_retracing=True, jit_compile=probe.jit_compile)
+        # a partial, not a lambda: TensorFlow's retracing warning then counts each probe's function on its own,
+        # instead of adding up the first traces of every probe made from the same lambda (as the audit makes several)
+        probe.compiled[method] = tf.function(functools.partial(function, probe), reduce_retracing=True, jit_compile=probe.jit_compile)
     return probe.compiled[method]
