@@ -229,39 +229,47 @@ def audit(
 ) -> None:
     """Do the maps mean anything? Localisation, sanity check, faithfulness and shortcuts, per method, per fold."""
     cfg = resolve_config(config, overrides, allow_last_run=True)
-    from cxr.audit.run import audit_fold
+    from cxr.audit.run import audit_folds
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     folds = selected_folds(cfg, fold, all_folds)
     if not folds:
         raise CxrError(f"no trained folds to audit for experiment {cfg.experiment.name!r}; run `cxr train` first")
-    for k in folds:
-        typer.echo(f"== fold {k}")
-        print_audit(audit_fold(cfg, k, chosen, layer, stages))
+    results, pooled = audit_folds(cfg, folds, chosen, layer, stages)
+    for result in results:
+        typer.echo(f"== fold {result.summary['fold']}")
+        print_audit(result.summary, result.folder)
+    if pooled is not None:
+        typer.echo(f"== pooled over folds {', '.join(map(str, pooled['folds']))}")
+        print_audit(pooled, results[0].folder.parent)
 
 
-def print_audit(result) -> None:
-    """The audit's summary, a line per finding."""
-    for method, scores in result.summary["localisation"].items():
+def print_audit(summary: dict, folder: Path) -> None:
+    """An audit summary (one fold's, or pooled over folds), a line per finding."""
+    for method, scores in summary["localisation"].items():
         low, high = scores["pointing_hit"]["ci95"]
         typer.echo(f"{method:>12}: pointing game {scores['pointing_hit']['mean']:.2f} [{low:.2f}, {high:.2f}], "
                    f"IoU@otsu {scores['iou@otsu']['mean']:.2f}, T(IoBB)@0.25 {scores['t(iobb)@0.25']['mean']:.2f} "
                    f"({scores['images']} images with boxes)")  # fmt: skip
-    if "best_method_by_pointing_game" in result.summary:
-        typer.echo(f"best localisation: {result.summary['best_method_by_pointing_game']}")
-    for method, check in result.summary["sanity"].items():
+    if "best_method_by_pointing_game" in summary:
+        typer.echo(f"best localisation: {summary['best_method_by_pointing_game']}")
+    for method, check in summary["sanity"].items():
         verdict = "passes" if check["passes"] else "FAILS"
-        typer.echo(f"{method:>12}: randomised model's maps rank-correlate {check['last_stage_spearman']:.2f} with the trained ones "
+        if "folds_passing" in check:
+            verdict += f" (in {check['folds_passing']} of {len(summary['folds'])} folds)"
+        mean = "on average " if "folds_passing" in check else ""
+        typer.echo(f"{method:>12}: randomised model's maps rank-correlate {mean}{check['last_stage_spearman']:.2f} with the trained ones "
                    f"after {check['stages']} stages (unrelated images: {check['unrelated_pairs_spearman']:.2f}): {verdict}")  # fmt: skip
-    for method, f in result.summary["faithfulness"].items():
+    for method, f in summary["faithfulness"].items():
         typer.echo(f"{method:>12}: deletion area {f['deletion_auc']:.3f} (lower is better), insertion area {f['insertion_auc']:.3f}")
-    shortcuts = result.summary["shortcuts"]
+    shortcuts = summary["shortcuts"]
     for name, c in shortcuts["per_class"].items():
         typer.echo(f"shortcut audit, predicted {name}: {c['flagged_share']:.0%} of {c['images']} maps mostly outside the lungs "
                    f"(mean share outside {c['mean_outside_share']:.2f})")  # fmt: skip
     flagged = ", ".join(shortcuts["flagged_classes"])
     typer.echo(f"shortcut audit: {'FLAGGED for ' + flagged if flagged else 'not flagged'}")
-    typer.echo(f"audit in {result.folder} (methods side by side: methods.csv, methods.png)")
+    extra = "methods_by_fold.csv" if "folds" in summary else "methods.png"
+    typer.echo(f"audit in {folder} (methods side by side: methods.csv, {extra})")
 
 
 if __name__ == "__main__":

@@ -161,5 +161,21 @@ def test_audit_command_on_all_trained_folds(trained_run, tmp_path) -> None:
     result = CliRunner().invoke(app, ["audit", "--config", str(config), "--all-folds", "--methods", "gradcam", "--stages", "1"])
     assert result.exit_code == 0, result.output
     assert "== fold 0" in result.output and "== fold 1" in result.output and "pointing game" in result.output
+    assert "== pooled over folds 0, 1" in result.output
+    # the pooled figures against the per-fold files: every boxed image of both folds, every fold's sanity verdict
+    audit = trained_run.experiment.output_dir / trained_run.experiment.name / "audit"
+    import json
+
+    pooled = json.loads((audit / "summary.json").read_text())
+    per_fold = [pd.read_csv(audit / f"fold{k}" / "localisation.csv") for k in (0, 1)]
+    hits = pd.concat(per_fold).query("method == 'gradcam'")["pointing_hit"]
+    assert pooled["localisation"]["gradcam"]["images"] == len(hits) == sum((f["method"] == "gradcam").sum() for f in per_fold)
+    assert pooled["localisation"]["gradcam"]["pointing_hit"]["mean"] == pytest.approx(hits.mean())
+    verdicts = [json.loads((audit / f"fold{k}" / "summary.json").read_text())["sanity"]["gradcam"]["passes"] for k in (0, 1)]
+    assert pooled["sanity"]["gradcam"]["folds_passing"] == sum(verdicts) and pooled["sanity"]["gradcam"]["passes"] == all(verdicts)
+    faithful = pd.concat([pd.read_csv(audit / f"fold{k}" / "faithfulness.csv") for k in (0, 1)])
+    assert pooled["faithfulness"]["gradcam"]["deletion_auc"] == pytest.approx(faithful["deletion_auc"].mean())
+    by_fold = pd.read_csv(audit / "methods_by_fold.csv")
+    assert sorted(by_fold["fold"].unique()) == [0, 1] and (audit / "methods.csv").is_file()
     bad = CliRunner().invoke(app, ["audit", "--config", str(config), "--fold", "3"])
     assert bad.exit_code == 1 and "never trained" in bad.output

@@ -95,3 +95,17 @@ def test_two_workers_on_localhost_train_one_fold_in_step(synthetic_dataset: Path
     assert [f"{v:.4f}" for v in history[["loss", "val_loss"]].to_numpy().ravel()] == losses[0]
     assert not list(tmp_path.glob("cxr-worker*"))  # the worker's temporary copy is gone
     assert f"-> {run.model}" in worker_log  # and the worker names the chief's model, not its deleted copy
+
+
+def test_bad_tf_config_is_one_line_from_the_cli(synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from cxr.cli import app
+
+    cfg = tiny_config(synthetic_dataset, tmp_path / "runs")
+    (tmp_path / "c.yaml").write_text(dump_config(cfg))
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 5}}')
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "TF_CONFIG task index 5 is not in the cluster's 2 worker task(s)" in result.output
+    assert not fold_run(cfg, 0).folder.exists()  # nothing written

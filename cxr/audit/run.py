@@ -44,6 +44,8 @@ class AuditResult:
     localisation: pd.DataFrame
     sanity: pd.DataFrame
     summary: dict
+    faithfulness: pd.DataFrame
+    shortcuts: pd.DataFrame
 
 
 def audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None = None, sanity_stages: int = 8) -> AuditResult:
@@ -90,7 +92,7 @@ def _audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None, s
     write_text_atomic(folder / "localisation.csv", localisation.to_csv(index=False))
     write_text_atomic(folder / "sanity.csv", sanity.to_csv(index=False))
     write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return AuditResult(folder, localisation, sanity, summary)
+    return AuditResult(folder, localisation, sanity, summary, faithfulness, shortcuts)
 
 
 def localisation_rows(fold_cfg: Config, probe, boxed: pd.DataFrame, classes: list[str], methods: list[str]) -> list[dict]:
@@ -187,6 +189,47 @@ def shortcut_rows(fold_cfg: Config, probe, table: pd.DataFrame, classes: list[st
             rows.append({"image": row["image"], "label": row["label"], "predicted_class": classes[int(result.class_index[i])],
                          "outside_share": share, "flagged": bool(share > DOMINATES)})  # fmt: skip
     return rows
+
+
+def audit_folds(
+    cfg: Config, folds: list[int], methods: list[str], layer: str | None = None, sanity_stages: int = 8
+) -> tuple[list[AuditResult], dict | None]:
+    """Each fold in turn; with several, also the audit pooled over them in runs/<experiment>/audit/."""
+    results = [audit_fold(cfg, fold, methods, layer, sanity_stages) for fold in folds]
+    if len(results) < 2:
+        return results, None
+    pooled = pool_audits(results)
+    folder = experiment_dir(cfg) / "audit"
+    by_fold = pd.concat([methods_table(r.summary).assign(fold=r.summary["fold"]) for r in results])
+    write_text_atomic(folder / "methods_by_fold.csv", by_fold.to_csv())
+    write_text_atomic(folder / "methods.csv", methods_table(pooled).to_csv())
+    write_text_atomic(folder / "summary.json", json.dumps(pooled, indent=2) + "\n")
+    return results, pooled
+
+
+def pool_audits(results: list[AuditResult]) -> dict:
+    """One summary over folds: localisation and faithfulness pooled over every fold's images (each explained by the
+    model that did not train on it); the sanity check per fold, passed only when it passes in every fold."""
+    folds = [r.summary["fold"] for r in results]
+    localisation = pd.concat([r.localisation for r in results], ignore_index=True)
+    pooled = summarise_audit(localisation, pd.DataFrame(columns=["method"]), -1, results[0].summary["layer"])
+    pooled["fold"] = None
+    pooled["folds"] = folds
+    for method in results[0].summary["sanity"]:
+        checks = [r.summary["sanity"][method] for r in results]
+        pooled["sanity"][method] = {
+            "stages": checks[0]["stages"],
+            "last_stage_spearman": float(np.mean([c["last_stage_spearman"] for c in checks])),
+            "unrelated_pairs_spearman": float(np.mean([c["unrelated_pairs_spearman"] for c in checks])),
+            "folds_passing": sum(c["passes"] for c in checks),
+            "passes": all(c["passes"] for c in checks),
+        }
+    faithfulness = pd.concat([r.faithfulness for r in results], ignore_index=True)
+    pooled["faithfulness"] = {m: {"deletion_auc": float(p["deletion_auc"].mean()), "insertion_auc": float(p["insertion_auc"].mean()),
+                                  "images": len(p)} for m, p in faithfulness.groupby("method", sort=False)}  # fmt: skip
+    shortcuts = pd.concat([r.shortcuts for r in results], ignore_index=True)
+    pooled["shortcuts"] = summarise_shortcuts(shortcuts) | {"method": results[0].summary["shortcuts"]["method"]}
+    return pooled
 
 
 def summarise_audit(localisation: pd.DataFrame, sanity: pd.DataFrame, fold: int, layer: str) -> dict:
