@@ -107,3 +107,10 @@ def test_cache_file_is_read_back_and_never_stale(tmp_path: Path) -> None:
         path.write_bytes(b"x" * path.stat().st_size)
         os.utime(path, ns=times)
     np.testing.assert_array_equal(batches(), first)
+
+
+def test_cache_folder_that_cannot_be_made(synthetic_dataset: Path, tmp_path: Path) -> None:
+    table, names = load_split(synthetic_dataset, fold=0, split="validation")
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DataError, match=r"data\.cache = '.*file/cache': cannot use it as the cache folder .*give a writable folder"):
+        make_dataset(synthetic_dataset, table, names, image_size=64, cache=tmp_path / "file" / "cache")

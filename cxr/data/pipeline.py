@@ -109,7 +109,11 @@ def cache_file(folder: Path, paths: list[str], labels: np.ndarray, image_size: i
     for path in paths:
         stat = os.stat(path)
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        problem = f"cannot use it as the cache folder ({exc.strerror}); give a writable folder, or memory"
+        raise DataError(f"data.cache = {str(folder)!r}: {problem}") from None
     base = folder / f"cxr-{image_size}px-{len(paths)}-{digest.hexdigest()[:16]}"
     if not Path(f"{base}.index").is_file():
         for stale in folder.glob(f"{base.name}*"):
