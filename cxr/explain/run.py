@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import zipfile
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +39,8 @@ from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, experiment_dir, open_trained_fold, write_text_atomic
 
 log = logging.getLogger(__name__)
+# PNG encoding and decoding release the GIL: with a GPU busy on the maps, the CPU cores draw the overlays
+OVERLAY_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,7 @@ def explain_rows(
     cfg: Config, fold_cfg: Config, run: FoldRun, todo: pd.DataFrame, classes: list[str], positive: int | None,
     layer: str, settings: dict, options: ExplainOptions, folder: Path,
 ) -> list[dict]:  # fmt: skip
-    """The streaming loop: one batch of maps at a time, overlays written by two threads meanwhile."""
+    """The streaming loop: one batch of maps at a time, overlays written by a thread pool meanwhile."""
     model = keras.models.load_model(run.model, compile=False)
     if use_mixed_precision(cfg.explain.mixed_precision, "explain.mixed_precision"):
         model = with_policy(model, "mixed_float16")
@@ -184,7 +187,7 @@ def explain_rows(
     maps_name = "maps.npz" if options.shard is None else f"maps.shard{options.shard[0]}of{options.shard[1]}.npz"
     maps_file = MapsWriter(folder / maps_name) if options.save_maps else None
     pending: list[Future] = []
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=OVERLAY_THREADS) as pool:
         for start, (images, labels) in zip(range(0, len(todo), batch_size), ds, strict=False):
             part = todo.iloc[start : start + batch_size]
             targets = target_indices(options.target, labels.numpy(), classes)
