@@ -35,12 +35,11 @@ class Cluster:
     workers: int  # chief + workers: the machines that train
     task_type: str
     task_index: int
+    has_chief: bool = False
 
     @property
     def is_chief(self) -> bool:
         return self.task_type == "chief" or (self.task_type == "worker" and self.task_index == 0 and not self.has_chief)
-
-    has_chief: bool = False
 
 
 def cluster_from_env(text: str | None = None) -> Cluster | None:
