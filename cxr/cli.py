@@ -226,6 +226,7 @@ def audit(
     methods: Annotated[str, typer.Option(help="Comma-separated methods to compare.")] = "gradcam,gradcam++,hirescam",
     layer: Annotated[str | None, typer.Option(help="Target layer (default: explain.layer, else the model's own).")] = None,
     stages: Annotated[int, typer.Option(min=1, help="Cascading randomisation stages (layers with weights, from the top).")] = 8,
+    baseline: Annotated[str, typer.Option(help="What faithfulness curves put in place of removed pixels: black or blur.")] = "black",
 ) -> None:
     """Do the maps mean anything? Localisation, sanity check, faithfulness and shortcuts, per method, per fold."""
     cfg = resolve_config(config, overrides, allow_last_run=True)
@@ -235,7 +236,7 @@ def audit(
     folds = selected_folds(cfg, fold, all_folds)
     if not folds:
         raise CxrError(f"no trained folds to audit for experiment {cfg.experiment.name!r}; run `cxr train` first")
-    results, pooled = audit_folds(cfg, folds, chosen, layer, stages)
+    results, pooled = audit_folds(cfg, folds, chosen, layer, stages, baseline)
     for result in results:
         typer.echo(f"== fold {result.summary['fold']}")
         print_audit(result.summary, result.folder)
@@ -261,7 +262,8 @@ def print_audit(summary: dict, folder: Path) -> None:
         typer.echo(f"{method:>12}: randomised model's maps rank-correlate {mean}{check['last_stage_spearman']:.2f} with the trained ones "
                    f"after {check['stages']} stages (unrelated images: {check['unrelated_pairs_spearman']:.2f}): {verdict}")  # fmt: skip
     for method, f in summary["faithfulness"].items():
-        typer.echo(f"{method:>12}: deletion area {f['deletion_auc']:.3f} (lower is better), insertion area {f['insertion_auc']:.3f}")
+        typer.echo(f"{method:>12}: deletion area {f['deletion_auc']:.3f} (lower is better), insertion area {f['insertion_auc']:.3f} "
+                   f"({f['baseline']} baseline)")  # fmt: skip
     shortcuts = summary["shortcuts"]
     for name, c in shortcuts["per_class"].items():
         typer.echo(f"shortcut audit, predicted {name}: {c['flagged_share']:.0%} of {c['images']} maps mostly outside the lungs "

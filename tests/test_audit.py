@@ -11,6 +11,7 @@ from cxr.audit.localisation import bootstrap_interval, iobb, localisation_scores
 from cxr.audit.run import audit_fold
 from cxr.audit.sanity import randomised_copy, rank_correlation, weighted_layers_top_down
 from cxr.data.labels import Box
+from cxr.errors import CxrError
 
 BOX = [Box(10, 20, 8, 6)]  # columns 10..17, rows 20..25
 
@@ -150,6 +151,37 @@ def test_deletion_and_insertion_curves_by_hand() -> None:
     assert curve_area(deletion)[0] == pytest.approx(expected)
 
 
+def test_curves_with_another_baseline_by_hand() -> None:
+    """The same mean-pooling model with removed pixels set to a baseline of 1.0: the curves follow the new means."""
+    from cxr.audit.faithfulness import perturbation_curves
+
+    inputs = keras.Input((2, 2, 1))
+    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    model.layers[-1].set_weights([np.array([[2.0, -2.0]])])
+    image = np.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)
+    saliency = np.array([[0.1, 0.4], [0.3, 0.2]]).reshape(1, 2, 2)  # order: 2, 3, 4, 1
+    deletion, insertion = perturbation_curves(model, image, saliency, np.array([0]), steps=4, baseline=np.ones_like(image))
+    p = lambda m: 1 / (1 + np.exp(-4 * m))  # noqa: E731
+    np.testing.assert_allclose(deletion[0], [p(2.5), p(2.25), p(1.75), p(1.0), p(1.0)], rtol=1e-6)
+    np.testing.assert_allclose(insertion[0], [p(1.0), p(1.25), p(1.75), p(2.5), p(2.5)], rtol=1e-6)
+
+
+def test_blurred_baseline_keeps_the_mean_and_drops_the_detail() -> None:
+    from cxr.audit.faithfulness import baseline_images
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (2, 64, 64, 1))
+    blurred = baseline_images(images, "blur")
+    assert blurred.shape == images.shape
+    np.testing.assert_allclose(blurred.mean(axis=(1, 2, 3)), images.mean(axis=(1, 2, 3)), rtol=1e-3)  # reflect: no dark border
+    sigma = 5 * 64 / 224  # RISE's 5 px at 224 px, scaled
+    expected = 1 / (2 * np.sqrt(np.pi) * sigma)  # a 2-D Gaussian of sigma shrinks white noise's std by this factor
+    assert (blurred - blurred.mean()).std() / (images - images.mean()).std() == pytest.approx(expected, rel=0.15)
+    assert not np.shares_memory(blurred, images) and (baseline_images(images, "black") == 0).all()
+    with pytest.raises(CxrError, match="faithfulness baseline 'grey': use black or blur"):
+        baseline_images(images, "grey")
+
+
 def test_audit_command_on_all_trained_folds(trained_run, tmp_path) -> None:
     from typer.testing import CliRunner
 
@@ -158,10 +190,11 @@ def test_audit_command_on_all_trained_folds(trained_run, tmp_path) -> None:
 
     config = tmp_path / "c.yaml"
     config.write_text(dump_config(trained_run))
-    result = CliRunner().invoke(app, ["audit", "--config", str(config), "--all-folds", "--methods", "gradcam", "--stages", "1"])
+    options = ["--all-folds", "--methods", "gradcam", "--stages", "1", "--baseline", "blur"]
+    result = CliRunner().invoke(app, ["audit", "--config", str(config), *options])
     assert result.exit_code == 0, result.output
     assert "== fold 0" in result.output and "== fold 1" in result.output and "pointing game" in result.output
-    assert "== pooled over folds 0, 1" in result.output
+    assert "== pooled over folds 0, 1" in result.output and "(blur baseline)" in result.output
     # the pooled figures against the per-fold files: every boxed image of both folds, every fold's sanity verdict
     audit = trained_run.experiment.output_dir / trained_run.experiment.name / "audit"
     import json

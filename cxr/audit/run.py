@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxr.audit.faithfulness import curve_area, perturbation_curves
+from cxr.audit.faithfulness import baseline_images, curve_area, perturbation_curves
 from cxr.audit.localisation import baseline_maps, bootstrap_interval, localisation_scores
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share, summarise_shortcuts
@@ -48,17 +48,20 @@ class AuditResult:
     shortcuts: pd.DataFrame
 
 
-def audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None = None, sanity_stages: int = 8) -> AuditResult:
+def audit_fold(
+    cfg: Config, fold: int, methods: list[str], layer: str | None = None, sanity_stages: int = 8, baseline: str = "black"
+) -> AuditResult:
     """Every part of the audit for one fold; an undecodable image is named, not a TensorFlow traceback."""
     run = open_trained_fold(cfg, fold)
     fold_cfg = load_config(run.config)
     with images_named_on_failure(fold_cfg.data.dataset_dir, load_fold_table(run, fold_cfg)):
-        return _audit_fold(cfg, fold, methods, layer, sanity_stages)
+        return _audit_fold(cfg, fold, methods, layer, sanity_stages, baseline)
 
 
-def _audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None, sanity_stages: int) -> AuditResult:
+def _audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None, sanity_stages: int, baseline: str) -> AuditResult:
     for method in methods:
         get_method(method)
+    baseline_images(np.zeros((1, 1, 1, 1)), baseline)  # a wrong name fails before any work
     run = open_trained_fold(cfg, fold)
     fold_cfg = load_config(run.config)
     classes = run.read_classes()
@@ -77,11 +80,10 @@ def _audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None, s
     targets = targets.argmax(axis=1) if targets.ndim == 2 else targets
     cascade = Cascade(model, layer, probe)
     sanity = pd.DataFrame([row for m in methods for row in cascade.run(images, targets, m, sanity_stages)])
-    faithfulness, curves = faithfulness_rows(model, probe, images, targets, sample, methods)
+    faithfulness, curves = faithfulness_rows(model, probe, images, targets, sample, methods, baseline)
     shortcuts = pd.DataFrame(shortcut_rows(fold_cfg, probe, table, classes, methods[0]))
     summary = summarise_audit(localisation, sanity, fold, layer) | {"shortcuts": summarise_shortcuts(shortcuts) | {"method": methods[0]}}
-    summary["faithfulness"] = {m: {"deletion_auc": float(p["deletion_auc"].mean()), "insertion_auc": float(p["insertion_auc"].mean()),
-                                   "images": len(p)} for m, p in faithfulness.groupby("method", sort=False)}  # fmt: skip
+    summary["faithfulness"] = summarise_faithfulness(faithfulness, baseline)
     folder = experiment_dir(cfg) / "audit" / f"fold{fold}"
     write_text_atomic(folder / "faithfulness.csv", faithfulness.to_csv(index=False))
     plot_curves(curves, folder / "faithfulness.png")
@@ -115,16 +117,25 @@ def localisation_rows(fold_cfg: Config, probe, boxed: pd.DataFrame, classes: lis
     return rows
 
 
-def faithfulness_rows(model, probe, images: np.ndarray, targets: np.ndarray, sample: pd.DataFrame, methods: list[str]):
+def faithfulness_rows(
+    model, probe, images: np.ndarray, targets: np.ndarray, sample: pd.DataFrame, methods: list[str], baseline: str = "black"
+) -> tuple[pd.DataFrame, dict]:
     """Deletion and insertion areas per image and method (explaining the true class), and the mean curves."""
     rows, curves = [], {}
+    canvas = baseline_images(images, baseline)
     for method in methods:
         maps = explain_batch(probe, images, targets, method, pad_to=SANITY_IMAGES).maps
-        deletion, insertion = perturbation_curves(model, images, maps, targets)
+        deletion, insertion = perturbation_curves(model, images, maps, targets, baseline=canvas)
         curves[method] = (deletion.mean(axis=0), insertion.mean(axis=0))
         for image, d, i in zip(sample["image"], curve_area(deletion), curve_area(insertion), strict=True):
             rows.append({"image": image, "method": method, "deletion_auc": float(d), "insertion_auc": float(i)})
     return pd.DataFrame(rows), curves
+
+
+def summarise_faithfulness(faithfulness: pd.DataFrame, baseline: str) -> dict:
+    """Mean deletion and insertion areas per method."""
+    return {m: {"deletion_auc": float(p["deletion_auc"].mean()), "insertion_auc": float(p["insertion_auc"].mean()),
+                "images": len(p), "baseline": baseline} for m, p in faithfulness.groupby("method", sort=False)}  # fmt: skip
 
 
 def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
@@ -192,13 +203,13 @@ def shortcut_rows(fold_cfg: Config, probe, table: pd.DataFrame, classes: list[st
 
 
 def audit_folds(
-    cfg: Config, folds: list[int], methods: list[str], layer: str | None = None, sanity_stages: int = 8
+    cfg: Config, folds: list[int], methods: list[str], layer: str | None = None, sanity_stages: int = 8, baseline: str = "black"
 ) -> tuple[list[AuditResult], dict | None]:
     """Each fold in turn; with several, also the audit pooled over them in runs/<experiment>/audit/."""
-    results = [audit_fold(cfg, fold, methods, layer, sanity_stages) for fold in folds]
+    results = [audit_fold(cfg, fold, methods, layer, sanity_stages, baseline) for fold in folds]
     if len(results) < 2:
         return results, None
-    pooled = pool_audits(results)
+    pooled = pool_audits(results, baseline)
     folder = experiment_dir(cfg) / "audit"
     by_fold = pd.concat([methods_table(r.summary).assign(fold=r.summary["fold"]) for r in results])
     write_text_atomic(folder / "methods_by_fold.csv", by_fold.to_csv())
@@ -207,7 +218,7 @@ def audit_folds(
     return results, pooled
 
 
-def pool_audits(results: list[AuditResult]) -> dict:
+def pool_audits(results: list[AuditResult], baseline: str = "black") -> dict:
     """One summary over folds: localisation and faithfulness pooled over every fold's images (each explained by the
     model that did not train on it); the sanity check per fold, passed only when it passes in every fold."""
     folds = [r.summary["fold"] for r in results]
@@ -225,8 +236,7 @@ def pool_audits(results: list[AuditResult]) -> dict:
             "passes": all(c["passes"] for c in checks),
         }
     faithfulness = pd.concat([r.faithfulness for r in results], ignore_index=True)
-    pooled["faithfulness"] = {m: {"deletion_auc": float(p["deletion_auc"].mean()), "insertion_auc": float(p["insertion_auc"].mean()),
-                                  "images": len(p)} for m, p in faithfulness.groupby("method", sort=False)}  # fmt: skip
+    pooled["faithfulness"] = summarise_faithfulness(faithfulness, baseline)
     shortcuts = pd.concat([r.shortcuts for r in results], ignore_index=True)
     pooled["shortcuts"] = summarise_shortcuts(shortcuts) | {"method": results[0].summary["shortcuts"]["method"]}
     return pooled
