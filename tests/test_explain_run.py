@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from PIL import Image
 from typer.testing import CliRunner
 
 from cxr.cli import app
@@ -99,6 +100,29 @@ def test_xla_and_padded_batches_give_the_plain_report(trained_run, explained) ->
         np.testing.assert_allclose(report[column], explained.report[column], rtol=1e-4, atol=1e-6)
     for column in ("predicted_class", "target_class", "peak_x", "peak_y", "correct"):
         assert report[column].tolist() == explained.report[column].tolist()
+
+
+def test_overlays_reuse_the_decoded_pixels_and_match_the_files(trained_run, monkeypatch) -> None:
+    """Stored size = model size (64 px): the overlays are drawn from the pipeline's pixels, with no second read of
+    the source images, and are identical to overlays drawn from the files."""
+    from cxr.explain import run as explain_run
+
+    dataset, original_open = trained_run.data.dataset_dir, Image.open
+
+    def no_source_reading(path, *args, **kwargs):  # overlays and the montage may be opened, source images not
+        if Path(path).is_relative_to(dataset):
+            raise AssertionError(f"the source image {path} was read a second time")
+        return original_open(path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(explain_run.Image, "open", no_source_reading)
+        reused = explain_fold(trained_run, 1, ExplainOptions(overwrite=True))
+    drawn = {row.overlay: np.asarray(Image.open(reused.folder / row.overlay)) for row in reused.report.itertuples()}
+    with monkeypatch.context() as patch:
+        patch.setattr(explain_run, "stored_pixels", lambda path, row, pixels: np.asarray(original_open(path).convert("L")))
+        from_files = explain_fold(trained_run, 1, ExplainOptions(overwrite=True))
+    for overlay, pixels in drawn.items():
+        np.testing.assert_array_equal(np.asarray(Image.open(from_files.folder / overlay)), pixels)
 
 
 def test_shards_partition_the_fold_and_merge(trained_run) -> None:

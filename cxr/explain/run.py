@@ -194,8 +194,9 @@ def explain_rows(
             result = explain_batch(probe, images, targets, options.method, pad_to=batch_size)  # one shape: one trace
             for done in pending:  # keep at most one batch of overlays in flight
                 rows.append(done.result())
+            pixels = images.numpy()[..., 0]  # the decoded images: the overlays reuse them when the stored size is the model's
             pending = [
-                pool.submit(image_row, fold_cfg, run.fold, row, result, i, classes, positive, settings, cfg, folder)
+                pool.submit(image_row, fold_cfg, run.fold, row, result, i, classes, positive, settings, cfg, folder, pixels[i])
                 for i, row in enumerate(part.to_dict("records"))
             ]
             if maps_file:
@@ -208,7 +209,7 @@ def explain_rows(
 
 def image_row(
     fold_cfg: Config, fold: int, row: dict, result: Explanation, i: int, classes: list[str], positive: int | None,
-    settings: dict, cfg: Config, folder: Path,
+    settings: dict, cfg: Config, folder: Path, pixels: np.ndarray | None = None,
 ) -> dict:  # fmt: skip
     """Overlay and report row for one image (runs in a worker thread)."""
     logits = result.logits[i]
@@ -216,7 +217,7 @@ def image_row(
     probs = 1 / (1 + np.exp(-logits)) if multi_label else class_probabilities(logits[None])[0]
     predicted = int(np.argmax(probs))  # multi-label: the most probable finding
     true_names = split_labels(row["label"]) if multi_label else [row["label"]]
-    grey = np.asarray(Image.open(fold_cfg.data.dataset_dir / row["image"]).convert("L"))
+    grey = stored_pixels(fold_cfg.data.dataset_dir / row["image"], row, pixels)
     heatmap = resize_map(result.maps[i], *grey.shape)
     boxes = decode_boxes(row.get("boxes"))
     x, y = peak_location(heatmap)
@@ -243,6 +244,18 @@ def image_row(
         "box_energy_share": box_energy_share(heatmap, boxes),
         "overlay": overlay,
     }
+
+
+def stored_pixels(path: Path, row: dict, pixels: np.ndarray | None) -> np.ndarray:
+    """The stored image as uint8 grey: the pipeline's decoded pixels when they are at the stored size (resizing
+    to the same size changes nothing), else the file read again."""
+    try:
+        stored = (int(row["height"]), int(row["width"]))
+    except (KeyError, TypeError, ValueError):
+        stored = None
+    if pixels is not None and stored == pixels.shape:
+        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return np.asarray(Image.open(path).convert("L"))
 
 
 class MapsWriter:
