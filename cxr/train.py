@@ -166,15 +166,21 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     A kill while the small training_metadata.json is written leaves it empty; Keras falls back to the
     older (.bkp) pair only on an OSError and fails on the JSON instead. The older pair is one epoch behind,
-    which is redone (and `tidy_history` keeps that epoch's last row).
+    which is redone (and `tidy_history` keeps that epoch's last row); with no older pair (the first backup
+    was cut), training starts again from the first epoch.
     """
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         latest, older = Path(self._training_metadata_path), Path(self._prev_training_metadata_path)
-        if latest.is_file() and not readable_json(latest) and older.is_file() and Path(self._prev_weights_path).is_file():
-            log.warning("the last backup in %s was cut by the interruption: resuming from the one before", latest.parent)
-            shutil.copyfile(self._prev_weights_path, self._weights_path)
-            shutil.copyfile(older, latest)
+        if latest.is_file() and not readable_json(latest):
+            if older.is_file() and Path(self._prev_weights_path).is_file():
+                log.warning("the last backup in %s was cut by the interruption: resuming from the one before", latest.parent)
+                shutil.copyfile(self._prev_weights_path, self._weights_path)
+                shutil.copyfile(older, latest)
+            else:
+                log.warning("the only backup in %s was cut by the interruption: starting from the first epoch", latest.parent)
+                latest.unlink()
+                Path(self._weights_path).unlink(missing_ok=True)
         super().on_train_begin(logs)
 
 

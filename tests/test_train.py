@@ -169,6 +169,12 @@ def test_resume_falls_back_when_the_last_backup_metadata_was_cut(tmp_path: Path)
     history = model().fit(x, y, epochs=6, verbose=0, callbacks=[SafeBackupAndRestore(str(backup), double_checkpoint=True)])
     assert history.epoch == [2, 3, 4, 5]  # the older backup was taken after epoch 1: epoch 2 is redone
 
+    assert not backup.exists()  # a finished fit removes its backups
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epo')  # the first backup cut: no older pair to fall back to
+    history = model().fit(x, y, epochs=3, verbose=0, callbacks=[SafeBackupAndRestore(str(backup), double_checkpoint=True)])
+    assert history.epoch == [0, 1, 2]  # from the start, not a traceback
+
 
 def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(synthetic_dataset: Path, tmp_path: Path) -> None:
     """After one demo-sized epoch (24 steps), the batch-norm moving statistics must be close to the statistics the
