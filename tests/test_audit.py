@@ -61,7 +61,7 @@ def test_randomisation_really_changes_the_chosen_layers_only() -> None:
 @pytest.mark.parametrize("method", ["gradcam", "guided_backprop"])
 def test_cascade_stages_equal_a_fresh_probe_on_each_randomised_copy(method: str) -> None:
     """The cascade reloads weights into one probe (no retracing); each stage must equal a new probe on that stage's copy."""
-    from cxr.audit.sanity import cascading_randomisation
+    from cxr.audit.sanity import Cascade
     from cxr.explain.methods import explain_batch
     from cxr.explain.probe import make_probe
 
@@ -72,7 +72,7 @@ def test_cascade_stages_equal_a_fresh_probe_on_each_randomised_copy(method: str)
     model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D()(x)))
     images = np.random.default_rng(2).uniform(0, 1, (5, 12, 12, 1)).astype("float32")
     targets = np.array([0, 1, 0, 1, 1])
-    rows = cascading_randomisation(model, "c2", images, targets, method, max_stages=3, seed=7)
+    rows = Cascade(model, "c2").run(images, targets, method, max_stages=3, seed=7)
     trained = explain_batch(make_probe(model, "c2"), images, targets, method).maps
     order = weighted_layers_top_down(model)
     for stage, row in enumerate(rows, start=1):
@@ -134,17 +134,21 @@ def test_shortcut_region_share_and_flags() -> None:
     assert not summarise_shortcuts(rows.assign(flagged=False))["model_flagged"]
 
 
-def test_deletion_and_insertion_curves_by_hand() -> None:
-    """Mean pooling then logits (2m, -2m): the class-0 probability is 1 / (1 + exp(-4m)) for the image mean m."""
-    from cxr.audit.faithfulness import curve_area, perturbation_curves
-
+def mean_pooling_toy():
+    """Mean pooling then logits (2m, -2m): the class-0 probability is p(m) = 1 / (1 + exp(-4m)) for the image mean m."""
     inputs = keras.Input((2, 2, 1))
     model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False)(keras.layers.GlobalAveragePooling2D()(inputs)))
     model.layers[-1].set_weights([np.array([[2.0, -2.0]])])
     image = np.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)
     saliency = np.array([[0.1, 0.4], [0.3, 0.2]]).reshape(1, 2, 2)  # order: 2, 3, 4, 1
+    return model, image, saliency, lambda m: 1 / (1 + np.exp(-4 * m))
+
+
+def test_deletion_and_insertion_curves_by_hand() -> None:
+    from cxr.audit.faithfulness import curve_area, perturbation_curves
+
+    model, image, saliency, p = mean_pooling_toy()
     deletion, insertion = perturbation_curves(model, image, saliency, np.array([0]), steps=4)
-    p = lambda m: 1 / (1 + np.exp(-4 * m))  # noqa: E731
     np.testing.assert_allclose(deletion[0], [p(2.5), p(2.0), p(1.25), p(0.25), p(0.0)], rtol=1e-6)
     np.testing.assert_allclose(insertion[0], [p(0.0), p(0.5), p(1.25), p(2.25), p(2.5)], rtol=1e-6)
     expected = np.trapezoid([p(2.5), p(2.0), p(1.25), p(0.25), p(0.0)], dx=0.25)
@@ -155,13 +159,8 @@ def test_curves_with_another_baseline_by_hand() -> None:
     """The same mean-pooling model with removed pixels set to a baseline of 1.0: the curves follow the new means."""
     from cxr.audit.faithfulness import perturbation_curves
 
-    inputs = keras.Input((2, 2, 1))
-    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False)(keras.layers.GlobalAveragePooling2D()(inputs)))
-    model.layers[-1].set_weights([np.array([[2.0, -2.0]])])
-    image = np.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)
-    saliency = np.array([[0.1, 0.4], [0.3, 0.2]]).reshape(1, 2, 2)  # order: 2, 3, 4, 1
+    model, image, saliency, p = mean_pooling_toy()
     deletion, insertion = perturbation_curves(model, image, saliency, np.array([0]), steps=4, baseline=np.ones_like(image))
-    p = lambda m: 1 / (1 + np.exp(-4 * m))  # noqa: E731
     np.testing.assert_allclose(deletion[0], [p(2.5), p(2.25), p(1.75), p(1.0), p(1.0)], rtol=1e-6)
     np.testing.assert_allclose(insertion[0], [p(1.0), p(1.25), p(1.75), p(2.5), p(2.5)], rtol=1e-6)
 

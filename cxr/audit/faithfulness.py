@@ -19,14 +19,18 @@ from cxr.explain.report import class_probabilities
 BASELINES = ("black", "blur")
 
 
+def check_baseline(kind: str) -> None:
+    if kind not in BASELINES:
+        raise ConfigError(f"faithfulness baseline {kind!r}: use {' or '.join(BASELINES)}")
+
+
 def baseline_images(images: np.ndarray, kind: str = "black") -> np.ndarray:
     """What removed pixels become: zeros, or each image blurred (sigma 5 px per 224 px, as in RISE)."""
+    check_baseline(kind)
     if kind == "black":
         return np.zeros_like(images)
-    if kind == "blur":
-        sigma = 5.0 * images.shape[1] / 224
-        return gaussian_filter(images, sigma=(0, sigma, sigma, 0), mode="reflect")
-    raise ConfigError(f"faithfulness baseline {kind!r}: use {' or '.join(BASELINES)}")
+    sigma = 5.0 * images.shape[1] / 224
+    return gaussian_filter(images, sigma=(0, sigma, sigma, 0), mode="reflect")
 
 
 def perturbation_curves(

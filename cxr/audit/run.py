@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxr.audit.faithfulness import baseline_images, curve_area, perturbation_curves
+from cxr.audit.faithfulness import baseline_images, check_baseline, curve_area, perturbation_curves
 from cxr.audit.localisation import baseline_maps, bootstrap_interval, localisation_scores
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share, summarise_shortcuts
@@ -61,7 +61,7 @@ def audit_fold(
 def _audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None, sanity_stages: int, baseline: str) -> AuditResult:
     for method in methods:
         get_method(method)
-    baseline_images(np.zeros((1, 1, 1, 1)), baseline)  # a wrong name fails before any work
+    check_baseline(baseline)  # a wrong name fails before any work
     run = open_trained_fold(cfg, fold)
     fold_cfg = load_config(run.config)
     classes = run.read_classes()
@@ -223,9 +223,8 @@ def pool_audits(results: list[AuditResult], baseline: str = "black") -> dict:
     model that did not train on it); the sanity check per fold, passed only when it passes in every fold."""
     folds = [r.summary["fold"] for r in results]
     localisation = pd.concat([r.localisation for r in results], ignore_index=True)
-    pooled = summarise_audit(localisation, pd.DataFrame(columns=["method"]), -1, results[0].summary["layer"])
-    pooled["fold"] = None
-    pooled["folds"] = folds
+    pooled = {"fold": None, "folds": folds, "layer": results[0].summary["layer"]} | summarise_localisation(localisation)
+    pooled["sanity"] = {}
     for method in results[0].summary["sanity"]:
         checks = [r.summary["sanity"][method] for r in results]
         pooled["sanity"][method] = {
@@ -243,17 +242,10 @@ def pool_audits(results: list[AuditResult], baseline: str = "black") -> dict:
 
 
 def summarise_audit(localisation: pd.DataFrame, sanity: pd.DataFrame, fold: int, layer: str) -> dict:
-    rng = np.random.default_rng(0)
-    summary: dict = {"fold": fold, "layer": layer, "localisation": {}, "sanity": {}}
-    if len(localisation):
-        scores = [c for c in localisation.columns if c not in ("image", "label", "method")]
-        for method, part in localisation.groupby("method", sort=False):
-            summary["localisation"][method] = {
-                score: {"mean": float(part[score].mean()), "ci95": bootstrap_interval(part[score].to_numpy(), rng)} for score in scores
-            }
-            summary["localisation"][method]["images"] = len(part)
-        methods = [m for m in summary["localisation"] if m not in ("random", "centre")]
-        summary["best_method_by_pointing_game"] = max(methods, key=lambda m: summary["localisation"][m]["pointing_hit"]["mean"])
+    if not len(localisation):
+        log.warning("fold %d has no image with a box: localisation skipped", fold)
+    summary: dict = {"fold": fold, "layer": layer} | summarise_localisation(localisation)
+    summary["sanity"] = {}
     for method, part in sanity.groupby("method", sort=False):
         last = part.iloc[-1]
         summary["sanity"][method] = {
@@ -262,6 +254,21 @@ def summarise_audit(localisation: pd.DataFrame, sanity: pd.DataFrame, fold: int,
             "unrelated_pairs_spearman": float(last["unrelated_pairs_spearman"]),
             "passes": bool(last["spearman"] < SANITY_PASS),
         }
+    return summary
+
+
+def summarise_localisation(localisation: pd.DataFrame) -> dict:
+    """Per method and baseline: each score's mean with a bootstrap 95% interval, and the best method by pointing game."""
+    rng = np.random.default_rng(0)
+    summary: dict = {"localisation": {}}
     if not len(localisation):
-        log.warning("fold %d has no image with a box: localisation skipped", fold)
+        return summary
+    scores = [c for c in localisation.columns if c not in ("image", "label", "method")]
+    for method, part in localisation.groupby("method", sort=False):
+        summary["localisation"][method] = {
+            score: {"mean": float(part[score].mean()), "ci95": bootstrap_interval(part[score].to_numpy(), rng)} for score in scores
+        }
+        summary["localisation"][method]["images"] = len(part)
+    methods = [m for m in summary["localisation"] if m not in ("random", "centre")]
+    summary["best_method_by_pointing_game"] = max(methods, key=lambda m: summary["localisation"][m]["pointing_hit"]["mean"])
     return summary

@@ -46,6 +46,7 @@ class Cascade:
     """
 
     def __init__(self, model: keras.Model, layer: str, trained: Probe | None = None) -> None:
+        """`trained` reuses a probe of `model` already made (and traced)."""
         self.model, self.layer = model, layer
         self.trained = trained or make_probe(model, layer)
         self.randomised = make_probe(keras.models.clone_model(model), layer)
@@ -66,10 +67,3 @@ class Cascade:
             rows.append({"method": method, "stage": stage, "randomised_down_to": order[stage - 1], "spearman": float(np.mean(rho)),
                          "ssim": float(np.mean(ssim)), "unrelated_pairs_spearman": float(unrelated)})  # fmt: skip
         return rows
-
-
-def cascading_randomisation(
-    model: keras.Model, layer: str, images: np.ndarray, class_index: np.ndarray, method: str = "gradcam", max_stages: int = 8, seed: int = 0
-) -> list[dict]:
-    """The cascade for one method (see Cascade.run); build a Cascade to run several methods."""
-    return Cascade(model, layer).run(images, class_index, method, max_stages, seed)
