@@ -211,3 +211,7 @@ def test_audit_command_on_all_trained_folds(trained_run, tmp_path) -> None:
     assert sorted(by_fold["fold"].unique()) == [0, 1] and (audit / "methods.csv").is_file()
     bad = CliRunner().invoke(app, ["audit", "--config", str(config), "--fold", "3"])
     assert bad.exit_code == 1 and "never trained" in bad.output
+    empty = CliRunner().invoke(app, ["audit", "--config", str(config), "--fold", "0", "--methods", " , "])
+    assert empty.exit_code == 2 and "no explanation method to audit" in empty.output and "Traceback" not in empty.output
+    wrong = CliRunner().invoke(app, ["audit", "--config", str(config), "--fold", "0", "--baseline", "grey"])
+    assert wrong.exit_code == 2 and "faithfulness baseline 'grey': use black or blur" in wrong.output

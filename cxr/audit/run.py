@@ -25,13 +25,14 @@ from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share, summari
 from cxr.config import Config, load_config
 from cxr.data.labels import decode_boxes
 from cxr.data.pipeline import encode_labels, images_named_on_failure, make_dataset
+from cxr.errors import ConfigError
 from cxr.evaluate import plt, save_figure
 from cxr.explain.methods import explain_batch, get_method
 from cxr.explain.overlay import resize_map
 from cxr.explain.probe import make_probe
 from cxr.explain.run import load_fold_table
 from cxr.models.registry import get_model_spec
-from cxr.runs import experiment_dir, open_trained_fold, write_text_atomic
+from cxr.runs import FoldRun, experiment_dir, open_trained_fold, write_text_atomic
 
 log = logging.getLogger(__name__)
 SANITY_IMAGES = 16  # also the batch size of every step, padded: one traced shape per method
@@ -52,23 +53,27 @@ def audit_fold(
     cfg: Config, fold: int, methods: list[str], layer: str | None = None, sanity_stages: int = 8, baseline: str = "black"
 ) -> AuditResult:
     """Every part of the audit for one fold; an undecodable image is named, not a TensorFlow traceback."""
-    run = open_trained_fold(cfg, fold)
-    fold_cfg = load_config(run.config)
-    with images_named_on_failure(fold_cfg.data.dataset_dir, load_fold_table(run, fold_cfg)):
-        return _audit_fold(cfg, fold, methods, layer, sanity_stages, baseline)
-
-
-def _audit_fold(cfg: Config, fold: int, methods: list[str], layer: str | None, sanity_stages: int, baseline: str) -> AuditResult:
+    if not methods:
+        raise ConfigError("no explanation method to audit: name one or more, e.g. --methods gradcam,hirescam")
     for method in methods:
         get_method(method)
     check_baseline(baseline)  # a wrong name fails before any work
     run = open_trained_fold(cfg, fold)
     fold_cfg = load_config(run.config)
+    table = load_fold_table(run, fold_cfg)
+    with images_named_on_failure(fold_cfg.data.dataset_dir, table):
+        return _audit_fold(cfg, run, fold_cfg, table, methods, layer, sanity_stages, baseline)
+
+
+def _audit_fold(
+    cfg: Config, run: FoldRun, fold_cfg: Config, table: pd.DataFrame, methods: list[str], layer: str | None, sanity_stages: int,
+    baseline: str,
+) -> AuditResult:  # fmt: skip
+    fold = run.fold
     classes = run.read_classes()
     layer = layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
     model = keras.models.load_model(run.model, compile=False)
     probe = make_probe(model, layer)
-    table = load_fold_table(run, fold_cfg)
     boxed = table[table.get("boxes", pd.Series("[]", index=table.index)).map(lambda b: len(decode_boxes(b)) > 0)].reset_index(drop=True)
     rows = localisation_rows(fold_cfg, probe, boxed, classes, methods) if len(boxed) else []
     localisation = pd.DataFrame(rows)
