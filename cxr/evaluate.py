@@ -20,6 +20,7 @@ from sklearn import metrics as skm
 from cxr.config import Config, load_config
 from cxr.data.pipeline import encode_labels, images_named_on_failure, make_dataset
 from cxr.errors import DataError
+from cxr.explain.report import output_probabilities
 from cxr.runs import FoldRun, open_trained_fold, pooled_evaluation_dir, write_text_atomic
 
 matplotlib.use("Agg")
@@ -98,11 +99,10 @@ def predict_fold(run: FoldRun, batch_size: int = 32) -> pd.DataFrame:
     )  # fmt: skip
     with images_named_on_failure(cfg.data.dataset_dir, table):
         logits = model.predict(ds.map(lambda x, y: x), verbose=0).astype("float32")
-    if cfg.data.multi_label:  # one sigmoid per finding; predicted: every finding at p >= 0.5
-        probs = 1 / (1 + np.exp(-logits))
+    probs = output_probabilities(logits, cfg.data.multi_label)
+    if cfg.data.multi_label:  # predicted: every finding at p >= 0.5
         predicted = ["|".join(c for c, p in zip(classes, row, strict=True) if p >= 0.5) for row in probs]
     else:
-        probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
         predicted = [classes[i] for i in probs.argmax(axis=1)]
     predictions = pd.DataFrame(
         {

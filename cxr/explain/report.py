@@ -19,6 +19,11 @@ def class_probabilities(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def output_probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """(N, C) logits -> probabilities: one sigmoid per finding for multi-label models, else `class_probabilities`."""
+    return 1 / (1 + np.exp(-logits)) if multi_label else class_probabilities(logits)
+
+
 def peak_location(heatmap: np.ndarray) -> tuple[int, int]:
     """(x, y) of the map's maximum, in pixels of the map."""
     y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)

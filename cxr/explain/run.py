@@ -33,7 +33,7 @@ from cxr.explain.gallery import write_html, write_montage
 from cxr.explain.methods import LAYER_METHODS, Explanation, explain_batch, get_method
 from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
 from cxr.explain.probe import make_probe
-from cxr.explain.report import box_energy_share, class_probabilities, inside, outcome, peak_location, summarise_fold
+from cxr.explain.report import box_energy_share, inside, outcome, output_probabilities, peak_location, summarise_fold
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, experiment_dir, open_trained_fold, write_text_atomic
@@ -214,7 +214,7 @@ def image_row(
     """Overlay and report row for one image (runs in a worker thread)."""
     logits = result.logits[i]
     multi_label = fold_cfg.data.multi_label
-    probs = 1 / (1 + np.exp(-logits)) if multi_label else class_probabilities(logits[None])[0]
+    probs = output_probabilities(logits[None], multi_label)[0]
     predicted = int(np.argmax(probs))  # multi-label: the most probable finding
     true_names = split_labels(row["label"]) if multi_label else [row["label"]]
     grey = stored_pixels(fold_cfg.data.dataset_dir / row["image"], row, pixels)
