@@ -1,4 +1,4 @@
-"""Shared fixtures: one small synthetic dataset for the whole session, and the real NIH sample."""
+"""Shared fixtures: one small synthetic dataset for the whole session, and a real NIH fixture in the repository."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from cxr.data.sources import DownloadOptions, download
 
 REPO = Path(__file__).resolve().parents[1]
-NIH_SAMPLE = REPO.parent / "shared" / "data" / "nih-cxr14-sample"
+NIH_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "nih-cxr14-mini"
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +21,8 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def nih_sample() -> Path:
-    if not NIH_SAMPLE.is_dir():
-        pytest.fail(f"the NIH sample is missing at {NIH_SAMPLE}; CI keeps it at ../shared/data/nih-cxr14-sample")
-    return NIH_SAMPLE
+    """40 real NIH radiographs (128 px) in the release's format, committed with the tests."""
+    return NIH_FIXTURE
 
 
 def tiny_config(dataset: Path, runs: Path, *overrides: str):

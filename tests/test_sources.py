@@ -23,14 +23,14 @@ from cxr.errors import DataError
 @pytest.fixture(scope="module")
 def nih_dataset(nih_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("nih")
-    return download("nih-cxr14", DownloadOptions(dest=dest, from_dir=nih_sample, size=256, show_progress=False))
+    return download("nih-cxr14", DownloadOptions(dest=dest, from_dir=nih_sample, size=256, folds=3, show_progress=False))
 
 
 def test_nih_sample_converts_with_patients_and_labels(nih_dataset: Path, nih_sample: Path) -> None:
     table = read_labels(nih_dataset)
     entries = pd.read_csv(nih_sample / "Data_Entry_2017.csv", index_col=False)
-    assert len(table) == 621 == len(entries)
-    assert (table["label"] == "cardiomegaly").sum() == 56
+    assert len(table) == len(entries) == 40
+    assert (table["label"] == "cardiomegaly").sum() == entries["Finding Labels"].str.contains("Cardiomegaly").sum() > 0
     assert set(table["label"]) == {"cardiomegaly", "no_cardiomegaly"}
     truth = dict(zip("images/" + entries["Image Index"], entries["Patient ID"].astype(str), strict=True))
     assert table.set_index("image")["patient_id"].to_dict() == truth
