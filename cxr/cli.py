@@ -6,15 +6,18 @@ Any exception that is not a CxrError is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from cxr.errors import ConfigError, CxrError
+from cxr.errors import ConfigError, CxrError, shorten
 
 app = typer.Typer(
     help="Train chest X-ray classifiers, evaluate them per cross-validation fold, and explain every prediction.",
@@ -34,10 +37,23 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except CxrError as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            typer.secho(f"error: {shorten(str(exc), 2000)}", err=True, fg=typer.colors.RED)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a full disk, a read-only folder, a vanished file: the user's to fix, not a bug
+            typer.secho(f"error: {describe_os_error(exc)}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line: which path, what went wrong, what to do."""
+    path = exc.filename or "a file"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left to write {path}: free space on that disk (or give another output folder) and run again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"not allowed to write or read {path} ({exc.strerror}): check its permissions, or give another folder"
+    return f"cannot read or write {path}: {shorten(exc.strerror or str(exc))}"
 
 
 @app.callback()
@@ -152,10 +168,20 @@ def train(
     from cxr.train import train_folds
 
     folds = None if all_folds else [cfg.data.fold if fold is None else fold]
-    for result in train_folds(cfg, folds, overwrite=overwrite, resume=resume):
-        typer.echo(
-            f"fold {result.fold}: best {result.monitor} {result.best_value:.4f} at epoch {result.best_epoch + 1} -> {result.run.model}"
+    try:
+        results = train_folds(cfg, folds, overwrite=overwrite, resume=resume)
+    except KeyboardInterrupt:
+        again = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")]
+        typer.secho(
+            "interrupted: the previous run (if any) is untouched; continue where training stopped with "
+            f"`cxr {shlex.join(again)} --resume`",
+            err=True,
+            fg=typer.colors.YELLOW,
         )
+        raise typer.Exit(130) from None
+    for result in results:
+        best = f"best {result.monitor} {result.best_value:.4f} at epoch {result.best_epoch + 1}"
+        typer.echo(f"fold {result.fold}: {best} -> {result.run.model}")
 
 
 @app.command()

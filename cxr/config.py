@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cxr.errors import ConfigError
+from cxr.errors import ConfigError, shorten
 
 # Model names are checked here so that a typo fails at load time, before any
 # TensorFlow import; the model registry (issue #3) must use the same names.
@@ -166,6 +166,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
     if data is None:
         return {}
+    check_expansion(data, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     return data
@@ -180,8 +181,28 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
-        raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+        raise ConfigError(f"override {shorten(item, 200)!r}: the value is not valid YAML") from None
+    check_expansion(value, f"override {shorten(item, 100)!r}")
     return key, value
+
+
+MAX_CONFIG_NODES = 10_000  # a whole config has a few hundred values; YAML aliases can make billions
+
+
+def check_expansion(data: Any, where: str) -> None:
+    """Refuse YAML whose aliases expand into more values than any config needs (an alias bomb)."""
+    seen, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_NODES:
+            raise ConfigError(f"{where}: more than {MAX_CONFIG_NODES} values once YAML aliases are expanded; "
+                              "a config needs a few hundred at most (remove the repeated aliases)")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any, item: str) -> None:
@@ -210,9 +231,9 @@ def describe_validation_error(exc: ValidationError, path: str | Path | None, ove
         close = difflib.get_close_matches(loc[-1], allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return f"{source}: unknown key {key!r}; {hint}allowed keys here: {', '.join(allowed)}{more}"
-    value = error.get("input")
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{source}: {key} = {value!r} is not allowed: {message}{more}"
+    value = shorten(repr(error.get("input")), 200)
+    message = shorten(error["msg"].removeprefix("Value error, "), 300)
+    return f"{source}: {key} = {value} is not allowed: {message}{more}"
 
 
 def _source_of(loc: tuple[str, ...], path: str | Path | None, override_keys: dict[str, str]) -> str:

@@ -81,6 +81,7 @@ def make_strategy(devices: tuple[str, ...] | None = None) -> tf.distribute.Strat
         )  # fmt: skip
         return strategy
     if devices:
+        check_devices(devices)
         try:
             strategy = tf.distribute.MirroredStrategy(list(devices))
         except (ValueError, RuntimeError) as exc:
@@ -93,6 +94,33 @@ def make_strategy(devices: tuple[str, ...] | None = None) -> tf.distribute.Strat
         return tf.distribute.MirroredStrategy()
     log.info("training on %s", "the GPU" if gpus else "the CPU")
     return tf.distribute.get_strategy()
+
+
+def check_devices(devices: tuple[str, ...]) -> None:
+    """Every name in train.devices must be a device this process has (TensorFlow waits forever for one it lacks)."""
+    available = tf.config.list_logical_devices()
+    have = {_device_key(d.name): d.name for d in available}
+    listed = ", ".join(d.name.replace("/device:", "/") for d in available)
+    keys = []
+    for name in devices:
+        try:
+            key = _device_key(name)
+        except ValueError:
+            raise ConfigError(f"train.devices: {name!r} is not a device name; this machine has: {listed}") from None
+        if key not in have:
+            raise ConfigError(f"train.devices: {name!r} is not on this machine; it has: {listed}")
+        keys.append(key)
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"train.devices = {list(devices)!r} names a device twice")
+
+
+def _device_key(name: str) -> tuple[str, int]:
+    """('GPU', 0) for '/gpu:0', 'GPU:0' or '/job:localhost/replica:0/task:0/device:GPU:0'."""
+    text = name if name.startswith("/") else f"/device:{name}"
+    spec = tf.DeviceSpec.from_string(text)
+    if not spec.device_type:
+        raise ValueError(name)
+    return spec.device_type.upper(), spec.device_index or 0
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:

@@ -20,3 +20,9 @@ class DataError(CxrError):
     """Bad, missing or unreadable data, or a download that failed (exit code 1)."""
 
     exit_code = 1
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    """At most `limit` characters of `text` on one line: an error message never floods the terminal."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else f"{line[: limit - 30]} … ({len(line)} characters in all)"

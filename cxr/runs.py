@@ -2,23 +2,27 @@
 
 runs/<experiment>/
   fold<K>/   model.keras (best), config.yaml (resolved), classes.json, split.csv,
-             history.csv, summary.json, logs/ (TensorBoard), backup/ (while training),
+             history.csv, summary.json, logs/ (TensorBoard),
              evaluation/ (predictions.csv, metrics.json, roc.png, confusion.png)
   evaluation/  the same over all evaluated folds, pooled, plus mean and std
+  .training/fold<K>/  a fold while it trains; it replaces fold<K>/ only once it has its checkpoint
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from cxr.config import Config
-from cxr.errors import CxrError, DataError
+from cxr.errors import ConfigError, DataError, shorten
+
+STAGING = ".training"
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,62 @@ class FoldRun:
     backup = property(lambda self: self.folder / "backup")
     evaluation = property(lambda self: self.folder / "evaluation")
 
+    def damaged(self, path: Path, problem: str) -> DataError:
+        return DataError(f"{path} is {problem}; train fold {self.fold} again with `cxr train --fold {self.fold} --overwrite`")
+
     def read_classes(self) -> list[str]:
-        return json.loads(self.classes.read_text(encoding="utf-8"))
+        try:
+            classes = json.loads(self.classes.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise self.damaged(self.classes, "missing or damaged (not JSON)") from None
+        if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+            raise self.damaged(self.classes, "damaged (expected a list of two or more class names)")
+        return classes
+
+    def read_config(self) -> Config:
+        """The config the fold was trained with."""
+        from cxr.config import load_config
+
+        try:
+            return load_config(self.config)
+        except ConfigError as exc:
+            raise self.damaged(self.config, f"missing or damaged ({shorten(str(exc), 200)})") from None
+
+    def read_split(self) -> pd.DataFrame:
+        """split.csv: which images trained and which validated this fold."""
+        try:
+            split = pd.read_csv(self.split, dtype=str, keep_default_na=False)
+        except (OSError, ValueError, pd.errors.ParserError):
+            raise self.damaged(self.split, "missing or damaged") from None
+        if not {"image", "label", "patient_id", "split"} <= set(split.columns) or not (split["split"] == "validation").any():
+            raise self.damaged(self.split, "damaged (no image, label, patient_id and split columns, or no validation rows)")
+        return split
+
+    def load_model(self):  # -> keras.Model; Keras is imported only by the commands that need it
+        """The fold's best model, or a DataError when the file is cut or not a Keras model."""
+        import keras
+
+        try:
+            return keras.models.load_model(self.model, compile=False)
+        except Exception as exc:  # zipfile, h5py and Keras raise many types for a damaged file
+            raise self.damaged(self.model, f"unreadable as a Keras model ({type(exc).__name__}: {shorten(str(exc), 200)})") from None
+
+    def validation_table(self, fold_cfg: Config) -> pd.DataFrame:
+        """The fold's validation images, with boxes, lung fields and stored sizes from the dataset's labels.csv.
+
+        Every file is checked first (exists, inside the dataset, its stored size), so a deleted or replaced
+        image is one clear error rather than TensorFlow's.
+        """
+        from cxr.data.labels import read_labels
+
+        validation = self.read_split().query("split == 'validation'")[["image", "label", "patient_id"]]
+        labels = read_labels(fold_cfg.data.dataset_dir)
+        gone = sorted(set(validation["image"]) - set(labels["image"]))
+        if gone:
+            raise DataError(f"{len(gone)} validation image(s) of fold {self.fold} are no longer in "
+                            f"{fold_cfg.data.dataset_dir / 'labels.csv'}: {', '.join(gone[:5])}; retrain the fold or restore them")
+        extra = [c for c in ("boxes", "width", "height", "lungs") if c in labels.columns]
+        return validation.merge(labels[["image", *extra]], on="image", how="left").reset_index(drop=True)
 
 
 def experiment_dir(cfg: Config) -> Path:
@@ -57,31 +115,69 @@ def pooled_evaluation_dir(cfg: Config) -> Path:
     return experiment_dir(cfg) / "evaluation"
 
 
-def prepare_fold_run(cfg: Config, fold: int, overwrite: bool = False, resume: bool = False) -> FoldRun:
-    """Create the fold's folder; refuse a used one unless overwriting or resuming an interrupted run."""
-    run = fold_run(cfg, fold)
+def staging_run(cfg: Config, fold: int) -> FoldRun:
+    """Where a fold trains: `<experiment>/.training/fold<K>/`, moved to `fold<K>/` once it has trained."""
+    return FoldRun(experiment_dir(cfg) / STAGING / f"fold{fold}")
+
+
+def check_fold_run(cfg: Config, fold: int, overwrite: bool = False, resume: bool = False) -> None:
+    """Can fold `fold` be trained (or resumed) here? Reads only: nothing is changed until training starts."""
     if overwrite and resume:
-        raise CxrError("--overwrite and --resume contradict each other: pick one")
+        raise ConfigError("--overwrite and --resume contradict each other: --resume continues an interrupted run, "
+                          "--overwrite starts the fold again; pick one")
+    for folder in (cfg.experiment.output_dir, experiment_dir(cfg)):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"experiment.output_dir: {folder} is a file, not a folder; name a folder for the runs")
+    final, staging = fold_run(cfg, fold), staging_run(cfg, fold)
+    interrupted = staging.backup.is_dir()
     if resume:
-        if not run.backup.is_dir():
-            raise DataError(f"nothing to resume in {run.folder}: no interrupted training there (train without --resume)")
-        return run
-    if run.folder.exists() and any(run.folder.iterdir()):
-        if not overwrite:
-            raise DataError(f"{run.folder} already holds a run; pass --overwrite to replace it or --resume to continue it")
-        shutil.rmtree(run.folder)
-    run.folder.mkdir(parents=True, exist_ok=True)
-    return run
+        if not interrupted:
+            done = "; it finished training (retrain it with --overwrite)" if final.model.is_file() else "; train without --resume"
+            raise DataError(f"nothing to resume for fold {fold}: no interrupted training in {staging.folder}{done}")
+        return
+    if final.folder.exists() and any(final.folder.iterdir()) and not overwrite:
+        raise DataError(f"{final.folder} already holds a trained run; pass --overwrite to replace it "
+                        "(the old run is kept until the new one has trained)")
+    if interrupted and not overwrite:
+        raise DataError(f"fold {fold} has an interrupted training in {staging.folder}: "
+                        "pass --resume to continue it, or --overwrite to start the fold again")
+
+
+def start_staging(cfg: Config, fold: int, resume: bool) -> FoldRun:
+    """The staging folder to train in: kept when resuming, else made empty (the finished run is not touched)."""
+    staging = staging_run(cfg, fold)
+    if not resume:
+        shutil.rmtree(staging.folder, ignore_errors=True)
+    staging.folder.mkdir(parents=True, exist_ok=True)
+    return staging
+
+
+def publish_run(staging: FoldRun, final: FoldRun) -> None:
+    """Swap the trained staging folder in for the old run; the old one is removed only after the new one is in."""
+    if not staging.model.is_file():
+        raise DataError(f"training of fold {final.fold} saved no checkpoint in {staging.folder} (was the monitored metric "
+                        f"ever finite?); the previous run in {final.folder}, if any, is kept")
+    old = staging.folder.with_name(staging.folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.folder.exists():
+        final.folder.rename(old)
+    staging.folder.rename(final.folder)
+    shutil.rmtree(old, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        staging.folder.parent.rmdir()  # .training/ when no other fold is training
 
 
 def open_trained_fold(cfg: Config, fold: int) -> FoldRun:
     """A fold that finished training, or a DataError saying how to train it."""
     run = fold_run(cfg, fold)
-    if not run.model.is_file() or not run.classes.is_file():
+    if not run.model.is_file():
         raise DataError(
             f"fold {fold} of experiment {cfg.experiment.name!r} was never trained (no {run.model}); "
             f"run `cxr train --config <config> --fold {fold}` first"
         )
+    for path in (run.classes, run.config, run.split):
+        if not path.is_file():
+            raise run.damaged(path, "missing")
     return run
 
 
@@ -94,14 +190,3 @@ def trained_folds(cfg: Config) -> list[int]:
     return sorted(f for f in found if (folder / f"fold{f}" / "model.keras").is_file())
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Temporary file then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

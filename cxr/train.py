@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -24,20 +25,22 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from cxr.config import Config, dump_config
+from cxr.atomic import FILE_MODE, write_text_atomic
+from cxr.config import Config, dump_config, load_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import class_names as table_class_names
 from cxr.data.labels import read_labels
 from cxr.data.pipeline import checked_split, encode_labels, images_named_on_failure, make_dataset
 from cxr.distribute import Cluster, cluster_from_env, enable_multi_worker_fit, make_strategy, shard_by_data
-from cxr.errors import ConfigError, DataError
+from cxr.errors import ConfigError, CxrError, DataError
 from cxr.models.metrics import make_loss_and_metrics
 from cxr.models.precision import set_precision, use_mixed_precision
 from cxr.models.registry import build_model
-from cxr.runs import FoldRun, fold_run, prepare_fold_run, write_text_atomic
+from cxr.runs import FoldRun, check_fold_run, fold_run, publish_run, staging_run, start_staging
 
 log = logging.getLogger(__name__)
 MONITOR_MODES = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
+RESUMABLE_CHANGES = {"train.epochs", "data.cache"}  # what a --resume may change
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ def resolve_classes(cfg: Config, table: pd.DataFrame) -> list[str]:
         kind = "multi-label" if cfg.data.multi_label is False else "single-label"
         raise DataError(f"dataset {cfg.data.dataset} is {kind}: set data.multi_label: {str(not cfg.data.multi_label).lower()}")
     found = table_class_names(table, cfg.data.multi_label)
+    if len(found) < 2:
+        raise DataError(f"dataset {cfg.data.dataset} has one class only ({', '.join(found)}): "
+                        "a classifier needs images of at least two classes")
     if cfg.data.classes is None:
         return found
     unknown = sorted(set(found) - set(cfg.data.classes))
@@ -75,23 +81,80 @@ def compute_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, flo
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+@dataclass
+class Fit:
+    """Everything a fold's training needs, built and checked before any file of a run is touched."""
+
+    model: keras.Model
+    strategy: tf.distribute.Strategy
+    train_ds: tf.data.Dataset
+    val_ds: tf.data.Dataset
+    class_weight: dict[int, float] | None
+    tables: pd.DataFrame  # training and validation images, to name unreadable ones
+
+
 def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume: bool = False) -> TrainResult:
-    """Train one fold and keep its best checkpoint; returns the best epoch and value."""
+    """Train one fold and keep its best checkpoint; returns the best epoch and value.
+
+    Config, devices, data, model and weights are all checked before anything is written; the fold then
+    trains in a staging folder that replaces the old run only once the new one has its checkpoint, so a
+    failed or interrupted run never costs the previous one.
+    """
     fold = cfg.data.fold if fold is None else fold
     cluster = cluster_from_env()
     if cluster is not None and resume:
         raise ConfigError("--resume with several workers is not supported: restart the fold with --overwrite")
     strategy = make_strategy(tuple(cfg.train.devices) if cfg.train.devices else None)  # before any other TF op (multi-worker)
+    check_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
+    if resume:
+        check_resumable(cfg, staging_run(cfg, fold), fold)
     table = read_labels(cfg.data.dataset_dir)  # once: columns, paths, folds, and that every image exists
     classes = resolve_classes(cfg, table)
     val_table = checked_split(table, fold, "validation", classes, cfg.data.multi_label)
     train_table = checked_split(table, fold, "train", classes, cfg.data.multi_label)
+    fit = prepare_fit(cfg, strategy, classes, train_table, val_table)
     with worker_output(cfg, cluster) as worker_cfg:
-        run = prepare_fold_run(worker_cfg, fold, overwrite=overwrite, resume=resume)
+        run = start_staging(worker_cfg, fold, resume)
+        if resume:
+            repair_history(run)
         write_run_inputs(run, worker_cfg, fold, classes, train_table, val_table)
-        fit_fold(worker_cfg, run, strategy, classes, train_table, val_table, resume)
+        log.info("fold %d: %d training, %d validation images -> %s", fold, len(train_table), len(val_table), run.folder)
+        with images_named_on_failure(cfg.data.dataset_dir, fit.tables):
+            fit.model.fit(
+                fit.train_ds,
+                validation_data=fit.val_ds,
+                epochs=cfg.train.epochs,
+                class_weight=fit.class_weight,
+                callbacks=make_callbacks(worker_cfg, run, resume),
+                shuffle=False,  # the training pipeline shuffles itself, reproducibly
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
         result = summarise(worker_cfg, run, fold)
+        publish_run(run, fold_run(worker_cfg, fold))
     return dataclasses.replace(result, run=fold_run(cfg, fold))  # another worker's temporary copy is gone: name the chief's
+
+
+def check_resumable(cfg: Config, staging: FoldRun, fold: int) -> None:
+    """A resume continues the same training: refuse one whose model, data or train settings changed.
+
+    Only `train.epochs` (to train longer) and `data.cache` (where decoded images are kept) may change.
+    """
+    try:
+        saved = load_config(staging.config)
+    except CxrError:
+        raise DataError(f"cannot resume fold {fold}: its saved config {staging.config} is missing or damaged; "
+                        "start the fold again with --overwrite") from None
+    now = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": fold})})
+    before, after = saved.model_dump(mode="json"), now.model_dump(mode="json")
+    changed = [
+        f"{section}.{key} ({before[section][key]!r} -> {after[section][key]!r})"
+        for section in ("model", "data", "train")
+        for key in after[section]
+        if before[section].get(key) != after[section][key] and f"{section}.{key}" not in RESUMABLE_CHANGES
+    ]
+    if changed:
+        raise ConfigError(f"cannot resume fold {fold} with other settings: {'; '.join(changed)}; "
+                          "resume with the settings it started with, or start again with --overwrite")
 
 
 @contextmanager
@@ -105,11 +168,14 @@ def worker_output(cfg: Config, cluster: Cluster | None) -> Iterator[Config]:
         yield cfg.model_copy(update={"experiment": cfg.experiment.model_copy(update={"output_dir": Path(folder)})})
 
 
-def fit_fold(
-    cfg: Config, run: FoldRun, strategy: tf.distribute.Strategy, classes: list[str], train_table: pd.DataFrame, val_table: pd.DataFrame,
-    resume: bool,
-) -> None:  # fmt: skip
-    """Build, compile and fit the model; the callbacks write the run folder."""
+def prepare_fit(
+    cfg: Config,
+    strategy: tf.distribute.Strategy,
+    classes: list[str],
+    train_table: pd.DataFrame,
+    val_table: pd.DataFrame,
+) -> Fit:
+    """Build and compile the model (checking widths and weights) and the datasets (checking the cache)."""
     keras.utils.set_random_seed(cfg.experiment.seed)
     set_precision(use_mixed_precision(cfg.train.mixed_precision, "train.mixed_precision"))
     with strategy.scope():
@@ -127,17 +193,7 @@ def fit_fold(
         class_weight = compute_class_weights(encode_labels(train_table["label"], classes), len(classes))
         log.info("class weights: %s", {classes[i]: round(w, 3) for i, w in class_weight.items()})
 
-    log.info("fold %d: %d training, %d validation images -> %s", run.fold, len(train_table), len(val_table), run.folder)
-    with images_named_on_failure(cfg.data.dataset_dir, pd.concat([train_table, val_table])):
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=cfg.train.epochs,
-            class_weight=class_weight,
-            callbacks=make_callbacks(cfg, run, resume),
-            shuffle=False,  # the training pipeline shuffles itself, reproducibly
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
+    return Fit(model, strategy, train_ds, val_ds, class_weight, pd.concat([train_table, val_table]))
 
 
 def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callbacks.Callback]:
@@ -150,15 +206,34 @@ def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callba
     best_so_far = best_in_history(run, monitor) if resume else None
     callbacks: list[keras.callbacks.Callback] = [
         SafeBackupAndRestore(str(run.backup), double_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(
-            str(run.model), monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=best_so_far
-        ),
+        AtomicModelCheckpoint(str(run.model), monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.CSVLogger(str(run.history), append=resume),
         keras.callbacks.TensorBoard(str(run.logs), write_graph=False, profile_batch=0),
     ]
     if cfg.train.early_stopping_patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.early_stopping_patience))
     return callbacks
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras's ModelCheckpoint, saving to a temporary file that is renamed over the best model.
+
+    A full disk or a kill during a save leaves the previous best model whole, never a cut model.keras.
+    """
+
+    def _save_model(self, epoch: int, batch: int | None, logs: dict | None) -> None:
+        final = Path(self.filepath)
+        tmp = final.with_name(f".{final.stem}.partial{final.suffix}")  # Keras picks the format by the suffix
+        tmp.unlink(missing_ok=True)
+        self.filepath = str(tmp)
+        try:
+            super()._save_model(epoch, batch, logs)
+            if tmp.is_file():  # Keras saved: this epoch is the best so far
+                os.chmod(tmp, FILE_MODE)
+                os.replace(tmp, final)
+        finally:
+            self.filepath = str(final)
+            tmp.unlink(missing_ok=True)
 
 
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -192,11 +267,32 @@ def readable_json(path: Path) -> bool:
     return True
 
 
+def read_history(path: Path) -> pd.DataFrame:
+    """The CSV history's complete rows: an empty file, or a last row cut by a kill or a full disk, are tolerated."""
+    try:
+        history = pd.read_csv(path, on_bad_lines="skip")
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+    if "epoch" not in history.columns:
+        return pd.DataFrame()
+    history = history.apply(pd.to_numeric, errors="coerce").dropna()  # a cut row lacks its last values
+    history["epoch"] = history["epoch"].astype(int)
+    return history.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def repair_history(run: FoldRun) -> None:
+    """Before resuming: rewrite the history with its complete rows only, so that new rows append cleanly."""
+    if not run.history.is_file():
+        return
+    history = read_history(run.history)
+    write_text_atomic(run.history, history.to_csv(index=False) if not history.empty else "")
+
+
 def best_in_history(run: FoldRun, monitor: str) -> float | None:
     """The best monitored value an interrupted run reached (None when it has no complete epoch)."""
-    if not run.history.is_file() or not run.model.is_file():
+    if not run.model.is_file():
         return None
-    history = pd.read_csv(run.history)
+    history = read_history(run.history)
     if monitor not in history.columns or history.empty:
         return None
     return float(history[monitor].max() if MONITOR_MODES[monitor] == "max" else history[monitor].min())
@@ -204,10 +300,10 @@ def best_in_history(run: FoldRun, monitor: str) -> float | None:
 
 def tidy_history(run: FoldRun) -> pd.DataFrame:
     """After a resume an epoch redone from the older backup appears twice: keep its latest row."""
-    history = pd.read_csv(run.history)
-    tidy = history.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
-    if len(tidy) != len(history):
-        write_text_atomic(run.history, tidy.to_csv(index=False))
+    tidy = read_history(run.history)
+    if tidy.empty:
+        raise DataError(f"{run.history} has no complete epoch: training wrote no history")
+    write_text_atomic(run.history, tidy.to_csv(index=False))
     return tidy
 
 
@@ -236,8 +332,18 @@ def summarise(cfg: Config, run: FoldRun, fold: int) -> TrainResult:
 
 def train_folds(cfg: Config, folds: list[int] | None, overwrite: bool = False, resume: bool = False) -> list[TrainResult]:
     """Several folds in turn (all of the dataset's when `folds` is None)."""
+    every = folds is None
     if folds is None:
         folds = dataset_folds(cfg.data.dataset_dir)
+    if every and resume:  # --all-folds --resume: the interrupted folds and those not trained yet
+        done = [f for f in folds if fold_run(cfg, f).model.is_file() and not staging_run(cfg, f).backup.is_dir()]
+        if done:
+            log.info("fold(s) %s already trained: not resumed", ", ".join(map(str, done)))
+        return [
+            train(cfg, f, resume=staging_run(cfg, f).backup.is_dir())
+            for f in folds
+            if f not in done
+        ]
     return [train(cfg, fold, overwrite=overwrite, resume=resume) for fold in folds]
 
 

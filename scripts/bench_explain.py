@@ -155,7 +155,7 @@ def explain_run(cfg, model, args: argparse.Namespace) -> Callable[[], object]:
     from cxr.data.pipeline import checked_split
     from cxr.data.sources import DownloadOptions, download
     from cxr.explain.run import ExplainOptions, explain_fold
-    from cxr.runs import prepare_fold_run
+    from cxr.runs import fold_run
     from cxr.train import write_run_inputs
 
     root = Path(tempfile.mkdtemp(prefix="bench_explain_"))
@@ -168,7 +168,8 @@ def explain_run(cfg, model, args: argparse.Namespace) -> Callable[[], object]:
     table = read_labels(dataset)
     classes = sorted(table["label"].unique())
     validation, training = (checked_split(table, 0, split, classes) for split in ("validation", "train"))
-    run = prepare_fold_run(cfg, 0)
+    run = fold_run(cfg, 0)
+    run.folder.mkdir(parents=True)
     write_run_inputs(run, cfg, 0, classes, training, validation)
     model.save(run.model)
     args.images = len(validation)  # the fold's size, near args.explain_images

@@ -22,7 +22,7 @@ from cxr.config import dump_config
 from cxr.data.pipeline import encode_labels, load_split, make_dataset
 from cxr.errors import DataError
 from cxr.models.metrics import SoftmaxAUC
-from cxr.runs import fold_run
+from cxr.runs import fold_run, staging_run
 from cxr.train import compute_class_weights, train
 
 
@@ -63,7 +63,8 @@ def test_fit_gets_class_weights_and_flips_only_training_data(synthetic_dataset: 
 
     def fake_fit(self, x, validation_data, class_weight, **kwargs):  # stands in for Keras: we only inspect its inputs
         seen.update(train=x, validation=validation_data, class_weight=class_weight)
-        pd.DataFrame({"epoch": [0], "val_auc": [0.5]}).to_csv(fold_run(cfg, 2).history, index=False)
+        pd.DataFrame({"epoch": [0], "val_auc": [0.5]}).to_csv(staging_run(cfg, 2).history, index=False)
+        self.save(staging_run(cfg, 2).model)  # what the checkpoint would have written
 
     monkeypatch.setattr(keras.Model, "fit", fake_fit)
     cfg = tiny_config(synthetic_dataset, tmp_path)
@@ -88,7 +89,7 @@ def test_fit_gets_class_weights_and_flips_only_training_data(synthetic_dataset: 
 
 def test_training_into_a_used_folder_is_refused(trained_run) -> None:
     before = fold_run(trained_run, 0).model.stat().st_mtime_ns
-    with pytest.raises(DataError, match="already holds a run; pass --overwrite"):
+    with pytest.raises(DataError, match="already holds a trained run; pass --overwrite"):
         train(trained_run, fold=0)
     assert fold_run(trained_run, 0).model.stat().st_mtime_ns == before
 
@@ -106,7 +107,7 @@ def test_resume_without_an_interrupted_run(synthetic_dataset: Path, tmp_path: Pa
 def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) -> None:
     cfg = tiny_config(synthetic_dataset, tmp_path, "train.epochs=40", "train.batch_size=2", "train.early_stopping_patience=null")
     (tmp_path / "c.yaml").write_text(dump_config(cfg))
-    run = fold_run(cfg, 0)
+    run, staging = fold_run(cfg, 0), staging_run(cfg, 0)  # a fold trains in staging, moved to fold0/ at the end
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen([sys.executable, "-m", "cxr.cli", "train", "--config", str(tmp_path / "c.yaml")], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -114,7 +115,7 @@ def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) 
         seen_at: dict[int, float] = {}  # epochs completed -> when first seen
         deadline = time.time() + 120
         while time.time() < deadline and process.poll() is None and len(seen_at) < 3:
-            rows = len(run.history.read_text().splitlines()) - 1 if run.history.is_file() else 0
+            rows = len(staging.history.read_text().splitlines()) - 1 if staging.history.is_file() else 0
             seen_at.setdefault(rows, time.time())
             time.sleep(0.01)
         assert process.poll() is None, "training ended before it could be interrupted"
@@ -125,15 +126,15 @@ def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) 
     finally:
         if process.poll() is None:
             process.kill()
-    done_before = pd.read_csv(run.history)["epoch"].tolist()
-    assert run.backup.is_dir() and len(done_before) >= 2
-    with pytest.raises(DataError, match="already holds a run"):
+    done_before = pd.read_csv(staging.history)["epoch"].tolist()
+    assert staging.backup.is_dir() and len(done_before) >= 2 and not run.folder.exists()
+    with pytest.raises(DataError, match=r"has an interrupted training in .*: pass --resume to continue it"):
         train(cfg, fold=0)  # neither overwrite nor resume: refused
     resumed_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": len(done_before) + 2})})
     result = train(resumed_cfg, fold=0, resume=True)
     epochs = result.history["epoch"].tolist()
     assert epochs == list(range(len(done_before) + 2)), epochs  # continued where it stopped: no epoch twice, none lost
-    assert not run.backup.exists()
+    assert not run.backup.exists() and not staging.folder.exists()
     # the kept model is the best epoch's, before or after the interruption
     model = keras.models.load_model(run.model, compile=False)
     val_table, names = load_split(synthetic_dataset, 0, "validation")

@@ -10,6 +10,7 @@ per-channel affine map, written with plain Keras layers.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from collections.abc import Callable
@@ -21,8 +22,8 @@ import numpy as np
 from keras import layers
 
 from cxr.config import Config
-from cxr.data.download import RemoteFile, fetch
-from cxr.errors import ConfigError
+from cxr.data.download import RemoteFile, fetch, mirror_url
+from cxr.errors import ConfigError, shorten
 from cxr.models.applications import backbone
 from cxr.models.pna_cnn import FEATURE_LAYER, pna_cnn, tiny_cnn
 from cxr.models.vgg16_cardiomegaly import FEATURE_LAYER as VGG_FEATURE_LAYER
@@ -46,6 +47,18 @@ class ModelSpec:
     explain_layer: str
     min_size: int
     imagenet: RemoteFile | None = None  # the no-top ImageNet weights that keras.applications publishes
+    widths: tuple[int, int | None] | None = None  # how many model.widths it takes (fewest, most); None: none
+
+    def check_widths(self, name: str, widths: list[int] | None) -> None:
+        """A ConfigError naming what model.widths this architecture takes."""
+        if widths is None:
+            return
+        if self.widths is None:
+            raise ConfigError(f"model.widths = {widths} is not used by {name}: remove it (set it to null)")
+        fewest, most = self.widths
+        if len(widths) < fewest or (most is not None and len(widths) > most):
+            count = f"exactly {fewest}" if fewest == most else f"at least {fewest}" if most is None else f"{fewest} to {most}"
+            raise ConfigError(f"model.widths = {widths}: {name} takes {count} widths")
 
 
 def _imagenet(folder: str, filename: str, md5: str) -> RemoteFile:
@@ -54,10 +67,12 @@ def _imagenet(folder: str, filename: str, md5: str) -> RemoteFile:
 
 MODELS: dict[str, ModelSpec] = {
     "pna_cnn": ModelSpec(
-        lambda x, n, c, w: pna_cnn(x, n, c.model.widths, c.model.batchnorm_momentum), "unit", FEATURE_LAYER, 32
+        lambda x, n, c, w: pna_cnn(x, n, c.model.widths, c.model.batchnorm_momentum), "unit", FEATURE_LAYER, 32,
+        widths=(2, None),  # a stem, then one width per stage
     ),
     "tiny_cnn": ModelSpec(
-        lambda x, n, c, w: tiny_cnn(x, n, c.model.widths, c.model.batchnorm_momentum), "unit", FEATURE_LAYER, 8
+        lambda x, n, c, w: tiny_cnn(x, n, c.model.widths, c.model.batchnorm_momentum), "unit", FEATURE_LAYER, 8,
+        widths=(2, 2),
     ),
     "vgg16_cardiomegaly": ModelSpec(
         lambda x, n, c, w: vgg16_cardiomegaly(x, n, w, c.model.dropout), "caffe", VGG_FEATURE_LAYER, 256,
@@ -93,12 +108,22 @@ def build_model(cfg: Config, num_outputs: int) -> keras.Model:
     size = cfg.data.image_size
     if size < spec.min_size:
         raise ConfigError(f"data.image_size = {size} is too small for {cfg.model.name}: it needs at least {spec.min_size}")
+    spec.check_widths(cfg.model.name, cfg.model.widths)
     weights = resolve_weights(cfg.model.weights, cfg.model.name, spec)
     inputs = keras.Input((size, size, cfg.data.channels), name="pixels")
     backbone_weights = weights if spec.imagenet is not None else None
-    model = keras.Model(inputs, spec.body(preprocess(inputs, spec.preprocessing), num_outputs, cfg, backbone_weights), name=cfg.model.name)
-    if weights is not None and spec.imagenet is None:
-        model.load_weights(weights)
+    try:
+        body = spec.body(preprocess(inputs, spec.preprocessing), num_outputs, cfg, backbone_weights)
+        model = keras.Model(inputs, body, name=cfg.model.name)
+        if weights is not None and spec.imagenet is None:
+            model.load_weights(weights)
+    except Exception as exc:  # h5py, zipfile and Keras raise many types for a file that is not these weights
+        if weights is None:
+            raise
+        raise ConfigError(
+            f"model.weights = {cfg.model.weights!r}: cannot load it into {cfg.model.name} ({type(exc).__name__}: "
+            f"{shorten(str(exc))}); give weights saved from this architecture, 'imagenet' or null"
+        ) from None
     return model
 
 
@@ -132,7 +157,7 @@ def resolve_weights(weights: str | None, model_name: str, spec: ModelSpec) -> st
         remote = spec.imagenet
         mirror = os.environ.get("CXR_WEIGHTS_MIRROR")
         if mirror:
-            remote = RemoteFile(f"{mirror.rstrip('/')}/{remote.filename}", remote.filename, remote.size, remote.sha256, remote.md5)
+            remote = dataclasses.replace(remote, url=mirror_url(mirror, remote.filename))
         cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
         return str(fetch(remote, cache))
     if not Path(weights).is_file():

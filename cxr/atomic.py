@@ -1,0 +1,64 @@
+"""Files and folders that appear whole or not at all, with the permissions a plain open() would give.
+
+Every writer in cxr goes through here: a temporary name in the same folder, then a rename, so a reader
+(or a crash, or a full disk) never leaves half a file under the final name. Python's tempfile makes
+private files (0600) and folders (0700); they are given the user's umask instead, so a lab group can read
+what cxr writes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it: set, then put it back
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once, at import, before any thread could be writing files
+FILE_MODE = 0o666 & ~UMASK
+FOLDER_MODE = 0o777 & ~UMASK
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write to; it becomes `path` only if the block succeeds.
+
+    The temporary name keeps the final suffix (Keras and Pillow choose formats by it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Temporary file then rename: a reader never sees half a file."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def make_work_folder(parent: Path, name: str) -> Path:
+    """A hidden `.NAME.*.partial` folder in `parent` to build something in before renaming it into place."""
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
+    os.chmod(folder, FOLDER_MODE)
+    return folder
+
+
+def stale_work_folders(parent: Path, name: str) -> list[Path]:
+    """Work folders of `name` that an earlier, killed run left behind in `parent`."""
+    return sorted(p for p in parent.glob(f".{name}.*.partial") if p.is_dir()) if parent.is_dir() else []
