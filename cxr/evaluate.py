@@ -11,17 +11,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import matplotlib
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from cxr.config import Config, load_config
+from cxr.atomic import atomic_path, write_text_atomic
+from cxr.config import Config
+from cxr.data.labels import spreadsheet_safe
 from cxr.data.pipeline import encode_labels, images_named_on_failure, make_dataset
 from cxr.errors import DataError
 from cxr.explain.report import output_probabilities
-from cxr.runs import FoldRun, open_trained_fold, pooled_evaluation_dir, write_text_atomic
+from cxr.runs import FoldRun, open_trained_fold, pooled_evaluation_dir
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the file-only backend
@@ -88,11 +89,10 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], p
 
 def predict_fold(run: FoldRun, batch_size: int = 32) -> pd.DataFrame:
     """The fold's validation images through its best model: one row per image with every class probability."""
-    cfg = load_config(run.config)
+    cfg = run.read_config()
     classes = run.read_classes()
-    split = pd.read_csv(run.split, dtype={"patient_id": str, "image": str, "label": str}, keep_default_na=False)
-    table = split[split["split"] == "validation"].reset_index(drop=True)
-    model = keras.models.load_model(run.model, compile=False)
+    table = run.validation_table(cfg)
+    model = run.load_model()
     ds = make_dataset(
         cfg.data.dataset_dir, table, classes, image_size=cfg.data.image_size, channels=cfg.data.channels, batch_size=batch_size,
         multi_label=cfg.data.multi_label,
@@ -155,7 +155,7 @@ def metrics_from_predictions(predictions: pd.DataFrame, classes: list[str], posi
 def write_report(folder: Path, predictions: pd.DataFrame, report: dict, metrics: dict, classes: list[str], positive: int | None) -> None:
     """predictions.csv, metrics.json (`report`), roc.png and confusion.png (from `metrics`) in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "predictions.csv", predictions.to_csv(index=False))
+    write_text_atomic(folder / "predictions.csv", spreadsheet_safe(predictions).to_csv(index=False))
     write_text_atomic(folder / "metrics.json", json.dumps(report, indent=2) + "\n")
     multi_label = bool(metrics.get("multi_label"))
     probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
@@ -181,11 +181,12 @@ def write_report(folder: Path, predictions: pd.DataFrame, report: dict, metrics:
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
@@ -194,7 +195,7 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
         raise DataError(f"no trained folds to evaluate for experiment {cfg.experiment.name!r}; run `cxr train` first")
     runs = [open_trained_fold(cfg, fold) for fold in folds]
     classes = runs[0].read_classes()
-    multi_label = load_config(runs[0].config).data.multi_label
+    multi_label = runs[0].read_config().data.multi_label
     positive = None if multi_label else choose_positive_class(classes, cfg.data.positive_class)
     per_fold, all_predictions = {}, []
     for run in runs:

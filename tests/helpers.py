@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ def serve(files: dict[str, bytes], behaviour: Behaviour | None = None) -> Iterat
                 state.fail_503 -= 1
                 self.send_error(503)
                 return
-            body = files.get(self.path.lstrip("/"))
+            body = files.get(urllib.parse.urlsplit(self.path).path.lstrip("/"))
             if body is None:
                 self.send_error(404)
                 return

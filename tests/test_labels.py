@@ -46,7 +46,7 @@ GOOD = {"image": "images/a.png", "label": "normal", "patient_id": "p1", "fold": 
         ({"image": "../a.png"}, r"labels\.csv line 2: path '\.\./a\.png' escapes the dataset folder"),
         ({"fold": -1}, r"line 2: fold must be a whole number >= 0"),
         ({"fold": "x"}, r"line 2: fold must be a whole number >= 0"),
-        ({"label": ""}, r"line 2: empty label"),
+        ({"label": ""}, r"labels\.csv: no row has a label"),
     ],
 )
 def test_bad_rows(tmp_path: Path, change: dict, pattern: str) -> None:
@@ -86,3 +86,11 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
         write_csv_atomic(Boom({"a": [2]}), path)
     assert path.read_text() == "a\n1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+
+
+def test_missing_labels_are_left_out_with_their_lines_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rows = [GOOD, {**GOOD, "image": "images/b.png", "label": "NaN"}, {**GOOD, "image": "images/c.png", "label": "null"}]
+    with caplog.at_level("WARNING"):
+        table = read_labels(make_dataset(tmp_path, rows), check_files=False)
+    assert table["image"].tolist() == ["images/a.png"]
+    assert "2 row(s) without a label left out (lines 3, 4)" in caplog.text

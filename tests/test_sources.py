@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import tarfile
@@ -16,7 +17,7 @@ from helpers import Behaviour, make_dicom, serve
 from PIL import Image
 
 from cxr.data.labels import decode_boxes, read_labels
-from cxr.data.sources import DownloadOptions, download, get_source
+from cxr.data.sources import SOURCES, DownloadOptions, download, get_source
 from cxr.errors import DataError
 
 
@@ -110,7 +111,11 @@ def test_rsna_dicom_set_with_kaggle_credentials(tmp_path: Path, monkeypatch: pyt
     state = Behaviour(auth=("alice", "top-secret-key"), cut_after=500, cuts_left=1)
     caplog.set_level(logging.INFO)
     with serve({"rsna-pneumonia-detection-challenge.zip": rsna_archive(tmp_path / "src")}, state) as base:
-        folder = download("rsna-pneumonia", DownloadOptions(dest=tmp_path / "data", mirror=base, size=32, folds=2, show_progress=False))
+        # the server stands in for Kaggle's own API (credentials never go to a --mirror)
+        rsna = SOURCES["rsna-pneumonia"]
+        kaggle = tuple(dataclasses.replace(f, url=f"{base}/{f.filename}") for f in rsna.files)
+        monkeypatch.setitem(SOURCES, "rsna-pneumonia", dataclasses.replace(rsna, files=kaggle))
+        folder = download("rsna-pneumonia", DownloadOptions(dest=tmp_path / "data", size=32, folds=2, show_progress=False))
     table = read_labels(folder).set_index("image")
     assert len(table) == 8 and (table["label"] == "pneumonia").sum() == 4
     boxes = decode_boxes(table.loc["images/rsna01.png", "boxes"])
@@ -160,7 +165,7 @@ def test_folder_import_skips_and_lists_corrupt_files(tmp_path: Path, caplog: pyt
     assert table["label"].value_counts().to_dict() == {"normal": 4, "pneumonia": 4}
     skipped = pd.read_csv(folder / "skipped.csv")
     assert skipped["image"].tolist() == ["images/pneumonia/broken.png"]
-    assert "skipped 1 unreadable image(s)" in caplog.text and "notes.txt" in caplog.text
+    assert "skipped 1 unreadable or unlabelled image(s)" in caplog.text and "notes.txt" in caplog.text
 
 
 def test_folder_csv_rejects_escaping_paths(tmp_path: Path) -> None:

@@ -13,16 +13,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cxr.atomic import write_text_atomic
 from cxr.audit.faithfulness import baseline_images, check_baseline, curve_area, perturbation_curves
 from cxr.audit.localisation import baseline_maps, bootstrap_interval, localisation_scores
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share, summarise_shortcuts
-from cxr.config import Config, load_config
+from cxr.config import Config
 from cxr.data.labels import decode_boxes
 from cxr.data.pipeline import encode_labels, images_named_on_failure, make_dataset
 from cxr.errors import ConfigError
@@ -32,7 +32,7 @@ from cxr.explain.overlay import resize_map
 from cxr.explain.probe import make_probe
 from cxr.explain.run import load_fold_table
 from cxr.models.registry import get_model_spec
-from cxr.runs import FoldRun, experiment_dir, open_trained_fold, write_text_atomic
+from cxr.runs import FoldRun, experiment_dir, open_trained_fold
 
 log = logging.getLogger(__name__)
 SANITY_IMAGES = 16  # also the batch size of every step, padded: one traced shape per method
@@ -59,7 +59,7 @@ def audit_fold(
         get_method(method)
     check_baseline(baseline)  # a wrong name fails before any work
     run = open_trained_fold(cfg, fold)
-    fold_cfg = load_config(run.config)
+    fold_cfg = run.read_config()
     table = load_fold_table(run, fold_cfg)
     with images_named_on_failure(fold_cfg.data.dataset_dir, table):
         return _audit_fold(cfg, run, fold_cfg, table, methods, layer, sanity_stages, baseline)
@@ -72,7 +72,7 @@ def _audit_fold(
     fold = run.fold
     classes = run.read_classes()
     layer = layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
-    model = keras.models.load_model(run.model, compile=False)
+    model = run.load_model()
     probe = make_probe(model, layer)
     boxed = table[table.get("boxes", pd.Series("[]", index=table.index)).map(lambda b: len(decode_boxes(b)) > 0)].reset_index(drop=True)
     rows = localisation_rows(fold_cfg, probe, boxed, classes, methods) if len(boxed) else []

@@ -47,8 +47,15 @@ def index_files(root: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     return {p.name: p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()}
 
 
-def _loader(path: Path):
-    return lambda: read_image(path)
+def _loader(path: Path, root: Path):
+    """Read `path` when it is called; a link that leads outside `root` is skipped and listed, never followed."""
+
+    def load():
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise DataError(f"{path}: a link leading outside {root}; only files inside the import folder are read")
+        return read_image(path)
+
+    return load
 
 
 def nih_task_label(findings: str, task: str) -> str:
@@ -82,7 +89,7 @@ def convert_nih(root: Path, task: str) -> Iterator[Item]:
             continue
         yield Item(
             image=f"images/{check_relative_path(name, 'NIH image name')}",
-            load=_loader(images[name]),
+            load=_loader(images[name], root),
             label=nih_task_label(row["Finding Labels"], task),
             patient_id=str(row["Patient ID"]),
             boxes=boxes.get(name, []),
@@ -121,7 +128,7 @@ def convert_rsna(root: Path, task: str) -> Iterator[Item]:
         boxes = [Box(float(r.x), float(r.y), float(r.width), float(r.height), "pneumonia") for r in rows.itertuples() if r.Target == 1]
         yield Item(
             image=f"images/{pid}.png",
-            load=_loader(dicoms[pid]),
+            load=_loader(dicoms[pid], root),
             label=task if positive else f"no_{task}",
             patient_id=str(pid),
             boxes=boxes,
@@ -151,7 +158,7 @@ def convert_covid(root: Path, classes: list[str]) -> Iterator[Item]:
     log.warning("the COVID-19 Radiography Database has no patient ids: each image is its own group in the folds")
     for cls, folder in found.items():
         for path in sorted(p for p in folder.rglob("*") if is_image_file(p) and "masks" not in p.parts):
-            yield Item(image=f"images/{cls}/{path.stem}.png", load=_loader(path), label=cls, origin=str(path))
+            yield Item(image=f"images/{cls}/{path.stem}.png", load=_loader(path, root), label=cls, origin=str(path))
 
 
 def convert_folder(root: Path, csv: Path | None = None) -> Iterator[Item]:
@@ -173,7 +180,7 @@ def convert_folder(root: Path, csv: Path | None = None) -> Iterator[Item]:
             log.warning("ignored %d file(s) in %s that are not PNG, JPEG or DICOM: %s", len(ignored), folder, ", ".join(ignored[:5]))
         for path in (p for p in files if is_image_file(p)):
             relative = path.relative_to(root).with_suffix(".png").as_posix()
-            yield Item(image=f"images/{relative}", load=_loader(path), label=folder.name, origin=str(path))
+            yield Item(image=f"images/{relative}", load=_loader(path, root), label=folder.name, origin=str(path))
 
 
 def _convert_csv(csv: Path) -> Iterator[Item]:
@@ -187,7 +194,7 @@ def _convert_csv(csv: Path) -> Iterator[Item]:
         path = csv.parent / relative
         yield Item(
             image=f"images/{Path(relative).with_suffix('.png').as_posix()}",
-            load=_loader(path) if path.is_file() else _missing(path),
+            load=_loader(path, csv.parent) if path.is_file() else _missing(path),
             label=row["label"],
             patient_id=row.get("patient_id", ""),
             origin=str(path),

@@ -8,10 +8,10 @@ only with --overwrite.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,9 +21,20 @@ import numpy as np
 import pandas as pd
 
 from cxr import __version__
+from cxr.atomic import make_work_folder, stale_work_folders
 from cxr.data.folds import assign_folds
 from cxr.data.images import resize_image, write_png
-from cxr.data.labels import LABELS_FILE, SKIPPED_FILE, Box, check_relative_path, encode_boxes, write_csv_atomic
+from cxr.data.labels import (
+    LABELS_FILE,
+    SKIPPED_FILE,
+    Box,
+    check_relative_path,
+    class_names,
+    encode_boxes,
+    is_missing_label,
+    shown_list,
+    write_csv_atomic,
+)
 from cxr.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -64,17 +75,22 @@ def write_dataset(
     final = dest / name
     if final.exists() and not overwrite:
         raise DataError(f"dataset folder {final} already exists; pass --overwrite to replace it")
-    dest.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=dest))
+    for stale in stale_work_folders(dest, name):
+        log.warning("removing %s, left by an interrupted earlier run", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    work = make_work_folder(dest, name)
     try:
         rows, skipped = convert_items(progress(items), work, size)
         if skipped:
             shown = ", ".join(s["origin"] for s in skipped[:5]) + (" …" if len(skipped) > 5 else "")
-            log.warning("skipped %d unreadable image(s), listed in %s: %s", len(skipped), SKIPPED_FILE, shown)
+            log.warning("skipped %d unreadable or unlabelled image(s), listed in %s: %s", len(skipped), SKIPPED_FILE, shown)
         table = pd.DataFrame(rows)
         if table.empty:
             raise DataError(f"no readable images for dataset {name!r} ({len(skipped)} skipped)")
+        check_two_classes(table, multi_label, name)
         table.insert(3, "fold", assign_folds(table, folds, seed, multi_label))
+        warn_identical_images(table)
+        table = table.drop(columns="pixels_sha1")
         write_csv_atomic(table, work / LABELS_FILE)
         write_csv_atomic(pd.DataFrame(skipped, columns=["origin", "image", "reason"]), work / SKIPPED_FILE)
         info = {
@@ -98,6 +114,25 @@ def write_dataset(
     return final
 
 
+def check_two_classes(table: pd.DataFrame, multi_label: bool, name: str) -> None:
+    """A classifier needs at least two classes (findings, for multi-label data)."""
+    found = class_names(table, multi_label)
+    if len(found) < 2:
+        kind = "finding" if multi_label else "class"
+        raise DataError(f"dataset {name!r} has one {kind} only ({', '.join(found)}): a classifier needs at least two; "
+                        "add images of another class")
+
+
+def warn_identical_images(table: pd.DataFrame) -> None:
+    """Byte-identical images in different folds let a model be validated on what it trained on: say which."""
+    folds_per_image = table.groupby("pixels_sha1")["fold"].nunique()
+    leaking = folds_per_image[folds_per_image > 1].index
+    if len(leaking):
+        groups = [" = ".join(table.loc[table["pixels_sha1"] == digest, "image"]) for digest in leaking]
+        log.warning("%d group(s) of identical images lie in different folds (the same image in training and validation): %s",
+                    len(groups), shown_list(groups, 3))
+
+
 def convert_items(items: Iterable[Item], work: Path, size: int | None) -> tuple[list[dict], list[dict]]:
     """Load, resize and write each image; collect table rows and the skipped list."""
     rows: list[dict] = []
@@ -108,6 +143,9 @@ def convert_items(items: Iterable[Item], work: Path, size: int | None) -> tuple[
         if relative in seen:
             raise DataError(f"two source images map to the same output file {relative}; rename one of them")
         seen.add(relative)
+        if is_missing_label(item.label):
+            skipped.append({"origin": item.origin or relative, "image": relative, "reason": f"missing label {item.label!r}"})
+            continue
         try:
             raw = item.load()
         except DataError as exc:
@@ -126,6 +164,7 @@ def convert_items(items: Iterable[Item], work: Path, size: int | None) -> tuple[
                 "width": image.shape[1],
                 "height": image.shape[0],
                 **item.extra,
+                "pixels_sha1": hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest(),
             }
         )
     return rows, skipped

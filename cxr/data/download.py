@@ -15,8 +15,8 @@ import os
 import shutil
 import stat
 import tarfile
-import tempfile
 import time
+import urllib.parse
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -25,7 +25,8 @@ import requests
 import urllib3
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from cxr.errors import DataError
+from cxr.atomic import make_work_folder, stale_work_folders
+from cxr.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -62,6 +63,8 @@ def fetch(
         return target
     part = target.with_name(target.name + ".part")
     failures = 0
+    if auth is not None and not encrypted_or_local(remote.url):
+        raise DataError(f"refusing to send credentials for {remote.filename} over plain http ({_safe_url(remote.url)})")
     with requests.Session() as session:
         session.auth = auth  # requests drops it on a redirect to another host
         while True:
@@ -88,6 +91,15 @@ def fetch(
         raise
     os.replace(part, target)
     return target
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def encrypted_or_local(url: str) -> bool:
+    """May credentials travel to `url`? Over https, or to this machine itself (a local test server)."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme == "https" or parts.hostname in LOOPBACK
 
 
 class _Retryable(Exception):
@@ -137,14 +149,27 @@ def _progress(show: bool) -> Progress:
 
 
 def _safe_url(url: str) -> str:
-    """The URL without a query string (signed URLs carry secrets there)."""
-    return url.split("?", 1)[0]
+    """The URL without a user name, password or query string (signed URLs carry secrets there): printable."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def mirror_url(base: str, filename: str) -> str:
+    """`filename` under a mirror's base URL, keeping the base's query string (a signed or token URL) after it."""
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"mirror {_safe_url(base)!r}: expected an http:// or https:// base URL")
+    path = f"{parts.path.rstrip('/')}/{urllib.parse.quote(filename)}"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 def verify_file(path: Path, remote: RemoteFile) -> None:
     """Check size and checksum where declared; raise DataError on a mismatch."""
     size = path.stat().st_size
     if remote.size is not None and size != remote.size:
+        path.unlink(missing_ok=True)
         raise DataError(
             f"{remote.filename}: size {size} bytes, expected {remote.size}; the file was removed, run again to download it anew"
         )
@@ -180,20 +205,25 @@ def extract_archive(archive: Path, target: Path) -> Path:
     """Extract safely into `target` (all or nothing); an existing `target` means it was done before."""
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    for stale in stale_work_folders(target.parent, target.name):  # left by a killed earlier extraction
+        shutil.rmtree(stale, ignore_errors=True)
+    work = make_work_folder(target.parent, target.name)
     try:
         if zipfile.is_zipfile(archive):
             _extract_zip(archive, work)
         elif tarfile.is_tarfile(archive):
             _extract_tar(archive, work)
         else:
-            raise DataError(f"{archive.name}: not a zip or tar archive, or truncated; delete it and download again")
+            raise CorruptArchive(f"{archive.name}: not a zip or tar archive, or truncated")
         work.rename(target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return target
+
+
+class CorruptArchive(DataError):
+    """An archive that cannot be read to the end: a cut download, or not an archive at all."""
 
 
 def check_member_name(name: str, archive: Path) -> None:
@@ -213,7 +243,7 @@ def _extract_zip(archive: Path, work: Path) -> None:
             for info in zf.infolist():
                 zf.extract(info, work)
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
-        raise DataError(f"{archive.name}: corrupt or truncated zip archive ({exc}); delete it and download again") from None
+        raise CorruptArchive(f"{archive.name}: corrupt or truncated zip archive ({exc})") from None
 
 
 def _extract_tar(archive: Path, work: Path) -> None:
@@ -230,7 +260,7 @@ def _extract_tar(archive: Path, work: Path) -> None:
                         )
             tar.extractall(work, filter="data")  # the stdlib's own guard, on top of ours
     except (tarfile.ReadError, tarfile.CompressionError, EOFError, OSError) as exc:
-        raise DataError(f"{archive.name}: corrupt or truncated tar archive ({exc}); delete it and download again") from None
+        raise CorruptArchive(f"{archive.name}: corrupt or truncated tar archive ({exc})") from None
     except tarfile.FilterError as exc:
         raise DataError(f"{archive.name}: unsafe member refused ({exc})") from None
 

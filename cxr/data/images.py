@@ -6,13 +6,12 @@ Every source converts through these functions, so a dataset on disk is always
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cxr.atomic import atomic_path
 from cxr.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -87,12 +86,5 @@ def resize_image(image: np.ndarray, size: int | None) -> np.ndarray:
 
 def write_png(image: np.ndarray, path: Path, compress_level: int = 1) -> None:
     """Write atomically (temporary file, then rename) so a crash never leaves half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(image).save(handle, format="PNG", compress_level=compress_level)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=compress_level)

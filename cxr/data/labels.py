@@ -9,15 +9,19 @@ sources may add more (e.g. findings, view).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import logging
+import math
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
 
-from cxr.errors import DataError
+from cxr.atomic import atomic_path
+from cxr.errors import DataError, shorten
+
+log = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.csv"
 SKIPPED_FILE = "skipped.csv"
@@ -51,11 +55,41 @@ def decode_boxes(text: object) -> list[Box]:
 
 
 def box_mask(shape: tuple[int, int], boxes: list[Box]) -> np.ndarray:
-    """Pixels covered by any box (pixel (x, y) is inside when x0 <= x < x0 + w)."""
+    """Pixels covered by any box (pixel (x, y) is inside when x0 <= x < x0 + w); parts outside the image count not."""
     mask = np.zeros(shape, dtype=bool)
+    height, width = shape
     for b in boxes:
-        mask[max(round(b.y), 0) : round(b.y + b.h), max(round(b.x), 0) : round(b.x + b.w)] = True
+        y0, y1 = (min(max(round(v), 0), height) for v in (b.y, b.y + b.h))  # clipped: a negative end never wraps
+        x0, x1 = (min(max(round(v), 0), width) for v in (b.x, b.x + b.w))
+        mask[y0:y1, x0:x1] = True
     return mask
+
+
+def clean_boxes(text: object, width: float, height: float, where: str) -> tuple[list[Box], int]:
+    """Boxes of one cell, clipped to the image; returns them and how many were empty after clipping.
+
+    A value that is not a finite number (NaN, Infinity, a string) is a DataError naming `where`.
+    """
+    try:
+        items = [] if text is None or (isinstance(text, float) and pd.isna(text)) or not str(text).strip() else json.loads(str(text))
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise ValueError("expected a JSON list of {x, y, w, h, label} objects")
+        boxes = [Box(**item) for item in items]
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{where}: bad boxes value {shorten(repr(text), 200)} ({shorten(str(exc), 200)})") from None
+    kept, empty = [], 0
+    for box in boxes:
+        values = (box.x, box.y, box.w, box.h)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise DataError(f"{where}: box {shorten(repr(values), 200)} has a value that is not a finite number; "
+                            "x, y, w and h must be numbers of pixels")
+        x0, y0 = min(max(box.x, 0.0), width), min(max(box.y, 0.0), height)
+        x1, y1 = min(max(box.x + box.w, 0.0), width), min(max(box.y + box.h, 0.0), height)
+        if x1 - x0 <= 0 or y1 - y0 <= 0:
+            empty += 1
+            continue
+        kept.append(Box(float(x0), float(y0), float(x1 - x0), float(y1 - y0), str(box.label)))
+    return kept, empty
 
 
 def split_labels(label: str) -> list[str]:
@@ -93,21 +127,105 @@ def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
         row = int(folds[folds.isna() | (folds < 0) | (folds != folds.round())].index[0]) + 2
         raise DataError(f"{path} line {row}: fold must be a whole number >= 0")
     table["fold"] = folds.astype(int)
-    if (table["label"].str.strip() == "").any():
-        row = int(table.index[table["label"].str.strip() == ""][0]) + 2
-        raise DataError(f"{path} line {row}: empty label")
-    if "boxes" in table.columns:
-        for row, text in enumerate(table["boxes"], start=2):
-            try:
-                decode_boxes(text)
-            except (ValueError, TypeError) as exc:
-                raise DataError(f"{path} line {row}: bad boxes value {text!r} ({exc})") from None
+    duplicated = table["image"].duplicated(keep=False)
+    if duplicated.any():
+        first = table.loc[duplicated, "image"].iloc[0]
+        lines = [str(i + 2) for i in table.index[table["image"] == first]]
+        raise DataError(f"{path}: image {first} is listed {len(lines)} times (lines {', '.join(lines)}) and "
+                        f"{int(duplicated.sum())} rows in all are repeats; each image must have one row")
+    missing_label = table["label"].map(is_missing_label)
+    if missing_label.any():
+        lines = [str(i + 2) for i in table.index[missing_label]]
+        log.warning("%s: %d row(s) without a label left out (lines %s)", path, len(lines), shown_list(lines))
+        table = table[~missing_label].reset_index(drop=True)
+        if table.empty:
+            raise DataError(f"{path}: no row has a label")
+    for column in ("boxes", "lungs"):
+        if column in table.columns:
+            table[column] = checked_box_column(table, column, path)
     if check_files:
-        absent = [img for img in table["image"] if not (dataset_dir / img).is_file()]
-        if absent:
-            shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
-            raise DataError(f"{path}: {len(absent)} image file(s) listed but missing: {shown}")
+        check_image_files(dataset_dir, table, path)
     return table
+
+
+MISSING_LABELS = {"", "nan", "na", "n/a", "null", "none"}
+MAX_IMAGE_SIDE = 16384  # pixels: larger files are refused before decoding (a small PNG can decode to gigabytes)
+
+
+def is_missing_label(label: object) -> bool:
+    """Empty cells and the words spreadsheets and pandas write for nothing (NaN, NA, null, None)."""
+    return label is None or (isinstance(label, float) and math.isnan(label)) or str(label).strip().lower() in MISSING_LABELS
+
+
+def shown_list(items: list[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def checked_box_column(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """The column's boxes clipped to each image (its width and height), re-encoded; empty ones dropped with a warning."""
+    width = pd.to_numeric(table.get("width", pd.Series(np.inf, index=table.index)), errors="coerce").fillna(np.inf)
+    height = pd.to_numeric(table.get("height", pd.Series(np.inf, index=table.index)), errors="coerce").fillna(np.inf)
+    cleaned, dropped = [], []
+    for i, (text, w, h) in enumerate(zip(table[column], width, height, strict=True)):
+        boxes, empty = clean_boxes(text, w, h, f"{path} line {i + 2}, column {column}")
+        cleaned.append(encode_boxes(boxes))
+        dropped.extend([str(i + 2)] * empty)
+    if dropped:
+        log.warning("%s: %d box(es) in column %s lie outside their image or have no area and were dropped (lines %s)",
+                    path, len(dropped), column, shown_list(sorted(set(dropped), key=int)))
+    return pd.Series(cleaned, index=table.index)
+
+
+def check_image_files(dataset_dir: Path, table: pd.DataFrame, where: Path | str) -> None:
+    """Every listed image exists, stays inside the dataset folder, and has the stored size (read from its header).
+
+    The size check runs before any decoding, so a small file that would decode to gigabytes is refused by name.
+    """
+    root = dataset_dir.resolve()
+    absent, outside, unreadable, wrong = [], [], [], []
+    sizes = zip(table.get("width", [None] * len(table)), table.get("height", [None] * len(table)), strict=True)
+    for image, (width, height) in zip(table["image"], sizes, strict=True):
+        file = dataset_dir / image
+        if not file.is_file():
+            absent.append(image)
+            continue
+        if not file.resolve().is_relative_to(root):
+            outside.append(image)
+            continue
+        try:
+            size = header_size(file)
+        except (OSError, ValueError):
+            unreadable.append(image)
+            continue
+        expected = (int(width), int(height)) if pd.notna(width) and pd.notna(height) else None
+        if (expected is not None and size != expected) or max(size) > MAX_IMAGE_SIDE:
+            wrong.append(f"{image} ({size[0]}x{size[1]})")
+    if absent:
+        raise DataError(f"{where}: {len(absent)} image file(s) listed but missing: {shown_list(absent)}")
+    if outside:
+        raise DataError(f"{where}: {len(outside)} image(s) are links leading outside {dataset_dir}: {shown_list(outside)}; "
+                        "only files inside the dataset folder are read")
+    if unreadable:
+        raise DataError(f"{where}: {len(unreadable)} image file(s) are not readable PNG or JPEG: {shown_list(unreadable)}")
+    if wrong:
+        raise DataError(f"{where}: {len(wrong)} image(s) differ from their stored width and height "
+                        f"(or exceed {MAX_IMAGE_SIDE} px): {shown_list(wrong)}; make the dataset again with --overwrite")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding its pixels."""
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return int(width), int(height)
+    from PIL import Image
+
+    with Image.open(path) as image:  # reads the header only
+        return image.size
 
 
 def suggest_download(dataset: str) -> str:
@@ -121,15 +239,44 @@ def suggest_download(dataset: str) -> str:
 
 def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
     """Write a CSV via a temporary file and a rename: readers never see half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv.tmp")
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_number(text: str) -> bool:
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            table.to_csv(handle, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """Text that a spreadsheet would run as a formula (=, +, -, @ first) gets a leading quote; numbers stay as they are.
+
+    For the reports people open in Excel or LibreOffice, whose text cells may come from a user's own CSV.
+    """
+    def escape(value: object) -> object:
+        if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number(value):
+            return "'" + value
+        return value
+
+    text = table.select_dtypes(include=["object", "string"]).columns
+    return table.assign(**{column: table[column].map(escape) for column in text})
+
+
+def from_spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """Undo `spreadsheet_safe` when cxr reads its own report back."""
+    def unescape(value: object) -> object:
+        if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_STARTS):
+            return value[1:]
+        return value
+
+    text = table.select_dtypes(include=["object", "string"]).columns
+    return table.assign(**{column: table[column].map(unescape) for column in text})
 
 
 def class_names(table: pd.DataFrame, multi_label: bool = False) -> list[str]:

@@ -6,18 +6,28 @@ the standard one through `write_dataset`.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxr.data import converters
 from cxr.data.dataset import Item, write_dataset
-from cxr.data.download import RemoteFile, extract_archive, fetch, is_archive_name, kaggle_credentials
+from cxr.data.download import (
+    CorruptArchive,
+    RemoteFile,
+    extract_archive,
+    fetch,
+    is_archive_name,
+    kaggle_credentials,
+    mirror_url,
+)
 from cxr.data.synthetic import TASKS as SYNTHETIC_TASKS
 from cxr.data.synthetic import make_synthetic_items
-from cxr.errors import DataError
+from cxr.errors import ConfigError, DataError, shorten
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +139,7 @@ def download(source_name: str, options: DownloadOptions, progress: Callable[[Ite
     root = options.from_dir or Path(".")
     if source_name == "folder" and options.from_dir is None and options.csv is None:
         raise DataError("the folder source needs --from DIR (one sub-folder per class) or --csv FILE")
-    name = source.dataset_name(source_name, options)
+    name = check_dataset_name(source.dataset_name(source_name, options))
     if (options.dest / name).exists() and not options.overwrite:
         raise DataError(f"dataset folder {options.dest / name} already exists; pass --overwrite to replace it")
     if source.needs_download and options.from_dir is None:
@@ -149,6 +159,17 @@ def download(source_name: str, options: DownloadOptions, progress: Callable[[Ite
     )
 
 
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_dataset_name(name: str) -> str:
+    """A dataset name is one plain folder name: never '.', '..', a path, or hidden (the overwrite deletes it)."""
+    if not DATASET_NAME.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"--name {shorten(repr(name), 100)}: a dataset name is one folder name of letters, digits, "
+                          "'.', '_' and '-', starting with a letter or digit (no '/', '..' or leading '.')")
+    return name
+
+
 def fetch_source(source_name: str, source: Source, options: DownloadOptions) -> Path:
     """Download the source's files into `<dest>/_downloads/<source>/` and extract its archives there."""
     folder = options.dest / "_downloads" / source_name
@@ -158,11 +179,16 @@ def fetch_source(source_name: str, source: Source, options: DownloadOptions) -> 
         if bad:
             raise DataError(f"--parts {bad} out of range: {source_name} has parts 1..{len(files)}")
         files = tuple(files[p - 1] for p in options.parts)
-    auth = source.credentials() if source.credentials else None
+    # credentials go to the publisher's own API over https, never to a mirror
+    auth = source.credentials() if source.credentials and not options.mirror else None
     for remote in files:
         if options.mirror:
-            remote = RemoteFile(f"{options.mirror.rstrip('/')}/{remote.filename}", remote.filename, remote.size, remote.sha256, remote.md5)
+            remote = dataclasses.replace(remote, url=mirror_url(options.mirror, remote.filename))
         path = fetch(remote, folder, auth=auth, show_progress=options.show_progress)
         if is_archive_name(path.name):
-            extract_archive(path, folder / "extracted" / path.name.split(".")[0])
+            try:
+                extract_archive(path, folder / "extracted" / path.name.split(".")[0])
+            except CorruptArchive as exc:
+                path.unlink(missing_ok=True)  # downloaded by us: fetching it again is the fix
+                raise DataError(f"{exc}; the file was removed, run again to download it anew") from None
     return folder

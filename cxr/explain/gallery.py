@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from cxr.atomic import write_text_atomic
 from cxr.data.images import write_png
-from cxr.runs import write_text_atomic
 
 TILE = 160
 

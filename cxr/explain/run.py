@@ -18,14 +18,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import keras
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxr.config import Config, load_config
+from cxr.atomic import write_text_atomic
+from cxr.config import Config
 from cxr.data.download import file_digest
-from cxr.data.labels import decode_boxes, read_labels, split_labels
+from cxr.data.labels import decode_boxes, from_spreadsheet_safe, split_labels, spreadsheet_safe
 from cxr.data.pipeline import images_named_on_failure, make_dataset
 from cxr.errors import ConfigError, DataError
 from cxr.evaluate import choose_positive_class
@@ -36,7 +36,7 @@ from cxr.explain.probe import make_probe
 from cxr.explain.report import box_energy_share, inside, outcome, output_probabilities, peak_location, summarise_fold
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
-from cxr.runs import FoldRun, experiment_dir, open_trained_fold, write_text_atomic
+from cxr.runs import FoldRun, experiment_dir, open_trained_fold
 
 log = logging.getLogger(__name__)
 # PNG encoding and decoding release the GIL: with a GPU busy on the maps, the CPU cores draw the overlays
@@ -99,11 +99,7 @@ def target_indices(option: str, labels: np.ndarray, classes: list[str]) -> np.nd
 
 def load_fold_table(run: FoldRun, fold_cfg: Config) -> pd.DataFrame:
     """The fold's validation images with their boxes and stored sizes from labels.csv."""
-    split = pd.read_csv(run.split, dtype=str, keep_default_na=False)
-    validation = split[split["split"] == "validation"][["image", "label", "patient_id"]]
-    labels = read_labels(fold_cfg.data.dataset_dir)
-    extra = [c for c in ("boxes", "width", "height", "lungs") if c in labels.columns]
-    return validation.merge(labels[["image", *extra]], on="image", how="left").reset_index(drop=True)
+    return run.validation_table(fold_cfg)
 
 
 def overlay_name(image: str) -> str:
@@ -117,7 +113,7 @@ def explain_fold(cfg: Config, fold: int, options: ExplainOptions) -> FoldExplana
     """Maps, overlays, report and summary for one fold."""
     get_method(options.method)
     run = open_trained_fold(cfg, fold)
-    fold_cfg = load_config(run.config)
+    fold_cfg = run.read_config()
     classes = run.read_classes()
     positive = choose_positive_class(classes, fold_cfg.data.positive_class)
     folder = explain_dir(cfg, fold)
@@ -140,7 +136,7 @@ def explain_fold(cfg: Config, fold: int, options: ExplainOptions) -> FoldExplana
     report = report[report["image"].isin(table["image"])].sort_values("image").reset_index(drop=True)
     summary = summarise_fold(with_boxes(report, table)) | {"fold": fold, **settings}
     name = "report.csv" if options.shard is None else f"report.shard{options.shard[0]}of{options.shard[1]}.csv"
-    write_text_atomic(folder / name, report.to_csv(index=False))
+    write_text_atomic(folder / name, spreadsheet_safe(report).to_csv(index=False))
     write_text_atomic(folder / name.replace("report", "summary").replace(".csv", ".json"), json.dumps(summary, indent=2) + "\n")
     write_montage(folder, report, options.montage_size)
     write_html(folder, report, classes)
@@ -153,7 +149,7 @@ def read_previous_rows(folder: Path, settings: dict) -> pd.DataFrame:
     frames = [pd.read_csv(path, dtype=text_columns) for path in sorted(folder.glob("report*.csv"))]
     if not frames:
         return pd.DataFrame()
-    rows = pd.concat(frames, ignore_index=True).drop_duplicates("image", keep="last")
+    rows = from_spreadsheet_safe(pd.concat(frames, ignore_index=True).drop_duplicates("image", keep="last"))
     rows[["patient_id", "outcome"]] = rows[["patient_id", "outcome"]].fillna("")
     if not set(settings) <= set(rows.columns):
         return pd.DataFrame()
@@ -176,7 +172,7 @@ def explain_rows(
     layer: str, settings: dict, options: ExplainOptions, folder: Path,
 ) -> list[dict]:  # fmt: skip
     """The streaming loop: one batch of maps at a time, overlays written by a thread pool meanwhile."""
-    model = keras.models.load_model(run.model, compile=False)
+    model = run.load_model()
     if use_mixed_precision(cfg.explain.mixed_precision, "explain.mixed_precision"):
         model = with_policy(model, "mixed_float16")
     probe = make_probe(model, layer if options.method in LAYER_METHODS else None, jit_compile=cfg.explain.xla)
@@ -285,5 +281,5 @@ def explain_folds(cfg: Config, folds: list[int], options: ExplainOptions) -> tup
     if len(results) == 1:
         return results, None
     combined = pd.concat([r.report for r in results], ignore_index=True)
-    write_text_atomic(experiment_dir(cfg) / "explain" / "report.csv", combined.to_csv(index=False))
+    write_text_atomic(experiment_dir(cfg) / "explain" / "report.csv", spreadsheet_safe(combined).to_csv(index=False))
     return results, combined
