@@ -39,8 +39,21 @@ def friendly_errors(command: F) -> F:
         except CxrError as exc:
             typer.secho(f"error: {shorten(str(exc), 2000)}", err=True, fg=typer.colors.RED)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.secho("interrupted: nothing half-written was left under a final name", err=True, fg=typer.colors.YELLOW)
+            raise typer.Exit(130) from None
         except OSError as exc:  # a full disk, a read-only folder, a vanished file: the user's to fix, not a bug
             typer.secho(f"error: {describe_os_error(exc)}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            if type(exc).__name__ != "ResourceExhaustedError":  # TensorFlow's out-of-memory (by name: no TF import here)
+                raise
+            typer.secho(
+                "error: out of memory on the device: lower train.batch_size (training), explain.batch_size "
+                "(explain, audit) or data.image_size, and run again",
+                err=True,
+                fg=typer.colors.RED,
+            )
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

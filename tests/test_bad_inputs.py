@@ -390,12 +390,19 @@ def test_kaggle_credentials_never_go_to_a_mirror(world: Path, monkeypatch: pytes
     assert "hunter2" not in result.output and "s3cret" not in result.output
 
 
-def test_credentials_are_never_sent_over_plain_http(tmp_path: Path) -> None:
+def test_credentials_are_never_sent_over_plain_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before any connection (the request itself is stubbed: nothing leaves this machine)."""
+    import requests
+
     from cxr.data.download import RemoteFile, fetch
     from cxr.errors import DataError
 
+    def no_request(*args, **kwargs):
+        raise AssertionError("a request was made")
+
+    monkeypatch.setattr(requests.Session, "get", no_request)
     with pytest.raises(DataError, match="refusing to send credentials"):
-        fetch(RemoteFile("http://127.0.0.1:9/x.zip", "x.zip"), tmp_path, auth=("alice", "key"), show_progress=False)
+        fetch(RemoteFile("http://mirror.example/x.zip", "x.zip"), tmp_path, auth=("alice", "key"), show_progress=False)
 
 
 def test_truncated_archive_is_removed_as_said(world: Path) -> None:
@@ -429,3 +436,37 @@ def test_boxes_outside_the_image_are_clipped_and_empty_ones_dropped(world: Path)
     edit_labels(lambda t: t.assign(boxes=np.where(t["image"] == image, boxes, t["boxes"])))
     cleaned = read_labels(world / DATASET).set_index("image").loc[image, "boxes"]
     assert cleaned == '[{"x": 0.0, "y": 10.0, "w": 5.0, "h": 5.0, "label": "a"}]'
+
+
+def test_other_faults_are_one_line(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The class, not the example: any OSError, an interrupt or TensorFlow's out-of-memory in any command."""
+    import tensorflow as tf
+
+    import cxr.evaluate
+
+    faults = {
+        "no space left to write": OSError(errno.ENOSPC, "No space left on device", "runs/x"),
+        "not allowed to write or read runs/x": PermissionError(errno.EACCES, "Permission denied", "runs/x"),
+        "out of memory on the device": tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor"),
+        "interrupted": KeyboardInterrupt(),
+    }
+    for message, fault in faults.items():
+
+        def fail(*args, fault=fault, **kwargs):
+            raise fault
+
+        monkeypatch.setattr(cxr.evaluate, "evaluate", fail)
+        result = run_cli(["evaluate", "--config", "base.yaml"])
+        assert result.exit_code in (1, 130) and message in result.output, result.output
+
+
+def test_user_csv_that_is_not_utf8_or_has_a_bom(world: Path) -> None:
+    rows = "path,label\n" + "".join(f"{i}.png,{'normal' if i % 2 else 'sick'}\n" for i in range(6))
+    for i in range(6):
+        Image.fromarray(np.full((16, 16), 30 * i, np.uint8)).save(make_parents(world / "u" / f"{i}.png"))
+    (world / "u" / "list.csv").write_bytes(b"\xef\xbb\xbf" + rows.encode())  # Excel's UTF-8 CSV
+    result = run_cli(["download", "folder", "--csv", "u/list.csv", "--folds", "2", "--quiet", "--name", "bom"])
+    assert result.exit_code == 0, result.output
+    (world / "u" / "list.csv").write_bytes(rows.replace("sick", "kr\xe4nk").encode("latin-1"))
+    result = run_cli(["download", "folder", "--csv", "u/list.csv", "--folds", "2", "--quiet", "--name", "latin"])
+    assert result.exit_code == 1 and "not UTF-8 text" in result.output

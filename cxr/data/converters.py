@@ -15,7 +15,7 @@ import pandas as pd
 from cxr.data.dataset import Item
 from cxr.data.images import is_image_file, read_image
 from cxr.data.labels import Box, check_relative_path
-from cxr.errors import DataError
+from cxr.errors import DataError, shorten
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,16 @@ def find_file(root: Path, pattern: str, hint: str) -> Path:
     if not matches:
         raise DataError(f"no {pattern} under {root}: {hint}")
     return matches[0]
+
+
+def read_source_csv(path: Path, **options: object) -> pd.DataFrame:
+    """A source's or a user's CSV (a spreadsheet's UTF-8 BOM allowed); anything unreadable is one DataError."""
+    try:
+        return pd.read_csv(path, encoding="utf-8-sig", **options)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; save it as UTF-8 CSV") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable CSV ({shorten(str(exc), 200)})") from None
 
 
 def index_files(root: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
@@ -73,7 +83,7 @@ def convert_nih(root: Path, task: str) -> Iterator[Item]:
         allowed = ", ".join(["all", *(f.lower() for f in NIH_FINDINGS)])
         raise DataError(f"unknown nih-cxr14 task {task!r}; allowed: {allowed}")
     hint = "download Data_Entry_2017_v2020.csv from https://nihcc.app.box.com/v/ChestXray-NIHCC into that folder"
-    entries = pd.read_csv(find_file(root, "Data_Entry_2017*.csv", hint), dtype=str, keep_default_na=False)
+    entries = read_source_csv(find_file(root, "Data_Entry_2017*.csv", hint), dtype=str, keep_default_na=False)
     boxes = read_nih_boxes(root)
     images = index_files(root, (".png",))
     absent = [name for name in entries["Image Index"] if name not in images]
@@ -105,7 +115,7 @@ def read_nih_boxes(root: Path) -> dict[str, list[Box]]:
     if not matches:
         log.warning("no BBox_List_2017.csv under %s: the dataset will have no boxes", root)
         return {}
-    table = pd.read_csv(matches[0], usecols=range(6))
+    table = read_source_csv(matches[0], usecols=range(6))
     table.columns = ["image", "label", "x", "y", "w", "h"]
     result: dict[str, list[Box]] = {}
     for row in table.itertuples(index=False):
@@ -116,7 +126,10 @@ def read_nih_boxes(root: Path) -> dict[str, list[Box]]:
 def convert_rsna(root: Path, task: str) -> Iterator[Item]:
     """RSNA pneumonia: DICOMs + stage_2_train_labels.csv (one row per box; Target 1 = pneumonia)."""
     hint = "the Kaggle competition archive has it (stage_2_train_labels.csv)"
-    labels = pd.read_csv(find_file(root, "stage_*_train_labels.csv", hint))
+    labels = read_source_csv(find_file(root, "stage_*_train_labels.csv", hint))
+    missing = {"patientId", "Target", "x", "y", "width", "height"} - set(labels.columns)
+    if missing:
+        raise DataError(f"RSNA labels lack column(s) {', '.join(sorted(missing))}: is this stage_2_train_labels.csv?")
     details = _rsna_details(root)
     dicoms = {p.stem: p for p in root.rglob("*.dcm")}
     log.warning("RSNA's patientId is one per image, so folds cannot group a patient's images: each image is its own group")
@@ -141,7 +154,7 @@ def _rsna_details(root: Path) -> dict[str, str]:
     matches = sorted(root.rglob("stage_*_detailed_class_info.csv"))
     if not matches:
         return {}
-    table = pd.read_csv(matches[-1]).drop_duplicates("patientId")
+    table = read_source_csv(matches[-1]).drop_duplicates("patientId")
     return dict(zip(table["patientId"], table["class"], strict=True))
 
 
@@ -186,7 +199,7 @@ def convert_folder(root: Path, csv: Path | None = None) -> Iterator[Item]:
 def _convert_csv(csv: Path) -> Iterator[Item]:
     if not csv.is_file():
         raise DataError(f"CSV file {csv} not found")
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    table = read_source_csv(csv, dtype=str, keep_default_na=False)
     if not {"path", "label"} <= set(table.columns):
         raise DataError(f"{csv}: needs columns path,label (and optionally patient_id); found {', '.join(table.columns)}")
     for line, row in enumerate(table.to_dict("records"), start=2):

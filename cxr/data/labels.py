@@ -137,7 +137,7 @@ def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
     if missing_label.any():
         lines = [str(i + 2) for i in table.index[missing_label]]
         log.warning("%s: %d row(s) without a label left out (lines %s)", path, len(lines), shown_list(lines))
-        table = table[~missing_label].reset_index(drop=True)
+        table = table[~missing_label]  # the index keeps each row's line number (index + 2) for the messages below
         if table.empty:
             raise DataError(f"{path}: no row has a label")
     for column in ("boxes", "lungs"):
@@ -145,7 +145,7 @@ def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
             table[column] = checked_box_column(table, column, path)
     if check_files:
         check_image_files(dataset_dir, table, path)
-    return table
+    return table.reset_index(drop=True)
 
 
 MISSING_LABELS = {"", "nan", "na", "n/a", "null", "none"}
@@ -166,7 +166,7 @@ def checked_box_column(table: pd.DataFrame, column: str, path: Path) -> pd.Serie
     width = pd.to_numeric(table.get("width", pd.Series(np.inf, index=table.index)), errors="coerce").fillna(np.inf)
     height = pd.to_numeric(table.get("height", pd.Series(np.inf, index=table.index)), errors="coerce").fillna(np.inf)
     cleaned, dropped = [], []
-    for i, (text, w, h) in enumerate(zip(table[column], width, height, strict=True)):
+    for i, text, w, h in zip(table.index, table[column], width, height, strict=True):
         boxes, empty = clean_boxes(text, w, h, f"{path} line {i + 2}, column {column}")
         cleaned.append(encode_boxes(boxes))
         dropped.extend([str(i + 2)] * empty)
@@ -183,7 +183,15 @@ def check_image_files(dataset_dir: Path, table: pd.DataFrame, where: Path | str)
     """
     root = dataset_dir.resolve()
     absent, outside, unreadable, wrong = [], [], [], []
-    sizes = zip(table.get("width", [None] * len(table)), table.get("height", [None] * len(table)), strict=True)
+    stored = {}
+    for side in ("width", "height"):
+        values = pd.to_numeric(table.get(side, pd.Series(np.nan, index=table.index)), errors="coerce")
+        bad = values.isna() & table.get(side, pd.Series("", index=table.index)).astype(str).str.strip().ne("")
+        if side in table.columns and (bad | (values <= 0)).any():
+            line = int(table.index[bad | (values <= 0)][0]) + 2
+            raise DataError(f"{where} line {line}: {side} must be a whole number of pixels > 0")
+        stored[side] = values
+    sizes = zip(stored["width"], stored["height"], strict=True)
     for image, (width, height) in zip(table["image"], sizes, strict=True):
         file = dataset_dir / image
         if not file.is_file():
