@@ -135,12 +135,12 @@ def check_fold_run(cfg: Config, fold: int, overwrite: bool = False, resume: bool
             done = "; it finished training (retrain it with --overwrite)" if final.model.is_file() else "; train without --resume"
             raise DataError(f"nothing to resume for fold {fold}: no interrupted training in {staging.folder}{done}")
         return
-    if final.folder.exists() and any(final.folder.iterdir()) and not overwrite:
-        raise DataError(f"{final.folder} already holds a trained run; pass --overwrite to replace it "
-                        "(the old run is kept until the new one has trained)")
     if interrupted and not overwrite:
         raise DataError(f"fold {fold} has an interrupted training in {staging.folder}: "
                         "pass --resume to continue it, or --overwrite to start the fold again")
+    if final.folder.exists() and any(final.folder.iterdir()) and not overwrite:
+        raise DataError(f"{final.folder} already holds a trained run; pass --overwrite to replace it "
+                        "(the old run is kept until the new one has trained)")
 
 
 def start_staging(cfg: Config, fold: int, resume: bool) -> FoldRun:
