@@ -146,6 +146,31 @@ def download(
     typer.echo(f"wrote {folder}")
 
 
+@app.command()
+@friendly_errors
+def lungs(
+    name: Annotated[str, typer.Argument(help="Dataset folder name under --dest, in the standard layout.")],
+    dest: Annotated[Path, typer.Option(help="Data root holding the dataset.")] = Path("data"),
+    overwrite: Annotated[bool, typer.Option(help="Recompute masks computed before (never a dataset's own).")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Images per batch.")] = 16,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Lung-field masks for every image of a dataset (the shipped U-Net), each checked for plausibility."""
+    from rich.progress import track
+
+    from cxr.lungs.run import compute_lungs
+
+    def progress(items, total):  # type: ignore[no-untyped-def]
+        return track(items, description="lung fields", total=total, transient=True)
+
+    result = compute_lungs(dest / name, overwrite=overwrite, batch_size=batch_size, progress=None if quiet else progress)
+    typer.echo(f"{result.computed} lung mask(s) computed, {result.skipped} kept (done before, or the dataset's own) "
+               f"-> {dest / name / 'lungs'}")
+    if result.implausible:
+        shown = ", ".join(result.implausible[:5]) + (" …" if len(result.implausible) > 5 else "")
+        typer.echo(f"{len(result.implausible)} implausible, left out of the audit's lung statistics: {shown}")
+
+
 def _parse_parts(text: str | None) -> list[int] | None:
     if text is None:
         return None

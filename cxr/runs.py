@@ -99,7 +99,8 @@ class FoldRun:
         if gone:
             raise DataError(f"{len(gone)} validation image(s) of fold {self.fold} are no longer in "
                             f"{fold_cfg.data.dataset_dir / 'labels.csv'}: {', '.join(gone[:5])}; retrain the fold or restore them")
-        extra = [c for c in ("boxes", "width", "height", "lungs") if c in labels.columns]
+        known = ("boxes", "width", "height", "lungs", "lung_mask", "lung_mask_plausible")
+        extra = [c for c in known if c in labels.columns]
         return validation.merge(labels[["image", *extra]], on="image", how="left").reset_index(drop=True)
 
 

@@ -31,6 +31,7 @@ from cxr.explain.methods import explain_batch, get_method
 from cxr.explain.overlay import resize_map
 from cxr.explain.probe import make_probe
 from cxr.explain.run import load_fold_table
+from cxr.lungs.run import compute_lungs, has_lung_fields, lung_region
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, experiment_dir, open_trained_fold
 
@@ -60,6 +61,9 @@ def audit_fold(
     check_baseline(baseline)  # a wrong name fails before any work
     run = open_trained_fold(cfg, fold)
     fold_cfg = run.read_config()
+    if not has_lung_fields(fold_cfg.data.dataset_dir):  # real radiographs: the shipped lung model finds them first
+        log.info("%s has no lung fields yet: computing them (as `cxr lungs` does)", fold_cfg.data.dataset_dir)
+        compute_lungs(fold_cfg.data.dataset_dir)
     table = load_fold_table(run, fold_cfg)
     with images_named_on_failure(fold_cfg.data.dataset_dir, table):
         return _audit_fold(cfg, run, fold_cfg, table, methods, layer, sanity_stages, baseline)
@@ -201,7 +205,10 @@ def shortcut_rows(fold_cfg: Config, probe, table: pd.DataFrame, classes: list[st
         result = explain_batch(probe, images, None, method, pad_to=SANITY_IMAGES)
         for i, row in enumerate(table.iloc[start : start + 16].to_dict("records")):
             size = Image.open(fold_cfg.data.dataset_dir / row["image"]).size[::-1]
-            share = outside_share(resize_map(result.maps[i], *size), allowed_region(size, decode_boxes(row.get("lungs"))))
+            lungs = lung_region(fold_cfg.data.dataset_dir, row, size)
+            if lungs is None and row.get("lung_mask"):
+                continue  # an implausible lung mask: left out rather than trusted
+            share = outside_share(resize_map(result.maps[i], *size), allowed_region(size, lungs))
             rows.append({"image": row["image"], "label": row["label"], "predicted_class": classes[int(result.class_index[i])],
                          "outside_share": share, "flagged": bool(share > DOMINATES)})  # fmt: skip
     return rows

@@ -1,7 +1,8 @@
 """Shortcut audit: how much of each map lies where no chest finding can be.
 
-The allowed region is the lung fields where the dataset knows them (the synthetic generator records
-them), otherwise the image without a border band (markers, text and tags sit at borders and corners).
+The allowed region is the lung fields: the dataset's own (the synthetic generator records them), else
+masks from cxr's lung-field model (`cxr lungs`, run by the audit when needed; implausible ones are left
+out), otherwise the image without a border band (markers, text and tags sit at borders and corners).
 A map whose energy lies mostly outside is flagged; a model is flagged when many of the maps of one
 predicted class are.
 """
@@ -18,8 +19,10 @@ DOMINATES = 0.5  # an image is flagged when more than this share of its map is o
 MODEL_FLAG = 0.2  # a model is flagged when more than this share of the images predicted as some class are
 
 
-def allowed_region(shape: tuple[int, int], lungs: list[Box]) -> np.ndarray:
-    """The lung fields' boxes, or (unknown lungs) everything but the border band."""
+def allowed_region(shape: tuple[int, int], lungs: list[Box] | np.ndarray | None) -> np.ndarray:
+    """The lung fields (boxes or a mask), or (unknown lungs) everything but the border band."""
+    if isinstance(lungs, np.ndarray):
+        return lungs
     if lungs:
         return box_mask(shape, lungs)
     region = np.zeros(shape, dtype=bool)

@@ -1,0 +1,34 @@
+"""Is a predicted lung mask believable? Two main fields, a normal area, side by side.
+
+A mask that fails is listed and left out of the audit's lung statistics rather than trusted: a
+segmentation model fails quietly on films unlike its training set (a lateral view, an abdomen, a child's
+film cropped differently), and a wrong lung field would make a wrong shortcut verdict.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+# Lung area as a share of the image in the 704 training masks is 8-43% (median 25%); a little margin each side.
+AREA_RANGE = (0.06, 0.50)
+MAIN_COMPONENT = 0.05  # a component is a main one when it holds at least this share of the mask
+MAX_VERTICAL_OFFSET = 0.25  # the two fields' centres differ by at most this share of the height
+MIN_HORIZONTAL_GAP = 0.15  # ... and by at least this share of the width
+
+
+def mask_problem(mask: np.ndarray) -> str:
+    """'' for a plausible mask, else what is wrong with it, in a few words."""
+    height, width = mask.shape
+    area = float(mask.mean())
+    if not AREA_RANGE[0] <= area <= AREA_RANGE[1]:
+        return f"lung area {area:.0%} of the image, outside {AREA_RANGE[0]:.0%}-{AREA_RANGE[1]:.0%}"
+    labels, count = ndimage.label(mask)
+    sizes = ndimage.sum(mask, labels, index=range(1, count + 1))
+    main = [i + 1 for i, size in enumerate(sizes) if size >= MAIN_COMPONENT * mask.sum()]
+    if len(main) != 2:
+        return f"{len(main)} main component(s), expected two lung fields"
+    (y0, x0), (y1, x1) = ndimage.center_of_mass(mask, labels, main)
+    if abs(y0 - y1) > MAX_VERTICAL_OFFSET * height or abs(x0 - x1) < MIN_HORIZONTAL_GAP * width:
+        return "the two fields are not side by side"
+    return ""

@@ -1,0 +1,111 @@
+"""Lung fields: the plausibility check by hand, the shipped model on real NIH radiographs, and precedence."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cxr.data.labels import read_labels
+from cxr.data.sources import DownloadOptions, download
+from cxr.lungs.plausible import mask_problem
+from cxr.lungs.run import compute_lungs, has_lung_fields, lung_region
+
+
+def ellipse(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 < 1
+
+
+def test_plausible_masks_by_hand() -> None:
+    shape = (100, 100)
+    lungs = ellipse(shape, 50, 30, 30, 12) | ellipse(shape, 50, 70, 30, 12)  # two fields side by side, 22% of the image
+    assert mask_problem(lungs) == ""
+    assert "1 main component" in mask_problem(ellipse(shape, 50, 50, 30, 25))
+    small = ellipse(shape, 50, 30, 5, 4) | ellipse(shape, 50, 70, 5, 4)
+    assert mask_problem(small) == "lung area 1% of the image, outside 6%-50%"
+    stacked = ellipse(shape, 25, 50, 15, 25) | ellipse(shape, 75, 50, 15, 25)  # one above the other
+    assert mask_problem(stacked) == "the two fields are not side by side"
+    speck = lungs.copy()
+    speck[2, 2] = True  # a stray pixel is not a third lung
+    assert mask_problem(speck) == ""
+
+
+@pytest.fixture(scope="module")
+def nih_lungs(nih_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    dest = tmp_path_factory.mktemp("lungs")
+    folder = download("nih-cxr14", DownloadOptions(dest=dest, from_dir=nih_sample, size=96, folds=2, show_progress=False))
+    return folder, compute_lungs(folder, batch_size=8)
+
+
+def test_shipped_model_finds_lungs_on_real_radiographs(nih_lungs) -> None:
+    """40 real NIH films (none of them seen in training): nearly every mask is two plausible lung fields."""
+    folder, result = nih_lungs
+    table = read_labels(folder)
+    assert result.computed == len(table) == 40 and has_lung_fields(folder)
+    for row in table.itertuples():
+        mask = np.asarray(Image.open(folder / row.lung_mask))
+        assert row.lung_mask == f"lungs/{row.image}" and mask.shape == (96, 96) and set(np.unique(mask)) <= {0, 255}
+    plausible = table["lung_mask_plausible"].astype(int)
+    assert plausible.mean() >= 0.85, table.loc[plausible == 0, ["image", "lung_mask_problem"]]
+    assert sorted(result.implausible) == sorted(table.loc[plausible == 0, "image"])
+
+
+def test_rerun_skips_and_overwrite_recomputes(nih_lungs, tmp_path: Path) -> None:
+    folder = shutil.copytree(nih_lungs[0], tmp_path / "copy")
+    assert compute_lungs(folder).computed == 0
+    first = folder / read_labels(folder)["lung_mask"].iloc[0]
+    first.unlink()
+    assert compute_lungs(folder).computed == 1 and first.is_file()
+    assert compute_lungs(folder, overwrite=True).computed == 40
+
+
+def test_a_datasets_own_lung_fields_are_never_replaced(synthetic_dataset: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(synthetic_dataset, tmp_path / "syn")
+    before = (folder / "labels.csv").read_bytes()
+    assert has_lung_fields(folder) and compute_lungs(folder, overwrite=True).computed == 0
+    assert (folder / "labels.csv").read_bytes() == before and not (folder / "lungs").exists()
+    row = read_labels(folder).iloc[0].to_dict()
+    assert lung_region(folder, row, (64, 64)).sum() > 0  # the phantom's own lung boxes
+
+
+def test_implausible_masks_are_left_out(tmp_path: Path) -> None:
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "m.png")
+    row = {"lung_mask": "m.png", "lung_mask_plausible": "0"}
+    assert lung_region(tmp_path, row, (8, 8)) is None
+    assert lung_region(tmp_path, {**row, "lung_mask_plausible": "1"}, (8, 8)).all()
+    assert lung_region(tmp_path, {"image": "x.png"}, (8, 8)) is None  # nothing known
+
+
+def test_a_users_own_mask_is_kept(nih_lungs, tmp_path: Path) -> None:
+    folder = shutil.copytree(nih_lungs[0], tmp_path / "own")
+    table = pd.read_csv(folder / "labels.csv", dtype=str, keep_default_na=False)
+    table.loc[0, "lung_mask"] = "mine/first.png"
+    table.to_csv(folder / "labels.csv", index=False)
+    compute_lungs(folder, overwrite=True)
+    assert pd.read_csv(folder / "labels.csv", dtype=str, keep_default_na=False).loc[0, "lung_mask"] == "mine/first.png"
+
+
+def test_audit_finds_lung_fields_itself_on_real_radiographs(nih_sample: Path, tmp_path: Path) -> None:
+    """A dataset without lung fields: the audit runs the shipped model first, and measures maps against its masks."""
+    from conftest import tiny_config
+
+    from cxr.audit.run import audit_fold
+    from cxr.train import train
+
+    folder = download("nih-cxr14", DownloadOptions(dest=tmp_path, from_dir=nih_sample, size=64, folds=2, show_progress=False))
+    assert not has_lung_fields(folder)
+    cfg = tiny_config(folder, tmp_path / "runs", "train.epochs=1")
+    train(cfg, fold=0)
+    result = audit_fold(cfg, 0, ["gradcam"], sanity_stages=1)
+    table = read_labels(folder).set_index("image")
+    assert has_lung_fields(folder) and (folder / table["lung_mask"].iloc[0]).is_file()
+    validation = pd.read_csv(tmp_path / "runs" / "tiny" / "fold0" / "split.csv").query("split == 'validation'")["image"]
+    plausible = table.loc[validation, "lung_mask_plausible"].astype(int)
+    assert len(result.shortcuts) == plausible.sum() > 0  # implausible masks are left out, not trusted
+    shares = result.shortcuts.set_index("image")["outside_share"]
+    assert shares.between(0, 1).all()
