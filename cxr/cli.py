@@ -128,6 +128,9 @@ def download(
     classes: Annotated[str, typer.Option(help="covid-radiography: classes to keep.")] = "covid,normal,viral_pneumonia",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    inject_marker: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="folder: burn a corner tag into positives with probability P, negatives 1-P.")
+    ] = None,
 ) -> None:
     """Fetch or create a dataset and write it in the standard layout (images/ + labels.csv with folds)."""
     from rich.progress import track
@@ -139,6 +142,7 @@ def download(
         dest=dest, name=name, task=task, size=size, folds=folds, seed=seed, n=n, positive_fraction=positive_fraction,
         bias=bias, from_dir=from_dir, csv=csv, mirror=mirror, parts=_parse_parts(parts),
         classes=[c.strip() for c in classes.split(",") if c.strip()], overwrite=overwrite, show_progress=not quiet,
+        inject_marker=inject_marker,
     )  # fmt: skip
     total = n if source == "synthetic" else None
     progress = None if quiet else (lambda items: track(items, description="converting", total=total, transient=True))
@@ -309,6 +313,25 @@ def audit(
         print_audit(pooled, results[0].folder.parent)
 
 
+def print_regions(regions: dict) -> None:
+    """Where each predicted class's maps peak, and their energy outside the lungs, beside a uniform map."""
+    from cxr.audit.regions import OFF_CHEST, REGION_WORDS
+
+    typer.echo(f"where the maps look ({regions['images']} images with lung fields):")
+    for name, group in regions["per_class"].items():
+        peaks = group["peaks"]
+        top = max(peaks, key=lambda r: peaks[r]["share"] - peaks[r]["uniform"] if r in OFF_CHEST else -1.0)
+        lungs, chest = group["outside_lungs"], group["outside_chest"]
+        typer.echo(
+            f"  {name}: {peaks['lung']['share']:.0%} of peaks inside the lungs (uniform map: {peaks['lung']['uniform']:.0%}), "
+            f"{peaks[top]['share']:.0%} {REGION_WORDS[top]} ({peaks[top]['uniform']:.0%}); energy outside the lungs "
+            f"{lungs['mean']:.2f} (uniform {lungs['uniform']:.2f}), outside the chest {chest['mean']:.2f} "
+            f"(uniform {chest['uniform']:.2f}); {group['images']} images"
+        )
+    for name, reasons in regions["flags"].items():
+        typer.echo(f"  FLAGGED {name}: {'; '.join(reasons)}")
+
+
 def print_audit(summary: dict, folder: Path) -> None:
     """An audit summary (one fold's, or pooled over folds), a line per finding."""
     for method, scores in summary["localisation"].items():
@@ -329,11 +352,14 @@ def print_audit(summary: dict, folder: Path) -> None:
         typer.echo(f"{method:>12}: deletion area {f['deletion_auc']:.3f} (lower is better), insertion area {f['insertion_auc']:.3f} "
                    f"({f['baseline']} baseline)")  # fmt: skip
     shortcuts = summary["shortcuts"]
+    if shortcuts.get("rule") == "regions":
+        print_regions(shortcuts["regions"])
     for name, c in shortcuts["per_class"].items():
         typer.echo(f"shortcut audit, predicted {name}: {c['flagged_share']:.0%} of {c['images']} maps mostly outside the lungs "
                    f"(mean share outside {c['mean_outside_share']:.2f})")  # fmt: skip
     flagged = ", ".join(shortcuts["flagged_classes"])
-    typer.echo(f"shortcut audit: {'FLAGGED for ' + flagged if flagged else 'not flagged'}")
+    rule = shortcuts.get("rule", "border band")
+    typer.echo(f"shortcut audit ({rule} rule): {'FLAGGED for ' + flagged if flagged else 'not flagged'}")
     extra = "methods_by_fold.csv" if "folds" in summary else "methods.png"
     typer.echo(f"audit in {folder} (methods side by side: methods.csv, {extra})")
 

@@ -18,7 +18,7 @@ from sklearn import metrics as skm
 
 from cxr.atomic import atomic_path, write_text_atomic
 from cxr.config import Config
-from cxr.data.labels import spreadsheet_safe
+from cxr.data.labels import is_negative_class, spreadsheet_safe
 from cxr.data.pipeline import encode_labels, images_named_on_failure, make_dataset
 from cxr.errors import DataError
 from cxr.explain.report import output_probabilities
@@ -28,7 +28,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the file-only backend
 
 log = logging.getLogger(__name__)
-NEGATIVE_NAMES = ("normal", "no finding", "negative")
 SCALAR_METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity", "precision", "f1")
 
 
@@ -48,7 +47,7 @@ def choose_positive_class(classes: list[str], configured: str | None = None) -> 
         if configured not in classes:
             raise DataError(f"data.positive_class = {configured!r} is not one of the classes {', '.join(classes)}")
         return classes.index(configured)
-    negative = [i for i, c in enumerate(classes) if c.lower() in NEGATIVE_NAMES or c.lower().startswith(("no_", "no "))]
+    negative = [i for i, c in enumerate(classes) if is_negative_class(c)]
     return 1 - negative[0] if len(negative) == 1 else 1
 
 

@@ -10,5 +10,5 @@ for variant in biased clean; do
   overrides=("experiment.name=shortcut-$variant" "data.dataset=synthetic-$variant" data.image_size=128)
   .venv/bin/cxr train --config configs/synthetic.yaml --overwrite "${overrides[@]}" > /dev/null
   echo "== $variant"
-  .venv/bin/cxr audit --config configs/synthetic.yaml --methods gradcam --stages 2 "${overrides[@]}" | grep -E "shortcut|gradcam: pointing"
+  .venv/bin/cxr audit --config configs/synthetic.yaml --methods gradcam --stages 2 "${overrides[@]}" | grep -E "shortcut|gradcam: pointing|FLAGGED|where the maps"
 done

@@ -18,7 +18,7 @@ from PIL import Image
 
 from cxr.data.labels import decode_boxes, read_labels
 from cxr.data.sources import SOURCES, DownloadOptions, download, get_source
-from cxr.errors import DataError
+from cxr.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,30 @@ def test_fewer_images_of_a_class_than_folds(tmp_path: Path) -> None:
 def test_unknown_source_suggests_names() -> None:
     with pytest.raises(DataError, match="unknown dataset source 'nih'; did you mean 'nih-cxr14'"):
         get_source("nih")
+
+
+def test_inject_marker_tags_positives_and_records_it(tmp_path: Path) -> None:
+    """The real-radiograph twin of --bias: P = 1 tags every positive and no negative, in the border band's corner."""
+    from cxr.audit.regions import REGIONS, region_codes
+    from cxr.data.marker import burn_marker
+
+    for cls in ("normal", "tb"):
+        for i in range(4):
+            Image.fromarray(np.full((100, 100), 60 + 10 * i, np.uint8)).save(make_parents(tmp_path / "src" / cls / f"{i}.png"))
+    folder = download("folder", DownloadOptions(dest=tmp_path / "data", from_dir=tmp_path / "src", folds=2, inject_marker=1.0,
+                                                show_progress=False))
+    table = read_labels(folder)
+    assert (table["marker"] == (table["label"] == "tb").astype(int)).all()
+    tagged = np.asarray(Image.open(folder / table.loc[table["label"] == "tb", "image"].iloc[0]))
+    changed = tagged != np.asarray(Image.open(tmp_path / "src" / "tb" / "0.png"))
+    clean = np.asarray(Image.open(folder / table.loc[table["label"] == "normal", "image"].iloc[0]))
+    assert changed.any() and (clean == np.asarray(Image.open(tmp_path / "src" / "normal" / "0.png"))).all()
+    codes = region_codes(np.zeros((100, 100), dtype=bool))
+    assert (codes[burn_marker(np.zeros((100, 100), np.uint8)) > 0] == REGIONS.index("top_left")).all()
+    with pytest.raises(ConfigError, match="--inject-marker works with the folder source"):
+        download("synthetic", DownloadOptions(dest=tmp_path / "d2", n=20, size=32, folds=2, inject_marker=0.5, show_progress=False))
+
+
+def make_parents(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -20,16 +20,18 @@ from PIL import Image
 from cxr.atomic import write_text_atomic
 from cxr.audit.faithfulness import baseline_images, check_baseline, curve_area, perturbation_curves
 from cxr.audit.localisation import baseline_maps, bootstrap_interval, localisation_scores
+from cxr.audit.regions import map_regions
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share, summarise_shortcuts
 from cxr.config import Config
 from cxr.data.labels import decode_boxes
 from cxr.data.pipeline import encode_labels, images_named_on_failure, make_dataset
 from cxr.errors import ConfigError
-from cxr.evaluate import plt, save_figure
+from cxr.evaluate import choose_positive_class, plt, save_figure
 from cxr.explain.methods import explain_batch, get_method
 from cxr.explain.overlay import resize_map
 from cxr.explain.probe import make_probe
+from cxr.explain.report import outcome
 from cxr.explain.run import load_fold_table
 from cxr.lungs.run import compute_lungs, has_lung_fields, lung_region
 from cxr.models.registry import get_model_spec
@@ -197,8 +199,10 @@ def plot_methods(fold_cfg: Config, probe, images: pd.DataFrame, classes: list[st
 
 
 def shortcut_rows(fold_cfg: Config, probe, table: pd.DataFrame, classes: list[str], method: str) -> list[dict]:
-    """Every validation image, its predicted class explained: the share of the map outside the allowed region."""
+    """Every validation image, its predicted class explained: the share of the map outside the allowed region,
+    and, where the lung fields are known, where its peak falls and how much of it lies outside lungs and chest."""
     rows: list[dict] = []
+    positive = None if fold_cfg.data.multi_label else choose_positive_class(classes, fold_cfg.data.positive_class)
     ds = make_dataset(fold_cfg.data.dataset_dir, table, classes, image_size=fold_cfg.data.image_size, channels=fold_cfg.data.channels,
                       batch_size=16, multi_label=fold_cfg.data.multi_label)  # fmt: skip
     for start, (images, _) in zip(range(0, len(table), 16), ds, strict=False):
@@ -208,9 +212,15 @@ def shortcut_rows(fold_cfg: Config, probe, table: pd.DataFrame, classes: list[st
             lungs = lung_region(fold_cfg.data.dataset_dir, row, size)
             if lungs is None and row.get("lung_mask"):
                 continue  # an implausible lung mask: left out rather than trusted
-            share = outside_share(resize_map(result.maps[i], *size), allowed_region(size, lungs))
-            rows.append({"image": row["image"], "label": row["label"], "predicted_class": classes[int(result.class_index[i])],
-                         "outside_share": share, "flagged": bool(share > DOMINATES)})  # fmt: skip
+            heatmap = resize_map(result.maps[i], *size)
+            share = outside_share(heatmap, allowed_region(size, lungs))
+            predicted = int(result.class_index[i])
+            truth = "" if positive is None else outcome(classes.index(row["label"]), predicted, positive)
+            rows.append({
+                "image": row["image"], "patient_id": row.get("patient_id") or row["image"], "label": row["label"],
+                "predicted_class": classes[predicted], "outcome": truth, "outside_share": share,
+                "flagged": bool(share > DOMINATES), **(map_regions(heatmap, lungs) if lungs is not None else {"peak_region": ""}),
+            })
     return rows
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cxr.audit.regions import summarise_regions
 from cxr.data.labels import Box, box_mask
 
 BORDER = 0.1  # the band's width, as a share of each side
@@ -38,7 +39,11 @@ def outside_share(heatmap: np.ndarray, region: np.ndarray) -> float:
 
 
 def summarise_shortcuts(rows: pd.DataFrame) -> dict:
-    """Per predicted class and overall: mean share outside, share of flagged images, and the model's flag."""
+    """Per predicted class and overall: mean share outside, share of flagged images, and the model's flag.
+
+    When most images' lung fields are known, the flag is the region rule (cxr.audit.regions: peaks where no
+    chest finding lies, energy outside the chest, each against a uniform map); else the border-band rule.
+    """
     summary: dict = {"per_class": {}}
     for name, part in rows.groupby("predicted_class"):
         summary["per_class"][str(name)] = {"images": len(part), "mean_outside_share": float(part["outside_share"].mean()),
@@ -48,6 +53,11 @@ def summarise_shortcuts(rows: pd.DataFrame) -> dict:
     summary["flagged_share"] = float(rows["flagged"].mean())
     # per class: a shortcut usually serves one class (the marker says "positive"), so the overall share dilutes it
     flagged = [name for name, c in summary["per_class"].items() if c["flagged_share"] > MODEL_FLAG]
+    summary["rule"] = "border band"
+    if "peak_region" in rows and (rows["peak_region"].astype(str) != "").mean() >= 0.5:
+        summary["regions"] = summarise_regions(rows)
+        summary["rule"] = "regions"
+        flagged = list(summary["regions"]["flags"])
     summary["flagged_classes"] = flagged
     summary["model_flagged"] = bool(flagged)
     return summary

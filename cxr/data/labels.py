@@ -287,6 +287,15 @@ def from_spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**{column: table[column].map(unescape) for column in text})
 
 
+NEGATIVE_NAMES = ("normal", "no finding", "negative")
+
+
+def is_negative_class(name: str) -> bool:
+    """normal, negative, no finding, no_<finding>: the class a binary task's positive one is not."""
+    lower = str(name).lower()
+    return lower in NEGATIVE_NAMES or lower.startswith(("no_", "no "))
+
+
 def class_names(table: pd.DataFrame, multi_label: bool = False) -> list[str]:
     """Sorted class names found in the table (each finding separately for multi-label)."""
     if multi_label:

@@ -25,6 +25,7 @@ from cxr.data.download import (
     kaggle_credentials,
     mirror_url,
 )
+from cxr.data.marker import inject_markers
 from cxr.data.synthetic import TASKS as SYNTHETIC_TASKS
 from cxr.data.synthetic import make_synthetic_items
 from cxr.errors import ConfigError, DataError, shorten
@@ -71,6 +72,7 @@ class DownloadOptions:
     classes: list[str] = field(default_factory=lambda: ["covid", "normal", "viral_pneumonia"])
     overwrite: bool = False
     show_progress: bool = True
+    inject_marker: float | None = None  # folder: tag positives with P, negatives with 1 - P
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,13 @@ def download(source_name: str, options: DownloadOptions, progress: Callable[[Ite
     if source.needs_download and options.from_dir is None:
         root = fetch_source(source_name, source, options)
     multi_label = (options.task or source.default_task) == "all"
+    items = source.items(root, options)
+    if options.inject_marker is not None:
+        if source_name != "folder":
+            raise ConfigError("--inject-marker works with the folder source (synthetic data has --bias)")
+        items = inject_markers(items, options.inject_marker, options.seed)
     return write_dataset(
-        source.items(root, options),
+        items,
         options.dest,
         name,
         size=options.size,
@@ -154,7 +161,7 @@ def download(source_name: str, options: DownloadOptions, progress: Callable[[Ite
         seed=options.seed,
         multi_label=multi_label,
         overwrite=options.overwrite,
-        metadata={"source": source_name, "task": options.task or source.default_task},
+        metadata={"source": source_name, "task": options.task or source.default_task, "inject_marker": options.inject_marker},
         progress=progress or (lambda items: items),
     )
 
