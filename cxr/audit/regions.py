@@ -56,10 +56,10 @@ def region_codes(lungs: np.ndarray) -> np.ndarray:
     band[:dy], band[height - dy :], band[:, :dx], band[:, width - dx :] = True, True, True, True
     codes[band] = REGIONS.index("border")
     cy, cx = round(CORNER * height), round(CORNER * width)
-    top, bottom = slice(0, cy), slice(height - cy, height)
-    left, right = slice(0, cx), slice(width - cx, width)
-    for name, (rows_, cols_) in zip(CORNERS, ((top, left), (top, right), (bottom, left), (bottom, right)), strict=True):
-        codes[rows_, cols_] = REGIONS.index(name)
+    upper, lower = slice(0, cy), slice(height - cy, height)
+    near, far = slice(0, cx), slice(width - cx, width)
+    for name, corner in zip(CORNERS, ((upper, near), (upper, far), (lower, near), (lower, far)), strict=True):
+        codes[corner] = REGIONS.index(name)
     codes[lungs] = REGIONS.index("lung")  # a lung reaching into the band is still lung
     return codes
 
