@@ -114,6 +114,7 @@ class ExplainConfig(_Section):
     alpha: float = Field(0.4, ge=0, le=1)
     xla: bool = False  # compile the maps with XLA (jit_compile)
     mixed_precision: bool = False  # explain a float16 copy of the model (GPU only)
+    lungs: bool = False  # outline the lung fields (the dataset's own, or from `cxr lungs`) on the overlays
 
     @field_validator("colormap")
     @classmethod

@@ -109,3 +109,18 @@ def test_audit_finds_lung_fields_itself_on_real_radiographs(nih_sample: Path, tm
     assert len(result.shortcuts) == plausible.sum() > 0  # implausible masks are left out, not trusted
     shares = result.shortcuts.set_index("image")["outside_share"]
     assert shares.between(0, 1).all()
+    # explain then knows the lung fields too: each map's peak region in the report, contours on request
+    from cxr.explain.run import ExplainOptions, explain_fold
+
+    outlined = tiny_config(folder, tmp_path / "runs", "train.epochs=1", "explain.lungs=true")
+    report = explain_fold(outlined, 0, ExplainOptions()).report.set_index("image")
+    known = table.loc[report.index, "lung_mask_plausible"].astype(int) == 1
+    assert (report.loc[known, "peak_region"].fillna("") != "").all()
+    assert (report.loc[~known, "peak_region"].fillna("") == "").all()
+    overlay = np.asarray(Image.open(tmp_path / "runs" / "tiny" / "explain" / "fold0" / report["overlay"].iloc[0]))
+    cyan = (overlay[..., 0] == 0) & (overlay[..., 1] == 255) & (overlay[..., 2] == 255)
+    assert cyan.any() == bool(known.iloc[0])
+    page = (tmp_path / "runs" / "tiny" / "explain" / "fold0" / "index.html").read_text()
+    assert "map peak: <select" in page
+    for region in set(report["peak_region"].dropna()) - {""}:
+        assert f"<option value='{region}'>" in page and f"data-region='{region}'" in page

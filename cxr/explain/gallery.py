@@ -41,7 +41,13 @@ def write_montage(folder: Path, report: pd.DataFrame, per_row: int = 8) -> Path 
 def write_html(folder: Path, report: pd.DataFrame, classes: list[str]) -> Path:
     """One self-contained page with relative links; every name from the data is escaped."""
     right, wrong = int((report["correct"] == "right").sum()), int((report["correct"] == "wrong").sum())
-    head = ["image", "patient", "true", "predicted", "confidence", "right/wrong", "target", "raw peak", "empty"]
+    head = ["image", "patient", "true", "predicted", "confidence", "right/wrong", "target", "raw peak", "empty", "peak region"]
+    regions = sorted({str(r) for r in report.get("peak_region", pd.Series(dtype=str)).fillna("") if str(r)})
+    show = (
+        "for (const r of document.querySelectorAll('tr[data-region]')) "
+        "r.style.display = (this.value === '' || r.dataset.region === this.value) ? '' : 'none'"
+    )
+    choose = "".join(f"<option value='{html.escape(r)}'>{html.escape(r)}</option>" for r in regions)
     lines = [
         "<!doctype html><html><head><meta charset='utf-8'><title>cxr explanations</title>",
         "<style>body{font-family:sans-serif;background:#111;color:#eee}table{border-collapse:collapse}"
@@ -49,14 +55,17 @@ def write_html(folder: Path, report: pd.DataFrame, classes: list[str]) -> Path:
         "</head><body>",
         f"<h1>{html.escape(str(report['method'].iloc[0]) if len(report) else '')} explanations</h1>",
         f"<p>{right} right, {wrong} wrong; classes: {html.escape(', '.join(classes))}</p>",
+        f"<p>map peak: <select onchange=\"{show}\"><option value=''>anywhere</option>{choose}</select></p>" if regions else "",
         "<table><tr><th>overlay</th>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>",
     ]
     for row in report.itertuples():
         link = html.escape(quote(row.overlay))
+        region = "" if pd.isna(getattr(row, "peak_region", "")) else str(getattr(row, "peak_region", ""))
         cells = [row.image, row.patient_id, row.true_class, row.predicted_class, f"{row.confidence:.3f}", row.correct,
-                 row.target_class, f"{row.raw_peak:.3g}", "yes" if row.empty else ""]  # fmt: skip
+                 row.target_class, f"{row.raw_peak:.3g}", "yes" if row.empty else "", region]  # fmt: skip
         lines.append(
-            f"<tr class='{html.escape(row.correct)}'><td><a href='{link}'><img src='{link}' loading='lazy'></a></td>"
+            f"<tr class='{html.escape(row.correct)}' data-region='{html.escape(region)}'>"
+            f"<td><a href='{link}'><img src='{link}' loading='lazy'></a></td>"
             + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in cells)
             + "</tr>"
         )

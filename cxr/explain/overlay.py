@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from cxr.data.images import write_png
 from cxr.data.labels import Box
@@ -36,9 +37,22 @@ def blend(grey: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: f
     return np.round((1 - alpha) * base + alpha * table[index]).astype(np.uint8)
 
 
-def draw_overlay(grey: np.ndarray, heatmap: np.ndarray, colormap: str, alpha: float, empty: bool, boxes: list[Box]) -> np.ndarray:
-    """The overlay PNG's pixels: boxes outlined in white; an empty map is stated, never a silent blank."""
-    image = Image.fromarray(grey if empty else blend(grey, heatmap, colormap, alpha)).convert("RGB")
+def draw_overlay(
+    grey: np.ndarray,
+    heatmap: np.ndarray,
+    colormap: str,
+    alpha: float,
+    empty: bool,
+    boxes: list[Box],
+    lungs: np.ndarray | None = None,
+) -> np.ndarray:
+    """The overlay PNG's pixels: boxes outlined in white, lung fields (when given) in cyan; an empty map is
+    stated, never a silent blank."""
+    pixels = grey if empty else blend(grey, heatmap, colormap, alpha)
+    if lungs is not None:
+        pixels = np.array(Image.fromarray(pixels).convert("RGB"))
+        pixels[lungs & ~ndimage.binary_erosion(lungs)] = (0, 255, 255)
+    image = Image.fromarray(pixels).convert("RGB")
     draw = ImageDraw.Draw(image)
     for box in boxes:
         draw.rectangle([box.x, box.y, box.x + box.w - 1, box.y + box.h - 1], outline=(255, 255, 255))

@@ -23,6 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from cxr.atomic import write_text_atomic
+from cxr.audit.regions import REGIONS, region_codes
 from cxr.config import Config
 from cxr.data.download import file_digest
 from cxr.data.labels import decode_boxes, from_spreadsheet_safe, split_labels, spreadsheet_safe
@@ -34,6 +35,7 @@ from cxr.explain.methods import LAYER_METHODS, Explanation, explain_batch, get_m
 from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
 from cxr.explain.probe import make_probe
 from cxr.explain.report import box_energy_share, inside, outcome, output_probabilities, peak_location, summarise_fold
+from cxr.lungs.run import lung_region
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, experiment_dir, open_trained_fold
@@ -217,9 +219,12 @@ def image_row(
     heatmap = resize_map(result.maps[i], *grey.shape)
     boxes = decode_boxes(row.get("boxes"))
     x, y = peak_location(heatmap)
+    lungs = lung_region(fold_cfg.data.dataset_dir, row, grey.shape)  # None when unknown or implausible
     correct = "right" if classes[predicted] in true_names else "wrong"
     overlay = f"{correct}/{overlay_name(row['image'])}"
-    write_overlay(draw_overlay(grey, heatmap, cfg.explain.colormap, cfg.explain.alpha, bool(result.empty[i]), boxes), folder / overlay)
+    outline = lungs if cfg.explain.lungs else None
+    pixels = draw_overlay(grey, heatmap, cfg.explain.colormap, cfg.explain.alpha, bool(result.empty[i]), boxes, outline)
+    write_overlay(pixels, folder / overlay)
     return {
         "fold": fold,
         "image": row["image"],
@@ -238,6 +243,7 @@ def image_row(
         "peak_y": y,
         "peak_in_box": float(inside(x, y, boxes)) if boxes and not result.empty[i] else float("nan"),  # 1/0; NaN: no box
         "box_energy_share": box_energy_share(heatmap, boxes),
+        "peak_region": REGIONS[region_codes(lungs)[y, x]] if lungs is not None and not result.empty[i] else "",
         "overlay": overlay,
     }
 
