@@ -1,9 +1,9 @@
-"""Files and folders that appear whole or not at all, with the permissions a plain open() would give.
+"""Files and folders that appear whole or not at all, with the permissions a plain open() gives.
 
-Every writer in cxr goes through here: a temporary name in the same folder, then a rename, so a reader
-(or a crash, or a full disk) never leaves half a file under the final name. Python's tempfile makes
-private files (0600) and folders (0700); they are given the user's umask instead, so a lab group can read
-what cxr writes.
+Every writer in cxr goes through here: a temporary name in the same folder, then a rename, so a
+reader (or a crash, or a full disk) never leaves half a file under the final name. Python's tempfile
+makes private files (0600) and folders (0700); they are given the user's umask instead, so a lab
+group can read what cxr writes.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ FOLDER_MODE = 0o777 & ~UMASK
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` to write to; it becomes `path` only if the block succeeds.
+    """Yield a temporary path beside `path`; it becomes `path` only if the block succeeds.
 
     The temporary name keeps the final suffix (Keras and Pillow choose formats by it).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}"
+    )
     os.close(fd)
     tmp = Path(name)
     try:
@@ -52,7 +54,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def make_work_folder(parent: Path, name: str) -> Path:
-    """A hidden `.NAME.*.partial` folder in `parent` to build something in before renaming it into place."""
+    """A hidden `.NAME.*.partial` folder in `parent` to build in before renaming it into place."""
     parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
     os.chmod(folder, FOLDER_MODE)
@@ -61,4 +63,8 @@ def make_work_folder(parent: Path, name: str) -> Path:
 
 def stale_work_folders(parent: Path, name: str) -> list[Path]:
     """Work folders of `name` that an earlier, killed run left behind in `parent`."""
-    return sorted(p for p in parent.glob(f".{name}.*.partial") if p.is_dir()) if parent.is_dir() else []
+    return (
+        sorted(p for p in parent.glob(f".{name}.*.partial") if p.is_dir())
+        if parent.is_dir()
+        else []
+    )

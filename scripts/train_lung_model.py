@@ -1,16 +1,18 @@
-"""Train the lung-field U-Net that ships with cxr, and report how well it segments held-out radiographs.
+"""Train the lung-field U-Net that ships with cxr; report how well it segments held-out films.
 
-Reads a folder in the layout of the team's lung-mask set (images/, masks/, labels.csv with image, mask,
-source, patient_id, finding); those images and masks must never be committed. Holds out 20% of each
-hospital's patients for testing and 10% of the rest for choosing the epoch, trains on the others, and
-prints Dice and HD95 (95th-percentile Hausdorff distance, in pixels of the 256-px masks) per hospital.
-With --cross it also trains on one hospital and tests on all of the other, both ways.
+Reads a folder in the layout of the team's lung-mask set (images/, masks/, labels.csv with image,
+mask, source, patient_id, finding); those images and masks must never be committed. Holds out 20% of
+each hospital's patients for testing and 10% of the rest for choosing the epoch, trains on the
+others, and prints Dice and HD95 (95th-percentile Hausdorff distance, in pixels of the 256-px masks)
+per hospital. With --cross it also trains on one hospital and tests on all of the other, both ways.
 
 Augmentation matches real variation between films: exposure (gamma, contrast, brightness), small
-rotations, scales and shifts. No horizontal flips: a flipped film puts the heart on the right and the
-smaller left lung on the wrong side, which the model (and the plausibility check) should never learn.
+rotations, scales and shifts. No horizontal flips: a flipped film puts the heart on the right and
+the smaller left lung on the wrong side, which the model (and the plausibility check) should never
+learn.
 
-    python scripts/train_lung_model.py ../shared/data/lung-masks --out cxr/lungs/lung_unet.keras --cross
+    python scripts/train_lung_model.py ../shared/data/lung-masks --cross \\
+        --out cxr/lungs/lung_unet.keras
 """
 
 from __future__ import annotations
@@ -39,14 +41,18 @@ def load(folder: Path, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def augmenter(seed: int) -> keras.Sequential:
     """Geometric changes applied to image and mask together (stacked as two channels)."""
-    return keras.Sequential([
-        keras.layers.RandomRotation(0.02, fill_mode="constant", seed=seed),  # about ±7 degrees
-        keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 1),
-        keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed + 2),
-    ])
+    return keras.Sequential(
+        [
+            keras.layers.RandomRotation(0.02, fill_mode="constant", seed=seed),  # about ±7 degrees
+            keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 1),
+            keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed + 2),
+        ]
+    )
 
 
-def dataset(images: np.ndarray, masks: np.ndarray, batch: int, training: bool, seed: int) -> tf.data.Dataset:
+def dataset(
+    images: np.ndarray, masks: np.ndarray, batch: int, training: bool, seed: int
+) -> tf.data.Dataset:
     x = to_input(list(images))
     y = to_input([m.astype(np.uint8) * 255 for m in masks]) / 255.0
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -77,7 +83,9 @@ def dice_loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
 
 
 def loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    bce = tf.reduce_mean(keras.losses.binary_crossentropy(y_true, logits, from_logits=True), axis=(1, 2))
+    bce = tf.reduce_mean(
+        keras.losses.binary_crossentropy(y_true, logits, from_logits=True), axis=(1, 2)
+    )
     return bce + dice_loss(y_true, logits)
 
 
@@ -126,8 +134,14 @@ def scores(model: keras.Model, images: np.ndarray, masks: np.ndarray) -> dict[st
     predicted = predict(model, images, masks.shape[1])
     d = [dice(p, m) for p, m in zip(predicted, masks, strict=True)]
     h = [hd95(p, m) for p, m in zip(predicted, masks, strict=True)]
-    return {"images": len(d), "dice_mean": float(np.mean(d)), "dice_median": float(np.median(d)),
-            "dice_min": float(np.min(d)), "hd95_mean": float(np.mean(h)), "hd95_median": float(np.median(h))}
+    return {
+        "images": len(d),
+        "dice_mean": float(np.mean(d)),
+        "dice_median": float(np.median(d)),
+        "dice_min": float(np.min(d)),
+        "hd95_mean": float(np.mean(h)),
+        "hd95_median": float(np.median(h)),
+    }
 
 
 def main() -> None:
@@ -135,7 +149,9 @@ def main() -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("--out", type=Path, default=Path("cxr/lungs/lung_unet.keras"))
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--cross", action="store_true", help="also train on one hospital, test on the other")
+    parser.add_argument(
+        "--cross", action="store_true", help="also train on one hospital, test on the other"
+    )
     parser.add_argument("--cross-epochs", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -143,9 +159,16 @@ def main() -> None:
     table = pd.read_csv(args.data / "labels.csv", dtype=str)
     images, masks = load(args.data, table)
     strata = table["source"] + "/" + table["finding"]
-    train_idx, test_idx = train_test_split(np.arange(len(table)), test_size=0.2, stratify=strata, random_state=args.seed)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(table)), test_size=0.2, stratify=strata, random_state=args.seed
+    )
     model = fit(images[train_idx], masks[train_idx], args.epochs, args.seed)
-    report: dict = {"input_size": INPUT_SIZE, "train_images": len(train_idx), "epochs": args.epochs, "within": {}}
+    report: dict = {
+        "input_size": INPUT_SIZE,
+        "train_images": len(train_idx),
+        "epochs": args.epochs,
+        "within": {},
+    }
     for source in sorted(table["source"].unique()):
         held = test_idx[table.loc[test_idx, "source"].to_numpy() == source]
         report["within"][source] = scores(model, images[held], masks[held])
@@ -157,7 +180,10 @@ def main() -> None:
     if args.cross:
         report["across"] = {}
         for train_on, test_on in (("shenzhen", "montgomery"), ("montgomery", "shenzhen")):
-            on, off = (table["source"] == train_on).to_numpy(), (table["source"] == test_on).to_numpy()
+            on, off = (
+                (table["source"] == train_on).to_numpy(),
+                (table["source"] == test_on).to_numpy(),
+            )
             other = fit(images[on], masks[on], args.cross_epochs, args.seed)
             report["across"][f"{train_on} -> {test_on}"] = scores(other, images[off], masks[off])
     report["minutes"] = round((time.time() - started) / 60, 1)

@@ -1,9 +1,11 @@
-"""The bad-input table: what careless or hostile users tried, and what must hold afterwards (issue #10).
+"""The bad-input table: what careless or hostile users tried, and what must hold afterwards.
 
-Each row: how the input is made, the command, the exit code (2 usage and config, 1 data and runtime),
-a fragment of the one-line error, and the folders whose files must be byte-for-byte unchanged after
-it (the old run, the other datasets). No row may print a traceback or hang. Cases that need a server
-or a fault injected have their own tests below the table.
+Issue #10.
+
+Each row: how the input is made, the command, the exit code (2 usage and config, 1 data and
+runtime), a fragment of the one-line error, and the folders whose files must be byte-for-byte
+unchanged after it (the old run, the other datasets). No row may print a traceback or hang. Cases
+that need a server or a fault injected have their own tests below the table.
 """
 
 from __future__ import annotations
@@ -43,14 +45,26 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with data/syn (60 phantoms, 64 px, 3 folds) and runs/base/fold0 trained for one epoch."""
+    """data/syn (60 phantoms, 64 px, 3 folds) and runs/base/fold0 trained for one epoch."""
     root = tmp_path_factory.mktemp("world")
     (root / "base.yaml").write_text(BASE_CONFIG)
     here = Path.cwd()
     os.chdir(root)
     try:
         for args in (
-            ["download", "synthetic", "--n", "60", "--size", "64", "--folds", "3", "--name", "syn", "--quiet"],
+            [
+                "download",
+                "synthetic",
+                "--n",
+                "60",
+                "--size",
+                "64",
+                "--folds",
+                "3",
+                "--name",
+                "syn",
+                "--quiet",
+            ],
             ["train", "--config", "base.yaml"],
         ):
             result = runner.invoke(app, args)
@@ -70,7 +84,11 @@ def world(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run_cli(args: list[str]):
@@ -104,7 +122,9 @@ def not_weights(root: Path) -> list[str]:
 
 def one_class_folder(root: Path) -> list[str]:
     for i in range(4):
-        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(make_parents(root / "mine" / "normal" / f"{i}.png"))
+        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(
+            make_parents(root / "mine" / "normal" / f"{i}.png")
+        )
     return ["download", "folder", "--from", "mine", "--folds", "2", "--quiet"]
 
 
@@ -136,7 +156,7 @@ def link_outside_dataset(root: Path) -> list[str]:
 
 
 def oversize_header(root: Path) -> list[str]:
-    """A PNG whose header claims 20000 x 20000 pixels (a few hundred KB could decode to gigabytes)."""
+    """A PNG whose header claims 20000 x 20000 pixels (small files can decode to gigabytes)."""
     image = DATASET / first_validation_image()
     head = image.read_bytes()
     image.write_bytes(head[:16] + (20000).to_bytes(4, "big") * 2 + head[24:])
@@ -177,13 +197,17 @@ def alias_bomb(root: Path) -> list[str]:
 
 def formula_patient(root: Path) -> list[str]:
     split = pd.read_csv(FOLD0 / "split.csv", dtype=str, keep_default_na=False)
-    split.loc[split["image"] == first_validation_image(), "patient_id"] = '=HYPERLINK("http://x","y")'
+    split.loc[split["image"] == first_validation_image(), "patient_id"] = (
+        '=HYPERLINK("http://x","y")'
+    )
     split.to_csv(FOLD0 / "split.csv", index=False)
     return ["evaluate", "--config", "base.yaml"]
 
 
 def formula_quoted(root: Path) -> None:
-    predictions = pd.read_csv(FOLD0 / "evaluation" / "predictions.csv", dtype=str, keep_default_na=False)
+    predictions = pd.read_csv(
+        FOLD0 / "evaluation" / "predictions.csv", dtype=str, keep_default_na=False
+    )
     assert '\'=HYPERLINK("http://x","y")' in set(predictions["patient_id"])
     assert not predictions["patient_id"].str.startswith("=").any()
 
@@ -194,16 +218,31 @@ def stale_partial(root: Path) -> list[str]:
 
 
 def no_stale_partial(root: Path) -> None:
-    assert not list((root / "data").glob(".syn2.*")) and (root / "data" / "syn2" / "labels.csv").is_file()
+    assert (
+        not list((root / "data").glob(".syn2.*"))
+        and (root / "data" / "syn2" / "labels.csv").is_file()
+    )
 
 
 def nan_labels_csv(root: Path) -> list[str]:
     rows = ["path,label"]
     for i, label in enumerate(["normal", "pneumonia"] * 3 + ["NaN", "null", "", "None"]):
-        Image.fromarray(np.full((16, 16), 20 * i, np.uint8)).save(make_parents(root / "own" / f"{i}.png"))
+        Image.fromarray(np.full((16, 16), 20 * i, np.uint8)).save(
+            make_parents(root / "own" / f"{i}.png")
+        )
         rows.append(f"{i}.png,{label}")
     (root / "own" / "list.csv").write_text("\n".join(rows) + "\n")
-    return ["download", "folder", "--csv", "own/list.csv", "--folds", "2", "--quiet", "--name", "own"]
+    return [
+        "download",
+        "folder",
+        "--csv",
+        "own/list.csv",
+        "--folds",
+        "2",
+        "--quiet",
+        "--name",
+        "own",
+    ]
 
 
 def nan_labels_skipped(root: Path) -> None:
@@ -216,7 +255,9 @@ def nan_labels_skipped(root: Path) -> None:
 def link_in_import(root: Path) -> list[str]:
     for cls in ("normal", "sick"):
         for i in range(3):
-            Image.fromarray(np.full((16, 16), 50 * i, np.uint8)).save(make_parents(root / "imp" / cls / f"{i}.png"))
+            Image.fromarray(np.full((16, 16), 50 * i, np.uint8)).save(
+                make_parents(root / "imp" / cls / f"{i}.png")
+            )
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "secret.png")
     (root / "imp" / "sick" / "link.png").symlink_to(root / "secret.png")
     return ["download", "folder", "--from", "imp", "--folds", "2", "--quiet"]
@@ -240,57 +281,145 @@ class Case:
 
 CASES: dict[str, Case] = {
     "1 overwrite, missing weights": Case(
-        lambda r: train_args("--overwrite", "model.weights=/nonexistent.h5"), 2, "no such file", ("runs",)
+        lambda r: train_args("--overwrite", "model.weights=/nonexistent.h5"),
+        2,
+        "no such file",
+        ("runs",),
     ),
     "1 overwrite, imagenet for tiny_cnn": Case(
-        lambda r: train_args("--overwrite", "model.weights=imagenet"), 2, "'imagenet' is not available for tiny_cnn", ("runs",)
+        lambda r: train_args("--overwrite", "model.weights=imagenet"),
+        2,
+        "'imagenet' is not available for tiny_cnn",
+        ("runs",),
     ),
-    "1 overwrite, a file that is not weights": Case(not_weights, 2, "cannot load it into tiny_cnn", ("runs",)),
+    "1 overwrite, a file that is not weights": Case(
+        not_weights, 2, "cannot load it into tiny_cnn", ("runs",)
+    ),
     "1 overwrite, unusable cache": Case(
-        lambda r: train_args("--overwrite", "data.cache=base.yaml/cache"), 1, "cannot use it as the cache folder", ("runs",)
+        lambda r: train_args("--overwrite", "data.cache=base.yaml/cache"),
+        1,
+        "cannot use it as the cache folder",
+        ("runs",),
     ),
     "1 overwrite, absent devices": Case(
-        lambda r: train_args("--overwrite", 'train.devices=["/cpu:0","/cpu:7"]'), 2, "'/cpu:7' is not on this machine", ("runs",)
+        lambda r: train_args("--overwrite", 'train.devices=["/cpu:0","/cpu:7"]'),
+        2,
+        "'/cpu:7' is not on this machine",
+        ("runs",),
     ),
-    "2 name .": Case(lambda r: download_args("--name", ".", "--overwrite"), 2, "a dataset name is one folder name", ("data",)),
-    "2 name ..": Case(lambda r: download_args("--name", "..", "--overwrite"), 2, "a dataset name is one folder name", ("data",)),
-    "2 name absolute": Case(lambda r: download_args("--name", str(r / "abs")), 2, "a dataset name is one folder name", ("data",)),
-    "2 name nested": Case(lambda r: download_args("--name", "a/b"), 2, "a dataset name is one folder name", ("data",)),
+    "2 name .": Case(
+        lambda r: download_args("--name", ".", "--overwrite"),
+        2,
+        "a dataset name is one folder name",
+        ("data",),
+    ),
+    "2 name ..": Case(
+        lambda r: download_args("--name", "..", "--overwrite"),
+        2,
+        "a dataset name is one folder name",
+        ("data",),
+    ),
+    "2 name absolute": Case(
+        lambda r: download_args("--name", str(r / "abs")),
+        2,
+        "a dataset name is one folder name",
+        ("data",),
+    ),
+    "2 name nested": Case(
+        lambda r: download_args("--name", "a/b"), 2, "a dataset name is one folder name", ("data",)
+    ),
     "3 devices not there": Case(
-        lambda r: train_args('train.devices=["/gpu:0","/gpu:1"]'), 2, "'/gpu:0' is not on this machine; it has: /CPU:0", ("runs",)
+        lambda r: train_args('train.devices=["/gpu:0","/gpu:1"]'),
+        2,
+        "'/gpu:0' is not on this machine; it has: /CPU:0",
+        ("runs",),
     ),
     "6 one class at download": Case(one_class_folder, 1, "one class only (normal)"),
     "6 one class at train": Case(
-        lambda r: (edit_labels(lambda t: t.assign(label="pneumonia")), train_args("--overwrite"))[1], 1, "one class only", ("runs",)
+        lambda r: (edit_labels(lambda t: t.assign(label="pneumonia")), train_args("--overwrite"))[
+            1
+        ],
+        1,
+        "one class only",
+        ("runs",),
     ),
-    "7 box is a string": Case(set_box('[{"x": "a", "y": 1, "w": 5, "h": 5}]'), 1, "column boxes: box ('a', 1, 5, 5)"),
-    "7 box is NaN": Case(set_box('[{"x": NaN, "y": 1, "w": 5, "h": 5}]'), 1, "is not a finite number"),
-    "7 box is Infinity": Case(set_box('[{"x": 1, "y": 1, "w": Infinity, "h": 5}]'), 1, "is not a finite number"),
+    "7 box is a string": Case(
+        set_box('[{"x": "a", "y": 1, "w": 5, "h": 5}]'), 1, "column boxes: box ('a', 1, 5, 5)"
+    ),
+    "7 box is NaN": Case(
+        set_box('[{"x": NaN, "y": 1, "w": 5, "h": 5}]'), 1, "is not a finite number"
+    ),
+    "7 box is Infinity": Case(
+        set_box('[{"x": 1, "y": 1, "w": Infinity, "h": 5}]'), 1, "is not a finite number"
+    ),
     "7 box is not JSON": Case(set_box("[{x: 1}]"), 1, "bad boxes value"),
     "8 duplicated rows": Case(duplicate_row, 1, "is listed 2 times", ("runs",)),
     "9 missing labels skipped": Case(nan_labels_csv, 0, "wrote", check=nan_labels_skipped),
     "10 link leaving the import folder": Case(link_in_import, 0, "wrote", check=link_skipped),
-    "10 link leaving the dataset": Case(link_outside_dataset, 1, "links leading outside", ("runs",)),
+    "10 link leaving the dataset": Case(
+        link_outside_dataset, 1, "links leading outside", ("runs",)
+    ),
     "11 oversize image": Case(oversize_header, 1, "(20000x20000)", ("runs",)),
-    "12 split.csv deleted": Case(damage(f"{FOLD0}/split.csv", Path.unlink), 1, "split.csv is missing"),
-    "12 classes.json cut": Case(damage(f"{FOLD0}/classes.json", lambda p: p.write_text('["norm')), 1, "classes.json is missing or damaged"),
-    "12 model.keras truncated": Case(damage(f"{FOLD0}/model.keras", truncate), 1, "unreadable as a Keras model"),
-    "12 config.yaml deleted": Case(damage(f"{FOLD0}/config.yaml", Path.unlink), 1, "config.yaml is missing"),
+    "12 split.csv deleted": Case(
+        damage(f"{FOLD0}/split.csv", Path.unlink), 1, "split.csv is missing"
+    ),
+    "12 classes.json cut": Case(
+        damage(f"{FOLD0}/classes.json", lambda p: p.write_text('["norm')),
+        1,
+        "classes.json is missing or damaged",
+    ),
+    "12 model.keras truncated": Case(
+        damage(f"{FOLD0}/model.keras", truncate), 1, "unreadable as a Keras model"
+    ),
+    "12 config.yaml deleted": Case(
+        damage(f"{FOLD0}/config.yaml", Path.unlink), 1, "config.yaml is missing"
+    ),
     "12 dataset image deleted": Case(
-        lambda r: ((DATASET / first_validation_image()).unlink(), ["evaluate", "--config", "base.yaml"])[1], 1, "listed but missing"
+        lambda r: (
+            (DATASET / first_validation_image()).unlink(),
+            ["evaluate", "--config", "base.yaml"],
+        )[1],
+        1,
+        "listed but missing",
     ),
     "13 pna_cnn widths": Case(
-        lambda r: train_args("--overwrite", "model.name=pna_cnn", "model.widths=[16]"), 2, "pna_cnn takes at least 2 widths", ("runs",)
+        lambda r: train_args("--overwrite", "model.name=pna_cnn", "model.widths=[16]"),
+        2,
+        "pna_cnn takes at least 2 widths",
+        ("runs",),
     ),
-    "13 tiny_cnn widths": Case(lambda r: train_args("--overwrite", "model.widths=[4]"), 2, "tiny_cnn takes exactly 2 widths", ("runs",)),
-    "13 output_dir is a file": Case(lambda r: train_args("experiment.output_dir=base.yaml"), 2, "is a file, not a folder", ("runs",)),
-    "14 resume with another image size": Case(interrupted_run("data.image_size=32"), 2, "data.image_size (64 -> 32)", ("runs",)),
-    "14 resume with other widths": Case(interrupted_run("model.widths=[2,2]"), 2, "model.widths (None -> [2, 2])", ("runs",)),
-    "15 overwrite and resume": Case(lambda r: train_args("--overwrite", "--resume"), 2, "contradict each other", ("runs",)),
-    "15 resume a finished fold": Case(lambda r: train_args("--resume"), 1, "it finished training (retrain it with --overwrite)", ("runs",)),
+    "13 tiny_cnn widths": Case(
+        lambda r: train_args("--overwrite", "model.widths=[4]"),
+        2,
+        "tiny_cnn takes exactly 2 widths",
+        ("runs",),
+    ),
+    "13 output_dir is a file": Case(
+        lambda r: train_args("experiment.output_dir=base.yaml"),
+        2,
+        "is a file, not a folder",
+        ("runs",),
+    ),
+    "14 resume with another image size": Case(
+        interrupted_run("data.image_size=32"), 2, "data.image_size (64 -> 32)", ("runs",)
+    ),
+    "14 resume with other widths": Case(
+        interrupted_run("model.widths=[2,2]"), 2, "model.widths (None -> [2, 2])", ("runs",)
+    ),
+    "15 overwrite and resume": Case(
+        lambda r: train_args("--overwrite", "--resume"), 2, "contradict each other", ("runs",)
+    ),
+    "15 resume a finished fold": Case(
+        lambda r: train_args("--resume"),
+        1,
+        "it finished training (retrain it with --overwrite)",
+        ("runs",),
+    ),
     "16 alias bomb": Case(alias_bomb, 2, "once YAML aliases are expanded"),
     "18 stale partial folder": Case(stale_partial, 0, "wrote", check=no_stale_partial),
-    "18 formula in a user's column": Case(formula_patient, 0, "validation ROC AUC", check=formula_quoted),
+    "18 formula in a user's column": Case(
+        formula_patient, 0, "validation ROC AUC", check=formula_quoted
+    ),
 }
 
 
@@ -304,15 +433,19 @@ def test_bad_input(name: str, world: Path) -> None:
     assert case.message in result.output, result.output
     if case.exit_code:
         errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and case.message in errors[0] and len(errors[0]) < 600, result.output
+        assert len(errors) == 1 and case.message in errors[0] and len(errors[0]) < 600, (
+            result.output
+        )
     for folder, files in before.items():
         assert fingerprint(world / folder) == files, f"{folder} changed"
     if case.check is not None:
         case.check(world)
 
 
-def test_full_disk_during_training_keeps_the_old_run(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Case 5: ENOSPC while the checkpoint is saved is one line naming the path; the old run is whole."""
+def test_full_disk_during_training_keeps_the_old_run(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Case 5: ENOSPC while saving the checkpoint is one line naming the path; the old run stays."""
     import keras
 
     def full(self, filepath, *args, **kwargs):
@@ -321,20 +454,34 @@ def test_full_disk_during_training_keeps_the_old_run(world: Path, monkeypatch: p
     before = fingerprint(world / "runs")
     monkeypatch.setattr(keras.Model, "save", full)
     result = run_cli(train_args("--overwrite"))
-    assert result.exit_code == 1 and "no space left to write" in result.output and "free space" in result.output
-    assert fingerprint(world / "runs" / "base" / "fold0") == {k.removeprefix("base/fold0/"): v for k, v in before.items()
-                                                              if k.startswith("base/fold0/")}
+    assert (
+        result.exit_code == 1
+        and "no space left to write" in result.output
+        and "free space" in result.output
+    )
+    assert fingerprint(world / "runs" / "base" / "fold0") == {
+        k.removeprefix("base/fold0/"): v for k, v in before.items() if k.startswith("base/fold0/")
+    }
     assert not list((world / "runs").rglob("*.partial.keras"))
 
 
 def test_identical_images_in_different_folds_are_named(caplog: pytest.LogCaptureFixture) -> None:
-    """Case 8: the conversion knows each image's hash and warns when copies sit in different folds."""
+    """Case 8: the conversion hashes each image and warns when copies sit in different folds."""
     from cxr.data.dataset import warn_identical_images
 
-    table = pd.DataFrame({"image": ["a.png", "b.png", "c.png", "d.png"], "fold": [0, 1, 1, 1], "pixels_sha1": ["x", "x", "y", "y"]})
+    table = pd.DataFrame(
+        {
+            "image": ["a.png", "b.png", "c.png", "d.png"],
+            "fold": [0, 1, 1, 1],
+            "pixels_sha1": ["x", "x", "y", "y"],
+        }
+    )
     with caplog.at_level("WARNING"):
         warn_identical_images(table)
-    assert "1 group(s) of identical images lie in different folds" in caplog.text and "a.png = b.png" in caplog.text
+    assert (
+        "1 group(s) of identical images lie in different folds" in caplog.text
+        and "a.png = b.png" in caplog.text
+    )
     assert "c.png" not in caplog.text  # copies within one fold do not leak
 
 
@@ -362,7 +509,7 @@ def test_ctrl_c_says_how_to_resume(world: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_run_that_failed_before_its_first_epoch_does_not_block_the_next(world: Path) -> None:
-    """Case 15: a staging folder without a backup is nothing to resume: training simply starts again."""
+    """Case 15: a staging folder without a backup is nothing to resume: training starts again."""
     staging = world / "runs" / "base" / ".training" / "fold1"
     staging.mkdir(parents=True)
     (staging / "config.yaml").write_text("half")
@@ -371,8 +518,10 @@ def test_a_run_that_failed_before_its_first_epoch_does_not_block_the_next(world:
     assert (world / "runs" / "base" / "fold1" / "model.keras").is_file() and not staging.exists()
 
 
-def test_kaggle_credentials_never_go_to_a_mirror(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Case 4: a mirror gets no Authorization header; its password is never printed; its query string is kept."""
+def test_kaggle_credentials_never_go_to_a_mirror(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Case 4: a mirror gets no credentials; its password is never printed; its query is kept."""
     from helpers import Behaviour
 
     monkeypatch.setenv("KAGGLE_USERNAME", "alice")
@@ -385,13 +534,17 @@ def test_kaggle_credentials_never_go_to_a_mirror(world: Path, monkeypatch: pytes
         mirror = base.replace("http://", "http://bob:hunter2@") + "/?token=abc"
         result = run_cli(["download", "rsna-pneumonia", "--mirror", mirror, "--quiet"])
     assert result.exit_code == 1 and "stage_*_train_labels.csv" in result.output
-    assert state.requests and all(r["auth"] in (None, "Basic Ym9iOmh1bnRlcjI=") for r in state.requests)  # bob's own, never alice's
+    assert state.requests and all(
+        r["auth"] in (None, "Basic Ym9iOmh1bnRlcjI=") for r in state.requests
+    )  # bob's own, never alice's
     assert state.requests[0]["path"] == "/rsna-pneumonia-detection-challenge.zip?token=abc"
     assert "hunter2" not in result.output and "s3cret" not in result.output
 
 
-def test_credentials_are_never_sent_over_plain_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Refused before any connection (the request itself is stubbed: nothing leaves this machine)."""
+def test_credentials_are_never_sent_over_plain_http(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before any connection (the request is stubbed: nothing leaves this machine)."""
     import requests
 
     from cxr.data.download import RemoteFile, fetch
@@ -402,11 +555,16 @@ def test_credentials_are_never_sent_over_plain_http(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(requests.Session, "get", no_request)
     with pytest.raises(DataError, match="refusing to send credentials"):
-        fetch(RemoteFile("http://mirror.example/x.zip", "x.zip"), tmp_path, auth=("alice", "key"), show_progress=False)
+        fetch(
+            RemoteFile("http://mirror.example/x.zip", "x.zip"),
+            tmp_path,
+            auth=("alice", "key"),
+            show_progress=False,
+        )
 
 
 def test_truncated_archive_is_removed_as_said(world: Path) -> None:
-    """Case 18: a cut archive is deleted when the message says so, and the next run fetches it anew."""
+    """Case 18: a cut archive is deleted as the message says, and the next run fetches it anew."""
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("a.txt", "x" * 5000)
@@ -418,36 +576,48 @@ def test_truncated_archive_is_removed_as_said(world: Path) -> None:
 
 
 def test_outputs_follow_the_umask(world: Path) -> None:
-    """Case 17: a dataset, its tables and a run's files get the mode a plain open() gives, not 0600/0700."""
+    """Case 17: datasets, tables and run files get the mode a plain open() gives, not 0600/0700."""
     result = run_cli(download_args("--name", "shared"))
     assert result.exit_code == 0, result.output
     assert (world / "data" / "shared").stat().st_mode & 0o777 == FOLDER_MODE
-    for path in (world / "data" / "shared" / "labels.csv", next((world / "data" / "shared" / "images").rglob("*.png")),
-                 world / FOLD0 / "model.keras", world / FOLD0 / "split.csv"):
+    for path in (
+        world / "data" / "shared" / "labels.csv",
+        next((world / "data" / "shared" / "images").rglob("*.png")),
+        world / FOLD0 / "model.keras",
+        world / FOLD0 / "split.csv",
+    ):
         assert path.stat().st_mode & 0o777 == FILE_MODE, path
 
 
 def test_boxes_outside_the_image_are_clipped_and_empty_ones_dropped(world: Path) -> None:
-    """Case 7: a box partly outside covers only its inside part; one wholly outside is dropped with a warning."""
-    assert box_mask((64, 64), [Box(-10, 10, 5, 5)]).sum() == 0  # wholly left of the image: no pixel, no wrap-around
+    """Case 7: a box partly outside covers only its inside part; one wholly outside is dropped."""
+    assert (
+        box_mask((64, 64), [Box(-10, 10, 5, 5)]).sum() == 0
+    )  # wholly left of the image: no pixel, no wrap-around
     assert box_mask((64, 64), [Box(-10, 10, 15, 5)]).sum() == 5 * 5
     image = first_validation_image()
-    boxes = '[{"x": -10, "y": 10, "w": 15, "h": 5, "label": "a"}, {"x": 70, "y": 1, "w": 5, "h": 5}]'
+    boxes = (
+        '[{"x": -10, "y": 10, "w": 15, "h": 5, "label": "a"}, {"x": 70, "y": 1, "w": 5, "h": 5}]'
+    )
     edit_labels(lambda t: t.assign(boxes=np.where(t["image"] == image, boxes, t["boxes"])))
     cleaned = read_labels(world / DATASET).set_index("image").loc[image, "boxes"]
     assert cleaned == '[{"x": 0.0, "y": 10.0, "w": 5.0, "h": 5.0, "label": "a"}]'
 
 
 def test_other_faults_are_one_line(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The class, not the example: any OSError, an interrupt or TensorFlow's out-of-memory in any command."""
+    """The class, not the example: any OSError, an interrupt or TensorFlow's out-of-memory."""
     import tensorflow as tf
 
     import cxr.evaluate
 
     faults = {
         "no space left to write": OSError(errno.ENOSPC, "No space left on device", "runs/x"),
-        "not allowed to write or read runs/x": PermissionError(errno.EACCES, "Permission denied", "runs/x"),
-        "out of memory on the device": tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor"),
+        "not allowed to write or read runs/x": PermissionError(
+            errno.EACCES, "Permission denied", "runs/x"
+        ),
+        "out of memory on the device": tf.errors.ResourceExhaustedError(
+            None, None, "OOM when allocating tensor"
+        ),
         "interrupted": KeyboardInterrupt(),
     }
     for message, fault in faults.items():
@@ -463,10 +633,16 @@ def test_other_faults_are_one_line(world: Path, monkeypatch: pytest.MonkeyPatch)
 def test_user_csv_that_is_not_utf8_or_has_a_bom(world: Path) -> None:
     rows = "path,label\n" + "".join(f"{i}.png,{'normal' if i % 2 else 'sick'}\n" for i in range(6))
     for i in range(6):
-        Image.fromarray(np.full((16, 16), 30 * i, np.uint8)).save(make_parents(world / "u" / f"{i}.png"))
+        Image.fromarray(np.full((16, 16), 30 * i, np.uint8)).save(
+            make_parents(world / "u" / f"{i}.png")
+        )
     (world / "u" / "list.csv").write_bytes(b"\xef\xbb\xbf" + rows.encode())  # Excel's UTF-8 CSV
-    result = run_cli(["download", "folder", "--csv", "u/list.csv", "--folds", "2", "--quiet", "--name", "bom"])
+    result = run_cli(
+        ["download", "folder", "--csv", "u/list.csv", "--folds", "2", "--quiet", "--name", "bom"]
+    )
     assert result.exit_code == 0, result.output
     (world / "u" / "list.csv").write_bytes(rows.replace("sick", "kr\xe4nk").encode("latin-1"))
-    result = run_cli(["download", "folder", "--csv", "u/list.csv", "--folds", "2", "--quiet", "--name", "latin"])
+    result = run_cli(
+        ["download", "folder", "--csv", "u/list.csv", "--folds", "2", "--quiet", "--name", "latin"]
+    )
     assert result.exit_code == 1 and "not UTF-8 text" in result.output

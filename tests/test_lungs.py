@@ -1,4 +1,4 @@
-"""Lung fields: the plausibility check by hand, the shipped model on real NIH radiographs, and precedence."""
+"""Lung fields: the plausibility check by hand, the shipped model on real NIH films, precedence."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def ellipse(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) 
 
 def test_plausible_masks_by_hand() -> None:
     shape = (100, 100)
-    lungs = ellipse(shape, 50, 30, 30, 12) | ellipse(shape, 50, 70, 30, 12)  # two fields side by side, 22% of the image
+    lungs = ellipse(shape, 50, 30, 30, 12) | ellipse(
+        shape, 50, 70, 30, 12
+    )  # two fields side by side, 22% of the image
     assert mask_problem(lungs) == ""
     assert "1 main component" in mask_problem(ellipse(shape, 50, 50, 30, 25))
     small = ellipse(shape, 50, 30, 5, 4) | ellipse(shape, 50, 70, 5, 4)
@@ -38,18 +40,25 @@ def test_plausible_masks_by_hand() -> None:
 @pytest.fixture(scope="module")
 def nih_lungs(nih_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     dest = tmp_path_factory.mktemp("lungs")
-    folder = download("nih-cxr14", DownloadOptions(dest=dest, from_dir=nih_sample, size=96, folds=2, show_progress=False))
+    folder = download(
+        "nih-cxr14",
+        DownloadOptions(dest=dest, from_dir=nih_sample, size=96, folds=2, show_progress=False),
+    )
     return folder, compute_lungs(folder, batch_size=8)
 
 
 def test_shipped_model_finds_lungs_on_real_radiographs(nih_lungs) -> None:
-    """40 real NIH films (none of them seen in training): nearly every mask is two plausible lung fields."""
+    """40 real NIH films (none seen in training): nearly every mask is two plausible lung fields."""
     folder, result = nih_lungs
     table = read_labels(folder)
     assert result.computed == len(table) == 40 and has_lung_fields(folder)
     for row in table.itertuples():
         mask = np.asarray(Image.open(folder / row.lung_mask))
-        assert row.lung_mask == f"lungs/{row.image}" and mask.shape == (96, 96) and set(np.unique(mask)) <= {0, 255}
+        assert (
+            row.lung_mask == f"lungs/{row.image}"
+            and mask.shape == (96, 96)
+            and set(np.unique(mask)) <= {0, 255}
+        )
     plausible = table["lung_mask_plausible"].astype(int)
     assert plausible.mean() >= 0.85, table.loc[plausible == 0, ["image", "lung_mask_problem"]]
     assert sorted(result.implausible) == sorted(table.loc[plausible == 0, "image"])
@@ -64,7 +73,9 @@ def test_rerun_skips_and_overwrite_recomputes(nih_lungs, tmp_path: Path) -> None
     assert compute_lungs(folder, overwrite=True).computed == 40
 
 
-def test_a_datasets_own_lung_fields_are_never_replaced(synthetic_dataset: Path, tmp_path: Path) -> None:
+def test_a_datasets_own_lung_fields_are_never_replaced(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
     folder = shutil.copytree(synthetic_dataset, tmp_path / "syn")
     before = (folder / "labels.csv").read_bytes()
     assert has_lung_fields(folder) and compute_lungs(folder, overwrite=True).computed == 0
@@ -87,29 +98,42 @@ def test_a_users_own_mask_is_kept(nih_lungs, tmp_path: Path) -> None:
     table.loc[0, "lung_mask"] = "mine/first.png"
     table.to_csv(folder / "labels.csv", index=False)
     compute_lungs(folder, overwrite=True)
-    assert pd.read_csv(folder / "labels.csv", dtype=str, keep_default_na=False).loc[0, "lung_mask"] == "mine/first.png"
+    assert (
+        pd.read_csv(folder / "labels.csv", dtype=str, keep_default_na=False).loc[0, "lung_mask"]
+        == "mine/first.png"
+    )
 
 
-def test_audit_finds_lung_fields_itself_on_real_radiographs(nih_sample: Path, tmp_path: Path) -> None:
-    """A dataset without lung fields: the audit runs the shipped model first, and measures maps against its masks."""
+def test_audit_finds_lung_fields_itself_on_real_radiographs(
+    nih_sample: Path, tmp_path: Path
+) -> None:
+    """No lung fields: the audit runs the shipped model first, then measures maps on its masks."""
     from conftest import tiny_config
 
     from cxr.audit.run import audit_fold
     from cxr.train import train
 
-    folder = download("nih-cxr14", DownloadOptions(dest=tmp_path, from_dir=nih_sample, size=64, folds=2, show_progress=False))
+    folder = download(
+        "nih-cxr14",
+        DownloadOptions(dest=tmp_path, from_dir=nih_sample, size=64, folds=2, show_progress=False),
+    )
     assert not has_lung_fields(folder)
     cfg = tiny_config(folder, tmp_path / "runs", "train.epochs=1")
     train(cfg, fold=0)
     result = audit_fold(cfg, 0, ["gradcam"], sanity_stages=1)
     table = read_labels(folder).set_index("image")
     assert has_lung_fields(folder) and (folder / table["lung_mask"].iloc[0]).is_file()
-    validation = pd.read_csv(tmp_path / "runs" / "tiny" / "fold0" / "split.csv").query("split == 'validation'")["image"]
+    validation = pd.read_csv(tmp_path / "runs" / "tiny" / "fold0" / "split.csv").query(
+        "split == 'validation'"
+    )["image"]
     plausible = table.loc[validation, "lung_mask_plausible"].astype(int)
-    assert len(result.shortcuts) == plausible.sum() > 0  # implausible masks are left out, not trusted
+    assert (
+        len(result.shortcuts) == plausible.sum() > 0
+    )  # implausible masks are left out, not trusted
     shares = result.shortcuts.set_index("image")["outside_share"]
     assert shares.between(0, 1).all()
-    # explain then knows the lung fields too: each map's peak region in the report, contours on request
+    # explain then knows the lung fields too: each map's peak region in the report, contours on
+    # request
     from cxr.explain.run import ExplainOptions, explain_fold
 
     outlined = tiny_config(folder, tmp_path / "runs", "train.epochs=1", "explain.lungs=true")
@@ -117,7 +141,9 @@ def test_audit_finds_lung_fields_itself_on_real_radiographs(nih_sample: Path, tm
     known = table.loc[report.index, "lung_mask_plausible"].astype(int) == 1
     assert (report.loc[known, "peak_region"].fillna("") != "").all()
     assert (report.loc[~known, "peak_region"].fillna("") == "").all()
-    overlay = np.asarray(Image.open(tmp_path / "runs" / "tiny" / "explain" / "fold0" / report["overlay"].iloc[0]))
+    overlay = np.asarray(
+        Image.open(tmp_path / "runs" / "tiny" / "explain" / "fold0" / report["overlay"].iloc[0])
+    )
     cyan = (overlay[..., 0] == 0) & (overlay[..., 1] == 255) & (overlay[..., 2] == 255)
     assert cyan.any() == bool(known.iloc[0])
     page = (tmp_path / "runs" / "tiny" / "explain" / "fold0" / "index.html").read_text()

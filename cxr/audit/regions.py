@@ -1,23 +1,24 @@
-"""Where in the chest does a map look? Peak regions and energy outside the lungs, against a uniform map.
+"""Where in the chest does a map look? Peak regions and energy per region, against a uniform map.
 
-Given an image's lung fields, every pixel falls in one region: inside a lung; a corner (the four squares
-of 15% of each side, where side markers and text tags sit); the rest of the border band (the outer 10% of
-each side); above the lungs (neck, shoulders); below them (abdomen); between them (mediastinum and
-heart); or beside them (arms, chest wall). A map is summarised by
-where its peak falls and by the share of its energy outside the lungs, each next to what a uniform map
-over the same image gives: the regions' shares of the image, and 1 - the lung area fraction.
+Given an image's lung fields, every pixel falls in one region: inside a lung; a corner (the four
+squares of 15% of each side, where side markers and text tags sit); the rest of the border band (the
+outer 10% of each side); above the lungs (neck, shoulders); below them (abdomen); between them
+(mediastinum and heart); or beside them (arms, chest wall). A map is summarised by where its peak
+falls and by the share of its energy outside the lungs, each next to what a uniform map over the
+same image gives: the regions' shares of the image, and 1 - the lung area fraction.
 
-A class is flagged when, in one region where no chest finding lies (a corner, the border, above, below
-or beside the lungs), its maps' peaks fall far more often than a uniform map's would (at least 20% of
-peaks and three times the region's area share, the bootstrap interval over patients above it), or its
-maps hold far more of their energy than a uniform map would (at least 5% and three times the region's
-area share, the interval above it); or when its maps put clearly more energy outside the chest (the lungs
-and the space between them) than a uniform map (0.15 more, the interval above zero). The four corners are
-separate regions: a tag sits in one of them, and its energy would be diluted over all four. The energy
-rule catches a shortcut that shares the map with real evidence (the peak in a lung, a second hot spot on
-the tag): on the synthetic shortcut demo the biased model's pneumonia maps hold 11% of their energy in the
-top-left corner (2% of the image), the clean model's 0.1%. The space between the lungs counts as chest: the
-heart is there, so a cardiomegaly model must look there, and is never flagged for it.
+A class is flagged when, in one region where no chest finding lies (a corner, the border, above,
+below or beside the lungs), its maps' peaks fall far more often than a uniform map's would (at least
+20% of peaks and three times the region's area share, the bootstrap interval over patients above
+it), or its maps hold far more of their energy than a uniform map would (at least 5% and three times
+the region's area share, the interval above it); or when its maps put clearly more energy outside
+the chest (the lungs and the space between them) than a uniform map (0.15 more, the interval above
+zero). The four corners are separate regions: a tag sits in one of them, and its energy would be
+diluted over all four. The energy rule catches a shortcut that shares the map with real evidence
+(the peak in a lung, a second hot spot on the tag): on the synthetic shortcut demo the biased
+model's pneumonia maps hold 11% of their energy in the top-left corner (2% of the image), the clean
+model's 0.1%. The space between the lungs counts as chest: the heart is there, so a cardiomegaly
+model must look there, and is never flagged for it.
 """
 
 from __future__ import annotations
@@ -25,19 +26,34 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")  # of the image as stored (the film's own sides)
+CORNERS = (
+    "top_left",
+    "top_right",
+    "bottom_left",
+    "bottom_right",
+)  # of the image as stored (the film's own sides)
 REGIONS = ("lung", "between", "above", "below", "beside", "border", *CORNERS)
 OFF_CHEST = (*CORNERS, "border", "above", "below", "beside")  # no chest finding lies here
-REGION_WORDS = {"lung": "inside the lungs", "between": "between the lungs", "above": "above the lungs",
-                "below": "below the lungs", "beside": "beside the lungs", "border": "in the border band",
-                **{c: f"in the {c.replace('_', '-')} corner" for c in CORNERS}}
+REGION_WORDS = {
+    "lung": "inside the lungs",
+    "between": "between the lungs",
+    "above": "above the lungs",
+    "below": "below the lungs",
+    "beside": "beside the lungs",
+    "border": "in the border band",
+    **{c: f"in the {c.replace('_', '-')} corner" for c in CORNERS},
+}
 BORDER = 0.1
 CORNER = 0.15
 PEAK_SHARE = 0.20  # a region holding at least this share of a class's peaks ...
 PEAK_RATIO = 3.0  # ... and this many times a uniform map's share is flagged
-ENERGY_SHARE = 0.05  # or holding this share of the maps' energy and PEAK_RATIO times a uniform map's
+ENERGY_SHARE = (
+    0.05  # or holding this share of the maps' energy and PEAK_RATIO times a uniform map's
+)
 ENERGY_EXCESS = 0.15  # energy outside the chest this much above a uniform map's is flagged
-MOSTLY_OUTSIDE = 0.5  # reported: the share of maps holding more than this of their energy outside the chest
+MOSTLY_OUTSIDE = (
+    0.5  # reported: the share of maps holding more than this of their energy outside the chest
+)
 BOOTSTRAP = 2000
 
 
@@ -58,7 +74,9 @@ def region_codes(lungs: np.ndarray) -> np.ndarray:
     cy, cx = round(CORNER * height), round(CORNER * width)
     upper, lower = slice(0, cy), slice(height - cy, height)
     near, far = slice(0, cx), slice(width - cx, width)
-    for name, corner in zip(CORNERS, ((upper, near), (upper, far), (lower, near), (lower, far)), strict=True):
+    for name, corner in zip(
+        CORNERS, ((upper, near), (upper, far), (lower, near), (lower, far)), strict=True
+    ):
         codes[corner] = REGIONS.index(name)
     codes[lungs] = REGIONS.index("lung")  # a lung reaching into the band is still lung
     return codes
@@ -78,13 +96,17 @@ def map_regions(heatmap: np.ndarray, lungs: np.ndarray) -> dict:
         "uniform_outside_chest": float(1 - chest.mean()),
     }
     row |= {f"chance_{name}": float((codes == i).mean()) for i, name in enumerate(REGIONS)}
-    row |= {f"energy_{name}": float(heatmap[codes == i].sum() / total) if total > 0 else float("nan")
-            for i, name in enumerate(REGIONS)}
+    row |= {
+        f"energy_{name}": float(heatmap[codes == i].sum() / total) if total > 0 else float("nan")
+        for i, name in enumerate(REGIONS)
+    }
     return row
 
 
-def patient_bootstrap(values: np.ndarray, patients: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% interval of the mean of `values` when patients (not images) are resampled with replacement."""
+def patient_bootstrap(
+    values: np.ndarray, patients: np.ndarray, seed: int = 0
+) -> tuple[float, float]:
+    """95% interval of the mean of `values`, resampling patients (not images) with replacement."""
     keys, index = np.unique(patients, return_inverse=True)
     sums, counts = np.bincount(index, weights=values), np.bincount(index)
     draws = np.random.default_rng(seed).integers(0, len(keys), size=(BOOTSTRAP, len(keys)))
@@ -93,22 +115,35 @@ def patient_bootstrap(values: np.ndarray, patients: np.ndarray, seed: int = 0) -
 
 
 def summarise_group(part: pd.DataFrame) -> dict:
-    """Peak shares per region (with their chance rates) and energy outside lungs and chest, with intervals."""
+    """Peak shares per region (with chance rates), energy outside lungs and chest, intervals."""
     patients = part["patient_id"].astype(str).to_numpy()
     summary: dict = {"images": len(part), "peaks": {}, "energy": {}}
     for name in REGIONS:
         hits = (part["peak_region"] == name).to_numpy(dtype=float)
         uniform = float(part[f"chance_{name}"].mean())
-        summary["peaks"][name] = {"share": float(hits.mean()), "ci95": patient_bootstrap(hits, patients), "uniform": uniform}
+        summary["peaks"][name] = {
+            "share": float(hits.mean()),
+            "ci95": patient_bootstrap(hits, patients),
+            "uniform": uniform,
+        }
         energy = part[f"energy_{name}"].fillna(0).to_numpy(dtype=float)
-        summary["energy"][name] = {"share": float(energy.mean()), "ci95": patient_bootstrap(energy, patients), "uniform": uniform}
+        summary["energy"][name] = {
+            "share": float(energy.mean()),
+            "ci95": patient_bootstrap(energy, patients),
+            "uniform": uniform,
+        }
     mostly = (part["outside_chest"] > MOSTLY_OUTSIDE).to_numpy(dtype=float)
-    summary["mostly_outside_chest"] = {"share": float(mostly.mean()), "ci95": patient_bootstrap(mostly, patients)}
+    summary["mostly_outside_chest"] = {
+        "share": float(mostly.mean()),
+        "ci95": patient_bootstrap(mostly, patients),
+    }
     for what in ("lungs", "chest"):
         excess = (part[f"outside_{what}"] - part[f"uniform_outside_{what}"]).to_numpy()
-        summary[f"outside_{what}"] = {"mean": float(part[f"outside_{what}"].mean()),
-                                      "uniform": float(part[f"uniform_outside_{what}"].mean()),
-                                      "excess_ci95": patient_bootstrap(excess, patients)}
+        summary[f"outside_{what}"] = {
+            "mean": float(part[f"outside_{what}"].mean()),
+            "uniform": float(part[f"uniform_outside_{what}"].mean()),
+            "excess_ci95": patient_bootstrap(excess, patients),
+        }
     return summary
 
 
@@ -117,19 +152,34 @@ def flags_of(group: dict) -> list[str]:
     reasons = []
     for name in OFF_CHEST:
         peak, energy = group["peaks"][name], group["energy"][name]
-        if peak["share"] >= PEAK_SHARE and peak["share"] >= PEAK_RATIO * peak["uniform"] and peak["ci95"][0] > peak["uniform"]:
-            reasons.append(f"{peak['share']:.0%} of peaks {REGION_WORDS[name]} (uniform map: {peak['uniform']:.0%})")
-        elif energy["share"] >= max(ENERGY_SHARE, PEAK_RATIO * energy["uniform"]) and energy["ci95"][0] > energy["uniform"]:
+        if (
+            peak["share"] >= PEAK_SHARE
+            and peak["share"] >= PEAK_RATIO * peak["uniform"]
+            and peak["ci95"][0] > peak["uniform"]
+        ):
+            reasons.append(
+                f"{peak['share']:.0%} of peaks {REGION_WORDS[name]} "
+                f"(uniform map: {peak['uniform']:.0%})"
+            )
+        elif (
+            energy["share"] >= max(ENERGY_SHARE, PEAK_RATIO * energy["uniform"])
+            and energy["ci95"][0] > energy["uniform"]
+        ):
             share, uniform = f"{energy['share']:.0%}", f"{energy['uniform']:.0%}"
-            reasons.append(f"{share} of the maps' energy {REGION_WORDS[name]} (uniform map: {uniform})")
+            reasons.append(
+                f"{share} of the maps' energy {REGION_WORDS[name]} (uniform map: {uniform})"
+            )
     chest = group["outside_chest"]
     if chest["mean"] - chest["uniform"] >= ENERGY_EXCESS and chest["excess_ci95"][0] > 0:
-        reasons.append(f"{chest['mean']:.0%} of the maps' energy outside the chest (uniform map: {chest['uniform']:.0%})")
+        reasons.append(
+            f"{chest['mean']:.0%} of the maps' energy outside the chest "
+            f"(uniform map: {chest['uniform']:.0%})"
+        )
     return reasons
 
 
 def summarise_regions(rows: pd.DataFrame) -> dict:
-    """Per predicted class (with flags) and per outcome, over the images whose lung fields are known."""
+    """Per predicted class (with flags) and per outcome, over images with known lung fields."""
     known = rows[rows["peak_region"].astype(str) != ""]
     summary: dict = {"images": len(known), "per_class": {}, "per_outcome": {}, "flags": {}}
     for name, part in known.groupby("predicted_class"):

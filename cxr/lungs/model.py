@@ -1,9 +1,10 @@
 """A compact U-Net that segments both lung fields, and the shipped weights.
 
-The network takes 8-bit grey radiographs squashed to INPUT_SIZE x INPUT_SIZE (the training images were
-squashed squares too) and returns one logit per pixel: lung or not. It normalises its own input, so a
-saved model is self-contained. The shipped model (lung_unet.keras, package data) was trained by
-scripts/train_lung_model.py on the Montgomery and Shenzhen sets; see the README for its figures and terms.
+The network takes 8-bit grey radiographs squashed to INPUT_SIZE x INPUT_SIZE (the training images
+were squashed squares too) and returns one logit per pixel: lung or not. It normalises its own
+input, so a saved model is self-contained. The shipped model (lung_unet.keras, package data) was
+trained by scripts/train_lung_model.py on the Montgomery and Shenzhen sets; see the README for its
+figures and terms.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
 
 
 def build_unet(size: int = INPUT_SIZE, widths: tuple[int, ...] = WIDTHS) -> keras.Model:
-    """Encoder of two-conv blocks with max pooling, mirrored decoder with skip connections, 1x1 logits."""
+    """Two-conv blocks with max pooling, a mirrored decoder with skip connections, 1x1 logits."""
     inputs = keras.Input((size, size, 1), name="pixels")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
     skips = []
@@ -51,27 +52,34 @@ def load_lung_model() -> keras.Model:
     """The shipped lung-field model (package data), or a DataError saying how to make one."""
     path = resources.files("cxr.lungs") / SHIPPED
     if not path.is_file():
-        raise DataError(f"the lung-field model {SHIPPED} is not in this installation of cxr; "
-                        "train one with scripts/train_lung_model.py")
+        raise DataError(
+            f"the lung-field model {SHIPPED} is not in this installation of cxr; "
+            "train one with scripts/train_lung_model.py"
+        )
     with resources.as_file(path) as file:
         return keras.models.load_model(file, compile=False)
 
 
 def to_input(images: list[np.ndarray], size: int = INPUT_SIZE) -> np.ndarray:
-    """Grey uint8 images of any size -> (N, size, size, 1) float32, squashed like the training images."""
+    """Grey uint8 images of any size -> (N, size, size, 1) float32, squashed as in training."""
     import tensorflow as tf
 
-    batch = [tf.image.resize(image[..., None].astype(np.float32), (size, size), antialias=True) for image in images]
+    batch = [
+        tf.image.resize(image[..., None].astype(np.float32), (size, size), antialias=True)
+        for image in images
+    ]
     return np.stack([b.numpy() for b in batch])
 
 
 def predict_masks(model: keras.Model, images: list[np.ndarray]) -> list[np.ndarray]:
-    """Boolean lung masks at each image's own size (probabilities upsampled bilinearly, then p >= 0.5)."""
+    """Boolean lung masks at each image's own size (probabilities upsampled, then p >= 0.5)."""
     import tensorflow as tf
 
     logits = model.predict(to_input(images, model.input_shape[1]), verbose=0)
     masks = []
     for image, logit in zip(images, logits, strict=True):
-        prob = tf.image.resize(tf.sigmoid(logit), image.shape[:2], method="bilinear").numpy()[..., 0]
+        prob = tf.image.resize(tf.sigmoid(logit), image.shape[:2], method="bilinear").numpy()[
+            ..., 0
+        ]
         masks.append(prob >= 0.5)
     return masks

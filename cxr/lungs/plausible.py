@@ -1,8 +1,8 @@
 """Is a predicted lung mask believable? Two main fields, a normal area, side by side.
 
 A mask that fails is listed and left out of the audit's lung statistics rather than trusted: a
-segmentation model fails quietly on films unlike its training set (a lateral view, an abdomen, a child's
-film cropped differently), and a wrong lung field would make a wrong shortcut verdict.
+segmentation model fails quietly on films unlike its training set (a lateral view, an abdomen, a
+child's film cropped differently), and a wrong lung field would make a wrong shortcut verdict.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-# Lung area as a share of the image in the 704 training masks is 8-43% (median 25%); a little margin each side.
+# Lung area as a share of the image in the 704 training masks is 8-43% (median 25%); a little margin
+# each side.
 AREA_RANGE = (0.06, 0.50)
 MAIN_COMPONENT = 0.05  # a component is a main one when it holds at least this share of the mask
 MAX_VERTICAL_OFFSET = 0.25  # the two fields' centres differ by at most this share of the height

@@ -1,10 +1,10 @@
 """compute_lungs(dataset): lung masks for every image of a dataset in the standard layout.
 
-Writes `lungs/<image path>.png` (0/255 at the stored size) under the dataset folder and three columns
-of labels.csv: `lung_mask` (that path), `lung_mask_plausible` (1/0) and `lung_mask_problem` (why not).
-Lung fields the dataset already has take precedence and are never overwritten: boxes in the `lungs`
-column (the synthetic phantoms', or a user's) and a user's own masks (a `lung_mask` outside `lungs/`).
-A rerun skips images whose mask exists, unless `overwrite`.
+Writes `lungs/<image path>.png` (0/255 at the stored size) under the dataset folder and three
+columns of labels.csv: `lung_mask` (that path), `lung_mask_plausible` (1/0) and `lung_mask_problem`
+(why not). Lung fields the dataset already has take precedence and are never overwritten: boxes in
+the `lungs` column (the synthetic phantoms', or a user's) and a user's own masks (a `lung_mask`
+outside `lungs/`). A rerun skips images whose mask exists, unless `overwrite`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ def needs_mask(row: pd.Series, dataset_dir: Path, overwrite: bool) -> bool:
 def has_lung_fields(dataset_dir: Path) -> bool:
     """Does every image have lung fields already (its own, or computed)?"""
     table = read_labels(dataset_dir, check_files=False)
-    return all(own_lung_fields(row) or bool(str(row.get("lung_mask", "") or "")) for _, row in table.iterrows())
+    return all(
+        own_lung_fields(row) or bool(str(row.get("lung_mask", "") or ""))
+        for _, row in table.iterrows()
+    )
 
 
 def compute_lungs(
@@ -71,7 +74,9 @@ def compute_lungs(
     from cxr.lungs.model import load_lung_model, predict_masks
 
     read_labels(dataset_dir)  # validates the table and that every image is there
-    raw = pd.read_csv(dataset_dir / LABELS_FILE, dtype=str, keep_default_na=False)  # rewritten as it is, plus columns
+    raw = pd.read_csv(
+        dataset_dir / LABELS_FILE, dtype=str, keep_default_na=False
+    )  # rewritten as it is, plus columns
     for column in COLUMNS:
         if column not in raw.columns:
             raw[column] = ""
@@ -91,15 +96,18 @@ def compute_lungs(
     ours = raw["lung_mask"].str.startswith(f"{MASK_FOLDER}/")
     implausible = raw.loc[ours & (raw["lung_mask_plausible"] == "0"), "image"].tolist()
     if implausible:
-        log.warning("%d lung mask(s) look implausible and are left out of the lung statistics: %s",
-                    len(implausible), shown_list(implausible))
+        log.warning(
+            "%d lung mask(s) look implausible and are left out of the lung statistics: %s",
+            len(implausible),
+            shown_list(implausible),
+        )
     if not len(raw):
         raise DataError(f"{dataset_dir}: no images")
     return LungsResult(len(todo), len(raw) - len(todo), implausible, raw)
 
 
 def lung_region(dataset_dir: Path, row: dict, shape: tuple[int, int]) -> np.ndarray | None:
-    """The lung fields of one image as a boolean mask at `shape`, or None when unknown or implausible."""
+    """One image's lung fields as a boolean mask at `shape`; None when unknown or implausible."""
     boxes = decode_boxes(row.get("lungs", ""))
     if boxes:
         from cxr.data.labels import box_mask
