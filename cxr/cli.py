@@ -20,7 +20,7 @@ import typer
 from cxr.errors import ConfigError, CxrError, shorten
 
 app = typer.Typer(
-    help="Train chest X-ray classifiers, evaluate them per cross-validation fold, and explain every prediction.",
+    help="Train chest X-ray classifiers, evaluate them per fold, and explain every prediction.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -40,16 +40,25 @@ def friendly_errors(command: F) -> F:
             typer.secho(f"error: {shorten(str(exc), 2000)}", err=True, fg=typer.colors.RED)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            typer.secho("interrupted: nothing half-written was left under a final name", err=True, fg=typer.colors.YELLOW)
+            typer.secho(
+                "interrupted: nothing half-written was left under a final name",
+                err=True,
+                fg=typer.colors.YELLOW,
+            )
             raise typer.Exit(130) from None
-        except OSError as exc:  # a full disk, a read-only folder, a vanished file: the user's to fix, not a bug
+        except (
+            OSError
+        ) as exc:  # a full disk, a read-only folder, a vanished file: the user's to fix, not a bug
             typer.secho(f"error: {describe_os_error(exc)}", err=True, fg=typer.colors.RED)
             raise typer.Exit(1) from None
         except Exception as exc:
-            if type(exc).__name__ != "ResourceExhaustedError":  # TensorFlow's out-of-memory (by name: no TF import here)
+            if (
+                type(exc).__name__ != "ResourceExhaustedError"
+            ):  # TensorFlow's out-of-memory (by name: no TF import here)
                 raise
             typer.secho(
-                "error: out of memory on the device: lower train.batch_size (training), explain.batch_size "
+                "error: out of memory on the device: lower train.batch_size (training), "
+                "explain.batch_size "
                 "(explain, audit) or data.image_size, and run again",
                 err=True,
                 fg=typer.colors.RED,
@@ -63,23 +72,44 @@ def describe_os_error(exc: OSError) -> str:
     """One line: which path, what went wrong, what to do."""
     path = exc.filename or "a file"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"no space left to write {path}: free space on that disk (or give another output folder) and run again"
+        return (
+            f"no space left to write {path}: free space on that disk "
+            "(or give another output folder) and run again"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"not allowed to write or read {path} ({exc.strerror}): check its permissions, or give another folder"
+        return (
+            f"not allowed to write or read {path} ({exc.strerror}): "
+            "check its permissions, or give another folder"
+        )
     return f"cannot read or write {path}: {shorten(exc.strerror or str(exc))}"
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug messages.")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s")
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug messages.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s"
+    )
 
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help=f"YAML config (default: ./{DEFAULT_CONFIG} when it exists).")]
-Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.epochs=3 data.image_size=128.")]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help=f"YAML config (default: ./{DEFAULT_CONFIG} when it exists)."
+    ),
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(help="Dotted overrides, e.g. train.epochs=3 data.image_size=128."),
+]
 
 
-def resolve_config(config: Path | None, overrides: list[str] | None, allow_last_run: bool = False):  # -> Config (imported lazily)
-    """The config named on the command line, else ./cxr.yaml, else (for explain) the last trained experiment."""
+def resolve_config(
+    config: Path | None, overrides: list[str] | None, allow_last_run: bool = False
+):  # -> Config (imported lazily)
+    """The config named on the command line, else ./cxr.yaml, else (for explain) the last trained
+    experiment."""
     from cxr.config import load_config
 
     if config is None and DEFAULT_CONFIG.is_file():
@@ -88,13 +118,15 @@ def resolve_config(config: Path | None, overrides: list[str] | None, allow_last_
         config = last_trained_config()
     if config is None:
         raise ConfigError(
-            f"no --config given and no ./{DEFAULT_CONFIG} here; pass --config configs/synthetic.yaml or create ./{DEFAULT_CONFIG}"
+            f"no --config given and no ./{DEFAULT_CONFIG} here; pass --config "
+            f"configs/synthetic.yaml or create ./{DEFAULT_CONFIG}"
         )
     return load_config(config, overrides or [])
 
 
 def last_trained_config(runs: Path = Path("runs")) -> Path | None:
-    """The resolved config of the most recently trained fold under ./runs (None when there is none)."""
+    """The resolved config of the most recently trained fold under ./runs (None when there is
+    none)."""
     models = sorted(runs.glob("*/fold*/model.keras"), key=lambda p: p.stat().st_mtime)
     if not models:
         return None
@@ -105,47 +137,103 @@ def last_trained_config(runs: Path = Path("runs")) -> Path | None:
 @app.command()
 @friendly_errors
 def download(
-    source: Annotated[str, typer.Argument(help="synthetic, nih-cxr14, rsna-pneumonia, covid-radiography or folder.")] = "synthetic",
-    dest: Annotated[Path, typer.Option(help="Data root; the dataset goes to DEST/NAME/.")] = Path("data"),
-    name: Annotated[str | None, typer.Option(help="Dataset folder name (default: SOURCE-TASK).")] = None,
-    task: Annotated[
-        str | None, typer.Option(help="synthetic: pneumonia|cardiomegaly; nih-cxr14: a finding (default cardiomegaly) or all.")
+    source: Annotated[
+        str,
+        typer.Argument(help="synthetic, nih-cxr14, rsna-pneumonia, covid-radiography or folder."),
+    ] = "synthetic",
+    dest: Annotated[Path, typer.Option(help="Data root; the dataset goes to DEST/NAME/.")] = Path(
+        "data"
+    ),
+    name: Annotated[
+        str | None, typer.Option(help="Dataset folder name (default: SOURCE-TASK).")
     ] = None,
-    size: Annotated[int | None, typer.Option(min=16, max=4096, help="Stored image size in pixels (square).")] = None,
-    folds: Annotated[int, typer.Option(min=2, max=100, help="Number of cross-validation folds.")] = 10,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="synthetic: pneumonia|cardiomegaly; nih-cxr14: a finding (cardiomegaly) or all."
+        ),
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option(min=16, max=4096, help="Stored image size in pixels (square).")
+    ] = None,
+    folds: Annotated[
+        int, typer.Option(min=2, max=100, help="Number of cross-validation folds.")
+    ] = 10,
     seed: Annotated[int, typer.Option(min=0, help="Seed for folds and synthetic images.")] = 0,
     n: Annotated[int, typer.Option(min=2, help="synthetic: number of images.")] = 400,
-    positive_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="synthetic: share of positive images.")] = 0.5,
+    positive_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="synthetic: share of positive images.")
+    ] = 0.5,
     bias: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="synthetic: marker on positives with probability P, negatives 1-P.")
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="synthetic: marker on positives with probability P, negatives 1-P.",
+        ),
     ] = None,
     from_dir: Annotated[
-        Path | None, typer.Option("--from", help="Convert files already on disk (extracted) instead of downloading.")
+        Path | None,
+        typer.Option(
+            "--from", help="Convert files already on disk (extracted) instead of downloading."
+        ),
     ] = None,
-    csv: Annotated[Path | None, typer.Option(help="folder: a CSV of path,label[,patient_id], paths relative to it.")] = None,
-    mirror: Annotated[str | None, typer.Option(help="Fetch the source's files from this base URL instead.")] = None,
-    parts: Annotated[str | None, typer.Option(help="nih-cxr14: which of the 12 image archives, e.g. 1,2.")] = None,
-    classes: Annotated[str, typer.Option(help="covid-radiography: classes to keep.")] = "covid,normal,viral_pneumonia",
+    csv: Annotated[
+        Path | None,
+        typer.Option(help="folder: a CSV of path,label[,patient_id], paths relative to it."),
+    ] = None,
+    mirror: Annotated[
+        str | None, typer.Option(help="Fetch the source's files from this base URL instead.")
+    ] = None,
+    parts: Annotated[
+        str | None, typer.Option(help="nih-cxr14: which of the 12 image archives, e.g. 1,2.")
+    ] = None,
+    classes: Annotated[
+        str, typer.Option(help="covid-radiography: classes to keep.")
+    ] = "covid,normal,viral_pneumonia",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     inject_marker: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="folder: burn a corner tag into positives with probability P, negatives 1-P.")
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="folder: burn a corner tag into positives with probability P, negatives 1-P.",
+        ),
     ] = None,
 ) -> None:
-    """Fetch or create a dataset and write it in the standard layout (images/ + labels.csv with folds)."""
+    """Fetch or create a dataset and write it in the standard layout (images/ + labels.csv with
+    folds)."""
     from rich.progress import track
 
     from cxr.data.sources import DownloadOptions
     from cxr.data.sources import download as download_dataset
 
     options = DownloadOptions(
-        dest=dest, name=name, task=task, size=size, folds=folds, seed=seed, n=n, positive_fraction=positive_fraction,
-        bias=bias, from_dir=from_dir, csv=csv, mirror=mirror, parts=_parse_parts(parts),
-        classes=[c.strip() for c in classes.split(",") if c.strip()], overwrite=overwrite, show_progress=not quiet,
+        dest=dest,
+        name=name,
+        task=task,
+        size=size,
+        folds=folds,
+        seed=seed,
+        n=n,
+        positive_fraction=positive_fraction,
+        bias=bias,
+        from_dir=from_dir,
+        csv=csv,
+        mirror=mirror,
+        parts=_parse_parts(parts),
+        classes=[c.strip() for c in classes.split(",") if c.strip()],
+        overwrite=overwrite,
+        show_progress=not quiet,
         inject_marker=inject_marker,
-    )  # fmt: skip
+    )
     total = n if source == "synthetic" else None
-    progress = None if quiet else (lambda items: track(items, description="converting", total=total, transient=True))
+    progress = (
+        None
+        if quiet
+        else (lambda items: track(items, description="converting", total=total, transient=True))
+    )
     folder = download_dataset(source, options, progress=progress)
     typer.echo(f"wrote {folder}")
 
@@ -153,13 +241,18 @@ def download(
 @app.command()
 @friendly_errors
 def lungs(
-    name: Annotated[str, typer.Argument(help="Dataset folder name under --dest, in the standard layout.")],
+    name: Annotated[
+        str, typer.Argument(help="Dataset folder name under --dest, in the standard layout.")
+    ],
     dest: Annotated[Path, typer.Option(help="Data root holding the dataset.")] = Path("data"),
-    overwrite: Annotated[bool, typer.Option(help="Recompute masks computed before (never a dataset's own).")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Recompute masks computed before (never a dataset's own).")
+    ] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Images per batch.")] = 16,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Lung-field masks for every image of a dataset (the shipped U-Net), each checked for plausibility."""
+    """Lung-field masks for every image of a dataset (the shipped U-Net), each checked for
+    plausibility."""
     from rich.progress import track
 
     from cxr.lungs.run import compute_lungs
@@ -167,12 +260,23 @@ def lungs(
     def progress(items, total):  # type: ignore[no-untyped-def]
         return track(items, description="lung fields", total=total, transient=True)
 
-    result = compute_lungs(dest / name, overwrite=overwrite, batch_size=batch_size, progress=None if quiet else progress)
-    typer.echo(f"{result.computed} lung mask(s) computed, {result.skipped} kept (done before, or the dataset's own) "
-               f"-> {dest / name / 'lungs'}")
+    result = compute_lungs(
+        dest / name,
+        overwrite=overwrite,
+        batch_size=batch_size,
+        progress=None if quiet else progress,
+    )
+    typer.echo(
+        f"{result.computed} lung mask(s) computed, {result.skipped} kept (done before, or the "
+        "dataset's own) "
+        f"-> {dest / name / 'lungs'}"
+    )
     if result.implausible:
         shown = ", ".join(result.implausible[:5]) + (" …" if len(result.implausible) > 5 else "")
-        typer.echo(f"{len(result.implausible)} implausible, left out of the audit's lung statistics: {shown}")
+        typer.echo(
+            f"{len(result.implausible)} implausible, left out of the audit's lung statistics: "
+            f"{shown}"
+        )
 
 
 def _parse_parts(text: str | None) -> list[int] | None:
@@ -191,7 +295,10 @@ def selected_folds(cfg, fold: int | None, all_folds: bool) -> list[int]:
     return trained_folds(cfg) if all_folds else [cfg.data.fold if fold is None else fold]
 
 
-FoldOption = Annotated[int | None, typer.Option("--fold", "-f", min=0, help="Validation fold (default: data.fold of the config).")]
+FoldOption = Annotated[
+    int | None,
+    typer.Option("--fold", "-f", min=0, help="Validation fold (default: data.fold of the config)."),
+]
 AllFoldsOption = Annotated[bool, typer.Option("--all-folds", help="Every fold in turn.")]
 
 
@@ -202,8 +309,12 @@ def train(
     overrides: Overrides = None,
     fold: FoldOption = None,
     all_folds: AllFoldsOption = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace the fold's existing run folder.")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted fold from its last completed epoch.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the fold's existing run folder.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted fold from its last completed epoch.")
+    ] = False,
 ) -> None:
     """Train the configured model on one fold (or all) and keep the best checkpoint per fold."""
     cfg = resolve_config(config, overrides)
@@ -215,7 +326,8 @@ def train(
     except KeyboardInterrupt:
         again = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")]
         typer.secho(
-            "interrupted: the previous run (if any) is untouched; continue where training stopped with "
+            "interrupted: the previous run (if any) is untouched; continue where training stopped "
+            "with "
             f"`cxr {shlex.join(again)} --resume`",
             err=True,
             fg=typer.colors.YELLOW,
@@ -228,7 +340,12 @@ def train(
 
 @app.command()
 @friendly_errors
-def evaluate(config: ConfigOption = None, overrides: Overrides = None, fold: FoldOption = None, all_folds: AllFoldsOption = False) -> None:
+def evaluate(
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    fold: FoldOption = None,
+    all_folds: AllFoldsOption = False,
+) -> None:
     """Per-fold and pooled metrics, predictions and plots for a trained experiment."""
     cfg = resolve_config(config, overrides)
     from cxr.evaluate import evaluate as evaluate_folds
@@ -236,10 +353,16 @@ def evaluate(config: ConfigOption = None, overrides: Overrides = None, fold: Fol
     folds = selected_folds(cfg, fold, all_folds)
     result = evaluate_folds(cfg, folds)
     for k, metrics in result.per_fold.items():
-        typer.echo(f"fold {k}: validation ROC AUC {metrics['roc_auc']:.3f}, accuracy {metrics['accuracy']:.3f} (n = {metrics['n']})")
+        typer.echo(
+            f"fold {k}: validation ROC AUC {metrics['roc_auc']:.3f}, accuracy "
+            f"{metrics['accuracy']:.3f} (n = {metrics['n']})"
+        )
     if len(folds) > 1:
         auc = result.summary["roc_auc"]
-        typer.echo(f"pooled over {len(folds)} folds: ROC AUC {result.pooled['roc_auc']:.3f}; per fold {auc['mean']:.3f} ± {auc['std']:.3f}")
+        typer.echo(
+            f"pooled over {len(folds)} folds: ROC AUC {result.pooled['roc_auc']:.3f}; per fold "
+            f"{auc['mean']:.3f} ± {auc['std']:.3f}"
+        )
     typer.echo(f"reports in {result.folder} and each fold's evaluation/")
 
 
@@ -252,33 +375,57 @@ def explain(
     all_folds: AllFoldsOption = False,
     method: Annotated[
         str | None,
-        typer.Option(help="gradcam (default: explain.method), gradcam++, hirescam, scorecam, saliency, smoothgrad, guided_gradcam, …"),
+        typer.Option(
+            help="gradcam (default: explain.method), gradcam++, hirescam, scorecam, saliency, "
+            "smoothgrad, guided_gradcam, …"
+        ),
     ] = None,
-    layer: Annotated[str | None, typer.Option(help="Target layer (default: explain.layer, else the model's own).")] = None,
-    target: Annotated[str | None, typer.Option(help="predicted, true, or a class name (default: explain.target).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Recompute images already explained with the same settings.")] = False,
-    shard: Annotated[str | None, typer.Option(help="I/N: explain a deterministic 1/N of the fold (for several machines).")] = None,
-    save_maps: Annotated[bool, typer.Option(help="Also write the raw and upsampled maps to maps.npz, keyed by image.")] = False,
+    layer: Annotated[
+        str | None,
+        typer.Option(help="Target layer (default: explain.layer, else the model's own)."),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="predicted, true, or a class name (default: explain.target).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Recompute images already explained with the same settings.")
+    ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="I/N: explain a deterministic 1/N of the fold (for several machines)."),
+    ] = None,
+    save_maps: Annotated[
+        bool,
+        typer.Option(help="Also write the raw and upsampled maps to maps.npz, keyed by image."),
+    ] = False,
 ) -> None:
-    """Grad-CAM overlays sorted into right/ and wrong/, a per-image report, a montage and an HTML page, per fold."""
+    """Grad-CAM overlays sorted into right/ and wrong/, a per-image report, a montage and an HTML
+    page, per fold."""
     cfg = resolve_config(config, overrides, allow_last_run=True)
     from cxr.explain.run import ExplainOptions, explain_folds, parse_shard
 
     options = ExplainOptions(
-        method=method or cfg.explain.method, layer=layer, target=target or cfg.explain.target, overwrite=overwrite,
-        shard=parse_shard(shard) if shard else None, save_maps=save_maps,
-    )  # fmt: skip
+        method=method or cfg.explain.method,
+        layer=layer,
+        target=target or cfg.explain.target,
+        overwrite=overwrite,
+        shard=parse_shard(shard) if shard else None,
+        save_maps=save_maps,
+    )
     folds = selected_folds(cfg, fold, all_folds)
     results, combined = explain_folds(cfg, folds, options)
     for result in results:
         s = result.summary
-        counts = f"{s['images']} images, {s['right']} right, {s['wrong']} wrong, {s['empty_maps']} empty maps"
+        counts = f"{s['images']} images, {s['right']} right, {s['wrong']} wrong"
+        counts += f", {s['empty_maps']} empty maps"
         typer.echo(f"fold {result.fold}: {counts} -> {result.folder}")
         if "localisation" in s:
             loc = s["localisation"]
             typer.echo(
-                f"  map peak inside the finding's box for {loc['peak_in_box']:.0%} of {loc['true_positives_with_boxes']} true positives "
-                f"(image centre: {loc['centre_baseline']:.0%}, random pixel: {loc['random_baseline']:.0%})"
+                f"  map peak inside the finding's box for {loc['peak_in_box']:.0%} of "
+                f"{loc['true_positives_with_boxes']} true positives "
+                f"(image centre: {loc['centre_baseline']:.0%}, random pixel: "
+                f"{loc['random_baseline']:.0%})"
             )
     if combined is not None:
         typer.echo(f"report over {len(results)} folds: {len(combined)} images")
@@ -291,19 +438,38 @@ def audit(
     overrides: Overrides = None,
     fold: FoldOption = None,
     all_folds: AllFoldsOption = False,
-    methods: Annotated[str, typer.Option(help="Comma-separated methods to compare.")] = "gradcam,gradcam++,hirescam",
-    layer: Annotated[str | None, typer.Option(help="Target layer (default: explain.layer, else the model's own).")] = None,
-    stages: Annotated[int, typer.Option(min=1, help="Cascading randomisation stages (layers with weights, from the top).")] = 8,
-    baseline: Annotated[str, typer.Option(help="What faithfulness curves put in place of removed pixels: black or blur.")] = "black",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods to compare.")
+    ] = "gradcam,gradcam++,hirescam",
+    layer: Annotated[
+        str | None,
+        typer.Option(help="Target layer (default: explain.layer, else the model's own)."),
+    ] = None,
+    stages: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Cascading randomisation stages (layers with weights, from the top)."
+        ),
+    ] = 8,
+    baseline: Annotated[
+        str,
+        typer.Option(
+            help="What faithfulness curves put in place of removed pixels: black or blur."
+        ),
+    ] = "black",
 ) -> None:
-    """Do the maps mean anything? Localisation, sanity check, faithfulness and shortcuts, per method, per fold."""
+    """Do the maps mean anything? Localisation, sanity check, faithfulness and shortcuts, per
+    method, per fold."""
     cfg = resolve_config(config, overrides, allow_last_run=True)
     from cxr.audit.run import audit_folds
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     folds = selected_folds(cfg, fold, all_folds)
     if not folds:
-        raise CxrError(f"no trained folds to audit for experiment {cfg.experiment.name!r}; run `cxr train` first")
+        raise CxrError(
+            f"no trained folds to audit for experiment {cfg.experiment.name!r}; run `cxr train` "
+            "first"
+        )
     results, pooled = audit_folds(cfg, folds, chosen, layer, stages, baseline)
     for result in results:
         typer.echo(f"== fold {result.summary['fold']}")
@@ -314,18 +480,24 @@ def audit(
 
 
 def print_regions(regions: dict) -> None:
-    """Where each predicted class's maps peak, and their energy outside the lungs, beside a uniform map."""
+    """Where each predicted class's maps peak, and their energy outside the lungs, beside a uniform
+    map."""
     from cxr.audit.regions import OFF_CHEST, REGION_WORDS
 
     typer.echo(f"where the maps look ({regions['images']} images with lung fields):")
     for name, group in regions["per_class"].items():
         peaks = group["peaks"]
-        top = max(peaks, key=lambda r: peaks[r]["share"] - peaks[r]["uniform"] if r in OFF_CHEST else -1.0)
+        top = max(
+            peaks, key=lambda r: peaks[r]["share"] - peaks[r]["uniform"] if r in OFF_CHEST else -1.0
+        )
         lungs, chest = group["outside_lungs"], group["outside_chest"]
         typer.echo(
-            f"  {name}: {peaks['lung']['share']:.0%} of peaks inside the lungs (uniform map: {peaks['lung']['uniform']:.0%}), "
-            f"{peaks[top]['share']:.0%} {REGION_WORDS[top]} ({peaks[top]['uniform']:.0%}); energy outside the lungs "
-            f"{lungs['mean']:.2f} (uniform {lungs['uniform']:.2f}), outside the chest {chest['mean']:.2f} "
+            f"  {name}: {peaks['lung']['share']:.0%} of peaks inside the lungs (uniform map: "
+            f"{peaks['lung']['uniform']:.0%}), "
+            f"{peaks[top]['share']:.0%} {REGION_WORDS[top]} ({peaks[top]['uniform']:.0%}); energy "
+            "outside the lungs "
+            f"{lungs['mean']:.2f} (uniform {lungs['uniform']:.2f}), outside the chest "
+            f"{chest['mean']:.2f} "
             f"(uniform {chest['uniform']:.2f}); {group['images']} images"
         )
     for name, reasons in regions["flags"].items():
@@ -336,9 +508,13 @@ def print_audit(summary: dict, folder: Path) -> None:
     """An audit summary (one fold's, or pooled over folds), a line per finding."""
     for method, scores in summary["localisation"].items():
         low, high = scores["pointing_hit"]["ci95"]
-        typer.echo(f"{method:>12}: pointing game {scores['pointing_hit']['mean']:.2f} [{low:.2f}, {high:.2f}], "
-                   f"IoU@otsu {scores['iou@otsu']['mean']:.2f}, T(IoBB)@0.25 {scores['t(iobb)@0.25']['mean']:.2f} "
-                   f"({scores['images']} images with boxes)")  # fmt: skip
+        typer.echo(
+            f"{method:>12}: pointing game {scores['pointing_hit']['mean']:.2f} [{low:.2f}, "
+            f"{high:.2f}], "
+            f"IoU@otsu {scores['iou@otsu']['mean']:.2f}, T(IoBB)@0.25 "
+            f"{scores['t(iobb)@0.25']['mean']:.2f} "
+            f"({scores['images']} images with boxes)"
+        )
     if "best_method_by_pointing_game" in summary:
         typer.echo(f"best localisation: {summary['best_method_by_pointing_game']}")
     for method, check in summary["sanity"].items():
@@ -346,20 +522,32 @@ def print_audit(summary: dict, folder: Path) -> None:
         if "folds_passing" in check:
             verdict += f" (in {check['folds_passing']} of {len(summary['folds'])} folds)"
         mean = "on average " if "folds_passing" in check else ""
-        typer.echo(f"{method:>12}: randomised model's maps rank-correlate {mean}{check['last_stage_spearman']:.2f} with the trained ones "
-                   f"after {check['stages']} stages (unrelated images: {check['unrelated_pairs_spearman']:.2f}): {verdict}")  # fmt: skip
+        typer.echo(
+            f"{method:>12}: randomised model's maps rank-correlate "
+            f"{mean}{check['last_stage_spearman']:.2f} with the trained ones "
+            f"after {check['stages']} stages (unrelated images: "
+            f"{check['unrelated_pairs_spearman']:.2f}): {verdict}"
+        )
     for method, f in summary["faithfulness"].items():
-        typer.echo(f"{method:>12}: deletion area {f['deletion_auc']:.3f} (lower is better), insertion area {f['insertion_auc']:.3f} "
-                   f"({f['baseline']} baseline)")  # fmt: skip
+        typer.echo(
+            f"{method:>12}: deletion area {f['deletion_auc']:.3f} (lower is better), insertion "
+            f"area {f['insertion_auc']:.3f} "
+            f"({f['baseline']} baseline)"
+        )
     shortcuts = summary["shortcuts"]
     if shortcuts.get("rule") == "regions":
         print_regions(shortcuts["regions"])
     for name, c in shortcuts["per_class"].items():
-        typer.echo(f"shortcut audit, predicted {name}: {c['flagged_share']:.0%} of {c['images']} maps mostly outside the lungs "
-                   f"(mean share outside {c['mean_outside_share']:.2f})")  # fmt: skip
+        typer.echo(
+            f"shortcut audit, predicted {name}: {c['flagged_share']:.0%} of {c['images']} maps "
+            "mostly outside the lungs "
+            f"(mean share outside {c['mean_outside_share']:.2f})"
+        )
     flagged = ", ".join(shortcuts["flagged_classes"])
     rule = shortcuts.get("rule", "border band")
-    typer.echo(f"shortcut audit ({rule} rule): {'FLAGGED for ' + flagged if flagged else 'not flagged'}")
+    typer.echo(
+        f"shortcut audit ({rule} rule): {'FLAGGED for ' + flagged if flagged else 'not flagged'}"
+    )
     extra = "methods_by_fold.csv" if "folds" in summary else "methods.png"
     typer.echo(f"audit in {folder} (methods side by side: methods.csv, {extra})")
 

@@ -17,7 +17,14 @@ from cxr.errors import ConfigError, shorten
 
 # Model names are checked here so that a typo fails at load time, before any
 # TensorFlow import; the model registry (issue #3) must use the same names.
-MODEL_NAMES = ("pna_cnn", "vgg16_cardiomegaly", "resnet50", "densenet121", "inception_v3", "tiny_cnn")
+MODEL_NAMES = (
+    "pna_cnn",
+    "vgg16_cardiomegaly",
+    "resnet50",
+    "densenet121",
+    "inception_v3",
+    "tiny_cnn",
+)
 EXPLAIN_METHODS = (
     "gradcam",
     "gradcam++",
@@ -57,7 +64,8 @@ class DataConfig(_Section):
     image_size: int = Field(256, ge=16, le=2048)
     channels: Literal[1, 3] = 1
     fold: int = Field(0, ge=0)
-    cache: bool | str = False  # false: stream from disk; true or 'memory': decoded images in memory; a folder: cache files there
+    # false: stream from disk; true or 'memory': decoded images in memory; a folder: cache files
+    cache: bool | str = False
 
     @field_validator("cache")
     @classmethod
@@ -100,7 +108,9 @@ class TrainConfig(_Section):
     early_stopping_patience: int | None = Field(5, ge=1)
     mixed_precision: bool = False
     xla: bool = False
-    devices: list[str] | None = Field(None, min_length=2)  # MirroredStrategy over these; None: every GPU when there are several
+    devices: list[str] | None = Field(
+        None, min_length=2
+    )  # MirroredStrategy over these; None: every GPU when there are several
 
 
 class ExplainConfig(_Section):
@@ -114,7 +124,9 @@ class ExplainConfig(_Section):
     alpha: float = Field(0.4, ge=0, le=1)
     xla: bool = False  # compile the maps with XLA (jit_compile)
     mixed_precision: bool = False  # explain a float16 copy of the model (GPU only)
-    lungs: bool = False  # outline the lung fields (the dataset's own, or from `cxr lungs`) on the overlays
+    lungs: bool = (
+        False  # outline the lung fields (the dataset's own, or from `cxr lungs`) on the overlays
+    )
 
     @field_validator("colormap")
     @classmethod
@@ -138,8 +150,11 @@ class Config(_Section):
     explain: ExplainConfig = ExplainConfig()
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML file (or only defaults when `path` is None), apply `a.b=value` overrides, validate."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Read a YAML file (or only defaults when `path` is None), apply `a.b=value` overrides,
+    validate."""
     raw: dict[str, Any] = {} if path is None else read_yaml(Path(path))
     override_keys: dict[str, str] = {}
     for item in overrides:
@@ -155,7 +170,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def read_yaml(path: Path) -> dict[str, Any]:
     """Load a YAML mapping, turning every way it can fail into a ConfigError."""
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path} (give an existing YAML file, e.g. configs/synthetic.yaml)")
+        raise ConfigError(
+            f"config file not found: {path} (give an existing YAML file, e.g. "
+            "configs/synthetic.yaml)"
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -169,12 +187,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
         return {}
     check_expansion(data, str(path))
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections, got {type(data).__name__}"
+        )
     return data
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """Split `a.b=value`; the value is parsed as YAML (so 3 is an int, [1, 2] a list), never eval'd."""
+    """Split `a.b=value`; the value is parsed as YAML (so 3 is an int, [1, 2] a list), never
+    eval'd."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
@@ -197,8 +218,10 @@ def check_expansion(data: Any, where: str) -> None:
         node = stack.pop()
         seen += 1
         if seen > MAX_CONFIG_NODES:
-            raise ConfigError(f"{where}: more than {MAX_CONFIG_NODES} values once YAML aliases are expanded; "
-                              "a config needs a few hundred at most (remove the repeated aliases)")
+            raise ConfigError(
+                f"{where}: more than {MAX_CONFIG_NODES} values once YAML aliases are expanded; "
+                "a config needs a few hundred at most (remove the repeated aliases)"
+            )
         if isinstance(node, dict):
             stack.extend(node.keys())
             stack.extend(node.values())
@@ -219,7 +242,9 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any, item: str) -> None:
     node[parts[-1]] = value
 
 
-def describe_validation_error(exc: ValidationError, path: str | Path | None, override_keys: dict[str, str]) -> str:
+def describe_validation_error(
+    exc: ValidationError, path: str | Path | None, override_keys: dict[str, str]
+) -> str:
     """One line for the first problem: where, which key, the bad value, what is allowed."""
     errors = exc.errors()
     error = errors[0]

@@ -1,15 +1,18 @@
-"""Which tf.distribute strategy trains a fold: one device, MirroredStrategy over GPUs, or several machines.
+"""Which tf.distribute strategy trains a fold: one device, MirroredStrategy over GPUs, or several
+machines.
 
-Several machines: every machine runs the same `cxr train` with `TF_CONFIG` naming the cluster and its own
-place in it (https://www.tensorflow.org/guide/distributed_training#TF_CONFIG); MultiWorkerMirroredStrategy
-keeps the replicas in step with all-reduces. `train.batch_size` is always the global batch, split over all
-replicas of all machines. The chief (the "chief" task, else worker 0) writes the run folder; the other
-workers write theirs to a temporary folder that is deleted afterwards.
+Several machines: every machine runs the same `cxr train` with `TF_CONFIG` naming the cluster and
+its own place in it (https://www.tensorflow.org/guide/distributed_training#TF_CONFIG);
+MultiWorkerMirroredStrategy keeps the replicas in step with all-reduces. `train.batch_size` is
+always the global batch, split over all replicas of all machines. The chief (the "chief" task, else
+worker 0) writes the run folder; the other workers write theirs to a temporary folder that is
+deleted afterwards.
 
-Keras 3 (up to at least 3.15) cannot `fit` under MultiWorkerMirroredStrategy as shipped: it reduces the
-first batch and every step's logs with calls that fail across workers (keras-team/keras#20585).
-`enable_multi_worker_fit` builds the model from the dataset's element spec instead, and all-reduces the
-logs as means over replicas, so that every worker sees the same metrics and callbacks decide alike.
+Keras 3 (up to at least 3.15) cannot `fit` under MultiWorkerMirroredStrategy as shipped: it reduces
+the first batch and every step's logs with calls that fail across workers (keras-team/keras#20585).
+`enable_multi_worker_fit` builds the model from the dataset's element spec instead, and all-reduces
+the logs as means over replicas, so that every worker sees the same metrics and callbacks decide
+alike.
 """
 
 from __future__ import annotations
@@ -39,11 +42,14 @@ class Cluster:
 
     @property
     def is_chief(self) -> bool:
-        return self.task_type == "chief" or (self.task_type == "worker" and self.task_index == 0 and not self.has_chief)
+        return self.task_type == "chief" or (
+            self.task_type == "worker" and self.task_index == 0 and not self.has_chief
+        )
 
 
 def cluster_from_env(text: str | None = None) -> Cluster | None:
-    """The cluster TF_CONFIG describes, or None when it is unset or names one machine; a bad TF_CONFIG is a ConfigError."""
+    """The cluster TF_CONFIG describes, or None when it is unset or names one machine; a bad
+    TF_CONFIG is a ConfigError."""
     text = os.environ.get("TF_CONFIG") if text is None else text
     if not text:
         return None
@@ -54,14 +60,19 @@ def cluster_from_env(text: str | None = None) -> Cluster | None:
         workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ConfigError(
-            'TF_CONFIG is not valid: expected JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            'TF_CONFIG is not valid: expected JSON like {"cluster": {"worker": ["host1:port", '
+            '"host2:port"]}, '
             '"task": {"type": "worker", "index": 0}}'
         ) from None
     if task_type not in ("chief", "worker"):
-        raise ConfigError(f"TF_CONFIG task type {task_type!r}: cxr trains with chief and worker tasks only")
+        raise ConfigError(
+            f"TF_CONFIG task type {task_type!r}: cxr trains with chief and worker tasks only"
+        )
     tasks = len(cluster.get(task_type, []))
     if not 0 <= task_index < tasks:
-        raise ConfigError(f"TF_CONFIG task index {task_index} is not in the cluster's {tasks} {task_type} task(s)")
+        raise ConfigError(
+            f"TF_CONFIG task index {task_index} is not in the cluster's {tasks} {task_type} task(s)"
+        )
     if workers < 2:
         return None
     return Cluster(workers, task_type, task_index, has_chief="chief" in cluster)
@@ -69,16 +80,24 @@ def cluster_from_env(text: str | None = None) -> Cluster | None:
 
 @functools.cache
 def make_strategy(devices: tuple[str, ...] | None = None) -> tf.distribute.Strategy:
-    """One strategy per process (a multi-worker one cannot be made twice): TF_CONFIG's cluster, named devices, all GPUs, or the default."""
+    """One strategy per process (a multi-worker one cannot be made twice): TF_CONFIG's cluster,
+    named devices, all GPUs, or the default."""
     cluster = cluster_from_env()
     if cluster is not None:
         if devices:
-            raise ConfigError("train.devices and a multi-machine TF_CONFIG together: each machine uses all its GPUs; drop train.devices")
+            raise ConfigError(
+                "train.devices and a multi-machine TF_CONFIG together: each machine uses all its "
+                "GPUs; drop train.devices"
+            )
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         log.info(
             "training on %d workers, %d replicas (MultiWorkerMirroredStrategy); this is %s %d%s",
-            cluster.workers, strategy.num_replicas_in_sync, cluster.task_type, cluster.task_index, " (chief)" if cluster.is_chief else "",
-        )  # fmt: skip
+            cluster.workers,
+            strategy.num_replicas_in_sync,
+            cluster.task_type,
+            cluster.task_index,
+            " (chief)" if cluster.is_chief else "",
+        )
         return strategy
     if devices:
         check_devices(devices)
@@ -86,7 +105,11 @@ def make_strategy(devices: tuple[str, ...] | None = None) -> tf.distribute.Strat
             strategy = tf.distribute.MirroredStrategy(list(devices))
         except (ValueError, RuntimeError) as exc:
             raise ConfigError(f"train.devices = {list(devices)!r}: {exc}") from None
-        log.info("training on %d devices (MirroredStrategy): %s", strategy.num_replicas_in_sync, ", ".join(devices))
+        log.info(
+            "training on %d devices (MirroredStrategy): %s",
+            strategy.num_replicas_in_sync,
+            ", ".join(devices),
+        )
         return strategy
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
@@ -97,7 +120,8 @@ def make_strategy(devices: tuple[str, ...] | None = None) -> tf.distribute.Strat
 
 
 def check_devices(devices: tuple[str, ...]) -> None:
-    """Every name in train.devices must be a device this process has (TensorFlow waits forever for one it lacks)."""
+    """Every name in train.devices must be a device this process has (TensorFlow waits forever for
+    one it lacks)."""
     available = tf.config.list_logical_devices()
     have = {_device_key(d.name): d.name for d in available}
     listed = ", ".join(d.name.replace("/device:", "/") for d in available)
@@ -106,7 +130,9 @@ def check_devices(devices: tuple[str, ...]) -> None:
         try:
             key = _device_key(name)
         except ValueError:
-            raise ConfigError(f"train.devices: {name!r} is not a device name; this machine has: {listed}") from None
+            raise ConfigError(
+                f"train.devices: {name!r} is not a device name; this machine has: {listed}"
+            ) from None
         if key not in have:
             raise ConfigError(f"train.devices: {name!r} is not on this machine; it has: {listed}")
         keys.append(key)
@@ -124,18 +150,25 @@ def _device_key(name: str) -> tuple[str, int]:
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    )
 
 
 def shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """Workers split the batches, not files (the pipeline reads a list of paths, which file sharding cannot split)."""
+    """Workers split the batches, not files (the pipeline reads a list of paths, which file sharding
+    cannot split)."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
 
 
-def enable_multi_worker_fit(model: keras.Model, strategy: tf.distribute.Strategy, dataset: tf.data.Dataset) -> None:
-    """Let Keras 3's fit run under MultiWorkerMirroredStrategy (see the module docstring); a no-op otherwise."""
+def enable_multi_worker_fit(
+    model: keras.Model, strategy: tf.distribute.Strategy, dataset: tf.data.Dataset
+) -> None:
+    """Let Keras 3's fit run under MultiWorkerMirroredStrategy (see the module docstring); a no-op
+    otherwise."""
     if not is_multi_worker(strategy):
         return
     from keras.src.backend.tensorflow import trainer
@@ -145,13 +178,20 @@ def enable_multi_worker_fit(model: keras.Model, strategy: tf.distribute.Strategy
 
         def reduce_per_replica(values, strategy, reduction):  # type: ignore[no-untyped-def]
             if is_multi_worker(strategy) and reduction in ("auto", "mean"):
-                mean = lambda v: strategy.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v  # noqa: E731
+
+                def mean(v):  # type: ignore[no-untyped-def]
+                    if isinstance(v, tf.distribute.DistributedValues):
+                        return strategy.reduce("MEAN", v, axis=None)
+                    return v
+
                 return tf.nest.map_structure(mean, values)
             return original(values, strategy, reduction)
 
         reduce_per_replica._cxr_multi_worker = True  # type: ignore[attr-defined]
         trainer.reduce_per_replica = reduce_per_replica
-    symbolic = tf.nest.map_structure(lambda spec: keras.KerasTensor(spec.shape, spec.dtype.name), dataset.element_spec)
+    symbolic = tf.nest.map_structure(
+        lambda spec: keras.KerasTensor(spec.shape, spec.dtype.name), dataset.element_spec
+    )
     with strategy.scope():
         model._symbolic_build(data_batch=symbolic)
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None

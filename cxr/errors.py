@@ -23,6 +23,7 @@ class DataError(CxrError):
 
 
 def shorten(text: str, limit: int = 300) -> str:
-    """At most `limit` characters of `text` on one line: an error message never floods the terminal."""
+    """At most `limit` characters of `text` on one line: an error message never floods the
+    terminal."""
     line = " ".join(str(text).split())
     return line if len(line) <= limit else f"{line[: limit - 30]} … ({len(line)} characters in all)"

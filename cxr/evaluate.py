@@ -1,7 +1,8 @@
-"""evaluate(cfg, folds): out-of-fold predictions, scikit-learn metrics and plots, per fold and pooled.
+"""evaluate(cfg, folds): out-of-fold predictions, scikit-learn metrics and plots, per fold and
+pooled.
 
-Reads only the run folders: each fold's best model, classes and split, and
-the dataset folder its resolved config names.
+Reads only the run folders: each fold's best model, classes and split, and the dataset folder its
+resolved config names.
 """
 
 from __future__ import annotations
@@ -40,30 +41,45 @@ class Evaluation:
 
 
 def choose_positive_class(classes: list[str], configured: str | None = None) -> int | None:
-    """Index of the binary task's positive class: the configured one, else the one not named normal/no_*/negative."""
+    """Index of the binary task's positive class: the configured one, else the one not named
+    normal/no_*/negative."""
     if len(classes) != 2:
         return None
     if configured is not None:
         if configured not in classes:
-            raise DataError(f"data.positive_class = {configured!r} is not one of the classes {', '.join(classes)}")
+            raise DataError(
+                f"data.positive_class = {configured!r} is not one of the classes "
+                f"{', '.join(classes)}"
+            )
         return classes.index(configured)
     negative = [i for i, c in enumerate(classes) if is_negative_class(c)]
     return 1 - negative[0] if len(negative) == 1 else 1
 
 
-def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], positive: int | None) -> dict:
-    """ROC AUC, accuracy, sensitivity, specificity, precision, F1 and the confusion matrix, from scikit-learn.
+def compute_metrics(
+    y_true: np.ndarray, probs: np.ndarray, classes: list[str], positive: int | None
+) -> dict:
+    """ROC AUC, accuracy, sensitivity, specificity, precision, F1 and the confusion matrix, from
+    scikit-learn.
 
     Binary: for the positive class. More classes: one-vs-rest, macro-averaged.
     """
     labels = list(range(len(classes)))
     y_pred = probs.argmax(axis=1)
     matrix = skm.confusion_matrix(y_true, y_pred, labels=labels)
-    result: dict = {"n": len(y_true), "accuracy": skm.accuracy_score(y_true, y_pred), "classes": classes}
+    result: dict = {
+        "n": len(y_true),
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "classes": classes,
+    }
     if positive is not None:
         truth, guess = y_true == positive, y_pred == positive
         result["positive_class"] = classes[positive]
-        result["roc_auc"] = skm.roc_auc_score(truth, probs[:, positive]) if 0 < truth.sum() < len(truth) else float("nan")
+        result["roc_auc"] = (
+            skm.roc_auc_score(truth, probs[:, positive])
+            if 0 < truth.sum() < len(truth)
+            else float("nan")
+        )
         result["sensitivity"] = skm.recall_score(truth, guess, zero_division=0)
         result["specificity"] = skm.recall_score(~truth, ~guess, zero_division=0)
         result["precision"] = skm.precision_score(truth, guess, zero_division=0)
@@ -75,32 +91,46 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], p
             if len(present) == len(labels)
             else float("nan")
         )
-        result["sensitivity"] = skm.recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        result["sensitivity"] = skm.recall_score(
+            y_true, y_pred, labels=labels, average="macro", zero_division=0
+        )
         specificity = [
-            (matrix.sum() - matrix[c].sum() - matrix[:, c].sum() + matrix[c, c]) / max(matrix.sum() - matrix[c].sum(), 1) for c in labels
+            (matrix.sum() - matrix[c].sum() - matrix[:, c].sum() + matrix[c, c])
+            / max(matrix.sum() - matrix[c].sum(), 1)
+            for c in labels
         ]
         result["specificity"] = float(np.mean(specificity))
-        result["precision"] = skm.precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        result["precision"] = skm.precision_score(
+            y_true, y_pred, labels=labels, average="macro", zero_division=0
+        )
         result["f1"] = skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
     result["confusion_matrix"] = matrix.tolist()
     return {k: (float(v) if isinstance(v, np.floating | float) else v) for k, v in result.items()}
 
 
 def predict_fold(run: FoldRun, batch_size: int = 32) -> pd.DataFrame:
-    """The fold's validation images through its best model: one row per image with every class probability."""
+    """The fold's validation images through its best model: one row per image with every class
+    probability."""
     cfg = run.read_config()
     classes = run.read_classes()
     table = run.validation_table(cfg)
     model = run.load_model()
     ds = make_dataset(
-        cfg.data.dataset_dir, table, classes, image_size=cfg.data.image_size, channels=cfg.data.channels, batch_size=batch_size,
+        cfg.data.dataset_dir,
+        table,
+        classes,
+        image_size=cfg.data.image_size,
+        channels=cfg.data.channels,
+        batch_size=batch_size,
         multi_label=cfg.data.multi_label,
-    )  # fmt: skip
+    )
     with images_named_on_failure(cfg.data.dataset_dir, table):
         logits = model.predict(ds.map(lambda x, y: x), verbose=0).astype("float32")
     probs = output_probabilities(logits, cfg.data.multi_label)
     if cfg.data.multi_label:  # predicted: every finding at p >= 0.5
-        predicted = ["|".join(c for c, p in zip(classes, row, strict=True) if p >= 0.5) for row in probs]
+        predicted = [
+            "|".join(c for c, p in zip(classes, row, strict=True) if p >= 0.5) for row in probs
+        ]
     else:
         predicted = [classes[i] for i in probs.argmax(axis=1)]
     predictions = pd.DataFrame(
@@ -119,7 +149,8 @@ def predict_fold(run: FoldRun, batch_size: int = 32) -> pd.DataFrame:
 
 
 def compute_multilabel_metrics(truth: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """Per finding (threshold 0.5) and macro-averaged over findings that have both outcomes; accuracy is per label."""
+    """Per finding (threshold 0.5) and macro-averaged over findings that have both outcomes;
+    accuracy is per label."""
     guess = probs >= 0.5
     per_class = {}
     for c, name in enumerate(classes):
@@ -128,8 +159,12 @@ def compute_multilabel_metrics(truth: np.ndarray, probs: np.ndarray, classes: li
         per_class[name] = {
             "n_positive": int(t.sum()),
             "roc_auc": float(skm.roc_auc_score(t, probs[:, c])) if both else float("nan"),
-            "sensitivity": float(skm.recall_score(t, g, zero_division=0)) if t.any() else float("nan"),
-            "specificity": float(skm.recall_score(~t, ~g, zero_division=0)) if (~t).any() else float("nan"),
+            "sensitivity": float(skm.recall_score(t, g, zero_division=0))
+            if t.any()
+            else float("nan"),
+            "specificity": float(skm.recall_score(~t, ~g, zero_division=0))
+            if (~t).any()
+            else float("nan"),
             "precision": float(skm.precision_score(t, g, zero_division=0)),
             "f1": float(skm.f1_score(t, g, zero_division=0)),
         }
@@ -140,19 +175,36 @@ def compute_multilabel_metrics(truth: np.ndarray, probs: np.ndarray, classes: li
     result["accuracy"] = float((guess == truth.astype(bool)).mean())
     result["subset_accuracy"] = float((guess == truth.astype(bool)).all(axis=1).mean())
     result["per_class"] = per_class
-    result["confusion_matrices"] = {n: m.tolist() for n, m in zip(classes, skm.multilabel_confusion_matrix(truth, guess), strict=True)}
+    result["confusion_matrices"] = {
+        n: m.tolist()
+        for n, m in zip(classes, skm.multilabel_confusion_matrix(truth, guess), strict=True)
+    }
     return result
 
 
-def metrics_from_predictions(predictions: pd.DataFrame, classes: list[str], positive: int | None, multi_label: bool = False) -> dict:
+def metrics_from_predictions(
+    predictions: pd.DataFrame, classes: list[str], positive: int | None, multi_label: bool = False
+) -> dict:
     probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
     if multi_label:
-        return compute_multilabel_metrics(encode_labels(predictions["true_label"], classes, multi_label=True), probs, classes)
-    return compute_metrics(encode_labels(predictions["true_label"], classes), probs, classes, positive)
+        return compute_multilabel_metrics(
+            encode_labels(predictions["true_label"], classes, multi_label=True), probs, classes
+        )
+    return compute_metrics(
+        encode_labels(predictions["true_label"], classes), probs, classes, positive
+    )
 
 
-def write_report(folder: Path, predictions: pd.DataFrame, report: dict, metrics: dict, classes: list[str], positive: int | None) -> None:
-    """predictions.csv, metrics.json (`report`), roc.png and confusion.png (from `metrics`) in `folder`."""
+def write_report(
+    folder: Path,
+    predictions: pd.DataFrame,
+    report: dict,
+    metrics: dict,
+    classes: list[str],
+    positive: int | None,
+) -> None:
+    """predictions.csv, metrics.json (`report`), roc.png and confusion.png (from `metrics`) in
+    `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / "predictions.csv", spreadsheet_safe(predictions).to_csv(index=False))
     write_text_atomic(folder / "metrics.json", json.dumps(report, indent=2) + "\n")
@@ -171,11 +223,15 @@ def write_report(folder: Path, predictions: pd.DataFrame, report: dict, metrics:
         matrices = metrics["confusion_matrices"]
         fig, axes = plt.subplots(1, len(classes), figsize=(2.2 * len(classes), 2.6), squeeze=False)
         for ax, name in zip(axes[0], classes, strict=True):
-            skm.ConfusionMatrixDisplay(np.array(matrices[name]), display_labels=["no", "yes"]).plot(ax=ax, colorbar=False)
+            skm.ConfusionMatrixDisplay(np.array(matrices[name]), display_labels=["no", "yes"]).plot(
+                ax=ax, colorbar=False
+            )
             ax.set_title(name, fontsize=8)
     else:
         fig, ax = plt.subplots(figsize=(5, 5))
-        skm.ConfusionMatrixDisplay(np.array(metrics["confusion_matrix"]), display_labels=classes).plot(ax=ax, colorbar=False)
+        skm.ConfusionMatrixDisplay(
+            np.array(metrics["confusion_matrix"]), display_labels=classes
+        ).plot(ax=ax, colorbar=False)
     save_figure(fig, folder / "confusion.png")
 
 
@@ -189,9 +245,13 @@ def save_figure(fig: plt.Figure, path: Path) -> None:
 
 
 def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
-    """Per-fold reports, then pooled metrics over every evaluated image and mean ± std over folds."""
+    """Per-fold reports, then pooled metrics over every evaluated image and mean ± std over
+    folds."""
     if not folds:
-        raise DataError(f"no trained folds to evaluate for experiment {cfg.experiment.name!r}; run `cxr train` first")
+        raise DataError(
+            f"no trained folds to evaluate for experiment {cfg.experiment.name!r}; run `cxr train` "
+            "first"
+        )
     runs = [open_trained_fold(cfg, fold) for fold in folds]
     classes = runs[0].read_classes()
     multi_label = runs[0].read_config().data.multi_label
@@ -199,10 +259,15 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
     per_fold, all_predictions = {}, []
     for run in runs:
         if run.read_classes() != classes:
-            raise DataError(f"fold {run.fold} was trained with classes {run.read_classes()}, fold {runs[0].fold} with {classes}")
+            raise DataError(
+                f"fold {run.fold} was trained with classes {run.read_classes()}, fold "
+                f"{runs[0].fold} with {classes}"
+            )
         predictions = predict_fold(run)
         per_fold[run.fold] = metrics_from_predictions(predictions, classes, positive, multi_label)
-        write_report(run.evaluation, predictions, per_fold[run.fold], per_fold[run.fold], classes, positive)
+        write_report(
+            run.evaluation, predictions, per_fold[run.fold], per_fold[run.fold], classes, positive
+        )
         all_predictions.append(predictions)
         log.info(
             "fold %d: ROC AUC %.3f, accuracy %.3f (n = %d)",
@@ -214,7 +279,10 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
     pooled_predictions = pd.concat(all_predictions, ignore_index=True)
     pooled = metrics_from_predictions(pooled_predictions, classes, positive, multi_label)
     summary = {
-        m: {"mean": float(np.nanmean([f[m] for f in per_fold.values()])), "std": float(np.nanstd([f[m] for f in per_fold.values()]))}
+        m: {
+            "mean": float(np.nanmean([f[m] for f in per_fold.values()])),
+            "std": float(np.nanstd([f[m] for f in per_fold.values()])),
+        }
         for m in SCALAR_METRICS
     }
     folder = pooled_evaluation_dir(cfg)

@@ -46,14 +46,21 @@ class FoldRun:
     evaluation = property(lambda self: self.folder / "evaluation")
 
     def damaged(self, path: Path, problem: str) -> DataError:
-        return DataError(f"{path} is {problem}; train fold {self.fold} again with `cxr train --fold {self.fold} --overwrite`")
+        return DataError(
+            f"{path} is {problem}; train fold {self.fold} again with `cxr train --fold {self.fold} "
+            "--overwrite`"
+        )
 
     def read_classes(self) -> list[str]:
         try:
             classes = json.loads(self.classes.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise self.damaged(self.classes, "missing or damaged (not JSON)") from None
-        if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        if (
+            not isinstance(classes, list)
+            or len(classes) < 2
+            or not all(isinstance(c, str) for c in classes)
+        ):
             raise self.damaged(self.classes, "damaged (expected a list of two or more class names)")
         return classes
 
@@ -64,7 +71,9 @@ class FoldRun:
         try:
             return load_config(self.config)
         except ConfigError as exc:
-            raise self.damaged(self.config, f"missing or damaged ({shorten(str(exc), 200)})") from None
+            raise self.damaged(
+                self.config, f"missing or damaged ({shorten(str(exc), 200)})"
+            ) from None
 
     def read_split(self) -> pd.DataFrame:
         """split.csv: which images trained and which validated this fold."""
@@ -72,8 +81,14 @@ class FoldRun:
             split = pd.read_csv(self.split, dtype=str, keep_default_na=False)
         except (OSError, ValueError, pd.errors.ParserError):
             raise self.damaged(self.split, "missing or damaged") from None
-        if not {"image", "label", "patient_id", "split"} <= set(split.columns) or not (split["split"] == "validation").any():
-            raise self.damaged(self.split, "damaged (no image, label, patient_id and split columns, or no validation rows)")
+        if (
+            not {"image", "label", "patient_id", "split"} <= set(split.columns)
+            or not (split["split"] == "validation").any()
+        ):
+            raise self.damaged(
+                self.split,
+                "damaged (no image, label, patient_id and split columns, or no validation rows)",
+            )
         return split
 
     def load_model(self):  # -> keras.Model; Keras is imported only by the commands that need it
@@ -83,25 +98,36 @@ class FoldRun:
         try:
             return keras.models.load_model(self.model, compile=False)
         except Exception as exc:  # zipfile, h5py and Keras raise many types for a damaged file
-            raise self.damaged(self.model, f"unreadable as a Keras model ({type(exc).__name__}: {shorten(str(exc), 200)})") from None
+            raise self.damaged(
+                self.model,
+                f"unreadable as a Keras model ({type(exc).__name__}: {shorten(str(exc), 200)})",
+            ) from None
 
     def validation_table(self, fold_cfg: Config) -> pd.DataFrame:
-        """The fold's validation images, with boxes, lung fields and stored sizes from the dataset's labels.csv.
+        """The fold's validation images, with boxes, lung fields and stored sizes from the dataset's
+        labels.csv.
 
-        Every file is checked first (exists, inside the dataset, its stored size), so a deleted or replaced
-        image is one clear error rather than TensorFlow's.
+        Every file is checked first (exists, inside the dataset, its stored size), so a deleted or
+        replaced image is one clear error rather than TensorFlow's.
         """
         from cxr.data.labels import read_labels
 
-        validation = self.read_split().query("split == 'validation'")[["image", "label", "patient_id"]]
+        validation = self.read_split().query("split == 'validation'")[
+            ["image", "label", "patient_id"]
+        ]
         labels = read_labels(fold_cfg.data.dataset_dir)
         gone = sorted(set(validation["image"]) - set(labels["image"]))
         if gone:
-            raise DataError(f"{len(gone)} validation image(s) of fold {self.fold} are no longer in "
-                            f"{fold_cfg.data.dataset_dir / 'labels.csv'}: {', '.join(gone[:5])}; retrain the fold or restore them")
+            raise DataError(
+                f"{len(gone)} validation image(s) of fold {self.fold} are no longer in "
+                f"{fold_cfg.data.dataset_dir / 'labels.csv'}: {', '.join(gone[:5])}; retrain the "
+                "fold or restore them"
+            )
         known = ("boxes", "width", "height", "lungs", "lung_mask", "lung_mask_plausible")
         extra = [c for c in known if c in labels.columns]
-        return validation.merge(labels[["image", *extra]], on="image", how="left").reset_index(drop=True)
+        return validation.merge(labels[["image", *extra]], on="image", how="left").reset_index(
+            drop=True
+        )
 
 
 def experiment_dir(cfg: Config) -> Path:
@@ -117,35 +143,55 @@ def pooled_evaluation_dir(cfg: Config) -> Path:
 
 
 def staging_run(cfg: Config, fold: int) -> FoldRun:
-    """Where a fold trains: `<experiment>/.training/fold<K>/`, moved to `fold<K>/` once it has trained."""
+    """Where a fold trains: `<experiment>/.training/fold<K>/`, moved to `fold<K>/` once it has
+    trained."""
     return FoldRun(experiment_dir(cfg) / STAGING / f"fold{fold}")
 
 
 def check_fold_run(cfg: Config, fold: int, overwrite: bool = False, resume: bool = False) -> None:
-    """Can fold `fold` be trained (or resumed) here? Reads only: nothing is changed until training starts."""
+    """Can fold `fold` be trained (or resumed) here? Reads only: nothing is changed until training
+    starts."""
     if overwrite and resume:
-        raise ConfigError("--overwrite and --resume contradict each other: --resume continues an interrupted run, "
-                          "--overwrite starts the fold again; pick one")
+        raise ConfigError(
+            "--overwrite and --resume contradict each other: --resume continues an interrupted "
+            "run, "
+            "--overwrite starts the fold again; pick one"
+        )
     for folder in (cfg.experiment.output_dir, experiment_dir(cfg)):
         if folder.exists() and not folder.is_dir():
-            raise ConfigError(f"experiment.output_dir: {folder} is a file, not a folder; name a folder for the runs")
+            raise ConfigError(
+                f"experiment.output_dir: {folder} is a file, not a folder; name a folder for the "
+                "runs"
+            )
     final, staging = fold_run(cfg, fold), staging_run(cfg, fold)
     interrupted = staging.backup.is_dir()
     if resume:
         if not interrupted:
-            done = "; it finished training (retrain it with --overwrite)" if final.model.is_file() else "; train without --resume"
-            raise DataError(f"nothing to resume for fold {fold}: no interrupted training in {staging.folder}{done}")
+            done = (
+                "; it finished training (retrain it with --overwrite)"
+                if final.model.is_file()
+                else "; train without --resume"
+            )
+            raise DataError(
+                f"nothing to resume for fold {fold}: no interrupted training in "
+                f"{staging.folder}{done}"
+            )
         return
     if interrupted and not overwrite:
-        raise DataError(f"fold {fold} has an interrupted training in {staging.folder}: "
-                        "pass --resume to continue it, or --overwrite to start the fold again")
+        raise DataError(
+            f"fold {fold} has an interrupted training in {staging.folder}: "
+            "pass --resume to continue it, or --overwrite to start the fold again"
+        )
     if final.folder.exists() and any(final.folder.iterdir()) and not overwrite:
-        raise DataError(f"{final.folder} already holds a trained run; pass --overwrite to replace it "
-                        "(the old run is kept until the new one has trained)")
+        raise DataError(
+            f"{final.folder} already holds a trained run; pass --overwrite to replace it "
+            "(the old run is kept until the new one has trained)"
+        )
 
 
 def start_staging(cfg: Config, fold: int, resume: bool) -> FoldRun:
-    """The staging folder to train in: kept when resuming, else made empty (the finished run is not touched)."""
+    """The staging folder to train in: kept when resuming, else made empty (the finished run is not
+    touched)."""
     staging = staging_run(cfg, fold)
     if not resume:
         shutil.rmtree(staging.folder, ignore_errors=True)
@@ -154,10 +200,14 @@ def start_staging(cfg: Config, fold: int, resume: bool) -> FoldRun:
 
 
 def publish_run(staging: FoldRun, final: FoldRun) -> None:
-    """Swap the trained staging folder in for the old run; the old one is removed only after the new one is in."""
+    """Swap the trained staging folder in for the old run; the old one is removed only after the new
+    one is in."""
     if not staging.model.is_file():
-        raise DataError(f"training of fold {final.fold} saved no checkpoint in {staging.folder} (was the monitored metric "
-                        f"ever finite?); the previous run in {final.folder}, if any, is kept")
+        raise DataError(
+            f"training of fold {final.fold} saved no checkpoint in {staging.folder} (was the "
+            "monitored metric "
+            f"ever finite?); the previous run in {final.folder}, if any, is kept"
+        )
     old = staging.folder.with_name(staging.folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if final.folder.exists():
@@ -173,7 +223,8 @@ def open_trained_fold(cfg: Config, fold: int) -> FoldRun:
     run = fold_run(cfg, fold)
     if not run.model.is_file():
         raise DataError(
-            f"fold {fold} of experiment {cfg.experiment.name!r} was never trained (no {run.model}); "
+            f"fold {fold} of experiment {cfg.experiment.name!r} was never trained (no "
+            f"{run.model}); "
             f"run `cxr train --config <config> --fold {fold}` first"
         )
     for path in (run.classes, run.config, run.split):
@@ -189,5 +240,3 @@ def trained_folds(cfg: Config) -> list[int]:
         return []
     found = [int(m.group(1)) for p in folder.iterdir() if (m := re.fullmatch(r"fold(\d+)", p.name))]
     return sorted(f for f in found if (folder / f"fold{f}" / "model.keras").is_file())
-
-

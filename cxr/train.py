@@ -31,7 +31,13 @@ from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import class_names as table_class_names
 from cxr.data.labels import read_labels
 from cxr.data.pipeline import checked_split, encode_labels, images_named_on_failure, make_dataset
-from cxr.distribute import Cluster, cluster_from_env, enable_multi_worker_fit, make_strategy, shard_by_data
+from cxr.distribute import (
+    Cluster,
+    cluster_from_env,
+    enable_multi_worker_fit,
+    make_strategy,
+    shard_by_data,
+)
 from cxr.errors import ConfigError, CxrError, DataError
 from cxr.models.metrics import make_loss_and_metrics
 from cxr.models.precision import set_precision, use_mixed_precision
@@ -56,18 +62,30 @@ class TrainResult:
 def resolve_classes(cfg: Config, table: pd.DataFrame) -> list[str]:
     """The configured class order, or the sorted names in the dataset."""
     info = cfg.data.dataset_dir / METADATA_FILE
-    if info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("multi_label", False) != cfg.data.multi_label:
+    if (
+        info.is_file()
+        and json.loads(info.read_text(encoding="utf-8")).get("multi_label", False)
+        != cfg.data.multi_label
+    ):
         kind = "multi-label" if cfg.data.multi_label is False else "single-label"
-        raise DataError(f"dataset {cfg.data.dataset} is {kind}: set data.multi_label: {str(not cfg.data.multi_label).lower()}")
+        raise DataError(
+            f"dataset {cfg.data.dataset} is {kind}: set data.multi_label: "
+            f"{str(not cfg.data.multi_label).lower()}"
+        )
     found = table_class_names(table, cfg.data.multi_label)
     if len(found) < 2:
-        raise DataError(f"dataset {cfg.data.dataset} has one class only ({', '.join(found)}): "
-                        "a classifier needs images of at least two classes")
+        raise DataError(
+            f"dataset {cfg.data.dataset} has one class only ({', '.join(found)}): "
+            "a classifier needs images of at least two classes"
+        )
     if cfg.data.classes is None:
         return found
     unknown = sorted(set(found) - set(cfg.data.classes))
     if unknown:
-        raise DataError(f"dataset has class(es) {', '.join(unknown)} that data.classes ({', '.join(cfg.data.classes)}) lacks")
+        raise DataError(
+            f"dataset has class(es) {', '.join(unknown)} that data.classes "
+            f"({', '.join(cfg.data.classes)}) lacks"
+        )
     return list(cfg.data.classes)
 
 
@@ -76,7 +94,9 @@ def compute_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, flo
     present = np.unique(labels)
     if len(present) != num_classes:
         missing = sorted(set(range(num_classes)) - set(present.tolist()))
-        raise DataError(f"the training split has no image of class index(es) {missing}; use fewer folds")
+        raise DataError(
+            f"the training split has no image of class index(es) {missing}; use fewer folds"
+        )
     weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=labels)
     return {i: float(w) for i, w in enumerate(weights)}
 
@@ -93,22 +113,30 @@ class Fit:
     tables: pd.DataFrame  # training and validation images, to name unreadable ones
 
 
-def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume: bool = False) -> TrainResult:
+def train(
+    cfg: Config, fold: int | None = None, overwrite: bool = False, resume: bool = False
+) -> TrainResult:
     """Train one fold and keep its best checkpoint; returns the best epoch and value.
 
-    Config, devices, data, model and weights are all checked before anything is written; the fold then
-    trains in a staging folder that replaces the old run only once the new one has its checkpoint, so a
-    failed or interrupted run never costs the previous one.
+    Config, devices, data, model and weights are all checked before anything is written; the fold
+    then trains in a staging folder that replaces the old run only once the new one has its
+    checkpoint, so a failed or interrupted run never costs the previous one.
     """
     fold = cfg.data.fold if fold is None else fold
     cluster = cluster_from_env()
     if cluster is not None and resume:
-        raise ConfigError("--resume with several workers is not supported: restart the fold with --overwrite")
-    strategy = make_strategy(tuple(cfg.train.devices) if cfg.train.devices else None)  # before any other TF op (multi-worker)
+        raise ConfigError(
+            "--resume with several workers is not supported: restart the fold with --overwrite"
+        )
+    strategy = make_strategy(
+        tuple(cfg.train.devices) if cfg.train.devices else None
+    )  # before any other TF op (multi-worker)
     check_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
     if resume:
         check_resumable(cfg, staging_run(cfg, fold), fold)
-    table = read_labels(cfg.data.dataset_dir)  # once: columns, paths, folds, and that every image exists
+    table = read_labels(
+        cfg.data.dataset_dir
+    )  # once: columns, paths, folds, and that every image exists
     classes = resolve_classes(cfg, table)
     val_table = checked_split(table, fold, "validation", classes, cfg.data.multi_label)
     train_table = checked_split(table, fold, "train", classes, cfg.data.multi_label)
@@ -118,7 +146,13 @@ def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume:
         if resume:
             repair_history(run)
         write_run_inputs(run, worker_cfg, fold, classes, train_table, val_table)
-        log.info("fold %d: %d training, %d validation images -> %s", fold, len(train_table), len(val_table), run.folder)
+        log.info(
+            "fold %d: %d training, %d validation images -> %s",
+            fold,
+            len(train_table),
+            len(val_table),
+            run.folder,
+        )
         with images_named_on_failure(cfg.data.dataset_dir, fit.tables):
             fit.model.fit(
                 fit.train_ds,
@@ -131,41 +165,58 @@ def train(cfg: Config, fold: int | None = None, overwrite: bool = False, resume:
             )
         result = summarise(worker_cfg, run, fold)
         publish_run(run, fold_run(worker_cfg, fold))
-    return dataclasses.replace(result, run=fold_run(cfg, fold))  # another worker's temporary copy is gone: name the chief's
+    return dataclasses.replace(
+        result, run=fold_run(cfg, fold)
+    )  # another worker's temporary copy is gone: name the chief's
 
 
 def check_resumable(cfg: Config, staging: FoldRun, fold: int) -> None:
     """A resume continues the same training: refuse one whose model, data or train settings changed.
 
-    Only `train.epochs` (to train longer) and `data.cache` (where decoded images are kept) may change.
+    Only `train.epochs` (to train longer) and `data.cache` (where decoded images are kept) may
+    change.
     """
     try:
         saved = load_config(staging.config)
     except CxrError:
-        raise DataError(f"cannot resume fold {fold}: its saved config {staging.config} is missing or damaged; "
-                        "start the fold again with --overwrite") from None
+        raise DataError(
+            f"cannot resume fold {fold}: its saved config {staging.config} is missing or damaged; "
+            "start the fold again with --overwrite"
+        ) from None
     now = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": fold})})
     before, after = saved.model_dump(mode="json"), now.model_dump(mode="json")
     changed = [
         f"{section}.{key} ({before[section][key]!r} -> {after[section][key]!r})"
         for section in ("model", "data", "train")
         for key in after[section]
-        if before[section].get(key) != after[section][key] and f"{section}.{key}" not in RESUMABLE_CHANGES
+        if before[section].get(key) != after[section][key]
+        and f"{section}.{key}" not in RESUMABLE_CHANGES
     ]
     if changed:
-        raise ConfigError(f"cannot resume fold {fold} with other settings: {'; '.join(changed)}; "
-                          "resume with the settings it started with, or start again with --overwrite")
+        raise ConfigError(
+            f"cannot resume fold {fold} with other settings: {'; '.join(changed)}; "
+            "resume with the settings it started with, or start again with --overwrite"
+        )
 
 
 @contextmanager
 def worker_output(cfg: Config, cluster: Cluster | None) -> Iterator[Config]:
-    """The config itself for the chief (or a single machine); for another worker, one writing to a temporary folder."""
+    """The config itself for the chief (or a single machine); for another worker, one writing to a
+    temporary folder."""
     if cluster is None or cluster.is_chief:
         yield cfg
         return
-    with tempfile.TemporaryDirectory(prefix=f"cxr-{cluster.task_type}{cluster.task_index}-") as folder:
-        log.info("%s %d is not the chief: its copy of the run goes to a temporary folder", cluster.task_type, cluster.task_index)
-        yield cfg.model_copy(update={"experiment": cfg.experiment.model_copy(update={"output_dir": Path(folder)})})
+    with tempfile.TemporaryDirectory(
+        prefix=f"cxr-{cluster.task_type}{cluster.task_index}-"
+    ) as folder:
+        log.info(
+            "%s %d is not the chief: its copy of the run goes to a temporary folder",
+            cluster.task_type,
+            cluster.task_index,
+        )
+        yield cfg.model_copy(
+            update={"experiment": cfg.experiment.model_copy(update={"output_dir": Path(folder)})}
+        )
 
 
 def prepare_fit(
@@ -175,22 +226,44 @@ def prepare_fit(
     train_table: pd.DataFrame,
     val_table: pd.DataFrame,
 ) -> Fit:
-    """Build and compile the model (checking widths and weights) and the datasets (checking the cache)."""
+    """Build and compile the model (checking widths and weights) and the datasets (checking the
+    cache)."""
     keras.utils.set_random_seed(cfg.experiment.seed)
     set_precision(use_mixed_precision(cfg.train.mixed_precision, "train.mixed_precision"))
     with strategy.scope():
         model = build_model(cfg, len(classes))
         loss, metrics = make_loss_and_metrics(len(classes), cfg.data.multi_label)
-        model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate), loss=loss, metrics=metrics, jit_compile=cfg.train.xla)
+        model.compile(
+            optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
+            loss=loss,
+            metrics=metrics,
+            jit_compile=cfg.train.xla,
+        )
 
-    common = {"image_size": cfg.data.image_size, "channels": cfg.data.channels, "batch_size": cfg.train.batch_size}
-    common |= {"multi_label": cfg.data.multi_label, "cache": cfg.data.cache, "seed": cfg.experiment.seed}
-    train_ds = shard_by_data(make_dataset(cfg.data.dataset_dir, train_table, classes, training=True, flip=cfg.train.flip, **common))
-    val_ds = shard_by_data(make_dataset(cfg.data.dataset_dir, val_table, classes, training=False, **common))
+    common = {
+        "image_size": cfg.data.image_size,
+        "channels": cfg.data.channels,
+        "batch_size": cfg.train.batch_size,
+    }
+    common |= {
+        "multi_label": cfg.data.multi_label,
+        "cache": cfg.data.cache,
+        "seed": cfg.experiment.seed,
+    }
+    train_ds = shard_by_data(
+        make_dataset(
+            cfg.data.dataset_dir, train_table, classes, training=True, flip=cfg.train.flip, **common
+        )
+    )
+    val_ds = shard_by_data(
+        make_dataset(cfg.data.dataset_dir, val_table, classes, training=False, **common)
+    )
     enable_multi_worker_fit(model, strategy, train_ds)
     class_weight = None
     if cfg.train.class_weights and not cfg.data.multi_label:
-        class_weight = compute_class_weights(encode_labels(train_table["label"], classes), len(classes))
+        class_weight = compute_class_weights(
+            encode_labels(train_table["label"], classes), len(classes)
+        )
         log.info("class weights: %s", {classes[i]: round(w, 3) for i, w in class_weight.items()})
 
     return Fit(model, strategy, train_ds, val_ds, class_weight, pd.concat([train_table, val_table]))
@@ -206,24 +279,37 @@ def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callba
     best_so_far = best_in_history(run, monitor) if resume else None
     callbacks: list[keras.callbacks.Callback] = [
         SafeBackupAndRestore(str(run.backup), double_checkpoint=True),
-        AtomicModelCheckpoint(str(run.model), monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=best_so_far),
+        AtomicModelCheckpoint(
+            str(run.model),
+            monitor=monitor,
+            mode=mode,
+            save_best_only=True,
+            initial_value_threshold=best_so_far,
+        ),
         keras.callbacks.CSVLogger(str(run.history), append=resume),
         keras.callbacks.TensorBoard(str(run.logs), write_graph=False, profile_batch=0),
     ]
     if cfg.train.early_stopping_patience is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.early_stopping_patience))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, mode=mode, patience=cfg.train.early_stopping_patience
+            )
+        )
     return callbacks
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keras's ModelCheckpoint, saving to a temporary file that is renamed over the best model.
 
-    A full disk or a kill during a save leaves the previous best model whole, never a cut model.keras.
+    A full disk or a kill during a save leaves the previous best model whole, never a cut
+    model.keras.
     """
 
     def _save_model(self, epoch: int, batch: int | None, logs: dict | None) -> None:
         final = Path(self.filepath)
-        tmp = final.with_name(f".{final.stem}.partial{final.suffix}")  # Keras picks the format by the suffix
+        tmp = final.with_name(
+            f".{final.stem}.partial{final.suffix}"
+        )  # Keras picks the format by the suffix
         tmp.unlink(missing_ok=True)
         self.filepath = str(tmp)
         try:
@@ -237,23 +323,32 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
 
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras's BackupAndRestore, falling back to the older backup also when the newer one's metadata is cut.
+    """Keras's BackupAndRestore, falling back to the older backup also when the newer one's metadata
+    is cut.
 
-    A kill while the small training_metadata.json is written leaves it empty; Keras falls back to the
-    older (.bkp) pair only on an OSError and fails on the JSON instead. The older pair is one epoch behind,
-    which is redone (and `tidy_history` keeps that epoch's last row); with no older pair (the first backup
-    was cut), training starts again from the first epoch.
+    A kill while the small training_metadata.json is written leaves it empty; Keras falls back to
+    the older (.bkp) pair only on an OSError and fails on the JSON instead. The older pair is one
+    epoch behind, which is redone (and `tidy_history` keeps that epoch's last row); with no older
+    pair (the first backup was cut), training starts again from the first epoch.
     """
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         latest, older = Path(self._training_metadata_path), Path(self._prev_training_metadata_path)
         if latest.is_file() and not readable_json(latest):
             if older.is_file() and Path(self._prev_weights_path).is_file():
-                log.warning("the last backup in %s was cut by the interruption: resuming from the one before", latest.parent)
+                log.warning(
+                    "the last backup in %s was cut by the interruption: resuming from the one "
+                    "before",
+                    latest.parent,
+                )
                 shutil.copyfile(self._prev_weights_path, self._weights_path)
                 shutil.copyfile(older, latest)
             else:
-                log.warning("the only backup in %s was cut by the interruption: starting from the first epoch", latest.parent)
+                log.warning(
+                    "the only backup in %s was cut by the interruption: starting from the first "
+                    "epoch",
+                    latest.parent,
+                )
                 latest.unlink()
                 Path(self._weights_path).unlink(missing_ok=True)
         super().on_train_begin(logs)
@@ -268,20 +363,24 @@ def readable_json(path: Path) -> bool:
 
 
 def read_history(path: Path) -> pd.DataFrame:
-    """The CSV history's complete rows: an empty file, or a last row cut by a kill or a full disk, are tolerated."""
+    """The CSV history's complete rows: an empty file, or a last row cut by a kill or a full disk,
+    are tolerated."""
     try:
         history = pd.read_csv(path, on_bad_lines="skip")
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return pd.DataFrame()
     if "epoch" not in history.columns:
         return pd.DataFrame()
-    history = history.apply(pd.to_numeric, errors="coerce").dropna()  # a cut row lacks its last values
+    history = history.apply(
+        pd.to_numeric, errors="coerce"
+    ).dropna()  # a cut row lacks its last values
     history["epoch"] = history["epoch"].astype(int)
     return history.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
 
 
 def repair_history(run: FoldRun) -> None:
-    """Before resuming: rewrite the history with its complete rows only, so that new rows append cleanly."""
+    """Before resuming: rewrite the history with its complete rows only, so that new rows append
+    cleanly."""
     if not run.history.is_file():
         return
     history = read_history(run.history)
@@ -295,7 +394,9 @@ def best_in_history(run: FoldRun, monitor: str) -> float | None:
     history = read_history(run.history)
     if monitor not in history.columns or history.empty:
         return None
-    return float(history[monitor].max() if MONITOR_MODES[monitor] == "max" else history[monitor].min())
+    return float(
+        history[monitor].max() if MONITOR_MODES[monitor] == "max" else history[monitor].min()
+    )
 
 
 def tidy_history(run: FoldRun) -> pd.DataFrame:
@@ -307,13 +408,23 @@ def tidy_history(run: FoldRun) -> pd.DataFrame:
     return tidy
 
 
-def write_run_inputs(run: FoldRun, cfg: Config, fold: int, classes: list[str], train_table: pd.DataFrame, val_table: pd.DataFrame) -> None:
-    """What later commands need to read this run without the original config: config, classes, split."""
+def write_run_inputs(
+    run: FoldRun,
+    cfg: Config,
+    fold: int,
+    classes: list[str],
+    train_table: pd.DataFrame,
+    val_table: pd.DataFrame,
+) -> None:
+    """What later commands need to read this run without the original config: config, classes,
+    split."""
     resolved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": fold})})
     write_text_atomic(run.config, dump_config(resolved))
     write_text_atomic(run.classes, json.dumps(classes) + "\n")
     split = pd.concat([train_table.assign(split="train"), val_table.assign(split="validation")])
-    write_text_atomic(run.split, split[["image", "label", "patient_id", "fold", "split"]].to_csv(index=False))
+    write_text_atomic(
+        run.split, split[["image", "label", "patient_id", "fold", "split"]].to_csv(index=False)
+    )
 
 
 def summarise(cfg: Config, run: FoldRun, fold: int) -> TrainResult:
@@ -321,22 +432,45 @@ def summarise(cfg: Config, run: FoldRun, fold: int) -> TrainResult:
     history = tidy_history(run)
     monitor = cfg.train.monitor
     if monitor not in history.columns:
-        raise DataError(f"{run.history} has no {monitor} column; columns: {', '.join(history.columns)}")
-    best = history[monitor].idxmax() if MONITOR_MODES[monitor] == "max" else history[monitor].idxmin()
-    result = TrainResult(fold, run, int(history.loc[best, "epoch"]), float(history.loc[best, monitor]), monitor, history)
-    summary = {"fold": fold, "best_epoch": result.best_epoch, "monitor": monitor, "best_value": result.best_value,
-               "epochs_run": len(history), "final": history.iloc[-1].to_dict()}  # fmt: skip
+        raise DataError(
+            f"{run.history} has no {monitor} column; columns: {', '.join(history.columns)}"
+        )
+    best = (
+        history[monitor].idxmax() if MONITOR_MODES[monitor] == "max" else history[monitor].idxmin()
+    )
+    result = TrainResult(
+        fold,
+        run,
+        int(history.loc[best, "epoch"]),
+        float(history.loc[best, monitor]),
+        monitor,
+        history,
+    )
+    summary = {
+        "fold": fold,
+        "best_epoch": result.best_epoch,
+        "monitor": monitor,
+        "best_value": result.best_value,
+        "epochs_run": len(history),
+        "final": history.iloc[-1].to_dict(),
+    }
     write_text_atomic(run.summary, json.dumps(summary, indent=2) + "\n")
     return result
 
 
-def train_folds(cfg: Config, folds: list[int] | None, overwrite: bool = False, resume: bool = False) -> list[TrainResult]:
+def train_folds(
+    cfg: Config, folds: list[int] | None, overwrite: bool = False, resume: bool = False
+) -> list[TrainResult]:
     """Several folds in turn (all of the dataset's when `folds` is None)."""
     every = folds is None
     if folds is None:
         folds = dataset_folds(cfg.data.dataset_dir)
     if every and resume:  # --all-folds --resume: the interrupted folds and those not trained yet
-        done = [f for f in folds if fold_run(cfg, f).model.is_file() and not staging_run(cfg, f).backup.is_dir()]
+        done = [
+            f
+            for f in folds
+            if fold_run(cfg, f).model.is_file() and not staging_run(cfg, f).backup.is_dir()
+        ]
         if done:
             log.info("fold(s) %s already trained: not resumed", ", ".join(map(str, done)))
         return [

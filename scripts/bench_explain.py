@@ -1,17 +1,21 @@
-"""Benchmark: the batched explanation engine against inference, a per-image loop, tf-keras-vis and the whole `cxr explain`.
+"""Benchmark: the batched explanation engine against inference, a per-image loop, tf-keras-vis
+and the whole `cxr explain`.
 
-For each model it runs, each in a fresh process so that peak memory is its own (random weights: speed does
-not depend on them):
-  inference  a tf.function forward pass over the batches: the ceiling;
-  engine     cxr's explain_batch, Grad-CAM of the predicted class;
-  loop       the keras.io / seed 004 style: one predict and one tape per image;
-  tf-keras-vis  its Gradcam on the same model, layer and batches (targets given, found outside the clock);
-  cxr explain   explain_fold on a saved run of the same model and a synthetic fold of --explain-images images:
-                model loading and tracing, reading PNGs, maps, overlays, report, montage; each of two runs does
-                all of it, and the faster counts.
-Prints images/s, the ratios, and each mode's extra peak resident memory above the process after building the
-model (sampled every 2 ms). tf-keras-vis is needed only here: `.venv/bin/pip install tf-keras-vis`.
-    .venv/bin/python scripts/bench_explain.py [--images 64] [--batch 32] [--models pna_cnn:256 ...] [--xla]
+For each model it runs, each in a fresh process so that peak memory is its own (random weights:
+speed does not depend on them):
+  inference     a tf.function forward pass over the batches: the ceiling;
+  engine        cxr's explain_batch, Grad-CAM of the predicted class;
+  loop          the keras.io / seed 004 style: one predict and one tape per image;
+  tf-keras-vis  its Gradcam on the same model, layer and batches (targets given, found outside
+                the clock);
+  cxr explain   explain_fold on a saved run of the same model and a synthetic fold of
+                --explain-images images: model loading and tracing, reading PNGs, maps, overlays,
+                report, montage; each of two runs does all of it, and the faster counts.
+Prints images/s, the ratios, and each mode's extra peak resident memory above the process after
+building the model (sampled every 2 ms). tf-keras-vis is needed only here:
+`.venv/bin/pip install tf-keras-vis`.
+    .venv/bin/python scripts/bench_explain.py [--images 64] [--batch 32] \\
+        [--models pna_cnn:256 ...] [--xla]
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ from pathlib import Path
 
 MODES = ("inference", "engine", "loop", "tf-keras-vis", "cxr explain")
 EXTRA_MODES = ("engine xla",)  # with --xla
-CASES = ("pna_cnn:256", "pna_cnn:512", "vgg16_cardiomegaly:256")  # VGG16 + three valid 3x3 convs + 2x2 pool needs 256 px or more
+CASES = (
+    "pna_cnn:256",
+    "pna_cnn:512",
+    "vgg16_cardiomegaly:256",
+)  # VGG16 + three valid 3x3 convs + 2x2 pool needs 256 px or more
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -89,12 +97,22 @@ def child(mode: str, name: str, size: int, args: argparse.Namespace) -> dict:
 
     channels = 3 if name == "vgg16_cardiomegaly" else 1
     cfg = load_config(
-        None, [f"model.name={name}", f"data.image_size={size}", f"data.channels={channels}", f"explain.batch_size={args.batch}"]
+        None,
+        [
+            f"model.name={name}",
+            f"data.image_size={size}",
+            f"data.channels={channels}",
+            f"explain.batch_size={args.batch}",
+        ],
     )
     keras.utils.set_random_seed(0)
     model = build_model(cfg, 2)
     layer = get_model_spec(name).explain_layer
-    images = np.random.default_rng(0).uniform(0, 255, (args.images, size, size, channels)).astype("float32")
+    images = (
+        np.random.default_rng(0)
+        .uniform(0, 255, (args.images, size, size, channels))
+        .astype("float32")
+    )
     batches = [images[i : i + args.batch] for i in range(0, args.images, args.batch)]
     count = args.images
     if mode == "inference":
@@ -111,8 +129,15 @@ def child(mode: str, name: str, size: int, args: argparse.Namespace) -> dict:
     else:
         run = explain_run(cfg, model, args)
     with PeakMemory() as memory:
-        seconds = min(timed(run), timed(run)) if mode == "cxr explain" else best_of(1 if mode == "loop" else 2, run)
-    return {"rate": (args.images if mode == "cxr explain" else count) / seconds, "extra_mb": memory.peak - memory.base}
+        seconds = (
+            min(timed(run), timed(run))
+            if mode == "cxr explain"
+            else best_of(1 if mode == "loop" else 2, run)
+        )
+    return {
+        "rate": (args.images if mode == "cxr explain" else count) / seconds,
+        "extra_mb": memory.peak - memory.base,
+    }
 
 
 def per_image_loop(model, layer: str, images) -> None:
@@ -134,7 +159,8 @@ def per_image_loop(model, layer: str, images) -> None:
 
 
 def tf_keras_vis_run(model, layer: str, batches: list) -> Callable[[], object]:
-    """tf-keras-vis' Gradcam of each image's predicted class (the classes found before the clock starts)."""
+    """tf-keras-vis' Gradcam of each image's predicted class (the classes found before the clock
+    starts)."""
     import numpy as np
 
     try:
@@ -142,15 +168,20 @@ def tf_keras_vis_run(model, layer: str, batches: list) -> Callable[[], object]:
         from tf_keras_vis.utils.scores import CategoricalScore
     except ImportError:
         raise SystemExit(
-            "tf-keras-vis is not installed: .venv/bin/pip install tf-keras-vis (the benchmark needs it, cxr does not)"
+            "tf-keras-vis is not installed: .venv/bin/pip install tf-keras-vis (the benchmark "
+            "needs it, cxr does not)"
         ) from None
     gradcam = Gradcam(model, clone=True)
     targets = [np.argmax(model.predict(b, verbose=0), axis=1).tolist() for b in batches]
-    return lambda: [gradcam(CategoricalScore(t), b, penultimate_layer=layer) for b, t in zip(batches, targets, strict=True)]
+    return lambda: [
+        gradcam(CategoricalScore(t), b, penultimate_layer=layer)
+        for b, t in zip(batches, targets, strict=True)
+    ]
 
 
 def explain_run(cfg, model, args: argparse.Namespace) -> Callable[[], object]:
-    """A run folder holding `model` and a synthetic fold of args.images validation images; returns the explain call."""
+    """A run folder holding `model` and a synthetic fold of args.images validation images; returns
+    the explain call."""
     from cxr.data.labels import read_labels
     from cxr.data.pipeline import checked_split
     from cxr.data.sources import DownloadOptions, download
@@ -161,13 +192,27 @@ def explain_run(cfg, model, args: argparse.Namespace) -> Callable[[], object]:
     root = Path(tempfile.mkdtemp(prefix="bench_explain_"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     dataset = download(
-        "synthetic", DownloadOptions(dest=root / "data", n=2 * args.explain_images, size=cfg.data.image_size, folds=2, show_progress=False)
+        "synthetic",
+        DownloadOptions(
+            dest=root / "data",
+            n=2 * args.explain_images,
+            size=cfg.data.image_size,
+            folds=2,
+            show_progress=False,
+        ),
     )
     data = cfg.data.model_copy(update={"root": dataset.parent, "dataset": dataset.name, "fold": 0})
-    cfg = cfg.model_copy(update={"data": data, "experiment": cfg.experiment.model_copy(update={"output_dir": root / "runs"})})
+    cfg = cfg.model_copy(
+        update={
+            "data": data,
+            "experiment": cfg.experiment.model_copy(update={"output_dir": root / "runs"}),
+        }
+    )
     table = read_labels(dataset)
     classes = sorted(table["label"].unique())
-    validation, training = (checked_split(table, 0, split, classes) for split in ("validation", "train"))
+    validation, training = (
+        checked_split(table, 0, split, classes) for split in ("validation", "train")
+    )
     run = fold_run(cfg, 0)
     run.folder.mkdir(parents=True)
     write_run_inputs(run, cfg, 0, classes, training, validation)
@@ -178,22 +223,49 @@ def explain_run(cfg, model, args: argparse.Namespace) -> Callable[[], object]:
 
 def measure(mode: str, case: str, args: argparse.Namespace) -> dict:
     """Run one mode in a fresh process; its JSON line is the last line of its output."""
-    command = [sys.executable, __file__, "--child", mode, "--models", case, "--images", str(args.images), "--batch", str(args.batch),
-               "--loop-images", str(args.loop_images), "--explain-images", str(args.explain_images)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--models",
+        case,
+        "--images",
+        str(args.images),
+        "--batch",
+        str(args.batch),
+        "--loop-images",
+        str(args.loop_images),
+        "--explain-images",
+        str(args.explain_images),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
     if done.returncode != 0:
         raise SystemExit(f"{mode} on {case} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--loop-images", type=int, default=16, help="images for the (slow) per-image loop")
-    parser.add_argument("--explain-images", type=int, default=256, help="the fold's size for the whole `cxr explain`")
+    parser.add_argument(
+        "--loop-images", type=int, default=16, help="images for the (slow) per-image loop"
+    )
+    parser.add_argument(
+        "--explain-images",
+        type=int,
+        default=256,
+        help="the fold's size for the whole `cxr explain`",
+    )
     parser.add_argument("--models", nargs="+", default=list(CASES), help="NAME:SIZE cases")
-    parser.add_argument("--xla", action="store_true", help="also the engine compiled with XLA (explain.xla)")
+    parser.add_argument(
+        "--xla", action="store_true", help="also the engine compiled with XLA (explain.xla)"
+    )
     parser.add_argument("--child", choices=MODES + EXTRA_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -203,21 +275,38 @@ def main() -> None:
     import tensorflow as tf
 
     devices = ", ".join(d.device_type for d in tf.config.list_logical_devices())
-    print(f"TensorFlow {tf.__version__} on {devices}, {os.cpu_count()} CPU cores; {args.images} images, batch {args.batch}")
-    print(f"{'model':>24} | {'img/s: inference':>16} {'engine':>7} {'loop':>6} {'tkv':>6} {'explain':>7} | "
-          f"{'engine/inference':>16} {'engine/loop':>11} {'engine/tkv':>10} {'explain/inference':>17} | "
-          f"{'extra MB: inference':>19} {'engine':>6} {'tkv':>6}")  # fmt: skip
+    print(
+        f"TensorFlow {tf.__version__} on {devices}, {os.cpu_count()} CPU cores; {args.images} "
+        f"images, batch {args.batch}"
+    )
+    print(
+        f"{'model':>24} | {'img/s: inference':>16} {'engine':>7} {'loop':>6} {'tkv':>6} "
+        f"{'explain':>7} | "
+        f"{'engine/inference':>16} {'engine/loop':>11} {'engine/tkv':>10} "
+        f"{'explain/inference':>17} | "
+        f"{'extra MB: inference':>19} {'engine':>6} {'tkv':>6}"
+    )
     for case in args.models:
         results = {mode: measure(mode, case, args) for mode in MODES}
         rate = {mode: r["rate"] for mode, r in results.items()}
         extra = {mode: r["extra_mb"] for mode, r in results.items()}
-        print(f"{case:>24} | {rate['inference']:>16.1f} {rate['engine']:>7.1f} {rate['loop']:>6.1f} {rate['tf-keras-vis']:>6.1f} "
-              f"{rate['cxr explain']:>7.1f} | {rate['engine'] / rate['inference']:>16.2f} {rate['engine'] / rate['loop']:>10.1f}x "
-              f"{rate['engine'] / rate['tf-keras-vis']:>9.1f}x {rate['cxr explain'] / rate['inference']:>17.2f} | "
-              f"{extra['inference']:>19.0f} {extra['engine']:>6.0f} {extra['tf-keras-vis']:>6.0f}", flush=True)  # fmt: skip
+        print(
+            f"{case:>24} | {rate['inference']:>16.1f} {rate['engine']:>7.1f} {rate['loop']:>6.1f} "
+            f"{rate['tf-keras-vis']:>6.1f} "
+            f"{rate['cxr explain']:>7.1f} | {rate['engine'] / rate['inference']:>16.2f} "
+            f"{rate['engine'] / rate['loop']:>10.1f}x "
+            f"{rate['engine'] / rate['tf-keras-vis']:>9.1f}x "
+            f"{rate['cxr explain'] / rate['inference']:>17.2f} | "
+            f"{extra['inference']:>19.0f} {extra['engine']:>6.0f} {extra['tf-keras-vis']:>6.0f}",
+            flush=True,
+        )
         if args.xla:
             xla = measure("engine xla", case, args)["rate"]
-            print(f"{case:>24} | engine with XLA: {xla:.1f} img/s, {xla / rate['engine']:.2f}x the plain engine", flush=True)
+            print(
+                f"{case:>24} | engine with XLA: {xla:.1f} img/s, {xla / rate['engine']:.2f}x the "
+                "plain engine",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

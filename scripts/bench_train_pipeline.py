@@ -1,6 +1,8 @@
-"""Benchmark: training images/s fed by cxr's tf.data pipeline (from disk, or from a cache file) vs from tensors in memory.
+"""Benchmark: training images/s fed by cxr's tf.data pipeline (from disk, or from a cache file) vs
+from tensors in memory.
 
-Same model, batch size and number of steps; one warm-up epoch each, then the best of three timed epochs.
+Same model, batch size and number of steps; one warm-up epoch each, then the best of three timed
+epochs.
     .venv/bin/python scripts/bench_train_pipeline.py [--images 320] [--size 256]
 """
 
@@ -39,23 +41,54 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config("configs/synthetic.yaml", [f"data.image_size={args.size}"])
     with tempfile.TemporaryDirectory() as folder:
-        dataset = download("synthetic", DownloadOptions(dest=Path(folder), n=args.images, size=args.size, folds=2, show_progress=False))
+        dataset = download(
+            "synthetic",
+            DownloadOptions(
+                dest=Path(folder), n=args.images, size=args.size, folds=2, show_progress=False
+            ),
+        )
         table, classes = load_split(dataset, 0, "train")
         batch = cfg.train.batch_size
-        streamed = make_dataset(dataset, table, classes, image_size=args.size, batch_size=batch, training=True)
-        cached = make_dataset(dataset, table, classes, image_size=args.size, batch_size=batch, training=True, cache=Path(folder) / "cache")
-        pixels = np.concatenate([x.numpy() for x, _ in make_dataset(dataset, table, classes, image_size=args.size, batch_size=64)])
+        streamed = make_dataset(
+            dataset, table, classes, image_size=args.size, batch_size=batch, training=True
+        )
+        cached = make_dataset(
+            dataset,
+            table,
+            classes,
+            image_size=args.size,
+            batch_size=batch,
+            training=True,
+            cache=Path(folder) / "cache",
+        )
+        pixels = np.concatenate(
+            [
+                x.numpy()
+                for x, _ in make_dataset(
+                    dataset, table, classes, image_size=args.size, batch_size=64
+                )
+            ]
+        )
         labels = np.array([classes.index(label) for label in table["label"]], dtype=np.int32)
-        in_memory = tf.data.Dataset.from_tensor_slices((pixels, labels)).batch(batch).prefetch(tf.data.AUTOTUNE)
+        in_memory = (
+            tf.data.Dataset.from_tensor_slices((pixels, labels))
+            .batch(batch)
+            .prefetch(tf.data.AUTOTUNE)
+        )
         model = build_model(cfg, len(classes))
         loss, metrics = make_loss_and_metrics(len(classes), False)
-        model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate), loss=loss, metrics=metrics)
+        model.compile(
+            optimizer=keras.optimizers.Adam(cfg.train.learning_rate), loss=loss, metrics=metrics
+        )
         disk = epoch_seconds(model, streamed)
         cache_file = epoch_seconds(model, cached)  # the warm-up epoch writes the cache file
         memory = epoch_seconds(model, in_memory)
     n = len(table)
     print(f"{cfg.model.name} at {args.size} px, {n} training images, batch {batch}")
-    print(f"from disk: {n / disk:.1f} img/s; from a cache file: {n / cache_file:.1f} img/s; from memory: {n / memory:.1f} img/s")
+    print(
+        f"from disk: {n / disk:.1f} img/s; from a cache file: {n / cache_file:.1f} img/s; from "
+        f"memory: {n / memory:.1f} img/s"
+    )
     print(f"disk / memory: {memory / disk:.2f}; cache file / memory: {memory / cache_file:.2f}")
 
 

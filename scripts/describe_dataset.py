@@ -11,7 +11,10 @@ from cxr.data.labels import decode_boxes, read_labels
 def main(folder: str) -> None:
     table = read_labels(Path(folder))
     boxes = sum(len(decode_boxes(b)) for b in table.get("boxes", []))
-    print(f"{folder}: {len(table)} images, {table['patient_id'].nunique()} patients, {table['fold'].nunique()} folds, {boxes} boxes")
+    print(
+        f"{folder}: {len(table)} images, {table['patient_id'].nunique()} patients, "
+        f"{table['fold'].nunique()} folds, {boxes} boxes"
+    )
     print(table.groupby(["fold", "label"]).size().unstack(fill_value=0).to_string())
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: one small synthetic dataset for the whole session, and a real NIH fixture in the repository."""
+"""Shared fixtures: one small synthetic dataset for the whole session, and a real NIH fixture in the
+repository."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ NIH_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "nih-cxr14-mini"
 def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """120 pneumonia phantoms at 64 px, 5 folds."""
     dest = tmp_path_factory.mktemp("data")
-    return download("synthetic", DownloadOptions(dest=dest, n=120, size=64, folds=5, seed=3, show_progress=False))
+    return download(
+        "synthetic",
+        DownloadOptions(dest=dest, n=120, size=64, folds=5, seed=3, show_progress=False),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -30,15 +34,23 @@ def tiny_config(dataset: Path, runs: Path, *overrides: str):
     from cxr.config import load_config
 
     base = [
-        "experiment.name=tiny", f"experiment.output_dir={runs}", f"data.root={dataset.parent}", f"data.dataset={dataset.name}",
-        "data.image_size=64", "model.name=tiny_cnn", "train.epochs=2", "train.batch_size=16", "train.learning_rate=0.01",
-    ]  # fmt: skip
+        "experiment.name=tiny",
+        f"experiment.output_dir={runs}",
+        f"data.root={dataset.parent}",
+        f"data.dataset={dataset.name}",
+        "data.image_size=64",
+        "model.name=tiny_cnn",
+        "train.epochs=2",
+        "train.batch_size=16",
+        "train.learning_rate=0.01",
+    ]
     return load_config(None, [*base, *overrides])
 
 
 @pytest.fixture(scope="session")
 def trained_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
-    """tiny_cnn trained for 2 epochs on folds 0 and 1 of the synthetic dataset; shared by evaluate/explain tests."""
+    """tiny_cnn trained for 2 epochs on folds 0 and 1 of the synthetic dataset; shared by
+    evaluate/explain tests."""
     from cxr.train import train_folds
 
     cfg = tiny_config(synthetic_dataset, tmp_path_factory.mktemp("runs"))

@@ -17,7 +17,12 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 
-def make_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", window: tuple[float, float] | None = None) -> Path:
+def make_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    window: tuple[float, float] | None = None,
+) -> Path:
     """A minimal valid 16-bit greyscale DICOM file."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -25,7 +30,10 @@ def make_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = pydicom.Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
@@ -39,7 +47,8 @@ def make_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
 
 @dataclass
 class Behaviour:
-    """How the test server misbehaves: cut the first N responses after some bytes, answer 503 first K times, require auth."""
+    """How the test server misbehaves: cut the first N responses after some bytes, answer 503 first
+    K times, require auth."""
 
     cut_after: int | None = None
     cuts_left: int = 0
@@ -51,7 +60,8 @@ class Behaviour:
 
 @contextmanager
 def serve(files: dict[str, bytes], behaviour: Behaviour | None = None) -> Iterator[str]:
-    """Serve `files` by name at http://127.0.0.1:PORT/NAME with Range support; yields the base URL."""
+    """Serve `files` by name at http://127.0.0.1:PORT/NAME with Range support; yields the base
+    URL."""
     state = behaviour or Behaviour()
 
     class Handler(BaseHTTPRequestHandler):
@@ -59,9 +69,18 @@ def serve(files: dict[str, bytes], behaviour: Behaviour | None = None) -> Iterat
             pass
 
         def do_GET(self) -> None:
-            state.requests.append({"path": self.path, "range": self.headers.get("Range"), "auth": self.headers.get("Authorization")})
+            state.requests.append(
+                {
+                    "path": self.path,
+                    "range": self.headers.get("Range"),
+                    "auth": self.headers.get("Authorization"),
+                }
+            )
             if state.auth is not None:
-                expected = "Basic " + base64.b64encode(f"{state.auth[0]}:{state.auth[1]}".encode()).decode()
+                expected = (
+                    "Basic "
+                    + base64.b64encode(f"{state.auth[0]}:{state.auth[1]}".encode()).decode()
+                )
                 if self.headers.get("Authorization") != expected:
                     self.send_error(401)
                     return

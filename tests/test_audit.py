@@ -20,7 +20,12 @@ def test_a_map_exactly_on_the_box_scores_one() -> None:
     heatmap = np.zeros((40, 40))
     heatmap[20:26, 10:18] = 1.0
     scores = localisation_scores(heatmap, BOX)
-    assert scores["pointing_hit"] == 1 and scores["iou@0.5"] == 1 and scores["iou@otsu"] == 1 and scores["iobb"] == 1
+    assert (
+        scores["pointing_hit"] == 1
+        and scores["iou@0.5"] == 1
+        and scores["iou@otsu"] == 1
+        and scores["iobb"] == 1
+    )
     assert scores["t(iobb)@0.5"] == 1
 
 
@@ -28,8 +33,15 @@ def test_a_map_outside_the_box_scores_zero() -> None:
     heatmap = np.zeros((40, 40))
     heatmap[0:5, 30:40] = 1.0
     scores = localisation_scores(heatmap, BOX)
-    assert scores["pointing_hit"] == 0 and scores["iou@0.5"] == 0 and scores["iobb"] == 0 and scores["t(iobb)@0.1"] == 0
-    assert localisation_scores(np.zeros((40, 40)), BOX)["pointing_hit"] == 0  # an empty map points nowhere
+    assert (
+        scores["pointing_hit"] == 0
+        and scores["iou@0.5"] == 0
+        and scores["iobb"] == 0
+        and scores["t(iobb)@0.1"] == 0
+    )
+    assert (
+        localisation_scores(np.zeros((40, 40)), BOX)["pointing_hit"] == 0
+    )  # an empty map points nowhere
 
 
 def test_iobb_of_a_region_twice_the_box() -> None:
@@ -50,17 +62,24 @@ def test_randomisation_really_changes_the_chosen_layers_only() -> None:
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(3, 3, name="c1")(inputs)
     x = keras.layers.Conv2D(4, 3, name="c2")(x)
-    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D()(x)))
+    model = keras.Model(
+        inputs, keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D()(x))
+    )
     assert weighted_layers_top_down(model) == ["logits", "c2", "c1"]
     copy = randomised_copy(model, {"logits", "c2"}, seed=1)
     for name in ("logits", "c2"):
-        assert not np.allclose(copy.get_layer(name).get_weights()[0], model.get_layer(name).get_weights()[0])
-    np.testing.assert_array_equal(copy.get_layer("c1").get_weights()[0], model.get_layer("c1").get_weights()[0])
+        assert not np.allclose(
+            copy.get_layer(name).get_weights()[0], model.get_layer(name).get_weights()[0]
+        )
+    np.testing.assert_array_equal(
+        copy.get_layer("c1").get_weights()[0], model.get_layer("c1").get_weights()[0]
+    )
 
 
 @pytest.mark.parametrize("method", ["gradcam", "guided_backprop"])
 def test_cascade_stages_equal_a_fresh_probe_on_each_randomised_copy(method: str) -> None:
-    """The cascade reloads weights into one probe (no retracing); each stage must equal a new probe on that stage's copy."""
+    """The cascade reloads weights into one probe (no retracing); each stage must equal a new probe
+    on that stage's copy."""
     from cxr.audit.sanity import Cascade
     from cxr.explain.methods import explain_batch
     from cxr.explain.probe import make_probe
@@ -69,7 +88,9 @@ def test_cascade_stages_equal_a_fresh_probe_on_each_randomised_copy(method: str)
     inputs = keras.Input((12, 12, 1))
     x = keras.layers.Conv2D(3, 3, activation="relu", name="c1")(inputs)
     x = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(x)
-    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D()(x)))
+    model = keras.Model(
+        inputs, keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D()(x))
+    )
     images = np.random.default_rng(2).uniform(0, 1, (5, 12, 12, 1)).astype("float32")
     targets = np.array([0, 1, 0, 1, 1])
     rows = Cascade(model, "c2").run(images, targets, method, max_stages=3, seed=7)
@@ -84,7 +105,9 @@ def test_cascade_stages_equal_a_fresh_probe_on_each_randomised_copy(method: str)
 
 def test_rank_correlation() -> None:
     a = np.random.default_rng(0).uniform(size=(8, 8))
-    assert rank_correlation(a, a) == pytest.approx(1) and rank_correlation(a, -a) == pytest.approx(-1)
+    assert rank_correlation(a, a) == pytest.approx(1) and rank_correlation(a, -a) == pytest.approx(
+        -1
+    )
     assert rank_correlation(a, np.zeros((8, 8))) == 0
 
 
@@ -103,13 +126,22 @@ def test_audit_on_a_trained_fold(trained_run) -> None:
         assert (result.folder / name).is_file()
     assert set(result.localisation["method"]) == {"gradcam", "hirescam", "random", "centre"}
     positives = result.localisation[result.localisation["method"] == "gradcam"]
-    assert (positives["label"] == "pneumonia").all() and len(positives) > 0  # only images with boxes
+    assert (positives["label"] == "pneumonia").all() and len(
+        positives
+    ) > 0  # only images with boxes
     assert result.sanity.groupby("method").size().to_dict() == {"gradcam": 3, "hirescam": 3}
     assert result.summary["best_method_by_pointing_game"] in ("gradcam", "hirescam")
-    assert result.summary["shortcuts"]["images"] == len(pd.read_csv(result.folder / "shortcuts.csv")) > 0
+    assert (
+        result.summary["shortcuts"]["images"]
+        == len(pd.read_csv(result.folder / "shortcuts.csv"))
+        > 0
+    )
     table = pd.read_csv(result.folder / "methods.csv", index_col="method")
     assert set(table.index) == {"gradcam", "hirescam", "random", "centre"}
-    assert table.loc["gradcam", "pointing_game"] == result.summary["localisation"]["gradcam"]["pointing_hit"]["mean"]
+    assert (
+        table.loc["gradcam", "pointing_game"]
+        == result.summary["localisation"]["gradcam"]["pointing_hit"]["mean"]
+    )
 
 
 def test_shortcut_region_share_and_flags() -> None:
@@ -127,17 +159,29 @@ def test_shortcut_region_share_and_flags() -> None:
     heatmap[1, 1] = 3.0  # a corner marker
     assert outside_share(heatmap, region) == pytest.approx(0.75)
     assert np.isnan(outside_share(np.zeros((40, 40)), region))
-    rows = pd.DataFrame({"predicted_class": ["pos"] * 4 + ["neg"] * 6, "outside_share": [0.8, 0.7, 0.1, 0.2] + [0.1] * 6})
+    rows = pd.DataFrame(
+        {
+            "predicted_class": ["pos"] * 4 + ["neg"] * 6,
+            "outside_share": [0.8, 0.7, 0.1, 0.2] + [0.1] * 6,
+        }
+    )
     rows["flagged"] = rows["outside_share"] > 0.5
     summary = summarise_shortcuts(rows)
-    assert summary["per_class"]["pos"]["flagged_share"] == 0.5 and summary["flagged_classes"] == ["pos"] and summary["model_flagged"]
+    assert (
+        summary["per_class"]["pos"]["flagged_share"] == 0.5
+        and summary["flagged_classes"] == ["pos"]
+        and summary["model_flagged"]
+    )
     assert not summarise_shortcuts(rows.assign(flagged=False))["model_flagged"]
 
 
 def mean_pooling_toy():
-    """Mean pooling then logits (2m, -2m): the class-0 probability is p(m) = 1 / (1 + exp(-4m)) for the image mean m."""
+    """Mean pooling then logits (2m, -2m): the class-0 probability is p(m) = 1 / (1 + exp(-4m)) for
+    the image mean m."""
     inputs = keras.Input((2, 2, 1))
-    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    model = keras.Model(
+        inputs, keras.layers.Dense(2, use_bias=False)(keras.layers.GlobalAveragePooling2D()(inputs))
+    )
     model.layers[-1].set_weights([np.array([[2.0, -2.0]])])
     image = np.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)
     saliency = np.array([[0.1, 0.4], [0.3, 0.2]]).reshape(1, 2, 2)  # order: 2, 3, 4, 1
@@ -156,11 +200,14 @@ def test_deletion_and_insertion_curves_by_hand() -> None:
 
 
 def test_curves_with_another_baseline_by_hand() -> None:
-    """The same mean-pooling model with removed pixels set to a baseline of 1.0: the curves follow the new means."""
+    """The same mean-pooling model with removed pixels set to a baseline of 1.0: the curves follow
+    the new means."""
     from cxr.audit.faithfulness import perturbation_curves
 
     model, image, saliency, p = mean_pooling_toy()
-    deletion, insertion = perturbation_curves(model, image, saliency, np.array([0]), steps=4, baseline=np.ones_like(image))
+    deletion, insertion = perturbation_curves(
+        model, image, saliency, np.array([0]), steps=4, baseline=np.ones_like(image)
+    )
     np.testing.assert_allclose(deletion[0], [p(2.5), p(2.25), p(1.75), p(1.0), p(1.0)], rtol=1e-6)
     np.testing.assert_allclose(insertion[0], [p(1.0), p(1.25), p(1.75), p(2.5), p(2.5)], rtol=1e-6)
 
@@ -172,10 +219,16 @@ def test_blurred_baseline_keeps_the_mean_and_drops_the_detail() -> None:
     images = rng.uniform(0, 255, (2, 64, 64, 1))
     blurred = baseline_images(images, "blur")
     assert blurred.shape == images.shape
-    np.testing.assert_allclose(blurred.mean(axis=(1, 2, 3)), images.mean(axis=(1, 2, 3)), rtol=1e-3)  # reflect: no dark border
+    np.testing.assert_allclose(
+        blurred.mean(axis=(1, 2, 3)), images.mean(axis=(1, 2, 3)), rtol=1e-3
+    )  # reflect: no dark border
     sigma = 5 * 64 / 224  # RISE's 5 px at 224 px, scaled
-    expected = 1 / (2 * np.sqrt(np.pi) * sigma)  # a 2-D Gaussian of sigma shrinks white noise's std by this factor
-    assert (blurred - blurred.mean()).std() / (images - images.mean()).std() == pytest.approx(expected, rel=0.15)
+    expected = 1 / (
+        2 * np.sqrt(np.pi) * sigma
+    )  # a 2-D Gaussian of sigma shrinks white noise's std by this factor
+    assert (blurred - blurred.mean()).std() / (images - images.mean()).std() == pytest.approx(
+        expected, rel=0.15
+    )
     assert not np.shares_memory(blurred, images) and (baseline_images(images, "black") == 0).all()
     with pytest.raises(CxrError, match="faithfulness baseline 'grey': use black or blur"):
         baseline_images(images, "grey")
@@ -192,26 +245,52 @@ def test_audit_command_on_all_trained_folds(trained_run, tmp_path) -> None:
     options = ["--all-folds", "--methods", "gradcam", "--stages", "1", "--baseline", "blur"]
     result = CliRunner().invoke(app, ["audit", "--config", str(config), *options])
     assert result.exit_code == 0, result.output
-    assert "== fold 0" in result.output and "== fold 1" in result.output and "pointing game" in result.output
+    assert (
+        "== fold 0" in result.output
+        and "== fold 1" in result.output
+        and "pointing game" in result.output
+    )
     assert "== pooled over folds 0, 1" in result.output and "(blur baseline)" in result.output
-    # the pooled figures against the per-fold files: every boxed image of both folds, every fold's sanity verdict
+    # the pooled figures against the per-fold files: every boxed image of both folds, every fold's
+    # sanity verdict
     audit = trained_run.experiment.output_dir / trained_run.experiment.name / "audit"
     import json
 
     pooled = json.loads((audit / "summary.json").read_text())
     per_fold = [pd.read_csv(audit / f"fold{k}" / "localisation.csv") for k in (0, 1)]
     hits = pd.concat(per_fold).query("method == 'gradcam'")["pointing_hit"]
-    assert pooled["localisation"]["gradcam"]["images"] == len(hits) == sum((f["method"] == "gradcam").sum() for f in per_fold)
+    assert (
+        pooled["localisation"]["gradcam"]["images"]
+        == len(hits)
+        == sum((f["method"] == "gradcam").sum() for f in per_fold)
+    )
     assert pooled["localisation"]["gradcam"]["pointing_hit"]["mean"] == pytest.approx(hits.mean())
-    verdicts = [json.loads((audit / f"fold{k}" / "summary.json").read_text())["sanity"]["gradcam"]["passes"] for k in (0, 1)]
-    assert pooled["sanity"]["gradcam"]["folds_passing"] == sum(verdicts) and pooled["sanity"]["gradcam"]["passes"] == all(verdicts)
+    verdicts = [
+        json.loads((audit / f"fold{k}" / "summary.json").read_text())["sanity"]["gradcam"]["passes"]
+        for k in (0, 1)
+    ]
+    assert pooled["sanity"]["gradcam"]["folds_passing"] == sum(verdicts) and pooled["sanity"][
+        "gradcam"
+    ]["passes"] == all(verdicts)
     faithful = pd.concat([pd.read_csv(audit / f"fold{k}" / "faithfulness.csv") for k in (0, 1)])
-    assert pooled["faithfulness"]["gradcam"]["deletion_auc"] == pytest.approx(faithful["deletion_auc"].mean())
+    assert pooled["faithfulness"]["gradcam"]["deletion_auc"] == pytest.approx(
+        faithful["deletion_auc"].mean()
+    )
     by_fold = pd.read_csv(audit / "methods_by_fold.csv")
     assert sorted(by_fold["fold"].unique()) == [0, 1] and (audit / "methods.csv").is_file()
     bad = CliRunner().invoke(app, ["audit", "--config", str(config), "--fold", "3"])
     assert bad.exit_code == 1 and "never trained" in bad.output
-    empty = CliRunner().invoke(app, ["audit", "--config", str(config), "--fold", "0", "--methods", " , "])
-    assert empty.exit_code == 2 and "no explanation method to audit" in empty.output and "Traceback" not in empty.output
-    wrong = CliRunner().invoke(app, ["audit", "--config", str(config), "--fold", "0", "--baseline", "grey"])
-    assert wrong.exit_code == 2 and "faithfulness baseline 'grey': use black or blur" in wrong.output
+    empty = CliRunner().invoke(
+        app, ["audit", "--config", str(config), "--fold", "0", "--methods", " , "]
+    )
+    assert (
+        empty.exit_code == 2
+        and "no explanation method to audit" in empty.output
+        and "Traceback" not in empty.output
+    )
+    wrong = CliRunner().invoke(
+        app, ["audit", "--config", str(config), "--fold", "0", "--baseline", "grey"]
+    )
+    assert (
+        wrong.exit_code == 2 and "faithfulness baseline 'grey': use black or blur" in wrong.output
+    )

@@ -16,7 +16,9 @@ runner = CliRunner()
 
 
 def test_help_lists_the_four_commands() -> None:
-    result = subprocess.run([sys.executable, "-m", "cxr.cli", "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "cxr.cli", "--help"], capture_output=True, text=True, check=True
+    )
     for command in ("download", "train", "evaluate", "explain"):
         assert command in result.stdout
 
@@ -31,7 +33,9 @@ def test_config_error_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_bad_override_exits_2() -> None:
-    result = runner.invoke(app, ["evaluate", "--config", str(REPO / "configs" / "pna.yaml"), "train.epochz=3"])
+    result = runner.invoke(
+        app, ["evaluate", "--config", str(REPO / "configs" / "pna.yaml"), "train.epochz=3"]
+    )
     assert result.exit_code == 2 and "did you mean 'epochs'" in result.output
 
 
@@ -42,7 +46,19 @@ def test_missing_default_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_download_synthetic_and_errors(tmp_path: Path) -> None:
-    args = ["download", "synthetic", "--dest", str(tmp_path), "--n", "30", "--size", "32", "--folds", "3", "--quiet"]
+    args = [
+        "download",
+        "synthetic",
+        "--dest",
+        str(tmp_path),
+        "--n",
+        "30",
+        "--size",
+        "32",
+        "--folds",
+        "3",
+        "--quiet",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "synthetic-pneumonia" / "labels.csv").is_file()

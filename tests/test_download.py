@@ -23,7 +23,11 @@ def remote(base: str, **kwargs) -> RemoteFile:
 
 def test_download_success_verifies_size_and_checksum(tmp_path: Path) -> None:
     with serve({"file.bin": BODY}) as base:
-        path = fetch(remote(base, size=len(BODY), sha256=hashlib.sha256(BODY).hexdigest()), tmp_path, show_progress=False)
+        path = fetch(
+            remote(base, size=len(BODY), sha256=hashlib.sha256(BODY).hexdigest()),
+            tmp_path,
+            show_progress=False,
+        )
     assert path.read_bytes() == BODY
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
 
@@ -31,7 +35,12 @@ def test_download_success_verifies_size_and_checksum(tmp_path: Path) -> None:
 def test_resume_after_a_cut_connection(tmp_path: Path) -> None:
     state = Behaviour(cut_after=100_000, cuts_left=2)
     with serve({"file.bin": BODY}, state) as base:
-        path = fetch(remote(base, md5=hashlib.md5(BODY).hexdigest()), tmp_path, backoff=0, show_progress=False)
+        path = fetch(
+            remote(base, md5=hashlib.md5(BODY).hexdigest()),
+            tmp_path,
+            backoff=0,
+            show_progress=False,
+        )
     assert path.read_bytes() == BODY
     assert [r["range"] for r in state.requests] == [None, "bytes=100000-", "bytes=200000-"]
 
@@ -51,12 +60,18 @@ def test_transient_errors_are_retried(tmp_path: Path) -> None:
 
 
 def test_persistent_failure_gives_up_with_a_clear_error(tmp_path: Path) -> None:
-    with serve({"file.bin": BODY}, Behaviour(fail_503=100)) as base, pytest.raises(DataError, match=r"failed after 2 retries \(HTTP 503\)"):
+    with (
+        serve({"file.bin": BODY}, Behaviour(fail_503=100)) as base,
+        pytest.raises(DataError, match=r"failed after 2 retries \(HTTP 503\)"),
+    ):
         fetch(remote(base), tmp_path, retries=2, backoff=0, show_progress=False)
 
 
 def test_checksum_mismatch_removes_the_file(tmp_path: Path) -> None:
-    with serve({"file.bin": BODY}) as base, pytest.raises(DataError, match="sha256 checksum mismatch"):
+    with (
+        serve({"file.bin": BODY}) as base,
+        pytest.raises(DataError, match="sha256 checksum mismatch"),
+    ):
         fetch(remote(base, sha256="0" * 64), tmp_path, show_progress=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -72,10 +87,15 @@ def test_size_mismatch_and_not_found(tmp_path: Path) -> None:
 def test_credentials_are_sent_and_refusal_is_clear(tmp_path: Path) -> None:
     state = Behaviour(auth=("user", "s3cret"))
     with serve({"file.bin": BODY}, state) as base:
-        with pytest.raises(DataError, match="refused \\(HTTP 401\\): check your credentials") as info:
+        with pytest.raises(
+            DataError, match="refused \\(HTTP 401\\): check your credentials"
+        ) as info:
             fetch(remote(base), tmp_path, auth=("user", "wrong"), show_progress=False)
         assert "wrong" not in str(info.value)
-        assert fetch(remote(base), tmp_path, auth=("user", "s3cret"), show_progress=False).read_bytes() == BODY
+        assert (
+            fetch(remote(base), tmp_path, auth=("user", "s3cret"), show_progress=False).read_bytes()
+            == BODY
+        )
 
 
 def make_zip(members: dict[str, bytes]) -> bytes:

@@ -1,4 +1,5 @@
-"""Evaluation: metrics against hand computations, out-of-fold predictions against the model, reports on disk."""
+"""Evaluation: metrics against hand computations, out-of-fold predictions against the model, reports
+on disk."""
 
 from __future__ import annotations
 
@@ -27,10 +28,14 @@ def test_binary_metrics_by_hand() -> None:
     probs = np.stack([1 - p_pos, p_pos], axis=1)
     m = compute_metrics(y_true, probs, ["normal", "pneumonia"], positive=1)
     pairs = [(p, n) for p, n in product(p_pos[y_true == 1], p_pos[y_true == 0])]
-    assert m["roc_auc"] == pytest.approx(sum((p > n) + 0.5 * (p == n) for p, n in pairs) / len(pairs))  # Mann-Whitney
+    assert m["roc_auc"] == pytest.approx(
+        sum((p > n) + 0.5 * (p == n) for p, n in pairs) / len(pairs)
+    )  # Mann-Whitney
     tp, fn, fp, tn = 2, 2, 2, 4  # predicted positive where p > 0.5: 0.9, 0.8 | 0.7, 0.6
     assert m["accuracy"] == pytest.approx((tp + tn) / 10)
-    assert m["sensitivity"] == pytest.approx(tp / (tp + fn)) and m["specificity"] == pytest.approx(tn / (tn + fp))
+    assert m["sensitivity"] == pytest.approx(tp / (tp + fn)) and m["specificity"] == pytest.approx(
+        tn / (tn + fp)
+    )
     assert m["precision"] == pytest.approx(tp / (tp + fp))
     assert m["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     assert m["confusion_matrix"] == [[tn, fp], [fn, tp]]
@@ -38,12 +43,22 @@ def test_binary_metrics_by_hand() -> None:
 
 def test_multiclass_metrics_by_hand() -> None:
     y_true = np.array([0, 0, 1, 1, 2, 2])
-    probs = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.5, 0.2, 0.3]])
+    probs = np.array(
+        [
+            [0.8, 0.1, 0.1],
+            [0.3, 0.6, 0.1],
+            [0.2, 0.7, 0.1],
+            [0.1, 0.8, 0.1],
+            [0.1, 0.1, 0.8],
+            [0.5, 0.2, 0.3],
+        ]
+    )
     m = compute_metrics(y_true, probs, ["a", "b", "c"], positive=None)
     # predictions: 0, 1, 1, 1, 2, 0
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["sensitivity"] == pytest.approx(np.mean([1 / 2, 2 / 2, 1 / 2]))
-    spec = [3 / 4, 3 / 4, 4 / 4]  # class a: negatives 1,1,2,2 -> one predicted a; class b: 0,0,2,2 -> one predicted b; class c: none
+    # class a: negatives 1,1,2,2 -> one predicted a; class b: 0,0,2,2 -> one predicted b; c: none
+    spec = [3 / 4, 3 / 4, 4 / 4]
     assert m["specificity"] == pytest.approx(np.mean(spec))
     per_class = [roc_auc_score(y_true == c, probs[:, c]) for c in range(3)]
     assert m["roc_auc"] == pytest.approx(np.mean(per_class))
@@ -64,23 +79,43 @@ def test_positive_class(classes, configured, expected) -> None:
 
 def test_evaluate_writes_reports_from_the_models_own_predictions(trained_run) -> None:
     result = evaluate(trained_run, [0, 1])
-    for folder in (fold_run(trained_run, 0).evaluation, fold_run(trained_run, 1).evaluation, pooled_evaluation_dir(trained_run)):
+    for folder in (
+        fold_run(trained_run, 0).evaluation,
+        fold_run(trained_run, 1).evaluation,
+        pooled_evaluation_dir(trained_run),
+    ):
         for name in ("predictions.csv", "metrics.json", "roc.png", "confusion.png"):
             assert (folder / name).is_file(), folder / name
-    predictions = pd.read_csv(fold_run(trained_run, 1).evaluation / "predictions.csv", keep_default_na=False, dtype={"patient_id": str})
+    predictions = pd.read_csv(
+        fold_run(trained_run, 1).evaluation / "predictions.csv",
+        keep_default_na=False,
+        dtype={"patient_id": str},
+    )
     split = pd.read_csv(fold_run(trained_run, 1).split, dtype=str, keep_default_na=False)
     assert predictions["image"].tolist() == split[split["split"] == "validation"]["image"].tolist()
     # the model on the images, computed here without the pipeline
     dataset = trained_run.data.dataset_dir
-    images = np.stack([np.asarray(Image.open(dataset / p), dtype=np.float32) for p in predictions["image"]])[..., None]
-    logits = keras.models.load_model(fold_run(trained_run, 1).model, compile=False).predict(images, verbose=0)
+    images = np.stack(
+        [np.asarray(Image.open(dataset / p), dtype=np.float32) for p in predictions["image"]]
+    )[..., None]
+    logits = keras.models.load_model(fold_run(trained_run, 1).model, compile=False).predict(
+        images, verbose=0
+    )
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(predictions[["prob_normal", "prob_pneumonia"]].to_numpy(), probs, atol=1e-5)
+    np.testing.assert_allclose(
+        predictions[["prob_normal", "prob_pneumonia"]].to_numpy(), probs, atol=1e-5
+    )
     # pooled metrics are computed over all images, mean and std over folds
-    pooled = pd.concat([pd.read_csv(fold_run(trained_run, k).evaluation / "predictions.csv") for k in (0, 1)])
-    assert result.pooled["roc_auc"] == pytest.approx(roc_auc_score(pooled["true_label"] == "pneumonia", pooled["prob_pneumonia"]))
+    pooled = pd.concat(
+        [pd.read_csv(fold_run(trained_run, k).evaluation / "predictions.csv") for k in (0, 1)]
+    )
+    assert result.pooled["roc_auc"] == pytest.approx(
+        roc_auc_score(pooled["true_label"] == "pneumonia", pooled["prob_pneumonia"])
+    )
     per_fold = [result.per_fold[k]["accuracy"] for k in (0, 1)]
-    assert result.summary["accuracy"] == pytest.approx({"mean": np.mean(per_fold), "std": np.std(per_fold)})
+    assert result.summary["accuracy"] == pytest.approx(
+        {"mean": np.mean(per_fold), "std": np.std(per_fold)}
+    )
     saved = json.loads((pooled_evaluation_dir(trained_run) / "metrics.json").read_text())
     assert saved["pooled"]["n"] == len(pooled) and saved["folds"] == [0, 1]
 
@@ -91,4 +126,8 @@ def test_untrained_fold_is_a_clear_error(trained_run, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(dump_config(trained_run))
     result = CliRunner().invoke(app, ["evaluate", "--config", str(config), "--fold", "4"])
-    assert result.exit_code == 1 and "was never trained" in result.output and "Traceback" not in result.output
+    assert (
+        result.exit_code == 1
+        and "was never trained" in result.output
+        and "Traceback" not in result.output
+    )

@@ -1,4 +1,5 @@
-"""The explanation engine against independent computations: per-image tapes, closed forms, hand-made weights."""
+"""The explanation engine against independent computations: per-image tapes, closed forms, hand-made
+weights."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ RNG = np.random.default_rng(0)
 
 
 def small_cnn(outputs: int = 3) -> keras.Model:
-    """Conv + batch norm (so inference mode matters) + ReLU twice, pooling, dense; the same weights in every run."""
+    """Conv + batch norm (so inference mode matters) + ReLU twice, pooling, dense; the same weights
+    in every run."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 1))
     x = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="c1")(inputs)
@@ -26,18 +28,26 @@ def small_cnn(outputs: int = 3) -> keras.Model:
     x = keras.layers.ReLU(name="features")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     model = keras.Model(inputs, keras.layers.Dense(outputs, name="logits")(x))
-    for layer in (model.get_layer("bn1"), model.get_layer("bn2")):  # non-trivial inference statistics
+    for layer in (
+        model.get_layer("bn1"),
+        model.get_layer("bn2"),
+    ):  # non-trivial inference statistics
         gamma, beta, mean, var = layer.get_weights()
         layer.set_weights([gamma * 1.5, beta + 0.2, mean + 0.1, var * 2.0])
     return model
 
 
-def reference_gradcam(model: keras.Model, layer: str, image: np.ndarray, class_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """The textbook algorithm for ONE image with its own GradientTape (raw map, normalised upsampled map)."""
+def reference_gradcam(
+    model: keras.Model, layer: str, image: np.ndarray, class_index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The textbook algorithm for ONE image with its own GradientTape (raw map, normalised upsampled
+    map)."""
     activations, grads = reference_grads(model, layer, image, class_index)
     weights = grads.mean(axis=(0, 1))  # this image's gradients only
     raw = np.maximum((activations * weights).sum(axis=-1), 0)
-    up = tf.image.resize(raw[None, ..., None].astype("float32"), image.shape[:2], method="bilinear")[0, ..., 0].numpy()
+    up = tf.image.resize(
+        raw[None, ..., None].astype("float32"), image.shape[:2], method="bilinear"
+    )[0, ..., 0].numpy()
     up = np.maximum(up, 0)
     return raw, up / up.max() if up.max() > 0 else up
 
@@ -47,7 +57,9 @@ def model_and_data():
     model = small_cnn()
     images = RNG.uniform(0, 1, (32, 32, 32, 1)).astype("float32")
     targets = RNG.integers(0, 3, 32)
-    references = [reference_gradcam(model, "features", images[i], int(targets[i])) for i in range(32)]
+    references = [
+        reference_gradcam(model, "features", images[i], int(targets[i])) for i in range(32)
+    ]
     return model, images, targets, references
 
 
@@ -58,7 +70,8 @@ def test_batched_gradcam_equals_per_image(model_and_data, batch: int) -> None:
     for start in range(0, 32, batch):
         result = explain_batch(probe, images[start : start + batch], targets[start : start + batch])
         for i, j in enumerate(range(start, min(start + batch, 32))):
-            # float32 round-off differs between batch sizes (other kernels): up to ~1.5e-5 of a map value
+            # float32 round-off differs between batch sizes (other kernels): up to ~1.5e-5 of a map
+            # value
             np.testing.assert_allclose(result.raw_maps[i], references[j][0], atol=1e-5, rtol=1e-4)
             np.testing.assert_allclose(result.maps[i], references[j][1], atol=1e-5, rtol=1e-4)
 
@@ -72,14 +85,17 @@ def test_shuffled_batch_gives_the_same_maps(model_and_data) -> None:
 
 
 def test_batch_mean_bug_would_be_caught(model_and_data) -> None:
-    """Averaging gradients over the batch too (seed 000) gives different maps: the per-image test above can fail."""
+    """Averaging gradients over the batch too (seed 000) gives different maps: the per-image test
+    above can fail."""
     model, images, targets, references = model_and_data
     both = keras.Model(model.input, [model.get_layer("features").output, model.output])
     with tf.GradientTape() as tape:
         activations, logits = both(images[:7], training=False)
         target = tf.gather(logits, targets[:7], axis=1, batch_dims=1)
     grads = tape.gradient(target, activations)
-    buggy = tf.nn.relu(tf.reduce_sum(tf.reduce_mean(grads, axis=(0, 1, 2)) * activations, axis=-1)).numpy()
+    buggy = tf.nn.relu(
+        tf.reduce_sum(tf.reduce_mean(grads, axis=(0, 1, 2)) * activations, axis=-1)
+    ).numpy()
     assert max(np.abs(buggy[i] - references[i][0]).max() for i in range(7)) > 1e-3
 
 
@@ -109,11 +125,17 @@ def test_closed_form_toy_model() -> None:
 
 
 def test_hand_computed_channel_weights_on_two_convs() -> None:
-    """Target layer conv_a, then a 1x1 conv M, pooling and dense W: the weights are (M W)[:, c] / (h w)."""
+    """Target layer conv_a, then a 1x1 conv M, pooling and dense W: the weights are (M W)[:, c] / (h
+    w)."""
     inputs = keras.Input((6, 6, 2))
     a = keras.layers.Conv2D(3, 3, padding="same", name="conv_a")(inputs)
     b = keras.layers.Conv2D(4, 1, use_bias=False, name="conv_b")(a)
-    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False, name="logits")(keras.layers.GlobalAveragePooling2D()(b)))
+    model = keras.Model(
+        inputs,
+        keras.layers.Dense(2, use_bias=False, name="logits")(
+            keras.layers.GlobalAveragePooling2D()(b)
+        ),
+    )
     m, w = RNG.normal(size=(3, 4)).astype("float32"), RNG.normal(size=(4, 2)).astype("float32")
     model.get_layer("conv_b").set_weights([m.reshape(1, 1, 3, 4)])
     model.get_layer("logits").set_weights([w])
@@ -122,15 +144,21 @@ def test_hand_computed_channel_weights_on_two_convs() -> None:
     result = explain_batch(make_probe(model, "conv_a"), x, np.array([0, 1, 1]))
     for i, c in enumerate([0, 1, 1]):
         alpha = (m @ w)[:, c] / 36
-        np.testing.assert_allclose(result.raw_maps[i], np.maximum(activations[i] @ alpha, 0), atol=1e-5)
+        np.testing.assert_allclose(
+            result.raw_maps[i], np.maximum(activations[i] @ alpha, 0), atol=1e-5
+        )
 
 
 def test_zero_map_stays_zero_and_is_flagged() -> None:
-    w = -np.abs(RNG.normal(size=(3, 2))).astype("float32")  # every channel argues against both classes
+    w = -np.abs(RNG.normal(size=(3, 2))).astype(
+        "float32"
+    )  # every channel argues against both classes
     x = RNG.uniform(0.1, 1, (2, 8, 8, 3)).astype("float32")
     result = explain_batch(make_probe(identity_toy(w), "identity"), x, np.array([0, 1]))
     assert result.empty.tolist() == [True, True]
-    assert np.isfinite(result.maps).all() and (result.maps == 0).all() and (result.raw_peak == 0).all()
+    assert (
+        np.isfinite(result.maps).all() and (result.maps == 0).all() and (result.raw_peak == 0).all()
+    )
 
 
 def test_explains_logits_even_when_softmax_saturates() -> None:
@@ -145,7 +173,9 @@ def test_explains_logits_even_when_softmax_saturates() -> None:
     assert float(tf.reduce_max(tf.abs(tape.gradient(prob, xt)))) < 1e-20
     result = explain_batch(make_probe(model, "identity"), x, np.array([0]))
     assert not result.empty[0]
-    np.testing.assert_allclose(result.maps[0], np.where(np.arange(8)[:, None] < 4, 1.0, 0.5) * np.ones((8, 8)), atol=1e-5)
+    np.testing.assert_allclose(
+        result.maps[0], np.where(np.arange(8)[:, None] < 4, 1.0, 0.5) * np.ones((8, 8)), atol=1e-5
+    )
 
 
 def test_single_logit_head_explains_the_negative_class_with_minus_logit() -> None:
@@ -164,19 +194,30 @@ def test_target_count_must_match_the_batch() -> None:
 
 
 def test_nested_backbone_matches_the_flat_model() -> None:
-    """Sequential([backbone, pooling, dense]): the shape that gives 'Graph disconnected' elsewhere."""
+    """Sequential([backbone, pooling, dense]): the shape that gives 'Graph disconnected'
+    elsewhere."""
     keras.utils.set_random_seed(2)
     backbone_in = keras.Input((32, 32, 1))
-    h = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="b1")(backbone_in)
+    h = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="b1")(
+        backbone_in
+    )
     h = keras.layers.Conv2D(7, 3, strides=2, padding="same", activation="relu", name="b_last")(h)
     backbone = keras.Model(backbone_in, h, name="backbone")
-    pool, dense = keras.layers.GlobalAveragePooling2D(name="pool"), keras.layers.Dense(3, name="logits")
+    pool, dense = (
+        keras.layers.GlobalAveragePooling2D(name="pool"),
+        keras.layers.Dense(3, name="logits"),
+    )
     nested = keras.Sequential([keras.Input((32, 32, 1)), backbone, pool, dense])
     flat_in = keras.Input((32, 32, 1))
     h = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="b1")(flat_in)
     h = keras.layers.Conv2D(7, 3, strides=2, padding="same", activation="relu", name="b_last")(h)
-    flat = keras.Model(flat_in, keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D(name="pool")(h)))
-    flat.set_weights(nested.get_weights())  # same layers in the same order: the same function, built flat
+    flat = keras.Model(
+        flat_in,
+        keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D(name="pool")(h)),
+    )
+    flat.set_weights(
+        nested.get_weights()
+    )  # same layers in the same order: the same function, built flat
     images = RNG.uniform(0, 1, (4, 32, 32, 1)).astype("float32")
     targets = np.array([0, 1, 2, 0])
     assert find_target_layer(nested) == "backbone"
@@ -196,13 +237,17 @@ def test_target_layer_is_found_and_bad_names_are_clear() -> None:
         make_probe(model, "pool")
 
 
-def reference_grads(model: keras.Model, layer: str, image: np.ndarray, class_index: int) -> tuple[np.ndarray, np.ndarray]:
+def reference_grads(
+    model: keras.Model, layer: str, image: np.ndarray, class_index: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One image's activations and gradients at `layer`, from its own tape."""
     both = keras.Model(model.input, [model.get_layer(layer).output, model.output])
     with tf.GradientTape() as tape:
         activations, logits = both(image[None], training=False)
         target = logits[0, class_index]
-    return activations[0].numpy().astype("float64"), tape.gradient(target, activations)[0].numpy().astype("float64")
+    return activations[0].numpy().astype("float64"), tape.gradient(target, activations)[
+        0
+    ].numpy().astype("float64")
 
 
 def test_gradcam_plus_plus_and_hirescam_match_their_formulas(model_and_data) -> None:
@@ -215,8 +260,12 @@ def test_gradcam_plus_plus_and_hirescam_match_their_formulas(model_and_data) -> 
         denominator = 2 * g**2 + a.sum(axis=(0, 1)) * g**3
         alpha = np.where(denominator != 0, g**2 / np.where(denominator != 0, denominator, 1), 0)
         weights = (alpha * np.maximum(g, 0)).sum(axis=(0, 1))
-        np.testing.assert_allclose(plus.raw_maps[i], np.maximum((a * weights).sum(-1), 0), atol=1e-6, rtol=1e-4)
-        np.testing.assert_allclose(hires.raw_maps[i], np.maximum((a * g).sum(-1), 0), atol=1e-6, rtol=1e-4)
+        np.testing.assert_allclose(
+            plus.raw_maps[i], np.maximum((a * weights).sum(-1), 0), atol=1e-6, rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            hires.raw_maps[i], np.maximum((a * g).sum(-1), 0), atol=1e-6, rtol=1e-4
+        )
 
 
 def test_saliency_and_input_x_gradient_match_per_image_input_gradients(model_and_data) -> None:
@@ -231,18 +280,23 @@ def test_saliency_and_input_x_gradient_match_per_image_input_gradients(model_and
             target = model(x, training=False)[0, int(targets[i])]
         grad = tape.gradient(target, x)[0, ..., 0].numpy()
         np.testing.assert_allclose(sal.raw_maps[i], np.abs(grad), atol=1e-7, rtol=1e-4)
-        np.testing.assert_allclose(ixg.raw_maps[i], np.abs(grad * images[i, ..., 0]), atol=1e-7, rtol=1e-4)
+        np.testing.assert_allclose(
+            ixg.raw_maps[i], np.abs(grad * images[i, ..., 0]), atol=1e-7, rtol=1e-4
+        )
 
 
 def test_integrated_gradients_are_complete() -> None:
-    """Attributions sum to target(image) - target(black) (Sundararajan et al.'s completeness), up to the path sum's error."""
+    """Attributions sum to target(image) - target(black) (Sundararajan et al.'s completeness), up to
+    the path sum's error."""
     from cxr.explain.methods import integrated_gradient_attributions
 
     model = small_cnn()
     probe = make_probe(model, "features")
     images = RNG.uniform(0, 1, (3, 32, 32, 1)).astype("float32")
     targets = tf.constant([0, 1, 2])
-    attributions, logits = integrated_gradient_attributions(probe, tf.constant(images), targets, steps=64)
+    attributions, logits = integrated_gradient_attributions(
+        probe, tf.constant(images), targets, steps=64
+    )
     black = model(np.zeros_like(images), training=False).numpy()
     for i, c in enumerate([0, 1, 2]):
         gap = float(logits[i, c] - black[i, c])
@@ -259,7 +313,9 @@ def test_scorecam_matches_a_per_channel_loop() -> None:
         activations = features.predict(images[i : i + 1], verbose=0)[0]
         weights = []
         for k in range(activations.shape[-1]):
-            mask = tf.image.resize(activations[None, ..., k : k + 1], (32, 32), method="bilinear")[0, ..., 0].numpy()
+            mask = tf.image.resize(activations[None, ..., k : k + 1], (32, 32), method="bilinear")[
+                0, ..., 0
+            ].numpy()
             span = mask.max() - mask.min()
             mask = (mask - mask.min()) / span if span > 0 else np.zeros_like(mask)
             logits = model.predict((images[i, ..., 0] * mask)[None, ..., None], verbose=0)[0]
@@ -280,39 +336,60 @@ def test_mixed_precision_model_is_explained_in_float32() -> None:
     half.set_weights(reference.get_weights())
     assert half.get_layer("features").compute_dtype == "float16"
     result = explain_batch(make_probe(half, "features"), images, np.array([0, 1, 2, 0]))
-    assert result.maps.dtype == np.float32 and result.logits.dtype == np.float32 and np.isfinite(result.maps).all()
+    assert (
+        result.maps.dtype == np.float32
+        and result.logits.dtype == np.float32
+        and np.isfinite(result.maps).all()
+    )
     np.testing.assert_allclose(result.maps, expected.maps, atol=0.05)
 
 
 def test_guided_backprop_by_hand() -> None:
-    """x -> 1x1 conv K -> ReLU -> pooling -> dense W: the guided gradient at x is K @ [(W[:, c] > 0) (pre > 0) W[:, c] / hw]."""
+    """x -> 1x1 conv K -> ReLU -> pooling -> dense W: the guided gradient at x is K @ [(W[:, c] > 0)
+    (pre > 0) W[:, c] / hw]."""
     inputs = keras.Input((8, 8, 2))
     pre = keras.layers.Conv2D(3, 1, use_bias=False, name="pre")(inputs)
     act = keras.layers.ReLU(name="act")(pre)
-    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False, name="logits")(keras.layers.GlobalAveragePooling2D()(act)))
+    model = keras.Model(
+        inputs,
+        keras.layers.Dense(2, use_bias=False, name="logits")(
+            keras.layers.GlobalAveragePooling2D()(act)
+        ),
+    )
     k, w = RNG.normal(size=(2, 3)).astype("float32"), RNG.normal(size=(3, 2)).astype("float32")
     model.get_layer("pre").set_weights([k.reshape(1, 1, 2, 3)])
     model.get_layer("logits").set_weights([w])
     x = RNG.normal(size=(2, 8, 8, 2)).astype("float32")
     result = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="guided_backprop")
     for i, c in enumerate([0, 1]):
-        upstream = np.where(w[:, c] > 0, w[:, c], 0) / 64  # (3,): what reaches each ReLU output, kept if positive
-        passed = (x[i] @ k > 0) * upstream  # (8, 8, 3): and only where the ReLU's input was positive
-        expected = np.maximum(passed @ k.T, 0).max(axis=-1)  # back through K to the input; positive part, max over channels
+        upstream = (
+            np.where(w[:, c] > 0, w[:, c], 0) / 64
+        )  # (3,): what reaches each ReLU output, kept if positive
+        passed = (
+            x[i] @ k > 0
+        ) * upstream  # (8, 8, 3): and only where the ReLU's input was positive
+        expected = np.maximum(passed @ k.T, 0).max(
+            axis=-1
+        )  # back through K to the input; positive part, max over channels
         np.testing.assert_allclose(result.raw_maps[i], expected, atol=1e-6)
     plain = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="saliency")
     assert not np.allclose(plain.raw_maps, result.raw_maps)  # the guided rule changed something
     cam = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="gradcam")
     both = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="guided_gradcam")
-    np.testing.assert_allclose(both.raw_maps, result.raw_maps * cam.raw_maps, atol=1e-6)  # same 8 x 8 size: no resize
+    np.testing.assert_allclose(
+        both.raw_maps, result.raw_maps * cam.raw_maps, atol=1e-6
+    )  # same 8 x 8 size: no resize
 
 
 def test_padded_last_batch_reuses_one_trace_and_matches_per_image(model_and_data) -> None:
-    """pad_to: a fold of 32 in batches of 12 (12, 12, 8) traces once; the padding never reaches the result."""
+    """pad_to: a fold of 32 in batches of 12 (12, 12, 8) traces once; the padding never reaches the
+    result."""
     model, images, targets, references = model_and_data
     probe = make_probe(model, "features")
     for start in range(0, 32, 12):
-        result = explain_batch(probe, images[start : start + 12], targets[start : start + 12], pad_to=12)
+        result = explain_batch(
+            probe, images[start : start + 12], targets[start : start + 12], pad_to=12
+        )
         assert result.maps.shape[0] == min(12, 32 - start)
         for i, j in enumerate(range(start, min(start + 12, 32))):
             np.testing.assert_allclose(result.raw_maps[i], references[j][0], atol=1e-5, rtol=1e-4)
@@ -335,13 +412,19 @@ def test_xla_matches_the_plain_path(model_and_data, method: str) -> None:
 
 
 def test_float16_copy_of_a_trained_model_explains_close_to_float32(model_and_data) -> None:
-    """explain.mixed_precision: with_policy rebuilds a float32 model in mixed_float16 (logits layer kept float32)."""
+    """explain.mixed_precision: with_policy rebuilds a float32 model in mixed_float16 (logits layer
+    kept float32)."""
     from cxr.models.precision import with_policy
 
     model, images, targets, references = model_and_data
     half = with_policy(model, "mixed_float16")
-    assert half.get_layer("features").compute_dtype == "float16" and half.get_layer("logits").compute_dtype == "float32"
-    assert half.get_layer("c1").kernel.dtype == "float32"  # float32 master weights, as Keras keeps them
+    assert (
+        half.get_layer("features").compute_dtype == "float16"
+        and half.get_layer("logits").compute_dtype == "float32"
+    )
+    assert (
+        half.get_layer("c1").kernel.dtype == "float32"
+    )  # float32 master weights, as Keras keeps them
     result = explain_batch(make_probe(half, "features"), images[:8], targets[:8])
     assert result.maps.dtype == np.float32 and np.isfinite(result.maps).all()
     for i in range(8):
@@ -353,7 +436,9 @@ def test_mixed_precision_is_ignored_on_a_cpu_with_a_warning(caplog, monkeypatch)
     from cxr.models import precision
     from cxr.models.precision import use_mixed_precision
 
-    monkeypatch.setattr(precision, "gpu_available", lambda: False)  # as on CI, whatever this machine has
+    monkeypatch.setattr(
+        precision, "gpu_available", lambda: False
+    )  # as on CI, whatever this machine has
     with caplog.at_level("WARNING"):
         assert use_mixed_precision(True, "explain.mixed_precision") is False
     assert "explain.mixed_precision ignored: no GPU" in caplog.text

@@ -1,4 +1,5 @@
-"""`cxr explain` on a trained fold: overlays sorted right/wrong, the report, reruns, shards, targets, errors."""
+"""`cxr explain` on a trained fold: overlays sorted right/wrong, the report, reruns, shards,
+targets, errors."""
 
 from __future__ import annotations
 
@@ -21,9 +22,29 @@ from cxr.explain.overlay import blend
 from cxr.explain.run import ExplainOptions, explain_dir, explain_fold, explain_folds, parse_shard
 from cxr.runs import fold_run
 
-REQUIRED = ["fold", "image", "patient_id", "true_class", "predicted_class", "confidence", "correct", "outcome",
-            "prob_normal", "prob_pneumonia", "method", "layer", "target", "target_class", "raw_peak", "empty",
-            "peak_x", "peak_y", "peak_in_box", "box_energy_share", "overlay"]  # fmt: skip
+REQUIRED = [
+    "fold",
+    "image",
+    "patient_id",
+    "true_class",
+    "predicted_class",
+    "confidence",
+    "correct",
+    "outcome",
+    "prob_normal",
+    "prob_pneumonia",
+    "method",
+    "layer",
+    "target",
+    "target_class",
+    "raw_peak",
+    "empty",
+    "peak_x",
+    "peak_y",
+    "peak_in_box",
+    "box_energy_share",
+    "overlay",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,25 +59,36 @@ def test_every_validation_image_gets_an_overlay_and_a_row(trained_run, explained
     assert sorted(report["image"]) == validation
     assert [c for c in REQUIRED if c not in report.columns] == []
     for row in report.itertuples():
-        assert row.overlay == f"{row.correct}/{Path(row.image).name}" and (explained.folder / row.overlay).is_file()
+        assert (
+            row.overlay == f"{row.correct}/{Path(row.image).name}"
+            and (explained.folder / row.overlay).is_file()
+        )
         assert (row.correct == "right") == (row.true_class == row.predicted_class)
-    on_disk = sorted(p.name for kind in ("right", "wrong") for p in (explained.folder / kind).glob("*.png"))
+    on_disk = sorted(
+        p.name for kind in ("right", "wrong") for p in (explained.folder / kind).glob("*.png")
+    )
     assert on_disk == sorted(Path(i).name for i in validation)
     np.testing.assert_allclose(report["prob_normal"] + report["prob_pneumonia"], 1, atol=1e-5)
     assert (report["target_class"] == report["predicted_class"]).all()
     assert set(report["outcome"]) <= {"TP", "FP", "TN", "FN"}
     summary = json.loads((explained.folder / "summary.json").read_text())
     assert summary["right"] + summary["wrong"] == len(validation) and summary["layer"] == "features"
-    assert (explained.folder / "montage.png").is_file() and "<table>" in (explained.folder / "index.html").read_text()
+    assert (explained.folder / "montage.png").is_file() and "<table>" in (
+        explained.folder / "index.html"
+    ).read_text()
 
 
-def test_saved_maps_equal_an_independent_gradcam_of_the_predicted_class(trained_run, explained) -> None:
+def test_saved_maps_equal_an_independent_gradcam_of_the_predicted_class(
+    trained_run, explained
+) -> None:
     model = keras.models.load_model(fold_run(trained_run, 1).model, compile=False)
     both = keras.Model(model.input, [model.get_layer("features").output, model.output])
     maps = np.load(explained.folder / "maps.npz")
     dataset = trained_run.data.dataset_dir
     for row in explained.report.head(6).itertuples():
-        image = np.asarray(keras.utils.load_img(dataset / row.image, color_mode="grayscale"), dtype="float32")[None, ..., None]
+        image = np.asarray(
+            keras.utils.load_img(dataset / row.image, color_mode="grayscale"), dtype="float32"
+        )[None, ..., None]
         with tf.GradientTape() as tape:
             activations, logits = both(image, training=False)
             target = logits[0, int(np.argmax(logits[0]))]
@@ -72,7 +104,11 @@ def test_rerun_skips_done_images_and_overwrite_redoes_them(trained_run, explaine
     before = overlay.stat().st_mtime_ns
     again = explain_fold(trained_run, 1, ExplainOptions())
     assert overlay.stat().st_mtime_ns == before
-    pd.testing.assert_frame_equal(again.report.reset_index(drop=True), pd.read_csv(explained.folder / "report.csv"), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        again.report.reset_index(drop=True),
+        pd.read_csv(explained.folder / "report.csv"),
+        check_dtype=False,
+    )
     explain_fold(trained_run, 1, ExplainOptions(overwrite=True))
     assert overlay.stat().st_mtime_ns != before
 
@@ -83,17 +119,24 @@ def test_a_retrained_fold_is_explained_afresh(trained_run, explained, tmp_path: 
     backup.write_bytes(run.model.read_bytes())
     try:
         model = keras.models.load_model(run.model, compile=False)
-        model.get_layer("logits").set_weights([w * 2 for w in model.get_layer("logits").get_weights()])
+        model.get_layer("logits").set_weights(
+            [w * 2 for w in model.get_layer("logits").get_weights()]
+        )
         model.save(run.model)  # as if `cxr train --overwrite` had made a new model
         report = explain_fold(trained_run, 1, ExplainOptions()).report
-        assert report["raw_peak"].to_numpy() == pytest.approx(2 * explained.report["raw_peak"].to_numpy(), rel=1e-4)
+        assert report["raw_peak"].to_numpy() == pytest.approx(
+            2 * explained.report["raw_peak"].to_numpy(), rel=1e-4
+        )
     finally:
         run.model.write_bytes(backup.read_bytes())
 
 
 def test_xla_and_padded_batches_give_the_plain_report(trained_run, explained) -> None:
-    """explain.xla with a batch size that leaves a short last batch (padded to one shape): the same maps and rows."""
-    cfg = trained_run.model_copy(update={"explain": trained_run.explain.model_copy(update={"xla": True, "batch_size": 10})})
+    """explain.xla with a batch size that leaves a short last batch (padded to one shape): the same
+    maps and rows."""
+    cfg = trained_run.model_copy(
+        update={"explain": trained_run.explain.model_copy(update={"xla": True, "batch_size": 10})}
+    )
     report = explain_fold(cfg, 1, ExplainOptions(overwrite=True)).report
     assert len(report) % 10 and len(report) == len(explained.report)
     for column in ("raw_peak", "confidence", "prob_pneumonia"):
@@ -103,13 +146,15 @@ def test_xla_and_padded_batches_give_the_plain_report(trained_run, explained) ->
 
 
 def test_overlays_reuse_the_decoded_pixels_and_match_the_files(trained_run, monkeypatch) -> None:
-    """Stored size = model size (64 px): the overlays are drawn from the pipeline's pixels, with no second read of
-    the source images, and are identical to overlays drawn from the files."""
+    """Stored size = model size (64 px): the overlays are drawn from the pipeline's pixels, with no
+    second read of the source images, and are identical to overlays drawn from the files."""
     from cxr.explain import run as explain_run
 
     dataset, original_open = trained_run.data.dataset_dir, Image.open
 
-    def no_source_reading(path, *args, **kwargs):  # overlays and the montage may be opened, source images not
+    def no_source_reading(
+        path, *args, **kwargs
+    ):  # overlays and the montage may be opened, source images not
         if Path(path).is_relative_to(dataset):
             raise AssertionError(f"the source image {path} was read a second time")
         return original_open(path, *args, **kwargs)
@@ -117,9 +162,16 @@ def test_overlays_reuse_the_decoded_pixels_and_match_the_files(trained_run, monk
     with monkeypatch.context() as patch:
         patch.setattr(explain_run.Image, "open", no_source_reading)
         reused = explain_fold(trained_run, 1, ExplainOptions(overwrite=True))
-    drawn = {row.overlay: np.asarray(Image.open(reused.folder / row.overlay)) for row in reused.report.itertuples()}
+    drawn = {
+        row.overlay: np.asarray(Image.open(reused.folder / row.overlay))
+        for row in reused.report.itertuples()
+    }
     with monkeypatch.context() as patch:
-        patch.setattr(explain_run, "stored_pixels", lambda path, row, pixels: np.asarray(original_open(path).convert("L")))
+        patch.setattr(
+            explain_run,
+            "stored_pixels",
+            lambda path, row, pixels: np.asarray(original_open(path).convert("L")),
+        )
         from_files = explain_fold(trained_run, 1, ExplainOptions(overwrite=True))
     for overlay, pixels in drawn.items():
         np.testing.assert_array_equal(np.asarray(Image.open(from_files.folder / overlay)), pixels)
@@ -132,12 +184,16 @@ def test_shards_partition_the_fold_and_merge(trained_run) -> None:
     a, b = set(first.report["image"]), set(second.report["image"])
     split = pd.read_csv(fold_run(trained_run, 0).split, dtype=str)
     assert not a & b and a | b == set(split[split["split"] == "validation"]["image"])
-    assert (folder / "report.shard1of2.csv").is_file() and (folder / "report.shard2of2.csv").is_file()
+    assert (folder / "report.shard1of2.csv").is_file() and (
+        folder / "report.shard2of2.csv"
+    ).is_file()
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/*.png")}
     merged = explain_fold(trained_run, 0, ExplainOptions())
     assert set(merged.report["image"]) == a | b
     assert {p: p.stat().st_mtime_ns for p in folder.glob("*/*.png")} == stamps  # nothing recomputed
-    assert explain_fold(trained_run, 0, ExplainOptions(shard=(1, 2))).report["image"].tolist() == sorted(a)  # deterministic
+    assert explain_fold(trained_run, 0, ExplainOptions(shard=(1, 2))).report[
+        "image"
+    ].tolist() == sorted(a)  # deterministic
 
 
 @pytest.mark.parametrize("text", ["0/2", "3/2", "a/b", "2"])
@@ -160,7 +216,9 @@ def test_other_methods_run_through_the_same_path(trained_run) -> None:
 
     for method in EXPLAIN_METHODS:  # every method the config accepts runs on a real trained model
         report = explain_fold(trained_run, 1, ExplainOptions(method=method, overwrite=True)).report
-        assert (report["method"] == method).all() and len(report) and report["raw_peak"].notna().all()
+        assert (
+            (report["method"] == method).all() and len(report) and report["raw_peak"].notna().all()
+        )
     with pytest.raises(CxrError, match="unknown explanation method 'lime'"):
         explain_fold(trained_run, 1, ExplainOptions(method="lime"))
 
@@ -177,10 +235,16 @@ def test_untrained_fold(trained_run, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(dump_config(trained_run))
     result = CliRunner().invoke(app, ["explain", "--config", str(config), "--fold", "4"])
-    assert result.exit_code == 1 and "never trained" in result.output and "Traceback" not in result.output
+    assert (
+        result.exit_code == 1
+        and "never trained" in result.output
+        and "Traceback" not in result.output
+    )
 
 
-def test_explain_without_config_uses_the_last_trained_run(trained_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explain_without_config_uses_the_last_trained_run(
+    trained_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     os.symlink(trained_run.experiment.output_dir, tmp_path / "runs")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["explain", "--fold", "1"])
@@ -200,7 +264,8 @@ def test_blend_extremes() -> None:
 
 @pytest.mark.parametrize("colormap", ["jet", "viridis", "magma_r"])
 def test_blend_equals_matplotlib_colouring(colormap: str) -> None:
-    """The lookup-table blend against matplotlib's own float colouring, on random maps with exact 0 and 1."""
+    """The lookup-table blend against matplotlib's own float colouring, on random maps with exact 0
+    and 1."""
     import matplotlib
 
     rng = np.random.default_rng(1)
@@ -209,15 +274,27 @@ def test_blend_equals_matplotlib_colouring(colormap: str) -> None:
     heat[0, :3] = [0.0, 1.0, 0.5]
     colours = matplotlib.colormaps[colormap](heat)[..., :3] * 255.0
     expected = np.round(0.6 * grey[..., None] + 0.4 * colours)
-    assert np.abs(blend(grey, heat, colormap, 0.4).astype(int) - expected).max() <= 1  # float32 vs float64 rounding
+    assert (
+        np.abs(blend(grey, heat, colormap, 0.4).astype(int) - expected).max() <= 1
+    )  # float32 vs float64 rounding
 
 
 def test_html_page_escapes_names_and_links_relatively(tmp_path: Path) -> None:
     from cxr.explain.gallery import write_html
 
-    row = {"image": "images/<script>x</script>.png", "patient_id": "p&1", "true_class": "a'b", "predicted_class": "a'b",
-           "confidence": 0.9, "correct": "right", "target_class": "a'b", "raw_peak": 1.0, "empty": False,
-           "overlay": "right/<script>x</script>.png", "method": "gradcam"}  # fmt: skip
+    row = {
+        "image": "images/<script>x</script>.png",
+        "patient_id": "p&1",
+        "true_class": "a'b",
+        "predicted_class": "a'b",
+        "confidence": 0.9,
+        "correct": "right",
+        "target_class": "a'b",
+        "raw_peak": 1.0,
+        "empty": False,
+        "overlay": "right/<script>x</script>.png",
+        "method": "gradcam",
+    }
     page = write_html(tmp_path, pd.DataFrame([row]), ["a'b", "c"]).read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page and "p&amp;1" in page
     assert "src='right/%3Cscript%3Ex%3C/script%3E.png'" in page  # relative and URL-quoted

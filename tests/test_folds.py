@@ -15,7 +15,13 @@ def make_table(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
     rows = []
     for p in range(n_patients):
         for i in range(int(rng.integers(1, 4))):
-            rows.append({"image": f"images/p{p}_{i}.png", "label": "pos" if rng.random() < 0.3 else "neg", "patient_id": f"p{p}"})
+            rows.append(
+                {
+                    "image": f"images/p{p}_{i}.png",
+                    "label": "pos" if rng.random() < 0.3 else "neg",
+                    "patient_id": f"p{p}",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -41,22 +47,42 @@ def test_reproducible_from_seed() -> None:
 
 
 def test_image_without_patient_is_its_own_patient() -> None:
-    table = pd.DataFrame({"image": [f"i{i}.png" for i in range(20)], "label": ["a", "b"] * 10, "patient_id": [""] * 20})
+    table = pd.DataFrame(
+        {
+            "image": [f"i{i}.png" for i in range(20)],
+            "label": ["a", "b"] * 10,
+            "patient_id": [""] * 20,
+        }
+    )
     folds = assign_folds(table, k=4, seed=0)
     assert np.bincount(folds).tolist() == [5, 5, 5, 5]  # 20 singleton groups spread evenly
 
 
 def test_multi_label_stratifies_rare_findings() -> None:
     labels = ["A"] * 40 + ["A|B"] * 10 + ["C"] * 30
-    table = pd.DataFrame({"image": [f"i{i}" for i in range(80)], "label": labels, "patient_id": [f"p{i}" for i in range(80)]})
+    table = pd.DataFrame(
+        {
+            "image": [f"i{i}" for i in range(80)],
+            "label": labels,
+            "patient_id": [f"p{i}" for i in range(80)],
+        }
+    )
     table["fold"] = assign_folds(table, k=5, seed=0, multi_label=True)
     per_fold_b = table[table["label"].str.contains("B")].groupby("fold").size()
     assert per_fold_b.tolist() == [2, 2, 2, 2, 2]
 
 
 def test_too_few_images_of_a_class() -> None:
-    table = pd.DataFrame({"image": [f"i{i}" for i in range(23)], "label": ["a"] * 20 + ["b"] * 3, "patient_id": [""] * 23})
-    with pytest.raises(DataError, match=r"too few images for 5 folds: b \(3\); each class needs at least 5"):
+    table = pd.DataFrame(
+        {
+            "image": [f"i{i}" for i in range(23)],
+            "label": ["a"] * 20 + ["b"] * 3,
+            "patient_id": [""] * 23,
+        }
+    )
+    with pytest.raises(
+        DataError, match=r"too few images for 5 folds: b \(3\); each class needs at least 5"
+    ):
         assign_folds(table, k=5)
 
 

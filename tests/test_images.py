@@ -44,7 +44,9 @@ def test_sixteen_bit_png(tmp_path: Path) -> None:
     assert image.dtype == np.uint8 and image.min() == 0 and image.max() == 255
 
 
-@pytest.mark.parametrize(("name", "content"), [("empty.png", b""), ("junk.png", b"not an image"), ("junk.dcm", b"DICM?")])
+@pytest.mark.parametrize(
+    ("name", "content"), [("empty.png", b""), ("junk.png", b"not an image"), ("junk.dcm", b"DICM?")]
+)
 def test_unreadable_files_raise_data_error(tmp_path: Path, name: str, content: bytes) -> None:
     (tmp_path / name).write_bytes(content)
     with pytest.raises(DataError, match=name):

@@ -7,11 +7,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxr.data.labels import Box, check_relative_path, decode_boxes, encode_boxes, read_labels, write_csv_atomic
+from cxr.data.labels import (
+    Box,
+    check_relative_path,
+    decode_boxes,
+    encode_boxes,
+    read_labels,
+    write_csv_atomic,
+)
 from cxr.errors import DataError
 
 
-@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.png", "images/../../x.png", "C:\\x.png", "..\\x.png", ""])
+@pytest.mark.parametrize(
+    "path", ["/etc/passwd", "../outside.png", "images/../../x.png", "C:\\x.png", "..\\x.png", ""]
+)
 def test_escaping_paths_are_rejected(path: str) -> None:
     with pytest.raises(DataError, match="escapes the dataset folder"):
         check_relative_path(path, "labels.csv line 2")
@@ -43,7 +52,10 @@ GOOD = {"image": "images/a.png", "label": "normal", "patient_id": "p1", "fold": 
 @pytest.mark.parametrize(
     ("change", "pattern"),
     [
-        ({"image": "../a.png"}, r"labels\.csv line 2: path '\.\./a\.png' escapes the dataset folder"),
+        (
+            {"image": "../a.png"},
+            r"labels\.csv line 2: path '\.\./a\.png' escapes the dataset folder",
+        ),
         ({"fold": -1}, r"line 2: fold must be a whole number >= 0"),
         ({"fold": "x"}, r"line 2: fold must be a whole number >= 0"),
         ({"label": ""}, r"labels\.csv: no row has a label"),
@@ -55,10 +67,14 @@ def test_bad_rows(tmp_path: Path, change: dict, pattern: str) -> None:
 
 
 def test_missing_column_and_missing_files(tmp_path: Path) -> None:
-    pd.DataFrame([{"image": "images/a.png", "label": "x"}]).to_csv(tmp_path / "labels.csv", index=False)
+    pd.DataFrame([{"image": "images/a.png", "label": "x"}]).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
     with pytest.raises(DataError, match="missing column"):
         read_labels(tmp_path)
-    pd.DataFrame([GOOD, {**GOOD, "image": "images/gone.png"}]).to_csv(tmp_path / "labels.csv", index=False)
+    pd.DataFrame([GOOD, {**GOOD, "image": "images/gone.png"}]).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(b"x")
     with pytest.raises(DataError, match=r"1 image file\(s\) listed but missing: images/gone\.png"):
@@ -66,7 +82,9 @@ def test_missing_column_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_no_labels_file_suggests_the_download(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"no labels\.csv in .*: create the dataset first with `cxr download folder"):
+    with pytest.raises(
+        DataError, match=r"no labels\.csv in .*: create the dataset first with `cxr download folder"
+    ):
         read_labels(tmp_path)
     with pytest.raises(DataError, match=r"`cxr download rsna-pneumonia`"):
         read_labels(tmp_path / "rsna-pneumonia")
@@ -88,8 +106,14 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
 
 
-def test_missing_labels_are_left_out_with_their_lines_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    rows = [GOOD, {**GOOD, "image": "images/b.png", "label": "NaN"}, {**GOOD, "image": "images/c.png", "label": "null"}]
+def test_missing_labels_are_left_out_with_their_lines_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [
+        GOOD,
+        {**GOOD, "image": "images/b.png", "label": "NaN"},
+        {**GOOD, "image": "images/c.png", "label": "null"},
+    ]
     with caplog.at_level("WARNING"):
         table = read_labels(make_dataset(tmp_path, rows), check_files=False)
     assert table["image"].tolist() == ["images/a.png"]

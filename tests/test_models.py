@@ -1,4 +1,5 @@
-"""Architectures against the seeds (shapes, parameter counts), preprocessing against keras.applications, weights."""
+"""Architectures against the seeds (shapes, parameter counts), preprocessing against
+keras.applications, weights."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from cxr.models.registry import build_model, get_model_spec
 
 
 def config(name: str, size: int, channels: int = 1, *extra: str):
-    return load_config(None, [f"model.name={name}", f"data.image_size={size}", f"data.channels={channels}", *extra])
+    return load_config(
+        None, [f"model.name={name}", f"data.image_size={size}", f"data.channels={channels}", *extra]
+    )
 
 
 def conv_params(cin: int, cout: int) -> int:
@@ -32,9 +35,16 @@ def test_pna_cnn_matches_seed_000_at_512() -> None:
     for stage, filters in enumerate(widths[1:], start=1):
         size = 512 // 2**stage
         assert model.get_layer(f"stage{stage}_down").output.shape == (None, size, size, filters)
-    assert model.get_layer("features").output.shape == (None, 16, 16, 96)  # "a (16, 16) feature map", as the seed says
+    assert model.get_layer("features").output.shape == (
+        None,
+        16,
+        16,
+        96,
+    )  # "a (16, 16) feature map", as the seed says
     assert model.output.shape == (None, 2)
-    expected = conv_params(1, 16) + 4 * 16  # conv + batch norm (gamma, beta, moving mean, moving variance)
+    expected = (
+        conv_params(1, 16) + 4 * 16
+    )  # conv + batch norm (gamma, beta, moving mean, moving variance)
     cin = 16
     for filters in widths[1:]:
         expected += conv_params(cin, filters) + conv_params(filters, filters) + 2 * 4 * filters
@@ -46,14 +56,28 @@ def test_pna_cnn_matches_seed_000_at_512() -> None:
 
 def test_pna_cnn_widths_are_configurable() -> None:
     model = build_model(config("pna_cnn", 64, 1, "model.widths=[4,8,12]"), 3)
-    assert model.get_layer("features").output.shape == (None, 16, 16, 12) and model.output.shape == (None, 3)
+    assert model.get_layer("features").output.shape == (
+        None,
+        16,
+        16,
+        12,
+    ) and model.output.shape == (None, 3)
 
 
 def test_vgg16_cardiomegaly_matches_seed_003_summary() -> None:
     model = build_model(config("vgg16_cardiomegaly", 512), 2)
-    base = sum(layer.count_params() for layer in model.layers if layer.name.startswith(("block1", "block2", "block3", "block4", "block5")))
+    base = sum(
+        layer.count_params()
+        for layer in model.layers
+        if layer.name.startswith(("block1", "block2", "block3", "block4", "block5"))
+    )
     assert base == 14_714_688  # the seed's "vgg16 (Model) ... 14714688"
-    shapes = {"block5_pool": (16, 16, 512), "block6_conv1": (14, 14, 512), "block6_conv3": (10, 10, 512), "block6_pool": (5, 5, 512)}
+    shapes = {
+        "block5_pool": (16, 16, 512),
+        "block6_conv1": (14, 14, 512),
+        "block6_conv3": (10, 10, 512),
+        "block6_pool": (5, 5, 512),
+    }
     for name, shape in shapes.items():
         assert model.get_layer(name).output.shape == (None, *shape)
     assert model.get_layer("flatten").output.shape == (None, 12_800)
@@ -62,10 +86,17 @@ def test_vgg16_cardiomegaly_matches_seed_003_summary() -> None:
     assert [model.get_layer(n).rate for n in ("dropout_1", "dropout_2")] == [0.1, 0.1]
 
 
-@pytest.mark.parametrize(("name", "size", "channels"), [("resnet50", 32, 1), ("densenet121", 32, 3), ("inception_v3", 75, 1)])
-def test_backbones_build_flat_predict_save_and_load(tmp_path: Path, name: str, size: int, channels: int) -> None:
+@pytest.mark.parametrize(
+    ("name", "size", "channels"),
+    [("resnet50", 32, 1), ("densenet121", 32, 3), ("inception_v3", 75, 1)],
+)
+def test_backbones_build_flat_predict_save_and_load(
+    tmp_path: Path, name: str, size: int, channels: int
+) -> None:
     model = build_model(config(name, size, channels), 3)
-    assert not any(isinstance(layer, keras.Model) for layer in model.layers)  # flat: every layer reachable
+    assert not any(
+        isinstance(layer, keras.Model) for layer in model.layers
+    )  # flat: every layer reachable
     layer = model.get_layer(get_model_spec(name).explain_layer)
     assert len(layer.output.shape) == 4
     images = np.random.default_rng(0).uniform(0, 255, (2, size, size, channels)).astype("float32")
@@ -89,7 +120,9 @@ def test_backbones_build_flat_predict_save_and_load(tmp_path: Path, name: str, s
 def test_in_model_preprocessing_equals_keras_applications(name: str, size: int, reference) -> None:
     model = build_model(config(name, size), 2)
     first_backbone_layer = next(
-        i for i, layer in enumerate(model.layers) if layer.name not in ("pixels", "grey_to_rgb", "imagenet_norm", "scale")
+        i
+        for i, layer in enumerate(model.layers)
+        if layer.name not in ("pixels", "grey_to_rgb", "imagenet_norm", "scale")
     )
     front = keras.Model(model.input, model.layers[first_backbone_layer - 1].output)
     grey = np.random.default_rng(1).integers(0, 256, (2, size, size, 1)).astype("float32")
@@ -101,13 +134,21 @@ def test_local_weights_file(tmp_path: Path) -> None:
     cfg = config("pna_cnn", 32, 1, "model.widths=[4,8]")
     source = build_model(cfg, 2)
     source.save_weights(tmp_path / "w.weights.h5")
-    loaded = build_model(config("pna_cnn", 32, 1, "model.widths=[4,8]", f"model.weights={tmp_path / 'w.weights.h5'}"), 2)
+    loaded = build_model(
+        config(
+            "pna_cnn", 32, 1, "model.widths=[4,8]", f"model.weights={tmp_path / 'w.weights.h5'}"
+        ),
+        2,
+    )
     for a, b in zip(source.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def write_legacy_h5(model: keras.Model, path: Path, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
-    """Weights in the legacy Keras h5 layout that keras.applications publishes (layer_names, weight_names)."""
+def write_legacy_h5(
+    model: keras.Model, path: Path, rng: np.random.Generator
+) -> dict[str, list[np.ndarray]]:
+    """Weights in the legacy Keras h5 layout that keras.applications publishes (layer_names,
+    weight_names)."""
     values = {}
     with h5py.File(path, "w") as f:
         names = [layer.name for layer in model.layers]
@@ -115,14 +156,18 @@ def write_legacy_h5(model: keras.Model, path: Path, rng: np.random.Generator) ->
         for layer in model.layers:
             group = f.create_group(layer.name)
             arrays = [rng.normal(0, 0.01, w.shape).astype("float32") for w in layer.weights]
-            group.attrs["weight_names"] = [f"{layer.name}/w{i}".encode() for i in range(len(arrays))]
+            group.attrs["weight_names"] = [
+                f"{layer.name}/w{i}".encode() for i in range(len(arrays))
+            ]
             for i, array in enumerate(arrays):
                 group.create_dataset(f"{layer.name}/w{i}", data=array)
             values[layer.name] = arrays
     return values
 
 
-def test_imagenet_weights_download_from_a_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_imagenet_weights_download_from_a_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = get_model_spec("vgg16_cardiomegaly")
     published = keras.applications.VGG16(include_top=False, weights=None, input_shape=(256, 256, 3))
     weights = write_legacy_h5(published, tmp_path / "notop.h5", np.random.default_rng(0))
@@ -134,7 +179,9 @@ def test_imagenet_weights_download_from_a_mirror(tmp_path: Path, monkeypatch: py
         spec.__class__(
             **{
                 **spec.__dict__,
-                "imagenet": spec.imagenet.__class__(spec.imagenet.url, spec.imagenet.filename, md5=hashlib.md5(data).hexdigest()),
+                "imagenet": spec.imagenet.__class__(
+                    spec.imagenet.url, spec.imagenet.filename, md5=hashlib.md5(data).hexdigest()
+                ),
             }
         ),
     )
@@ -142,15 +189,23 @@ def test_imagenet_weights_download_from_a_mirror(tmp_path: Path, monkeypatch: py
     with serve({spec.imagenet.filename: data}) as base:
         monkeypatch.setenv("CXR_WEIGHTS_MIRROR", base)
         model = build_model(config("vgg16_cardiomegaly", 256, 1, "model.weights=imagenet"), 2)
-    np.testing.assert_array_equal(model.get_layer("block3_conv2").get_weights()[0], weights["block3_conv2"][0])
+    np.testing.assert_array_equal(
+        model.get_layer("block3_conv2").get_weights()[0], weights["block3_conv2"][0]
+    )
     assert (tmp_path / "keras" / "models" / spec.imagenet.filename).is_file()
 
 
 @pytest.mark.parametrize(
     ("overrides", "pattern"),
     [
-        (["model.name=vgg16_cardiomegaly", "data.image_size=128"], "too small for vgg16_cardiomegaly: it needs at least 256"),
-        (["model.name=pna_cnn", "model.weights=imagenet"], "'imagenet' is not available for pna_cnn"),
+        (
+            ["model.name=vgg16_cardiomegaly", "data.image_size=128"],
+            "too small for vgg16_cardiomegaly: it needs at least 256",
+        ),
+        (
+            ["model.name=pna_cnn", "model.weights=imagenet"],
+            "'imagenet' is not available for pna_cnn",
+        ),
         (["model.weights=/no/such.h5"], "no such file"),
     ],
 )

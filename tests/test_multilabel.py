@@ -1,4 +1,5 @@
-"""Multi-label (one sigmoid per finding, as NIH ChestX-ray14): metrics by hand, and train -> evaluate -> explain on real files."""
+"""Multi-label (one sigmoid per finding, as NIH ChestX-ray14): metrics by hand, and train ->
+evaluate -> explain on real files."""
 
 from __future__ import annotations
 
@@ -24,27 +25,53 @@ def test_multilabel_metrics_by_hand() -> None:
     m = compute_multilabel_metrics(truth, probs, ["a", "b", "c"])
     guess = probs >= 0.5  # a: all right; b: 1 TP, 1 FN, 1 FP, 1 TN; c: 1 FN, 1 FP, 2 TN
     assert m["per_class"]["a"]["sensitivity"] == 1 and m["per_class"]["b"]["sensitivity"] == 0.5
-    assert m["per_class"]["c"]["sensitivity"] == 0 and m["per_class"]["c"]["specificity"] == pytest.approx(2 / 3)
-    assert m["accuracy"] == pytest.approx((guess == truth).mean()) and m["subset_accuracy"] == pytest.approx(1 / 4)
+    assert m["per_class"]["c"]["sensitivity"] == 0 and m["per_class"]["c"][
+        "specificity"
+    ] == pytest.approx(2 / 3)
+    assert m["accuracy"] == pytest.approx((guess == truth).mean()) and m[
+        "subset_accuracy"
+    ] == pytest.approx(1 / 4)
     aucs = [roc_auc_score(truth[:, c], probs[:, c]) for c in range(3)]
     assert m["roc_auc"] == pytest.approx(np.mean(aucs))
     assert m["confusion_matrices"]["b"] == [[1, 1], [1, 1]]
 
 
 def test_nih_multilabel_train_evaluate_explain(nih_sample: Path, tmp_path: Path) -> None:
-    folder = download("nih-cxr14", DownloadOptions(dest=tmp_path, from_dir=nih_sample, task="all", size=64, folds=2, show_progress=False))
-    with pytest.raises(DataError, match=r"dataset nih-cxr14-all is multi-label: set data\.multi_label: true"):
+    folder = download(
+        "nih-cxr14",
+        DownloadOptions(
+            dest=tmp_path, from_dir=nih_sample, task="all", size=64, folds=2, show_progress=False
+        ),
+    )
+    with pytest.raises(
+        DataError, match=r"dataset nih-cxr14-all is multi-label: set data\.multi_label: true"
+    ):
         train(tiny_config(folder, tmp_path / "runs"), fold=0)
-    cfg = tiny_config(folder, tmp_path / "runs", "data.multi_label=true", "train.epochs=1", "train.monitor=val_loss")
+    cfg = tiny_config(
+        folder,
+        tmp_path / "runs",
+        "data.multi_label=true",
+        "train.epochs=1",
+        "train.monitor=val_loss",
+    )
     result = train(cfg, fold=0)
     assert len(json.loads(result.run.classes.read_text())) == 15  # 14 findings + No Finding
     evaluation = evaluate(cfg, [0])
     metrics = evaluation.per_fold[0]
-    assert metrics["multi_label"] and len(metrics["per_class"]) == 15 and 0 <= metrics["roc_auc"] <= 1
+    assert (
+        metrics["multi_label"] and len(metrics["per_class"]) == 15 and 0 <= metrics["roc_auc"] <= 1
+    )
     predictions = pd.read_csv(result.run.evaluation / "predictions.csv")
     validation = pd.read_csv(result.run.split).query("split == 'validation'")
-    assert (predictions.filter(like="prob_").to_numpy() <= 1).all() and len(predictions) == len(validation) > 0
+    assert (predictions.filter(like="prob_").to_numpy() <= 1).all() and len(predictions) == len(
+        validation
+    ) > 0
     report = explain_fold(cfg, 0, ExplainOptions(target="true")).report
     assert len(report) == len(predictions)
-    assert all(t in truth.split("|") for t, truth in zip(report["target_class"], report["true_class"], strict=True))
-    assert set(report["correct"]) <= {"right", "wrong"} and (report["outcome"].fillna("") == "").all()
+    assert all(
+        t in truth.split("|")
+        for t, truth in zip(report["target_class"], report["true_class"], strict=True)
+    )
+    assert (
+        set(report["correct"]) <= {"right", "wrong"} and (report["outcome"].fillna("") == "").all()
+    )

@@ -32,7 +32,9 @@ def test_validation_batches_match_the_files_in_order(synthetic_dataset: Path) ->
 def test_flips_in_training_only(synthetic_dataset: Path) -> None:
     table, names = load_split(synthetic_dataset, fold=1, split="train")
     originals = source_images(synthetic_dataset, table)
-    ds = make_dataset(synthetic_dataset, table, names, image_size=64, batch_size=16, training=True, seed=4)
+    ds = make_dataset(
+        synthetic_dataset, table, names, image_size=64, batch_size=16, training=True, seed=4
+    )
     flipped = kept = 0
     for images, _ in ds:
         for image in images.numpy()[..., 0]:
@@ -42,7 +44,9 @@ def test_flips_in_training_only(synthetic_dataset: Path) -> None:
             flipped += mirrored and not same
             kept += same
     assert flipped > 10 and kept > 10
-    no_flip = make_dataset(synthetic_dataset, table, names, image_size=64, batch_size=16, training=True, flip=False)
+    no_flip = make_dataset(
+        synthetic_dataset, table, names, image_size=64, batch_size=16, training=True, flip=False
+    )
     for images, _ in no_flip:
         for image in images.numpy()[..., 0]:
             assert np.abs(originals - image).max(axis=(1, 2)).min() < 1e-6
@@ -50,12 +54,22 @@ def test_flips_in_training_only(synthetic_dataset: Path) -> None:
 
 def test_resize_channels_and_preprocessing(synthetic_dataset: Path) -> None:
     table, names = load_split(synthetic_dataset, fold=0, split="validation")
-    ds = make_dataset(synthetic_dataset, table.head(4), names, image_size=32, channels=3, batch_size=4, preprocess=lambda x: x - 100.0)
+    ds = make_dataset(
+        synthetic_dataset,
+        table.head(4),
+        names,
+        image_size=32,
+        channels=3,
+        batch_size=4,
+        preprocess=lambda x: x - 100.0,
+    )
     images, _ = next(iter(ds))
     assert images.shape == (4, 32, 32, 3)
     np.testing.assert_array_equal(images[..., 0].numpy(), images[..., 2].numpy())
     assert float(images.numpy().min()) >= -100 and float(images.numpy().max()) <= 155
-    raw, _ = next(iter(make_dataset(synthetic_dataset, table.head(4), names, image_size=32, batch_size=4)))
+    raw, _ = next(
+        iter(make_dataset(synthetic_dataset, table.head(4), names, image_size=32, batch_size=4))
+    )
     assert float(raw.numpy().max()) > 100  # pixels stay in [0, 255]: models preprocess themselves
 
 
@@ -77,31 +91,48 @@ def test_split_missing_a_class(synthetic_dataset: Path) -> None:
 
 
 def test_cache_file_is_read_back_and_never_stale(tmp_path: Path) -> None:
-    """data.cache=<folder>: the first pass writes a cache file; the second reads it, not the PNGs; a changed image gets a new one."""
+    """data.cache=<folder>: the first pass writes a cache file; the second reads it, not the PNGs; a
+    changed image gets a new one."""
     import shutil
 
     from cxr.data.sources import DownloadOptions, download
 
-    dataset = download("synthetic", DownloadOptions(dest=tmp_path / "data", n=20, size=32, folds=2, show_progress=False))
+    dataset = download(
+        "synthetic",
+        DownloadOptions(dest=tmp_path / "data", n=20, size=32, folds=2, show_progress=False),
+    )
     table, names = load_split(dataset, fold=0, split="validation")
     originals = source_images(dataset, table)
-    batches = lambda: np.concatenate([x.numpy() for x, _ in make_dataset(  # noqa: E731
-        dataset, table, names, image_size=32, channels=3, batch_size=4, cache=tmp_path / "cache")])  # fmt: skip
+
+    def batches() -> np.ndarray:
+        ds = make_dataset(
+            dataset, table, names, image_size=32, channels=3, batch_size=4, cache=tmp_path / "cache"
+        )
+        return np.concatenate([x.numpy() for x, _ in ds])
+
     first = batches()
-    np.testing.assert_allclose(first, np.repeat(originals[..., None], 3, axis=-1), atol=1e-6)  # three channels after the cache
+    np.testing.assert_allclose(
+        first, np.repeat(originals[..., None], 3, axis=-1), atol=1e-6
+    )  # three channels after the cache
     assert len(list((tmp_path / "cache").glob("*.index"))) == 1
 
     victim = dataset / table["image"].iloc[0]
     stat = victim.stat()
     shutil.copy(victim, tmp_path / "saved.png")
-    Image.fromarray(np.zeros((32, 32), np.uint8)).save(victim)  # same name, new pixels: the cache must not serve the old ones
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(
+        victim
+    )  # same name, new pixels: the cache must not serve the old ones
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     changed = batches()
     assert changed[0].max() == 0 and len(list((tmp_path / "cache").glob("*.index"))) == 2
 
     shutil.copy(tmp_path / "saved.png", victim)
-    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # back as it was: the first cache file is valid again
-    for image in table["image"]:  # garbage of the same length and time: only the cache can give the pixels now
+    os.utime(
+        victim, ns=(stat.st_atime_ns, stat.st_mtime_ns)
+    )  # back as it was: the first cache file is valid again
+    for image in table[
+        "image"
+    ]:  # garbage of the same length and time: only the cache can give the pixels now
         path = dataset / image
         times = (path.stat().st_atime_ns, path.stat().st_mtime_ns)
         path.write_bytes(b"x" * path.stat().st_size)
@@ -112,5 +143,11 @@ def test_cache_file_is_read_back_and_never_stale(tmp_path: Path) -> None:
 def test_cache_folder_that_cannot_be_made(synthetic_dataset: Path, tmp_path: Path) -> None:
     table, names = load_split(synthetic_dataset, fold=0, split="validation")
     (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(DataError, match=r"data\.cache = '.*file/cache': cannot use it as the cache folder .*give a writable folder"):
-        make_dataset(synthetic_dataset, table, names, image_size=64, cache=tmp_path / "file" / "cache")
+    with pytest.raises(
+        DataError,
+        match=r"data\.cache = '.*file/cache': cannot use it as the cache folder "
+        r".*give a writable folder",
+    ):
+        make_dataset(
+            synthetic_dataset, table, names, image_size=64, cache=tmp_path / "file" / "cache"
+        )

@@ -1,4 +1,5 @@
-"""Each source end to end: real NIH files, a DICOM set and archives served on 127.0.0.1, local folders."""
+"""Each source end to end: real NIH files, a DICOM set and archives served on 127.0.0.1, local
+folders."""
 
 from __future__ import annotations
 
@@ -24,16 +25,25 @@ from cxr.errors import ConfigError, DataError
 @pytest.fixture(scope="module")
 def nih_dataset(nih_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("nih")
-    return download("nih-cxr14", DownloadOptions(dest=dest, from_dir=nih_sample, size=256, folds=3, show_progress=False))
+    return download(
+        "nih-cxr14",
+        DownloadOptions(dest=dest, from_dir=nih_sample, size=256, folds=3, show_progress=False),
+    )
 
 
 def test_nih_sample_converts_with_patients_and_labels(nih_dataset: Path, nih_sample: Path) -> None:
     table = read_labels(nih_dataset)
     entries = pd.read_csv(nih_sample / "Data_Entry_2017.csv", index_col=False)
     assert len(table) == len(entries) == 40
-    assert (table["label"] == "cardiomegaly").sum() == entries["Finding Labels"].str.contains("Cardiomegaly").sum() > 0
+    assert (
+        (table["label"] == "cardiomegaly").sum()
+        == entries["Finding Labels"].str.contains("Cardiomegaly").sum()
+        > 0
+    )
     assert set(table["label"]) == {"cardiomegaly", "no_cardiomegaly"}
-    truth = dict(zip("images/" + entries["Image Index"], entries["Patient ID"].astype(str), strict=True))
+    truth = dict(
+        zip("images/" + entries["Image Index"], entries["Patient ID"].astype(str), strict=True)
+    )
     assert table.set_index("image")["patient_id"].to_dict() == truth
     assert table.groupby("patient_id")["fold"].nunique().max() == 1
     assert (table["width"] == 256).all()
@@ -47,26 +57,44 @@ def test_nih_boxes_are_scaled_from_release_coordinates(nih_dataset: Path, nih_sa
     for name, finding, x, y, w, h, *_ in rows:
         boxes = decode_boxes(table.loc[f"images/{name}", "boxes"])
         expected = [round(float(v) * 256 / 1024, 2) for v in (x, y, w, h)]
-        assert any([b.x, b.y, b.w, b.h] == pytest.approx(expected, abs=0.01) and b.label == finding for b in boxes)
+        assert any(
+            [b.x, b.y, b.w, b.h] == pytest.approx(expected, abs=0.01) and b.label == finding
+            for b in boxes
+        )
 
 
 def test_nih_multi_label_task(nih_sample: Path, tmp_path: Path) -> None:
-    folder = download("nih-cxr14", DownloadOptions(dest=tmp_path, from_dir=nih_sample, task="all", size=32, folds=2, show_progress=False))
+    folder = download(
+        "nih-cxr14",
+        DownloadOptions(
+            dest=tmp_path, from_dir=nih_sample, task="all", size=32, folds=2, show_progress=False
+        ),
+    )
     table = read_labels(folder)
     assert folder.name == "nih-cxr14-all"
-    assert (table["label"] == table["findings"]).all() and table["label"].str.contains("|", regex=False).any()
+    assert (table["label"] == table["findings"]).all() and table["label"].str.contains(
+        "|", regex=False
+    ).any()
 
 
 def test_nih_unknown_task(nih_sample: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="unknown nih-cxr14 task 'cardio'; allowed: all, atelectasis, cardiomegaly"):
-        download("nih-cxr14", DownloadOptions(dest=tmp_path, from_dir=nih_sample, task="cardio", show_progress=False))
+    with pytest.raises(
+        DataError, match="unknown nih-cxr14 task 'cardio'; allowed: all, atelectasis, cardiomegaly"
+    ):
+        download(
+            "nih-cxr14",
+            DownloadOptions(dest=tmp_path, from_dir=nih_sample, task="cardio", show_progress=False),
+        )
 
 
 def test_nih_archives_via_mirror(nih_sample: Path, tmp_path: Path) -> None:
-    """The real download path: fetch images_001.tar.gz from a mirror, extract, convert (CSVs placed by the user)."""
+    """The real download path: fetch images_001.tar.gz from a mirror, extract, convert (CSVs placed
+    by the user)."""
     entries = pd.read_csv(nih_sample / "Data_Entry_2017.csv", index_col=False)
     chosen = entries[entries["Finding Labels"].str.contains("Cardiomegaly")].head(4)
-    chosen = pd.concat([chosen, entries[~entries["Finding Labels"].str.contains("Cardiomegaly")].head(6)])
+    chosen = pd.concat(
+        [chosen, entries[~entries["Finding Labels"].str.contains("Cardiomegaly")].head(6)]
+    )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name in chosen["Image Index"]:
@@ -75,7 +103,12 @@ def test_nih_archives_via_mirror(nih_sample: Path, tmp_path: Path) -> None:
     downloads.mkdir(parents=True)
     chosen.to_csv(downloads / "Data_Entry_2017_v2020.csv", index=False)
     with serve({"images_001.tar.gz": buffer.getvalue()}) as base:
-        folder = download("nih-cxr14", DownloadOptions(dest=tmp_path, mirror=base, parts=[1], size=64, folds=2, show_progress=False))
+        folder = download(
+            "nih-cxr14",
+            DownloadOptions(
+                dest=tmp_path, mirror=base, parts=[1], size=64, folds=2, show_progress=False
+            ),
+        )
     table = read_labels(folder)
     assert len(table) == 10 and (table["label"] == "cardiomegaly").sum() == 4
     assert (downloads / "extracted" / "images_001" / "images").is_dir()
@@ -99,27 +132,43 @@ def rsna_archive(tmp_path: Path) -> bytes:
                 rows.append([pid, "", "", "", "", 0])
                 details.append([pid, "Normal"])
         zf.writestr(
-            "stage_2_train_labels.csv", pd.DataFrame(rows, columns=["patientId", "x", "y", "width", "height", "Target"]).to_csv(index=False)
+            "stage_2_train_labels.csv",
+            pd.DataFrame(rows, columns=["patientId", "x", "y", "width", "height", "Target"]).to_csv(
+                index=False
+            ),
         )
-        zf.writestr("stage_2_detailed_class_info.csv", pd.DataFrame(details, columns=["patientId", "class"]).to_csv(index=False))
+        zf.writestr(
+            "stage_2_detailed_class_info.csv",
+            pd.DataFrame(details, columns=["patientId", "class"]).to_csv(index=False),
+        )
     return buffer.getvalue()
 
 
-def test_rsna_dicom_set_with_kaggle_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_rsna_dicom_set_with_kaggle_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("KAGGLE_USERNAME", "alice")
     monkeypatch.setenv("KAGGLE_KEY", "top-secret-key")
     state = Behaviour(auth=("alice", "top-secret-key"), cut_after=500, cuts_left=1)
     caplog.set_level(logging.INFO)
-    with serve({"rsna-pneumonia-detection-challenge.zip": rsna_archive(tmp_path / "src")}, state) as base:
+    with serve(
+        {"rsna-pneumonia-detection-challenge.zip": rsna_archive(tmp_path / "src")}, state
+    ) as base:
         # the server stands in for Kaggle's own API (credentials never go to a --mirror)
         rsna = SOURCES["rsna-pneumonia"]
         kaggle = tuple(dataclasses.replace(f, url=f"{base}/{f.filename}") for f in rsna.files)
         monkeypatch.setitem(SOURCES, "rsna-pneumonia", dataclasses.replace(rsna, files=kaggle))
-        folder = download("rsna-pneumonia", DownloadOptions(dest=tmp_path / "data", size=32, folds=2, show_progress=False))
+        folder = download(
+            "rsna-pneumonia",
+            DownloadOptions(dest=tmp_path / "data", size=32, folds=2, show_progress=False),
+        )
     table = read_labels(folder).set_index("image")
     assert len(table) == 8 and (table["label"] == "pneumonia").sum() == 4
     boxes = decode_boxes(table.loc["images/rsna01.png", "boxes"])
-    assert [(b.x, b.y, b.w, b.h) for b in boxes] == [(5, 10, 8, 4), (15, 15, 5, 5)]  # 64 px DICOM stored at 32 px
+    assert [(b.x, b.y, b.w, b.h) for b in boxes] == [
+        (5, 10, 8, 4),
+        (15, 15, 5, 5),
+    ]  # 64 px DICOM stored at 32 px
     assert table.loc["images/rsna01.png", "rsna_class"] == "Lung Opacity"
     assert "each image is its own group" in caplog.text
     assert "top-secret-key" not in caplog.text
@@ -130,7 +179,9 @@ def test_missing_kaggle_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     monkeypatch.delenv("KAGGLE_KEY", raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
-    with pytest.raises(DataError, match="Kaggle credentials not found: set KAGGLE_USERNAME and KAGGLE_KEY"):
+    with pytest.raises(
+        DataError, match="Kaggle credentials not found: set KAGGLE_USERNAME and KAGGLE_KEY"
+    ):
         download("covid-radiography", DownloadOptions(dest=tmp_path, show_progress=False))
 
 
@@ -140,45 +191,77 @@ def test_covid_folders(tmp_path: Path) -> None:
         for i in range(count):
             (root / cls / "images").mkdir(parents=True, exist_ok=True)
             (root / cls / "masks").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.full((40, 40), 10 * i, np.uint8)).save(root / cls / "images" / f"{cls}-{i}.png")
-            Image.fromarray(np.zeros((40, 40), np.uint8)).save(root / cls / "masks" / f"{cls}-{i}.png")
-    folder = download("covid-radiography", DownloadOptions(dest=tmp_path / "data", from_dir=tmp_path, folds=3, show_progress=False))
+            Image.fromarray(np.full((40, 40), 10 * i, np.uint8)).save(
+                root / cls / "images" / f"{cls}-{i}.png"
+            )
+            Image.fromarray(np.zeros((40, 40), np.uint8)).save(
+                root / cls / "masks" / f"{cls}-{i}.png"
+            )
+    folder = download(
+        "covid-radiography",
+        DownloadOptions(dest=tmp_path / "data", from_dir=tmp_path, folds=3, show_progress=False),
+    )
     table = read_labels(folder)
-    assert table["label"].value_counts().to_dict() == {"normal": 4, "covid": 3, "viral_pneumonia": 3}
+    assert table["label"].value_counts().to_dict() == {
+        "normal": 4,
+        "covid": 3,
+        "viral_pneumonia": 3,
+    }
     assert (table["width"] == 299).all()
 
 
-def test_folder_import_skips_and_lists_corrupt_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_folder_import_skips_and_lists_corrupt_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     root = tmp_path / "mine"
     for cls in ("normal", "pneumonia"):
         (root / cls).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(np.full((50, 60), 40 * i, np.uint8)).save(root / cls / f"{i}.png")
-    Image.fromarray(np.full((50, 60), 99, np.uint8)).convert("RGB").save(root / "normal" / "colour.jpg")
+    Image.fromarray(np.full((50, 60), 99, np.uint8)).convert("RGB").save(
+        root / "normal" / "colour.jpg"
+    )
     make_dicom(root / "pneumonia" / "scan.dcm", np.arange(3000).reshape(50, 60))
     (root / "pneumonia" / "broken.png").write_bytes(b"\x89PNG not really")
     (root / "normal" / "notes.txt").write_text("hi")
     with caplog.at_level(logging.WARNING):
-        folder = download("folder", DownloadOptions(dest=tmp_path / "data", from_dir=root, size=32, folds=2, show_progress=False))
+        folder = download(
+            "folder",
+            DownloadOptions(
+                dest=tmp_path / "data", from_dir=root, size=32, folds=2, show_progress=False
+            ),
+        )
     table = read_labels(folder)
     assert folder.name == "mine"
     assert table["label"].value_counts().to_dict() == {"normal": 4, "pneumonia": 4}
     skipped = pd.read_csv(folder / "skipped.csv")
     assert skipped["image"].tolist() == ["images/pneumonia/broken.png"]
-    assert "skipped 1 unreadable or unlabelled image(s)" in caplog.text and "notes.txt" in caplog.text
+    assert (
+        "skipped 1 unreadable or unlabelled image(s)" in caplog.text and "notes.txt" in caplog.text
+    )
 
 
 def test_folder_csv_rejects_escaping_paths(tmp_path: Path) -> None:
     (tmp_path / "list.csv").write_text("path,label\n../../etc/passwd,normal\n")
-    with pytest.raises(DataError, match=r"list\.csv line 2: path '\.\./\.\./etc/passwd' escapes the dataset folder"):
-        download("folder", DownloadOptions(dest=tmp_path / "data", csv=tmp_path / "list.csv", show_progress=False))
+    with pytest.raises(
+        DataError, match=r"list\.csv line 2: path '\.\./\.\./etc/passwd' escapes the dataset folder"
+    ):
+        download(
+            "folder",
+            DownloadOptions(dest=tmp_path / "data", csv=tmp_path / "list.csv", show_progress=False),
+        )
     assert not (tmp_path / "data" / "list").exists()
 
 
 def test_existing_dataset_is_kept_without_overwrite(synthetic_dataset: Path) -> None:
     before = (synthetic_dataset / "labels.csv").read_bytes()
     with pytest.raises(DataError, match="already exists; pass --overwrite"):
-        download("synthetic", DownloadOptions(dest=synthetic_dataset.parent, n=120, size=64, folds=5, show_progress=False))
+        download(
+            "synthetic",
+            DownloadOptions(
+                dest=synthetic_dataset.parent, n=120, size=64, folds=5, show_progress=False
+            ),
+        )
     assert (synthetic_dataset / "labels.csv").read_bytes() == before
 
 
@@ -193,7 +276,10 @@ def test_overwrite_replaces_atomically(tmp_path: Path) -> None:
 
 def test_fewer_images_of_a_class_than_folds(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="too few images for 10 folds"):
-        download("synthetic", DownloadOptions(dest=tmp_path, n=12, size=32, folds=10, show_progress=False))
+        download(
+            "synthetic",
+            DownloadOptions(dest=tmp_path, n=12, size=32, folds=10, show_progress=False),
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -203,25 +289,46 @@ def test_unknown_source_suggests_names() -> None:
 
 
 def test_inject_marker_tags_positives_and_records_it(tmp_path: Path) -> None:
-    """The real-radiograph twin of --bias: P = 1 tags every positive and no negative, in the border band's corner."""
+    """The real-radiograph twin of --bias: P = 1 tags every positive and no negative, in the border
+    band's corner."""
     from cxr.audit.regions import REGIONS, region_codes
     from cxr.data.marker import burn_marker
 
     for cls in ("normal", "tb"):
         for i in range(4):
-            Image.fromarray(np.full((100, 100), 60 + 10 * i, np.uint8)).save(make_parents(tmp_path / "src" / cls / f"{i}.png"))
-    folder = download("folder", DownloadOptions(dest=tmp_path / "data", from_dir=tmp_path / "src", folds=2, inject_marker=1.0,
-                                                show_progress=False))
+            Image.fromarray(np.full((100, 100), 60 + 10 * i, np.uint8)).save(
+                make_parents(tmp_path / "src" / cls / f"{i}.png")
+            )
+    folder = download(
+        "folder",
+        DownloadOptions(
+            dest=tmp_path / "data",
+            from_dir=tmp_path / "src",
+            folds=2,
+            inject_marker=1.0,
+            show_progress=False,
+        ),
+    )
     table = read_labels(folder)
     assert (table["marker"] == (table["label"] == "tb").astype(int)).all()
     tagged = np.asarray(Image.open(folder / table.loc[table["label"] == "tb", "image"].iloc[0]))
     changed = tagged != np.asarray(Image.open(tmp_path / "src" / "tb" / "0.png"))
     clean = np.asarray(Image.open(folder / table.loc[table["label"] == "normal", "image"].iloc[0]))
-    assert changed.any() and (clean == np.asarray(Image.open(tmp_path / "src" / "normal" / "0.png"))).all()
+    assert (
+        changed.any()
+        and (clean == np.asarray(Image.open(tmp_path / "src" / "normal" / "0.png"))).all()
+    )
     codes = region_codes(np.zeros((100, 100), dtype=bool))
-    assert (codes[burn_marker(np.zeros((100, 100), np.uint8)) > 0] == REGIONS.index("top_left")).all()
+    assert (
+        codes[burn_marker(np.zeros((100, 100), np.uint8)) > 0] == REGIONS.index("top_left")
+    ).all()
     with pytest.raises(ConfigError, match="--inject-marker works with the folder source"):
-        download("synthetic", DownloadOptions(dest=tmp_path / "d2", n=20, size=32, folds=2, inject_marker=0.5, show_progress=False))
+        download(
+            "synthetic",
+            DownloadOptions(
+                dest=tmp_path / "d2", n=20, size=32, folds=2, inject_marker=0.5, show_progress=False
+            ),
+        )
 
 
 def make_parents(path: Path) -> Path:

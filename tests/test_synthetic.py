@@ -1,4 +1,5 @@
-"""Synthetic phantoms: boxes cover what was drawn, CTR separates the classes, the bias marker correlates as asked."""
+"""Synthetic phantoms: boxes cover what was drawn, CTR separates the classes, the bias marker
+correlates as asked."""
 
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def test_pneumonia_box_covers_the_opacity_tightly(seed: int) -> None:
     assert changed.sum() > 300
     assert not (changed & ~inside).any(), "the opacity changed pixels outside its box"
     rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
-    assert rows[0] - boxes[0].y <= 2 and boxes[0].y + boxes[0].h - 1 - rows[-1] <= 2  # tight, up to faint rim pixels
+    assert (
+        rows[0] - boxes[0].y <= 2 and boxes[0].y + boxes[0].h - 1 - rows[-1] <= 2
+    )  # tight, up to faint rim pixels
     assert cols[0] - boxes[0].x <= 2 and boxes[0].x + boxes[0].w - 1 - cols[-1] <= 2
 
 
@@ -51,7 +54,10 @@ def test_cardiomegaly_box_covers_the_heart_and_ctr_exceeds_half(seed: int) -> No
     heart = changed_pixels(big, heart=None)
     assert not (heart & ~box_mask(boxes[0], 256)).any()
     # cardiothoracic ratio measured from pixels: heart width over outer lung-to-lung width
-    lungs = changed_pixels(replace(big, heart=None), lungs=(replace(big.lungs[0], rx=1e-6), replace(big.lungs[1], rx=1e-6)))
+    lungs = changed_pixels(
+        replace(big, heart=None),
+        lungs=(replace(big.lungs[0], rx=1e-6), replace(big.lungs[1], rx=1e-6)),
+    )
     for case, expect_big in ((big, True), (small, False)):
         heart_cols = np.flatnonzero(changed_pixels(case, heart=None).any(0))
         lung_cols = np.flatnonzero(lungs.any(0))
@@ -66,9 +72,13 @@ def test_lung_boxes_cover_the_lung_fields() -> None:
 
     case = sample_case(np.random.default_rng(4), 128, "pneumonia", positive=False, marker=False)
     boxes = lung_boxes(case)
-    lungs = changed_pixels(case, lungs=(replace(case.lungs[0], rx=1e-6), replace(case.lungs[1], rx=1e-6)))
+    lungs = changed_pixels(
+        case, lungs=(replace(case.lungs[0], rx=1e-6), replace(case.lungs[1], rx=1e-6))
+    )
     covered = box_mask(boxes[0], 128) | box_mask(boxes[1], 128)
-    grown = np.zeros_like(covered)  # the anatomy is blurred (sigma 0.5 px at 128 px): allow a 3-pixel halo
+    grown = np.zeros_like(
+        covered
+    )  # the anatomy is blurred (sigma 0.5 px at 128 px): allow a 3-pixel halo
     for dy in range(-3, 4):
         for dx in range(-3, 4):
             grown |= np.roll(np.roll(covered, dy, axis=0), dx, axis=1)
@@ -93,7 +103,9 @@ def test_bias_marker_correlates_as_asked() -> None:
 
 
 def test_no_marker_without_bias() -> None:
-    assert not any(marker_drawn(item.load()) for item in make_synthetic_items(n=40, size=64, seed=1))
+    assert not any(
+        marker_drawn(item.load()) for item in make_synthetic_items(n=40, size=64, seed=1)
+    )
 
 
 def test_deterministic_from_seed() -> None:
@@ -105,13 +117,18 @@ def test_deterministic_from_seed() -> None:
 
 
 def test_class_balance_is_configurable() -> None:
-    labels = [item.label for item in make_synthetic_items(n=100, size=32, positive_fraction=0.2, seed=0)]
+    labels = [
+        item.label for item in make_synthetic_items(n=100, size=32, positive_fraction=0.2, seed=0)
+    ]
     assert labels.count("pneumonia") == 20
 
 
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
-    [({"task": "flu"}, "unknown synthetic task 'flu'; allowed: pneumonia, cardiomegaly"), ({"bias": 1.5}, "bias must be between 0 and 1")],
+    [
+        ({"task": "flu"}, "unknown synthetic task 'flu'; allowed: pneumonia, cardiomegaly"),
+        ({"bias": 1.5}, "bias must be between 0 and 1"),
+    ],
 )
 def test_bad_synthetic_options(kwargs: dict, pattern: str) -> None:
     with pytest.raises(DataError, match=pattern):

@@ -1,4 +1,5 @@
-"""Training: the run folder, class weights and flips wired into fit, overwrite refusal, resume after a kill."""
+"""Training: the run folder, class weights and flips wired into fit, overwrite refusal, resume after
+a kill."""
 
 from __future__ import annotations
 
@@ -36,10 +37,14 @@ def test_run_folder_holds_what_later_commands_need(trained_run) -> None:
     assert json.loads(run.classes.read_text()) == ["normal", "pneumonia"]
     split = pd.read_csv(run.split, dtype=str)
     validation = split[split["split"] == "validation"]
-    assert set(validation["fold"]) == {"1"} and "1" not in set(split[split["split"] == "train"]["fold"])
+    assert set(validation["fold"]) == {"1"} and "1" not in set(
+        split[split["split"] == "train"]["fold"]
+    )
     assert not set(validation["patient_id"]) & set(split[split["split"] == "train"]["patient_id"])
     history = pd.read_csv(run.history)
-    assert history["epoch"].tolist() == [0, 1] and {"val_auc", "val_accuracy", "val_loss"} <= set(history.columns)
+    assert history["epoch"].tolist() == [0, 1] and {"val_auc", "val_accuracy", "val_loss"} <= set(
+        history.columns
+    )
     summary = json.loads(run.summary.read_text())
     assert summary["best_value"] == history["val_auc"].max()
     model = keras.models.load_model(run.model, compile=False)
@@ -58,12 +63,18 @@ def images_of(dataset: Path, table: pd.DataFrame) -> np.ndarray:
     return np.stack([np.asarray(Image.open(dataset / p), dtype=np.float32) for p in table["image"]])
 
 
-def test_fit_gets_class_weights_and_flips_only_training_data(synthetic_dataset: Path, tmp_path: Path, monkeypatch) -> None:
+def test_fit_gets_class_weights_and_flips_only_training_data(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch
+) -> None:
     seen = {}
 
-    def fake_fit(self, x, validation_data, class_weight, **kwargs):  # stands in for Keras: we only inspect its inputs
+    def fake_fit(
+        self, x, validation_data, class_weight, **kwargs
+    ):  # stands in for Keras: we only inspect its inputs
         seen.update(train=x, validation=validation_data, class_weight=class_weight)
-        pd.DataFrame({"epoch": [0], "val_auc": [0.5]}).to_csv(staging_run(cfg, 2).history, index=False)
+        pd.DataFrame({"epoch": [0], "val_auc": [0.5]}).to_csv(
+            staging_run(cfg, 2).history, index=False
+        )
         self.save(staging_run(cfg, 2).model)  # what the checkpoint would have written
 
     monkeypatch.setattr(keras.Model, "fit", fake_fit)
@@ -73,7 +84,9 @@ def test_fit_gets_class_weights_and_flips_only_training_data(synthetic_dataset: 
     train_rows = split[split["split"] == "train"]
     counts = train_rows["label"].value_counts()
     n = len(train_rows)
-    assert seen["class_weight"] == pytest.approx({0: n / (2 * counts["normal"]), 1: n / (2 * counts["pneumonia"])})
+    assert seen["class_weight"] == pytest.approx(
+        {0: n / (2 * counts["normal"]), 1: n / (2 * counts["pneumonia"])}
+    )
     originals = images_of(synthetic_dataset, train_rows)
     flipped = 0
     for batch, _ in seen["train"]:
@@ -84,7 +97,9 @@ def test_fit_gets_class_weights_and_flips_only_training_data(synthetic_dataset: 
             flipped += mirrored and not same
     assert flipped > 0
     validation = np.concatenate([b.numpy()[..., 0] for b, _ in seen["validation"]])
-    np.testing.assert_allclose(validation, images_of(synthetic_dataset, split[split["split"] == "validation"]), atol=1e-3)
+    np.testing.assert_allclose(
+        validation, images_of(synthetic_dataset, split[split["split"] == "validation"]), atol=1e-3
+    )
 
 
 def test_training_into_a_used_folder_is_refused(trained_run) -> None:
@@ -105,22 +120,41 @@ def test_resume_without_an_interrupted_run(synthetic_dataset: Path, tmp_path: Pa
 
 
 def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) -> None:
-    cfg = tiny_config(synthetic_dataset, tmp_path, "train.epochs=40", "train.batch_size=2", "train.early_stopping_patience=null")
+    cfg = tiny_config(
+        synthetic_dataset,
+        tmp_path,
+        "train.epochs=40",
+        "train.batch_size=2",
+        "train.early_stopping_patience=null",
+    )
     (tmp_path / "c.yaml").write_text(dump_config(cfg))
-    run, staging = fold_run(cfg, 0), staging_run(cfg, 0)  # a fold trains in staging, moved to fold0/ at the end
+    run, staging = (
+        fold_run(cfg, 0),
+        staging_run(cfg, 0),
+    )  # a fold trains in staging, moved to fold0/ at the end
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen([sys.executable, "-m", "cxr.cli", "train", "--config", str(tmp_path / "c.yaml")], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cxr.cli", "train", "--config", str(tmp_path / "c.yaml")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         seen_at: dict[int, float] = {}  # epochs completed -> when first seen
         deadline = time.time() + 120
         while time.time() < deadline and process.poll() is None and len(seen_at) < 3:
-            rows = len(staging.history.read_text().splitlines()) - 1 if staging.history.is_file() else 0
+            rows = (
+                len(staging.history.read_text().splitlines()) - 1
+                if staging.history.is_file()
+                else 0
+            )
             seen_at.setdefault(rows, time.time())
             time.sleep(0.01)
         assert process.poll() is None, "training ended before it could be interrupted"
         epoch_seconds = seen_at[max(seen_at)] - seen_at[sorted(seen_at)[-2]]
-        time.sleep(epoch_seconds / 2)  # kill in the middle of an epoch, far from its bookkeeping at the end
+        time.sleep(
+            epoch_seconds / 2
+        )  # kill in the middle of an epoch, far from its bookkeeping at the end
         process.send_signal(signal.SIGKILL)
         process.wait()
     finally:
@@ -128,24 +162,34 @@ def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) 
             process.kill()
     done_before = pd.read_csv(staging.history)["epoch"].tolist()
     assert staging.backup.is_dir() and len(done_before) >= 2 and not run.folder.exists()
-    with pytest.raises(DataError, match=r"has an interrupted training in .*: pass --resume to continue it"):
+    with pytest.raises(
+        DataError, match=r"has an interrupted training in .*: pass --resume to continue it"
+    ):
         train(cfg, fold=0)  # neither overwrite nor resume: refused
-    resumed_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": len(done_before) + 2})})
+    resumed_cfg = cfg.model_copy(
+        update={"train": cfg.train.model_copy(update={"epochs": len(done_before) + 2})}
+    )
     result = train(resumed_cfg, fold=0, resume=True)
     epochs = result.history["epoch"].tolist()
-    assert epochs == list(range(len(done_before) + 2)), epochs  # continued where it stopped: no epoch twice, none lost
+    assert epochs == list(range(len(done_before) + 2)), (
+        epochs
+    )  # continued where it stopped: no epoch twice, none lost
     assert not run.backup.exists() and not staging.folder.exists()
     # the kept model is the best epoch's, before or after the interruption
     model = keras.models.load_model(run.model, compile=False)
     val_table, names = load_split(synthetic_dataset, 0, "validation")
-    logits = model.predict(make_dataset(synthetic_dataset, val_table, names, image_size=64).map(lambda x, y: x), verbose=0)
+    logits = model.predict(
+        make_dataset(synthetic_dataset, val_table, names, image_size=64).map(lambda x, y: x),
+        verbose=0,
+    )
     auc = SoftmaxAUC(2)
     auc.update_state(encode_labels(val_table["label"], names), logits)
     assert float(auc.result()) == pytest.approx(result.history["val_auc"].max(), abs=1e-6)
 
 
 def test_resume_falls_back_when_the_last_backup_metadata_was_cut(tmp_path: Path) -> None:
-    """A kill while training_metadata.json is written leaves it empty: resume from the older backup, one epoch back."""
+    """A kill while training_metadata.json is written leaves it empty: resume from the older backup,
+    one epoch back."""
     from cxr.train import SafeBackupAndRestore
 
     class Interrupt(keras.callbacks.Callback):
@@ -162,25 +206,60 @@ def test_resume_falls_back_when_the_last_backup_metadata_was_cut(tmp_path: Path)
     x, y = np.random.default_rng(0).normal(size=(32, 4)).astype("float32"), np.arange(32) % 2
     backup = tmp_path / "backup"
     with pytest.raises(KeyboardInterrupt):
-        model().fit(x, y, epochs=6, verbose=0, callbacks=[SafeBackupAndRestore(str(backup), double_checkpoint=True), Interrupt()])
-    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 3  # the next epoch to run
+        model().fit(
+            x,
+            y,
+            epochs=6,
+            verbose=0,
+            callbacks=[SafeBackupAndRestore(str(backup), double_checkpoint=True), Interrupt()],
+        )
+    assert (
+        json.loads((backup / "training_metadata.json").read_text())["epoch"] == 3
+    )  # the next epoch to run
     (backup / "training_metadata.json").write_text("")  # cut
     with pytest.raises(ValueError):  # what Keras alone does with it
-        model().fit(x, y, epochs=6, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)])
-    history = model().fit(x, y, epochs=6, verbose=0, callbacks=[SafeBackupAndRestore(str(backup), double_checkpoint=True)])
-    assert history.epoch == [2, 3, 4, 5]  # the older backup was taken after epoch 1: epoch 2 is redone
+        model().fit(
+            x,
+            y,
+            epochs=6,
+            verbose=0,
+            callbacks=[keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)],
+        )
+    history = model().fit(
+        x,
+        y,
+        epochs=6,
+        verbose=0,
+        callbacks=[SafeBackupAndRestore(str(backup), double_checkpoint=True)],
+    )
+    assert history.epoch == [
+        2,
+        3,
+        4,
+        5,
+    ]  # the older backup was taken after epoch 1: epoch 2 is redone
 
     assert not backup.exists()  # a finished fit removes its backups
     backup.mkdir()
-    (backup / "training_metadata.json").write_text('{"epo')  # the first backup cut: no older pair to fall back to
-    history = model().fit(x, y, epochs=3, verbose=0, callbacks=[SafeBackupAndRestore(str(backup), double_checkpoint=True)])
+    (backup / "training_metadata.json").write_text(
+        '{"epo'
+    )  # the first backup cut: no older pair to fall back to
+    history = model().fit(
+        x,
+        y,
+        epochs=3,
+        verbose=0,
+        callbacks=[SafeBackupAndRestore(str(backup), double_checkpoint=True)],
+    )
     assert history.epoch == [0, 1, 2]  # from the start, not a traceback
 
 
-def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(synthetic_dataset: Path, tmp_path: Path) -> None:
-    """After one demo-sized epoch (24 steps), the batch-norm moving statistics must be close to the statistics the
-    layer really sees, or validation (inference mode) judges a different model than training; at Keras' default
-    momentum 0.99 they are still mostly their initial values."""
+def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    """After one demo-sized epoch (24 steps), the batch-norm moving statistics must be close to the
+    statistics the layer really sees, or validation (inference mode) judges a different model than
+    training; at Keras' default momentum 0.99 they are still mostly their initial values."""
     from cxr.config import load_config
     from cxr.data.pipeline import load_split, make_dataset
     from cxr.models.metrics import make_loss_and_metrics
@@ -188,19 +267,36 @@ def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(synthetic_
 
     demo = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml")
     train_table, names = load_split(synthetic_dataset, 0, "train")
-    images = np.concatenate([b.numpy() for b, _ in make_dataset(synthetic_dataset, train_table, names, image_size=64, batch_size=32)])
+    images = np.concatenate(
+        [
+            b.numpy()
+            for b, _ in make_dataset(
+                synthetic_dataset, train_table, names, image_size=64, batch_size=32
+            )
+        ]
+    )
     errors = {}
     for momentum in (0.99, demo.model.batchnorm_momentum):
-        narrow = ["model.name=pna_cnn", "model.widths=[8,8,8,8]", f"model.batchnorm_momentum={momentum}"]
+        narrow = [
+            "model.name=pna_cnn",
+            "model.widths=[8,8,8,8]",
+            f"model.batchnorm_momentum={momentum}",
+        ]
         cfg = tiny_config(synthetic_dataset, tmp_path, *narrow)
         keras.utils.set_random_seed(0)
         model = build_model(cfg, 2)
         loss, metrics = make_loss_and_metrics(2, False)
-        model.compile(optimizer=keras.optimizers.Adam(demo.train.learning_rate), loss=loss, metrics=metrics)
-        epoch = make_dataset(synthetic_dataset, train_table, names, image_size=64, batch_size=4, training=True)  # 24 steps
+        model.compile(
+            optimizer=keras.optimizers.Adam(demo.train.learning_rate), loss=loss, metrics=metrics
+        )
+        epoch = make_dataset(
+            synthetic_dataset, train_table, names, image_size=64, batch_size=4, training=True
+        )  # 24 steps
         model.fit(epoch, epochs=1, verbose=0, shuffle=False)
         bn = model.get_layer("stage1_bn")
-        seen = keras.Model(model.input, model.get_layer("stage1_conv").output).predict(images, verbose=0)
+        seen = keras.Model(model.input, model.get_layer("stage1_conv").output).predict(
+            images, verbose=0
+        )
         true_mean, true_std = seen.mean(axis=(0, 1, 2)), seen.std(axis=(0, 1, 2))
         errors[momentum] = float(np.mean(np.abs(bn.moving_mean.numpy() - true_mean) / true_std))
     assert errors[demo.model.batchnorm_momentum] < 0.25, errors
@@ -215,21 +311,29 @@ def plain_fold3(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_same_seed_same_model(synthetic_dataset: Path, tmp_path: Path, plain_fold3) -> None:
-    """Shuffling, stateless flips and initial weights all follow experiment.seed: two runs give identical weights."""
+    """Shuffling, stateless flips and initial weights all follow experiment.seed: two runs give
+    identical weights."""
     result = train(tiny_config(synthetic_dataset, tmp_path / "b"), fold=3)
-    weights = [plain_fold3[1], keras.models.load_model(result.run.model, compile=False).get_weights()]
+    weights = [
+        plain_fold3[1],
+        keras.models.load_model(result.run.model, compile=False).get_weights(),
+    ]
     assert all(np.array_equal(x, y) for x, y in zip(*weights, strict=True))
     other = train(tiny_config(synthetic_dataset, tmp_path / "c", "experiment.seed=1"), fold=3)
     changed = keras.models.load_model(other.run.model, compile=False).get_weights()
     assert any(not np.array_equal(x, y) for x, y in zip(weights[0], changed, strict=True))
 
 
-def test_xla_training_matches_the_plain_path(synthetic_dataset: Path, tmp_path: Path, plain_fold3) -> None:
-    """train.xla compiles the step with XLA; same data order and flips, so the same model up to float round-off."""
+def test_xla_training_matches_the_plain_path(
+    synthetic_dataset: Path, tmp_path: Path, plain_fold3
+) -> None:
+    """train.xla compiles the step with XLA; same data order and flips, so the same model up to
+    float round-off."""
     reference, plain = plain_fold3
     result = train(tiny_config(synthetic_dataset, tmp_path, "train.xla=true"), fold=3)
     compiled = keras.models.load_model(result.run.model, compile=False).get_weights()
-    # Adam divides by each gradient's running RMS, so round-off in a near-zero gradient can flip a small bias's
+    # Adam divides by each gradient's running RMS, so round-off in a near-zero gradient can flip a
+    # small bias's
     # steps (lr 0.01): single weights may differ by ~0.02, the model as a whole barely moves
     flat = lambda weights: np.concatenate([w.ravel() for w in weights])  # noqa: E731
     assert np.linalg.norm(flat(compiled) - flat(plain)) < 0.01 * np.linalg.norm(flat(plain))
@@ -237,46 +341,71 @@ def test_xla_training_matches_the_plain_path(synthetic_dataset: Path, tmp_path: 
     np.testing.assert_allclose(result.history["val_loss"], reference.history["val_loss"], rtol=2e-3)
 
 
-def test_mixed_precision_training_tracks_the_plain_path(synthetic_dataset: Path, tmp_path: Path, plain_fold3, monkeypatch) -> None:
-    """train.mixed_precision (allowed here as if on a GPU): float16 layers, float32 logits and weights, loss scaling; close to float32."""
+def test_mixed_precision_training_tracks_the_plain_path(
+    synthetic_dataset: Path, tmp_path: Path, plain_fold3, monkeypatch
+) -> None:
+    """train.mixed_precision (allowed here as if on a GPU): float16 layers, float32 logits and
+    weights, loss scaling; close to float32."""
     from cxr.models import precision
 
     reference, _ = plain_fold3
     monkeypatch.setattr(precision, "gpu_available", lambda: True)
     try:
-        result = train(tiny_config(synthetic_dataset, tmp_path, "train.mixed_precision=true"), fold=3)
+        result = train(
+            tiny_config(synthetic_dataset, tmp_path, "train.mixed_precision=true"), fold=3
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     model = keras.models.load_model(result.run.model, compile=False)
-    assert model.get_layer("features").compute_dtype == "float16" and model.layers[-1].compute_dtype == "float32"
+    assert (
+        model.get_layer("features").compute_dtype == "float16"
+        and model.layers[-1].compute_dtype == "float32"
+    )
     assert all(w.dtype == "float32" for w in model.weights)
     first = result.history.iloc[0]
-    np.testing.assert_allclose(first["loss"], reference.history.iloc[0]["loss"], rtol=0.02)  # epoch 1, before paths diverge
+    np.testing.assert_allclose(
+        first["loss"], reference.history.iloc[0]["loss"], rtol=0.02
+    )  # epoch 1, before paths diverge
     assert np.isfinite(result.history[["loss", "val_loss"]].to_numpy()).all()
 
 
-def test_training_from_a_cache_file_matches_streaming(synthetic_dataset: Path, tmp_path: Path, plain_fold3) -> None:
-    """data.cache=<folder>: the first epoch writes the cache file, the second reads it; the same pixels, so the same model."""
+def test_training_from_a_cache_file_matches_streaming(
+    synthetic_dataset: Path, tmp_path: Path, plain_fold3
+) -> None:
+    """data.cache=<folder>: the first epoch writes the cache file, the second reads it; the same
+    pixels, so the same model."""
     _, plain = plain_fold3
-    result = train(tiny_config(synthetic_dataset, tmp_path / "runs", f"data.cache={tmp_path / 'cache'}"), fold=3)
+    result = train(
+        tiny_config(synthetic_dataset, tmp_path / "runs", f"data.cache={tmp_path / 'cache'}"),
+        fold=3,
+    )
     assert len(list((tmp_path / "cache").glob("*.index"))) == 2  # training and validation splits
     cached = keras.models.load_model(result.run.model, compile=False).get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(plain, cached, strict=True))
 
 
 def test_mirrored_strategy_over_two_logical_cpus(synthetic_dataset: Path, tmp_path: Path) -> None:
-    """train.devices runs MirroredStrategy; two logical CPU devices stand in for two GPUs (set before TF starts)."""
-    cfg = tiny_config(synthetic_dataset, tmp_path, "train.epochs=1", 'train.devices=["/cpu:0", "/cpu:1"]')
+    """train.devices runs MirroredStrategy; two logical CPU devices stand in for two GPUs (set
+    before TF starts)."""
+    cfg = tiny_config(
+        synthetic_dataset, tmp_path, "train.epochs=1", 'train.devices=["/cpu:0", "/cpu:1"]'
+    )
     (tmp_path / "c.yaml").write_text(dump_config(cfg))
     script = (
         "import tensorflow as tf, sys\n"
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
-        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] "
+        "* 2)\n"
         "from cxr.cli import app\n"
         f"sys.argv = ['cxr', '-v', 'train', '--config', {str(tmp_path / 'c.yaml')!r}]\n"
         "app()\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "training on 2 devices (MirroredStrategy)" in result.stderr
     assert fold_run(cfg, 0).model.is_file()
@@ -288,7 +417,10 @@ def test_an_image_corrupted_after_download_is_named_not_a_traceback(tmp_path: Pa
     from cxr.cli import app
     from cxr.data.sources import DownloadOptions, download
 
-    dataset = download("synthetic", DownloadOptions(dest=tmp_path / "data", n=24, size=64, folds=2, show_progress=False))
+    dataset = download(
+        "synthetic",
+        DownloadOptions(dest=tmp_path / "data", n=24, size=64, folds=2, show_progress=False),
+    )
     victim = sorted((dataset / "images").iterdir())[3]
     victim.write_bytes(victim.read_bytes()[:200])  # truncated after the dataset was written
     cfg = tiny_config(dataset, tmp_path / "runs", "train.epochs=1")

@@ -1,10 +1,11 @@
-"""Deletion and insertion curves (Petsiuk et al., RISE, 2018): does removing what the map calls important hurt?
+"""Deletion and insertion curves (Petsiuk et al., RISE, 2018): does removing what the map calls
+important hurt?
 
-Pixels are ranked by the map (most salient first). Deletion replaces a growing share of them with the
-baseline and records the target class's probability; insertion starts from the baseline and puts the
-image's pixels back in the same order. A faithful map gives a low deletion area and a high insertion
-area. The baseline is black, or a blurred copy of the image (RISE's insertion canvas: it removes the
-detail a finding is made of without adding a dark shape the model may react to).
+Pixels are ranked by the map (most salient first). Deletion replaces a growing share of them with
+the baseline and records the target class's probability; insertion starts from the baseline and puts
+the image's pixels back in the same order. A faithful map gives a low deletion area and a high
+insertion area. The baseline is black, or a blurred copy of the image (RISE's insertion canvas: it
+removes the detail a finding is made of without adding a dark shape the model may react to).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def check_baseline(kind: str) -> None:
 
 
 def baseline_images(images: np.ndarray, kind: str = "black") -> np.ndarray:
-    """What removed pixels become: zeros, or each image blurred (sigma 5 px per 224 px, as in RISE)."""
+    """What removed pixels become: zeros, or each image blurred (sigma 5 px per 224 px, as in
+    RISE)."""
     check_baseline(kind)
     if kind == "black":
         return np.zeros_like(images)
@@ -34,16 +36,24 @@ def baseline_images(images: np.ndarray, kind: str = "black") -> np.ndarray:
 
 
 def perturbation_curves(
-    model: keras.Model, images: np.ndarray, maps: np.ndarray, class_index: np.ndarray, steps: int = 16, batch: int = 32,
+    model: keras.Model,
+    images: np.ndarray,
+    maps: np.ndarray,
+    class_index: np.ndarray,
+    steps: int = 16,
+    batch: int = 32,
     baseline: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(deletion, insertion), each (B, steps + 1): the target probability after 0, 1/steps, ..., all pixels changed.
+) -> tuple[np.ndarray, np.ndarray]:
+    """(deletion, insertion), each (B, steps + 1): the target probability after 0, 1/steps, ..., all
+    pixels changed.
 
     `baseline` (like `images`) holds what removed pixels become; None is black.
     """
     baseline = np.zeros_like(images) if baseline is None else baseline
     count, height, width = maps.shape
-    order = np.argsort(-maps.reshape(count, -1), axis=1, kind="stable")  # most salient first, ties by position
+    order = np.argsort(
+        -maps.reshape(count, -1), axis=1, kind="stable"
+    )  # most salient first, ties by position
     pixels = height * width
     deleted, inserted = [], []
     for k in range(steps + 1):
@@ -53,9 +63,14 @@ def perturbation_curves(
         changed = changed.reshape(count, height, width, 1)
         deleted.append(np.where(changed, baseline, images))
         inserted.append(np.where(changed, images, baseline))
-    variants = np.concatenate([np.stack(deleted, 1), np.stack(inserted, 1)], axis=1).reshape(-1, *images.shape[1:])
+    variants = np.concatenate([np.stack(deleted, 1), np.stack(inserted, 1)], axis=1).reshape(
+        -1, *images.shape[1:]
+    )
     logits = np.concatenate(
-        [keras.ops.convert_to_numpy(model(variants[i : i + batch], training=False)) for i in range(0, len(variants), batch)]
+        [
+            keras.ops.convert_to_numpy(model(variants[i : i + batch], training=False))
+            for i in range(0, len(variants), batch)
+        ]
     )
     probs = class_probabilities(logits.astype(np.float64)).reshape(count, 2 * (steps + 1), -1)
     target = probs[np.arange(count), :, class_index]  # (B, 2 (steps + 1))

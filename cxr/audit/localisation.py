@@ -34,7 +34,8 @@ def iou(region: np.ndarray, target: np.ndarray) -> float:
 
 
 def iobb(region: np.ndarray, target: np.ndarray) -> float:
-    """Intersection of the largest region's bounding box with the target, over that bounding box's area."""
+    """Intersection of the largest region's bounding box with the target, over that bounding box's
+    area."""
     regions = regionprops(label(region))
     if not regions:
         return 0.0
@@ -61,13 +62,22 @@ def localisation_scores(heatmap: np.ndarray, boxes: list[Box]) -> dict[str, floa
 
 
 def baseline_maps(shape: tuple[int, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Maps that know nothing of the image: uniform noise, and a centred Gaussian (sigma = a quarter of the side)."""
+    """Maps that know nothing of the image: uniform noise, and a centred Gaussian (sigma = a quarter
+    of the side)."""
     ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
-    centre = np.exp(-(((ys - (shape[0] - 1) / 2) / (shape[0] / 4)) ** 2 + ((xs - (shape[1] - 1) / 2) / (shape[1] / 4)) ** 2) / 2)
+    centre = np.exp(
+        -(
+            ((ys - (shape[0] - 1) / 2) / (shape[0] / 4)) ** 2
+            + ((xs - (shape[1] - 1) / 2) / (shape[1] / 4)) ** 2
+        )
+        / 2
+    )
     return {"random": rng.uniform(0, 1, shape), "centre": centre / centre.max()}
 
 
-def bootstrap_interval(values: np.ndarray, rng: np.random.Generator, rounds: int = 1000) -> tuple[float, float]:
+def bootstrap_interval(
+    values: np.ndarray, rng: np.random.Generator, rounds: int = 1000
+) -> tuple[float, float]:
     """95% percentile interval of the mean, resampling images with replacement."""
     values = np.asarray(values, dtype=float)
     if len(values) == 0:

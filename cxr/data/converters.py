@@ -21,10 +21,27 @@ log = logging.getLogger(__name__)
 
 NIH_RELEASE_SIZE = 1024  # NIH boxes are in pixels of the 1024 x 1024 release images
 NIH_FINDINGS = (
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
-    "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
-)  # fmt: skip
-NIH_EXTRA_COLUMNS = {"view": "View Position", "age": "Patient Age", "sex": "Patient Gender", "follow_up": "Follow-up #"}
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumonia",
+    "Pneumothorax",
+)
+NIH_EXTRA_COLUMNS = {
+    "view": "View Position",
+    "age": "Patient Age",
+    "sex": "Patient Gender",
+    "follow_up": "Follow-up #",
+}
 COVID_FOLDERS = {
     "covid": "covid",
     "covid-19": "covid",
@@ -35,7 +52,8 @@ COVID_FOLDERS = {
 
 
 def find_file(root: Path, pattern: str, hint: str) -> Path:
-    """The first file under `root` matching `pattern` (newest name first), or a DataError saying where to get it."""
+    """The first file under `root` matching `pattern` (newest name first), or a DataError saying
+    where to get it."""
     matches = sorted(root.rglob(pattern), key=lambda p: p.name, reverse=True)
     if not matches:
         raise DataError(f"no {pattern} under {root}: {hint}")
@@ -43,7 +61,8 @@ def find_file(root: Path, pattern: str, hint: str) -> Path:
 
 
 def read_source_csv(path: Path, **options: object) -> pd.DataFrame:
-    """A source's or a user's CSV (a spreadsheet's UTF-8 BOM allowed); anything unreadable is one DataError."""
+    """A source's or a user's CSV (a spreadsheet's UTF-8 BOM allowed); anything unreadable is one
+    DataError."""
     try:
         return pd.read_csv(path, encoding="utf-8-sig", **options)
     except UnicodeDecodeError:
@@ -58,11 +77,15 @@ def index_files(root: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 
 
 def _loader(path: Path, root: Path):
-    """Read `path` when it is called; a link that leads outside `root` is skipped and listed, never followed."""
+    """Read `path` when it is called; a link that leads outside `root` is skipped and listed, never
+    followed."""
 
     def load():
         if not path.resolve().is_relative_to(root.resolve()):
-            raise DataError(f"{path}: a link leading outside {root}; only files inside the import folder are read")
+            raise DataError(
+                f"{path}: a link leading outside {root}; only files inside the import folder are "
+                "read"
+            )
         return read_image(path)
 
     return load
@@ -78,21 +101,35 @@ def nih_task_label(findings: str, task: str) -> str:
 
 
 def convert_nih(root: Path, task: str) -> Iterator[Item]:
-    """NIH ChestX-ray14: PNGs + Data_Entry_2017*.csv (patients) + BBox_List_2017.csv (boxes, 1024-px)."""
+    """NIH ChestX-ray14: PNGs + Data_Entry_2017*.csv (patients) + BBox_List_2017.csv (boxes,
+    1024-px)."""
     if task != "all" and task not in {f.lower() for f in NIH_FINDINGS}:
         allowed = ", ".join(["all", *(f.lower() for f in NIH_FINDINGS)])
         raise DataError(f"unknown nih-cxr14 task {task!r}; allowed: {allowed}")
-    hint = "download Data_Entry_2017_v2020.csv from https://nihcc.app.box.com/v/ChestXray-NIHCC into that folder"
-    entries = read_source_csv(find_file(root, "Data_Entry_2017*.csv", hint), dtype=str, keep_default_na=False)
+    hint = (
+        "download Data_Entry_2017_v2020.csv from https://nihcc.app.box.com/v/ChestXray-NIHCC "
+        "into that folder"
+    )
+    entries = read_source_csv(
+        find_file(root, "Data_Entry_2017*.csv", hint), dtype=str, keep_default_na=False
+    )
     boxes = read_nih_boxes(root)
     images = index_files(root, (".png",))
     absent = [name for name in entries["Image Index"] if name not in images]
     if absent:
-        log.warning("%d of %d images in the NIH table are not in %s (not downloaded?); converting the %d present",
-                    len(absent), len(entries), root, len(entries) - len(absent))  # fmt: skip
+        log.warning(
+            "%d of %d images in the NIH table are not in %s (not downloaded?); converting the %d "
+            "present",
+            len(absent),
+            len(entries),
+            root,
+            len(entries) - len(absent),
+        )
     needed = ["Image Index", "Finding Labels", "Patient ID"]
     if not set(needed) <= set(entries.columns):
-        raise DataError(f"NIH table lacks column(s) {', '.join(set(needed) - set(entries.columns))}")
+        raise DataError(
+            f"NIH table lacks column(s) {', '.join(set(needed) - set(entries.columns))}"
+        )
     for row in entries.to_dict("records"):
         name = row["Image Index"]
         if name not in images:
@@ -104,7 +141,10 @@ def convert_nih(root: Path, task: str) -> Iterator[Item]:
             patient_id=str(row["Patient ID"]),
             boxes=boxes.get(name, []),
             box_reference=(NIH_RELEASE_SIZE, NIH_RELEASE_SIZE),
-            extra={"findings": row["Finding Labels"], **{k: row.get(v, "") for k, v in NIH_EXTRA_COLUMNS.items()}},
+            extra={
+                "findings": row["Finding Labels"],
+                **{k: row.get(v, "") for k, v in NIH_EXTRA_COLUMNS.items()},
+            },
             origin=str(images[name]),
         )
 
@@ -119,7 +159,9 @@ def read_nih_boxes(root: Path) -> dict[str, list[Box]]:
     table.columns = ["image", "label", "x", "y", "w", "h"]
     result: dict[str, list[Box]] = {}
     for row in table.itertuples(index=False):
-        result.setdefault(row.image, []).append(Box(float(row.x), float(row.y), float(row.w), float(row.h), row.label))
+        result.setdefault(row.image, []).append(
+            Box(float(row.x), float(row.y), float(row.w), float(row.h), row.label)
+        )
     return result
 
 
@@ -129,16 +171,26 @@ def convert_rsna(root: Path, task: str) -> Iterator[Item]:
     labels = read_source_csv(find_file(root, "stage_*_train_labels.csv", hint))
     missing = {"patientId", "Target", "x", "y", "width", "height"} - set(labels.columns)
     if missing:
-        raise DataError(f"RSNA labels lack column(s) {', '.join(sorted(missing))}: is this stage_2_train_labels.csv?")
+        raise DataError(
+            f"RSNA labels lack column(s) {', '.join(sorted(missing))}: is this "
+            "stage_2_train_labels.csv?"
+        )
     details = _rsna_details(root)
     dicoms = {p.stem: p for p in root.rglob("*.dcm")}
-    log.warning("RSNA's patientId is one per image, so folds cannot group a patient's images: each image is its own group")
+    log.warning(
+        "RSNA's patientId is one per image, so folds cannot group a patient's images: each image "
+        "is its own group"
+    )
     for pid, rows in labels.groupby("patientId", sort=True):
         if pid not in dicoms:
             log.warning("RSNA image %s.dcm listed in the labels but not found; left out", pid)
             continue
         positive = bool(rows["Target"].max() == 1)
-        boxes = [Box(float(r.x), float(r.y), float(r.width), float(r.height), "pneumonia") for r in rows.itertuples() if r.Target == 1]
+        boxes = [
+            Box(float(r.x), float(r.y), float(r.width), float(r.height), "pneumonia")
+            for r in rows.itertuples()
+            if r.Target == 1
+        ]
         yield Item(
             image=f"images/{pid}.png",
             load=_loader(dicoms[pid], root),
@@ -159,7 +211,8 @@ def _rsna_details(root: Path) -> dict[str, str]:
 
 
 def convert_covid(root: Path, classes: list[str]) -> Iterator[Item]:
-    """COVID-19 Radiography Database: one folder per class (images directly inside or in images/)."""
+    """COVID-19 Radiography Database: one folder per class (images directly inside or in
+    images/)."""
     found = {}
     for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
         cls = COVID_FOLDERS.get(folder.name.lower())
@@ -167,15 +220,29 @@ def convert_covid(root: Path, classes: list[str]) -> Iterator[Item]:
             found[cls] = folder
     missing = [c for c in classes if c not in found]
     if missing:
-        raise DataError(f"no folder for class(es) {', '.join(missing)} under {root}; expected folders named {', '.join(COVID_FOLDERS)}")
-    log.warning("the COVID-19 Radiography Database has no patient ids: each image is its own group in the folds")
+        raise DataError(
+            f"no folder for class(es) {', '.join(missing)} under {root}; expected folders named "
+            f"{', '.join(COVID_FOLDERS)}"
+        )
+    log.warning(
+        "the COVID-19 Radiography Database has no patient ids: each image is its own group in the "
+        "folds"
+    )
     for cls, folder in found.items():
-        for path in sorted(p for p in folder.rglob("*") if is_image_file(p) and "masks" not in p.parts):
-            yield Item(image=f"images/{cls}/{path.stem}.png", load=_loader(path, root), label=cls, origin=str(path))
+        for path in sorted(
+            p for p in folder.rglob("*") if is_image_file(p) and "masks" not in p.parts
+        ):
+            yield Item(
+                image=f"images/{cls}/{path.stem}.png",
+                load=_loader(path, root),
+                label=cls,
+                origin=str(path),
+            )
 
 
 def convert_folder(root: Path, csv: Path | None = None) -> Iterator[Item]:
-    """A user's own images: one sub-folder per class, or a CSV of path,label[,patient_id] relative to its folder."""
+    """A user's own images: one sub-folder per class, or a CSV of path,label[,patient_id] relative
+    to its folder."""
     if csv is not None:
         yield from _convert_csv(csv)
         return
@@ -184,16 +251,27 @@ def convert_folder(root: Path, csv: Path | None = None) -> Iterator[Item]:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(
-            f"{root} has no class sub-folders; expected one folder per class (e.g. {root}/normal/, {root}/pneumonia/), or pass --csv"
+            f"{root} has no class sub-folders; expected one folder per class (e.g. {root}/normal/, "
+            f"{root}/pneumonia/), or pass --csv"
         )
     for folder in class_dirs:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         ignored = [p.name for p in files if not is_image_file(p)]
         if ignored:
-            log.warning("ignored %d file(s) in %s that are not PNG, JPEG or DICOM: %s", len(ignored), folder, ", ".join(ignored[:5]))
+            log.warning(
+                "ignored %d file(s) in %s that are not PNG, JPEG or DICOM: %s",
+                len(ignored),
+                folder,
+                ", ".join(ignored[:5]),
+            )
         for path in (p for p in files if is_image_file(p)):
             relative = path.relative_to(root).with_suffix(".png").as_posix()
-            yield Item(image=f"images/{relative}", load=_loader(path, root), label=folder.name, origin=str(path))
+            yield Item(
+                image=f"images/{relative}",
+                load=_loader(path, root),
+                label=folder.name,
+                origin=str(path),
+            )
 
 
 def _convert_csv(csv: Path) -> Iterator[Item]:
@@ -201,7 +279,10 @@ def _convert_csv(csv: Path) -> Iterator[Item]:
         raise DataError(f"CSV file {csv} not found")
     table = read_source_csv(csv, dtype=str, keep_default_na=False)
     if not {"path", "label"} <= set(table.columns):
-        raise DataError(f"{csv}: needs columns path,label (and optionally patient_id); found {', '.join(table.columns)}")
+        raise DataError(
+            f"{csv}: needs columns path,label (and optionally patient_id); found "
+            f"{', '.join(table.columns)}"
+        )
     for line, row in enumerate(table.to_dict("records"), start=2):
         relative = check_relative_path(row["path"], f"{csv} line {line}")
         path = csv.parent / relative

@@ -83,7 +83,12 @@ def write_dataset(
         rows, skipped = convert_items(progress(items), work, size)
         if skipped:
             shown = ", ".join(s["origin"] for s in skipped[:5]) + (" …" if len(skipped) > 5 else "")
-            log.warning("skipped %d unreadable or unlabelled image(s), listed in %s: %s", len(skipped), SKIPPED_FILE, shown)
+            log.warning(
+                "skipped %d unreadable or unlabelled image(s), listed in %s: %s",
+                len(skipped),
+                SKIPPED_FILE,
+                shown,
+            )
         table = pd.DataFrame(rows)
         if table.empty:
             raise DataError(f"no readable images for dataset {name!r} ({len(skipped)} skipped)")
@@ -92,7 +97,9 @@ def write_dataset(
         warn_identical_images(table)
         table = table.drop(columns="pixels_sha1")
         write_csv_atomic(table, work / LABELS_FILE)
-        write_csv_atomic(pd.DataFrame(skipped, columns=["origin", "image", "reason"]), work / SKIPPED_FILE)
+        write_csv_atomic(
+            pd.DataFrame(skipped, columns=["origin", "image", "reason"]), work / SKIPPED_FILE
+        )
         info = {
             "name": name,
             "images": len(table),
@@ -106,7 +113,9 @@ def write_dataset(
             "cxr_version": __version__,
             **(metadata or {}),
         }
-        (work / METADATA_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        (work / METADATA_FILE).write_text(
+            json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8"
+        )
         replace_folder(work, final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -119,21 +128,33 @@ def check_two_classes(table: pd.DataFrame, multi_label: bool, name: str) -> None
     found = class_names(table, multi_label)
     if len(found) < 2:
         kind = "finding" if multi_label else "class"
-        raise DataError(f"dataset {name!r} has one {kind} only ({', '.join(found)}): a classifier needs at least two; "
-                        "add images of another class")
+        raise DataError(
+            f"dataset {name!r} has one {kind} only ({', '.join(found)}): a classifier needs at "
+            "least two; "
+            "add images of another class"
+        )
 
 
 def warn_identical_images(table: pd.DataFrame) -> None:
-    """Byte-identical images in different folds let a model be validated on what it trained on: say which."""
+    """Byte-identical images in different folds let a model be validated on what it trained on: say
+    which."""
     folds_per_image = table.groupby("pixels_sha1")["fold"].nunique()
     leaking = folds_per_image[folds_per_image > 1].index
     if len(leaking):
-        groups = [" = ".join(table.loc[table["pixels_sha1"] == digest, "image"]) for digest in leaking]
-        log.warning("%d group(s) of identical images lie in different folds (the same image in training and validation): %s",
-                    len(groups), shown_list(groups, 3))
+        groups = [
+            " = ".join(table.loc[table["pixels_sha1"] == digest, "image"]) for digest in leaking
+        ]
+        log.warning(
+            "%d group(s) of identical images lie in different folds (the same image in training "
+            "and validation): %s",
+            len(groups),
+            shown_list(groups, 3),
+        )
 
 
-def convert_items(items: Iterable[Item], work: Path, size: int | None) -> tuple[list[dict], list[dict]]:
+def convert_items(
+    items: Iterable[Item], work: Path, size: int | None
+) -> tuple[list[dict], list[dict]]:
     """Load, resize and write each image; collect table rows and the skipped list."""
     rows: list[dict] = []
     skipped: list[dict] = []
@@ -141,15 +162,25 @@ def convert_items(items: Iterable[Item], work: Path, size: int | None) -> tuple[
     for item in items:
         relative = check_relative_path(item.image, f"image {item.origin or item.image}")
         if relative in seen:
-            raise DataError(f"two source images map to the same output file {relative}; rename one of them")
+            raise DataError(
+                f"two source images map to the same output file {relative}; rename one of them"
+            )
         seen.add(relative)
         if is_missing_label(item.label):
-            skipped.append({"origin": item.origin or relative, "image": relative, "reason": f"missing label {item.label!r}"})
+            skipped.append(
+                {
+                    "origin": item.origin or relative,
+                    "image": relative,
+                    "reason": f"missing label {item.label!r}",
+                }
+            )
             continue
         try:
             raw = item.load()
         except DataError as exc:
-            skipped.append({"origin": item.origin or relative, "image": relative, "reason": str(exc)})
+            skipped.append(
+                {"origin": item.origin or relative, "image": relative, "reason": str(exc)}
+            )
             continue
         image = resize_image(raw, size)
         write_png(image, work / relative)
@@ -164,7 +195,9 @@ def convert_items(items: Iterable[Item], work: Path, size: int | None) -> tuple[
                 "width": image.shape[1],
                 "height": image.shape[0],
                 **item.extra,
-                "pixels_sha1": hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest(),
+                "pixels_sha1": hashlib.sha1(
+                    image.tobytes() + str(image.shape).encode()
+                ).hexdigest(),
             }
         )
     return rows, skipped

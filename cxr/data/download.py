@@ -23,7 +23,14 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import requests
 import urllib3
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from cxr.atomic import make_work_folder, stale_work_folders
 from cxr.errors import ConfigError, DataError
@@ -64,14 +71,21 @@ def fetch(
     part = target.with_name(target.name + ".part")
     failures = 0
     if auth is not None and not encrypted_or_local(remote.url):
-        raise DataError(f"refusing to send credentials for {remote.filename} over plain http ({_safe_url(remote.url)})")
+        raise DataError(
+            f"refusing to send credentials for {remote.filename} over plain http "
+            f"({_safe_url(remote.url)})"
+        )
     with requests.Session() as session:
         session.auth = auth  # requests drops it on a redirect to another host
         while True:
             offset = part.stat().st_size if part.exists() else 0
             try:
                 done = _fetch_once(session, remote, part, offset, timeout, show_progress)
-            except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                urllib3.exceptions.HTTPError,
+            ) as exc:
                 done, reason = False, f"{type(exc).__name__}"
             except _Retryable as exc:
                 done, reason = False, str(exc)
@@ -80,9 +94,14 @@ def fetch(
             progressed = part.exists() and part.stat().st_size > offset
             failures = 0 if progressed else failures + 1
             if failures > retries:
-                raise DataError(f"download of {remote.filename} failed after {retries} retries ({reason}); run again to resume")
+                raise DataError(
+                    f"download of {remote.filename} failed after {retries} retries ({reason}); run "
+                    "again to resume"
+                )
             wait = backoff * 2 ** max(failures - 1, 0)
-            log.warning("download of %s interrupted (%s); resuming in %.1f s", remote.filename, reason, wait)
+            log.warning(
+                "download of %s interrupted (%s); resuming in %.1f s", remote.filename, reason, wait
+            )
             time.sleep(wait)
     try:
         verify_file(part, remote)
@@ -97,7 +116,8 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def encrypted_or_local(url: str) -> bool:
-    """May credentials travel to `url`? Over https, or to this machine itself (a local test server)."""
+    """May credentials travel to `url`? Over https, or to this machine itself (a local test
+    server)."""
     parts = urllib.parse.urlsplit(url)
     return parts.scheme == "https" or parts.hostname in LOOPBACK
 
@@ -106,7 +126,14 @@ class _Retryable(Exception):
     """A server answer worth another try (5xx, 429, a short body)."""
 
 
-def _fetch_once(session: requests.Session, remote: RemoteFile, part: Path, offset: int, timeout: float, show_progress: bool) -> bool:
+def _fetch_once(
+    session: requests.Session,
+    remote: RemoteFile,
+    part: Path,
+    offset: int,
+    timeout: float,
+    show_progress: bool,
+) -> bool:
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     with session.get(remote.url, headers=headers, stream=True, timeout=timeout) as response:
         if response.status_code == 416 and offset and remote.size == offset:
@@ -119,14 +146,19 @@ def _fetch_once(session: requests.Session, remote: RemoteFile, part: Path, offse
                 "check your credentials and that you accepted the dataset's terms"
             )
         if response.status_code not in (200, 206):
-            raise DataError(f"download of {remote.filename} failed: HTTP {response.status_code} from {_safe_url(remote.url)}")
+            raise DataError(
+                f"download of {remote.filename} failed: HTTP {response.status_code} from "
+                f"{_safe_url(remote.url)}"
+            )
         resumed = response.status_code == 206
         if offset and not resumed:
             log.info("server ignored the resume request for %s; starting again", remote.filename)
         length = int(response.headers.get("Content-Length", 0)) or None
         total = (offset if resumed else 0) + length if length else remote.size
         with open(part, "ab" if resumed else "wb") as handle, _progress(show_progress) as progress:
-            task = progress.add_task(remote.filename, total=total, completed=offset if resumed else 0)
+            task = progress.add_task(
+                remote.filename, total=total, completed=offset if resumed else 0
+            )
             # read1 returns what has arrived, so a cut connection loses nothing already received
             while chunk := response.raw.read1(CHUNK, decode_content=True):
                 handle.write(chunk)
@@ -149,7 +181,8 @@ def _progress(show: bool) -> Progress:
 
 
 def _safe_url(url: str) -> str:
-    """The URL without a user name, password or query string (signed URLs carry secrets there): printable."""
+    """The URL without a user name, password or query string (signed URLs carry secrets there):
+    printable."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
@@ -157,7 +190,8 @@ def _safe_url(url: str) -> str:
 
 
 def mirror_url(base: str, filename: str) -> str:
-    """`filename` under a mirror's base URL, keeping the base's query string (a signed or token URL) after it."""
+    """`filename` under a mirror's base URL, keeping the base's query string (a signed or token URL)
+    after it."""
     parts = urllib.parse.urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"mirror {_safe_url(base)!r}: expected an http:// or https:// base URL")
@@ -171,7 +205,8 @@ def verify_file(path: Path, remote: RemoteFile) -> None:
     if remote.size is not None and size != remote.size:
         path.unlink(missing_ok=True)
         raise DataError(
-            f"{remote.filename}: size {size} bytes, expected {remote.size}; the file was removed, run again to download it anew"
+            f"{remote.filename}: size {size} bytes, expected {remote.size}; the file was removed, "
+            "run again to download it anew"
         )
     for algorithm in ("sha256", "md5"):
         expected = getattr(remote, algorithm)
@@ -180,7 +215,8 @@ def verify_file(path: Path, remote: RemoteFile) -> None:
             if actual != expected.lower():
                 path.unlink(missing_ok=True)
                 raise DataError(
-                    f"{remote.filename}: {algorithm} checksum mismatch (expected {expected}, got {actual}); "
+                    f"{remote.filename}: {algorithm} checksum mismatch (expected {expected}, got "
+                    f"{actual}); "
                     "the file was removed, run again to download it anew"
                 )
 
@@ -197,15 +233,19 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 def is_archive_name(name: str) -> bool:
-    """By name, so that a truncated archive is still recognised (and then refused), never skipped."""
+    """By name, so that a truncated archive is still recognised (and then refused), never
+    skipped."""
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def extract_archive(archive: Path, target: Path) -> Path:
-    """Extract safely into `target` (all or nothing); an existing `target` means it was done before."""
+    """Extract safely into `target` (all or nothing); an existing `target` means it was done
+    before."""
     if target.is_dir():
         return target
-    for stale in stale_work_folders(target.parent, target.name):  # left by a killed earlier extraction
+    for stale in stale_work_folders(
+        target.parent, target.name
+    ):  # left by a killed earlier extraction
         shutil.rmtree(stale, ignore_errors=True)
     work = make_work_folder(target.parent, target.name)
     try:
@@ -229,8 +269,17 @@ class CorruptArchive(DataError):
 def check_member_name(name: str, archive: Path) -> None:
     """Reject absolute paths, drive letters and '..' in an archive member."""
     posix, windows = PurePosixPath(name), PureWindowsPath(name)
-    if posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts or ".." in windows.parts:
-        raise DataError(f"{archive.name}: unsafe member {name!r} would be written outside the target folder; refusing to extract")
+    if (
+        posix.is_absolute()
+        or windows.is_absolute()
+        or windows.drive
+        or ".." in posix.parts
+        or ".." in windows.parts
+    ):
+        raise DataError(
+            f"{archive.name}: unsafe member {name!r} would be written outside the target folder; "
+            "refusing to extract"
+        )
 
 
 def _extract_zip(archive: Path, work: Path) -> None:
@@ -239,7 +288,10 @@ def _extract_zip(archive: Path, work: Path) -> None:
             for info in zf.infolist():
                 check_member_name(info.filename, archive)
                 if stat.S_ISLNK(info.external_attr >> 16):
-                    raise DataError(f"{archive.name}: member {info.filename!r} is a symbolic link; refusing to extract")
+                    raise DataError(
+                        f"{archive.name}: member {info.filename!r} is a symbolic link; refusing to "
+                        "extract"
+                    )
             for info in zf.infolist():
                 zf.extract(info, work)
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
@@ -252,10 +304,18 @@ def _extract_tar(archive: Path, work: Path) -> None:
             for member in tar:
                 check_member_name(member.name, archive)
                 if member.issym() or member.islnk():
-                    link = PurePosixPath(member.name).parent / member.linkname if member.issym() else PurePosixPath(member.linkname)
-                    if PurePosixPath(member.linkname).is_absolute() or ".." in PurePosixPath(os.path.normpath(str(link))).parts:
+                    link = (
+                        PurePosixPath(member.name).parent / member.linkname
+                        if member.issym()
+                        else PurePosixPath(member.linkname)
+                    )
+                    if (
+                        PurePosixPath(member.linkname).is_absolute()
+                        or ".." in PurePosixPath(os.path.normpath(str(link))).parts
+                    ):
                         raise DataError(
-                            f"{archive.name}: link {member.name!r} -> {member.linkname!r} points outside the target folder; "
+                            f"{archive.name}: link {member.name!r} -> {member.linkname!r} points "
+                            "outside the target folder; "
                             "refusing to extract"
                         )
             tar.extractall(work, filter="data")  # the stdlib's own guard, on top of ours
@@ -266,7 +326,8 @@ def _extract_tar(archive: Path, work: Path) -> None:
 
 
 def kaggle_credentials() -> tuple[str, str]:
-    """Kaggle's standard credentials: KAGGLE_USERNAME/KAGGLE_KEY, else kaggle.json. Never printed."""
+    """Kaggle's standard credentials: KAGGLE_USERNAME/KAGGLE_KEY, else kaggle.json. Never
+    printed."""
     user, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
     if user and key:
         return user, key

@@ -59,7 +59,9 @@ def read_dicom(path: Path) -> np.ndarray:
         raise DataError(f"{path}: DICOM file has no pixel data")
     pixels = ds.pixel_array
     if pixels.ndim != 2:
-        raise DataError(f"{path}: expected one greyscale frame, got pixel array of shape {pixels.shape}")
+        raise DataError(
+            f"{path}: expected one greyscale frame, got pixel array of shape {pixels.shape}"
+        )
     values = apply_modality_lut(pixels, ds)
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
         values = apply_voi_lut(values, ds)
@@ -81,7 +83,9 @@ def resize_image(image: np.ndarray, size: int | None) -> np.ndarray:
     """Resize to size x size (area-averaging when shrinking); None keeps the image as it is."""
     if size is None or image.shape == (size, size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    return np.asarray(
+        Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    )
 
 
 def write_png(image: np.ndarray, path: Path, compress_level: int = 1) -> None:

@@ -44,7 +44,12 @@ class Box:
 
 
 def encode_boxes(boxes: list[Box]) -> str:
-    return json.dumps([{k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(b).items()} for b in boxes])
+    return json.dumps(
+        [
+            {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(b).items()}
+            for b in boxes
+        ]
+    )
 
 
 def decode_boxes(text: object) -> list[Box]:
@@ -55,11 +60,14 @@ def decode_boxes(text: object) -> list[Box]:
 
 
 def box_mask(shape: tuple[int, int], boxes: list[Box]) -> np.ndarray:
-    """Pixels covered by any box (pixel (x, y) is inside when x0 <= x < x0 + w); parts outside the image count not."""
+    """Pixels covered by any box (pixel (x, y) is inside when x0 <= x < x0 + w); parts outside the
+    image count not."""
     mask = np.zeros(shape, dtype=bool)
     height, width = shape
     for b in boxes:
-        y0, y1 = (min(max(round(v), 0), height) for v in (b.y, b.y + b.h))  # clipped: a negative end never wraps
+        y0, y1 = (
+            min(max(round(v), 0), height) for v in (b.y, b.y + b.h)
+        )  # clipped: a negative end never wraps
         x0, x1 = (min(max(round(v), 0), width) for v in (b.x, b.x + b.w))
         mask[y0:y1, x0:x1] = True
     return mask
@@ -71,18 +79,30 @@ def clean_boxes(text: object, width: float, height: float, where: str) -> tuple[
     A value that is not a finite number (NaN, Infinity, a string) is a DataError naming `where`.
     """
     try:
-        items = [] if text is None or (isinstance(text, float) and pd.isna(text)) or not str(text).strip() else json.loads(str(text))
+        items = (
+            []
+            if text is None or (isinstance(text, float) and pd.isna(text)) or not str(text).strip()
+            else json.loads(str(text))
+        )
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
             raise ValueError("expected a JSON list of {x, y, w, h, label} objects")
         boxes = [Box(**item) for item in items]
     except (ValueError, TypeError) as exc:
-        raise DataError(f"{where}: bad boxes value {shorten(repr(text), 200)} ({shorten(str(exc), 200)})") from None
+        raise DataError(
+            f"{where}: bad boxes value {shorten(repr(text), 200)} ({shorten(str(exc), 200)})"
+        ) from None
     kept, empty = [], 0
     for box in boxes:
         values = (box.x, box.y, box.w, box.h)
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-            raise DataError(f"{where}: box {shorten(repr(values), 200)} has a value that is not a finite number; "
-                            "x, y, w and h must be numbers of pixels")
+        if not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        ):
+            raise DataError(
+                f"{where}: box {shorten(repr(values), 200)} has a value that is not a finite "
+                "number; "
+                "x, y, w and h must be numbers of pixels"
+            )
         x0, y0 = min(max(box.x, 0.0), width), min(max(box.y, 0.0), height)
         x1, y1 = min(max(box.x + box.w, 0.0), width), min(max(box.y + box.h, 0.0), height)
         if x1 - x0 <= 0 or y1 - y0 <= 0:
@@ -98,26 +118,46 @@ def split_labels(label: str) -> list[str]:
 
 
 def check_relative_path(value: str, where: str) -> str:
-    """Reject a path that could escape the dataset folder: absolute, drive-qualified or with '..'."""
+    """Reject a path that could escape the dataset folder: absolute, drive-qualified or with
+    '..'."""
     text = str(value).strip()
     posix, windows = PurePosixPath(text), PureWindowsPath(text)
-    if not text or posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts or ".." in windows.parts:
-        raise DataError(f"{where}: path {value!r} escapes the dataset folder; only relative paths inside it are allowed")
+    if (
+        not text
+        or posix.is_absolute()
+        or windows.is_absolute()
+        or windows.drive
+        or ".." in posix.parts
+        or ".." in windows.parts
+    ):
+        raise DataError(
+            f"{where}: path {value!r} escapes the dataset folder; only relative paths inside it "
+            "are allowed"
+        )
     return text
 
 
 def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
-    """Read and validate `labels.csv`: columns, safe paths, folds, boxes, and (optionally) that every file exists."""
+    """Read and validate `labels.csv`: columns, safe paths, folds, boxes, and (optionally) that
+    every file exists."""
     path = dataset_dir / LABELS_FILE
     if not path.is_file():
-        raise DataError(f"no {LABELS_FILE} in {dataset_dir}: create the dataset first with {suggest_download(dataset_dir.name)}")
+        raise DataError(
+            f"no {LABELS_FILE} in {dataset_dir}: create the dataset first with "
+            f"{suggest_download(dataset_dir.name)}"
+        )
     try:
-        table = pd.read_csv(path, dtype={"image": str, "label": str, "patient_id": str}, keep_default_na=False)
+        table = pd.read_csv(
+            path, dtype={"image": str, "label": str, "patient_id": str}, keep_default_na=False
+        )
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{path}: unreadable CSV ({exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; required: {', '.join(REQUIRED_COLUMNS)}")
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; required: "
+            f"{', '.join(REQUIRED_COLUMNS)}"
+        )
     if table.empty:
         raise DataError(f"{path}: the dataset has no images")
     for row, image in enumerate(table["image"], start=2):
@@ -131,13 +171,19 @@ def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
     if duplicated.any():
         first = table.loc[duplicated, "image"].iloc[0]
         lines = [str(i + 2) for i in table.index[table["image"] == first]]
-        raise DataError(f"{path}: image {first} is listed {len(lines)} times (lines {', '.join(lines)}) and "
-                        f"{int(duplicated.sum())} rows in all are repeats; each image must have one row")
+        raise DataError(
+            f"{path}: image {first} is listed {len(lines)} times (lines {', '.join(lines)}) and "
+            f"{int(duplicated.sum())} rows in all are repeats; each image must have one row"
+        )
     missing_label = table["label"].map(is_missing_label)
     if missing_label.any():
         lines = [str(i + 2) for i in table.index[missing_label]]
-        log.warning("%s: %d row(s) without a label left out (lines %s)", path, len(lines), shown_list(lines))
-        table = table[~missing_label]  # the index keeps each row's line number (index + 2) for the messages below
+        log.warning(
+            "%s: %d row(s) without a label left out (lines %s)", path, len(lines), shown_list(lines)
+        )
+        table = table[
+            ~missing_label
+        ]  # the index keeps each row's line number (index + 2) for the messages below
         if table.empty:
             raise DataError(f"{path}: no row has a label")
     for column in ("boxes", "lungs"):
@@ -149,44 +195,69 @@ def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
 
 
 MISSING_LABELS = {"", "nan", "na", "n/a", "null", "none"}
-MAX_IMAGE_SIDE = 16384  # pixels: larger files are refused before decoding (a small PNG can decode to gigabytes)
+MAX_IMAGE_SIDE = (
+    16384  # pixels: larger files are refused before decoding (a small PNG can decode to gigabytes)
+)
 
 
 def is_missing_label(label: object) -> bool:
     """Empty cells and the words spreadsheets and pandas write for nothing (NaN, NA, null, None)."""
-    return label is None or (isinstance(label, float) and math.isnan(label)) or str(label).strip().lower() in MISSING_LABELS
+    return (
+        label is None
+        or (isinstance(label, float) and math.isnan(label))
+        or str(label).strip().lower() in MISSING_LABELS
+    )
 
 
 def shown_list(items: list[str], limit: int = 5) -> str:
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+    return ", ".join(items[:limit]) + (
+        f" and {len(items) - limit} more" if len(items) > limit else ""
+    )
 
 
 def checked_box_column(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    """The column's boxes clipped to each image (its width and height), re-encoded; empty ones dropped with a warning."""
-    width = pd.to_numeric(table.get("width", pd.Series(np.inf, index=table.index)), errors="coerce").fillna(np.inf)
-    height = pd.to_numeric(table.get("height", pd.Series(np.inf, index=table.index)), errors="coerce").fillna(np.inf)
+    """The column's boxes clipped to each image (its width and height), re-encoded; empty ones
+    dropped with a warning."""
+    width = pd.to_numeric(
+        table.get("width", pd.Series(np.inf, index=table.index)), errors="coerce"
+    ).fillna(np.inf)
+    height = pd.to_numeric(
+        table.get("height", pd.Series(np.inf, index=table.index)), errors="coerce"
+    ).fillna(np.inf)
     cleaned, dropped = [], []
     for i, text, w, h in zip(table.index, table[column], width, height, strict=True):
         boxes, empty = clean_boxes(text, w, h, f"{path} line {i + 2}, column {column}")
         cleaned.append(encode_boxes(boxes))
         dropped.extend([str(i + 2)] * empty)
     if dropped:
-        log.warning("%s: %d box(es) in column %s lie outside their image or have no area and were dropped (lines %s)",
-                    path, len(dropped), column, shown_list(sorted(set(dropped), key=int)))
+        log.warning(
+            "%s: %d box(es) in column %s lie outside their image or have no area and were dropped "
+            "(lines %s)",
+            path,
+            len(dropped),
+            column,
+            shown_list(sorted(set(dropped), key=int)),
+        )
     return pd.Series(cleaned, index=table.index)
 
 
 def check_image_files(dataset_dir: Path, table: pd.DataFrame, where: Path | str) -> None:
-    """Every listed image exists, stays inside the dataset folder, and has the stored size (read from its header).
+    """Every listed image exists, stays inside the dataset folder, and has the stored size (read
+    from its header).
 
-    The size check runs before any decoding, so a small file that would decode to gigabytes is refused by name.
+    The size check runs before any decoding, so a small file that would decode to gigabytes is
+    refused by name.
     """
     root = dataset_dir.resolve()
     absent, outside, unreadable, wrong = [], [], [], []
     stored = {}
     for side in ("width", "height"):
-        values = pd.to_numeric(table.get(side, pd.Series(np.nan, index=table.index)), errors="coerce")
-        bad = values.isna() & table.get(side, pd.Series("", index=table.index)).astype(str).str.strip().ne("")
+        values = pd.to_numeric(
+            table.get(side, pd.Series(np.nan, index=table.index)), errors="coerce"
+        )
+        bad = values.isna() & table.get(side, pd.Series("", index=table.index)).astype(
+            str
+        ).str.strip().ne("")
         if side in table.columns and (bad | (values <= 0)).any():
             line = int(table.index[bad | (values <= 0)][0]) + 2
             raise DataError(f"{where} line {line}: {side} must be a whole number of pixels > 0")
@@ -209,15 +280,26 @@ def check_image_files(dataset_dir: Path, table: pd.DataFrame, where: Path | str)
         if (expected is not None and size != expected) or max(size) > MAX_IMAGE_SIDE:
             wrong.append(f"{image} ({size[0]}x{size[1]})")
     if absent:
-        raise DataError(f"{where}: {len(absent)} image file(s) listed but missing: {shown_list(absent)}")
+        raise DataError(
+            f"{where}: {len(absent)} image file(s) listed but missing: {shown_list(absent)}"
+        )
     if outside:
-        raise DataError(f"{where}: {len(outside)} image(s) are links leading outside {dataset_dir}: {shown_list(outside)}; "
-                        "only files inside the dataset folder are read")
+        raise DataError(
+            f"{where}: {len(outside)} image(s) are links leading outside {dataset_dir}: "
+            f"{shown_list(outside)}; "
+            "only files inside the dataset folder are read"
+        )
     if unreadable:
-        raise DataError(f"{where}: {len(unreadable)} image file(s) are not readable PNG or JPEG: {shown_list(unreadable)}")
+        raise DataError(
+            f"{where}: {len(unreadable)} image file(s) are not readable PNG or JPEG: "
+            f"{shown_list(unreadable)}"
+        )
     if wrong:
-        raise DataError(f"{where}: {len(wrong)} image(s) differ from their stored width and height "
-                        f"(or exceed {MAX_IMAGE_SIDE} px): {shown_list(wrong)}; make the dataset again with --overwrite")
+        raise DataError(
+            f"{where}: {len(wrong)} image(s) differ from their stored width and height "
+            f"(or exceed {MAX_IMAGE_SIDE} px): {shown_list(wrong)}; make the dataset again with "
+            "--overwrite"
+        )
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -242,7 +324,10 @@ def suggest_download(dataset: str) -> str:
         if dataset == source or dataset.startswith(source + "-"):
             task = dataset.removeprefix(source).removeprefix("-")
             return f"`cxr download {source}" + (f" --task {task}`" if task else "`")
-    return f"`cxr download folder --from YOUR_IMAGES --name {dataset}` (or another source: `cxr download --help`)"
+    return (
+        f"`cxr download folder --from YOUR_IMAGES --name {dataset}` "
+        "(or another source: `cxr download --help`)"
+    )
 
 
 def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
@@ -263,10 +348,13 @@ def _is_number(text: str) -> bool:
 
 
 def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
-    """Text that a spreadsheet would run as a formula (=, +, -, @ first) gets a leading quote; numbers stay as they are.
+    """Text that a spreadsheet would run as a formula (=, +, -, @ first) gets a leading quote;
+    numbers stay as they are.
 
-    For the reports people open in Excel or LibreOffice, whose text cells may come from a user's own CSV.
+    For the reports people open in Excel or LibreOffice, whose text cells may come from a user's own
+    CSV.
     """
+
     def escape(value: object) -> object:
         if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number(value):
             return "'" + value
@@ -278,8 +366,13 @@ def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
 
 def from_spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
     """Undo `spreadsheet_safe` when cxr reads its own report back."""
+
     def unescape(value: object) -> object:
-        if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_STARTS):
+        if (
+            isinstance(value, str)
+            and value.startswith("'")
+            and value[1:].startswith(FORMULA_STARTS)
+        ):
             return value[1:]
         return value
 

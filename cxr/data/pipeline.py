@@ -35,19 +35,34 @@ def select_split(table: pd.DataFrame, fold: int, split: Split) -> pd.DataFrame:
     """Rows of the validation fold, or of every other fold for training."""
     folds = sorted(table["fold"].unique())
     if fold not in folds:
-        raise DataError(f"fold {fold} does not exist; this dataset has folds {folds[0]}..{folds[-1]}")
+        raise DataError(
+            f"fold {fold} does not exist; this dataset has folds {folds[0]}..{folds[-1]}"
+        )
     mask = table["fold"] == fold
     return table[mask if split == "validation" else ~mask].reset_index(drop=True)
 
 
-def encode_labels(labels: pd.Series, class_names: list[str], multi_label: bool = False) -> np.ndarray:
+def encode_labels(
+    labels: pd.Series, class_names: list[str], multi_label: bool = False
+) -> np.ndarray:
     """Class indices (int32, shape (N,)) or multi-hot (float32, shape (N, C)) for multi-label."""
     index = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted({name for label in labels for name in (split_labels(label) if multi_label else [label])} - set(index))
+    unknown = sorted(
+        {name for label in labels for name in (split_labels(label) if multi_label else [label])}
+        - set(index)
+    )
     if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        hint = " (multi-label data? set data.multi_label: true)" if any(LABEL_SEPARATOR in u for u in unknown) else ""
-        raise DataError(f"label(s) {shown} not among the configured classes {', '.join(class_names)}{hint}")
+        shown = ", ".join(unknown[:5]) + (
+            f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        )
+        hint = (
+            " (multi-label data? set data.multi_label: true)"
+            if any(LABEL_SEPARATOR in u for u in unknown)
+            else ""
+        )
+        raise DataError(
+            f"label(s) {shown} not among the configured classes {', '.join(class_names)}{hint}"
+        )
     if not multi_label:
         return np.array([index[label] for label in labels], dtype=np.int32)
     hot = np.zeros((len(labels), len(class_names)), dtype=np.float32)
@@ -71,25 +86,46 @@ def make_dataset(
     cache: bool | str | Path = False,
     seed: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of (images (B, S, S, channels) float32, labels); flips and shuffling only when `training`.
+    """Batches of (images (B, S, S, channels) float32, labels); flips and shuffling only when
+    `training`.
 
-    `cache`: False streams; True or "memory" keeps decoded images in memory; a folder holds a cache file.
+    `cache`: False streams; True or "memory" keeps decoded images in memory; a folder holds a cache
+    file.
     """
     paths = [str(dataset_dir / image) for image in table["image"]]
     labels = encode_labels(table["label"], class_names, multi_label)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    decode = lambda path, label: (decode_image(path, image_size, 1), label)  # noqa: E731
-    shuffle = lambda ds: ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True) if training else ds  # noqa: E731
-    if cache is not False:  # decode once, then a fresh order every epoch (shuffling before the cache would freeze the order)
-        place = "" if cache is True or cache == "memory" else str(cache_file(Path(cache), paths, labels, image_size))
+
+    def decode(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return decode_image(path, image_size, 1), label
+
+    def shuffle(ds: tf.data.Dataset) -> tf.data.Dataset:
+        return ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True) if training else ds
+
+    # cached: decode once, then a fresh order every epoch (shuffling before the cache freezes it)
+    if cache is not False:
+        place = (
+            ""
+            if cache is True or cache == "memory"
+            else str(cache_file(Path(cache), paths, labels, image_size))
+        )
         ds = shuffle(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache(place))
     else:  # shuffle paths, not pixels: the buffer stays small
         ds = shuffle(ds).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     if channels > 1:  # after the cache, which holds one grey channel
-        ds = ds.map(lambda image, y: (tf.repeat(image, channels, axis=-1), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if training and flip:  # stateless flips keyed by (seed, position): the same run gives the same flips, in parallel too
+        ds = ds.map(
+            lambda image, y: (tf.repeat(image, channels, axis=-1), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    # stateless flips keyed by (seed, position): the same run gives the same flips, in parallel too
+    if training and flip:
         ds = ds.enumerate().map(
-            lambda i, pair: (tf.image.stateless_random_flip_left_right(pair[0], tf.stack([tf.cast(seed, tf.int64), i])), pair[1]),
+            lambda i, pair: (
+                tf.image.stateless_random_flip_left_right(
+                    pair[0], tf.stack([tf.cast(seed, tf.int64), i])
+                ),
+                pair[1],
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     ds = ds.batch(batch_size)
@@ -99,10 +135,12 @@ def make_dataset(
 
 
 def cache_file(folder: Path, paths: list[str], labels: np.ndarray, image_size: int) -> Path:
-    """A cache file named by what it holds: the images (path, size, modification time), labels and image size.
+    """A cache file named by what it holds: the images (path, size, modification time), labels and
+    image size.
 
-    Another split, size or a changed image gives another name, so a stale cache is never read. A lock left by
-    an interrupted first pass (the cache is complete only after one whole pass) is removed.
+    Another split, size or a changed image gives another name, so a stale cache is never read. A
+    lock left by an interrupted first pass (the cache is complete only after one whole pass) is
+    removed.
     """
     digest = hashlib.sha256(f"{image_size}\n".encode())
     digest.update(np.ascontiguousarray(labels).tobytes())
@@ -112,7 +150,9 @@ def cache_file(folder: Path, paths: list[str], labels: np.ndarray, image_size: i
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        problem = f"cannot use it as the cache folder ({exc.strerror}); give a writable folder, or memory"
+        problem = (
+            f"cannot use it as the cache folder ({exc.strerror}); give a writable folder, or memory"
+        )
         raise DataError(f"data.cache = {str(folder)!r}: {problem}") from None
     base = folder / f"cxr-{image_size}px-{len(paths)}-{digest.hexdigest()[:16]}"
     if not Path(f"{base}.index").is_file():
@@ -125,8 +165,8 @@ def cache_file(folder: Path, paths: list[str], labels: np.ndarray, image_size: i
 def images_named_on_failure(dataset_dir: Path, table: pd.DataFrame) -> Iterator[None]:
     """Turn TensorFlow's nameless decode error into a DataError naming the unreadable files.
 
-    The files are only re-read (with Pillow) after a failure; when all of them read, the error was not
-    theirs and is raised as it came.
+    The files are only re-read (with Pillow) after a failure; when all of them read, the error was
+    not theirs and is raised as it came.
     """
     try:
         yield
@@ -141,7 +181,8 @@ def images_named_on_failure(dataset_dir: Path, table: pd.DataFrame) -> Iterator[
             raise
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise DataError(
-            f"{len(bad)} image(s) in {dataset_dir} cannot be decoded: {shown}; replace them, or make the dataset again with --overwrite"
+            f"{len(bad)} image(s) in {dataset_dir} cannot be decoded: {shown}; replace them, or "
+            "make the dataset again with --overwrite"
         ) from None
 
 
@@ -154,18 +195,29 @@ def decode_image(path: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
     return tf.repeat(image, channels, axis=-1) if channels > 1 else image
 
 
-def load_split(dataset_dir: Path, fold: int, split: Split, classes: list[str] | None = None, multi_label: bool = False):
+def load_split(
+    dataset_dir: Path,
+    fold: int,
+    split: Split,
+    classes: list[str] | None = None,
+    multi_label: bool = False,
+):
     """Read labels.csv, pick a split and resolve class names; checks every class is present."""
     table = read_labels(dataset_dir)
     names = classes or table_class_names(table, multi_label)
     return checked_split(table, fold, split, names, multi_label), names
 
 
-def checked_split(table: pd.DataFrame, fold: int, split: Split, classes: list[str], multi_label: bool = False) -> pd.DataFrame:
+def checked_split(
+    table: pd.DataFrame, fold: int, split: Split, classes: list[str], multi_label: bool = False
+) -> pd.DataFrame:
     """A split of an already-read table, refusing one that lacks a class."""
     part = select_split(table, fold, split)
     present = set(table_class_names(part, multi_label))
     missing = [name for name in classes if name not in present]
     if missing:
-        raise DataError(f"{split} split of fold {fold} has no image of class(es) {', '.join(missing)}; make the dataset with fewer folds")
+        raise DataError(
+            f"{split} split of fold {fold} has no image of class(es) {', '.join(missing)}; make "
+            "the dataset with fewer folds"
+        )
     return part

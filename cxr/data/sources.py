@@ -35,20 +35,35 @@ log = logging.getLogger(__name__)
 # The NIH Clinical Center's public links to the 12 image archives (about 42 GB in all).
 # The NIH publishes no checksums for them here, so only completeness is checked.
 NIH_ARCHIVE_IDS = (
-    "vfk49d74nhbxq3nqjg0900w5nvkorp5c", "i28rlmbvmfjbl8p2n3ril0pptcmcu9d1", "f1t00wrtdk94satdfb9olcolqx20z2jp",
-    "0aowwzs5lhjrceb3qp67ahp0rd1l1etg", "v5e3goj22zr6h8tzualxfsqlqaygfbsn", "asi7ikud9jwnkrnkj99jnpfkjdes7l6l",
-    "jn1b4mw4n6lnh74ovmcjb8y48h8xj07n", "tvpxmn7qyrgl0w8wfh9kqfjskv6nmm1j", "upyy3ml7qdumlgk2rfcvlb9k6gvqq2pj",
-    "l6nilvfa9cg3s28tqv1qc1olm3gnz54p", "hhq8fkdgvcari67vfhs7ppg2w6ni4jze", "ioqwiy20ihqwyr8pf4c24eazhh281pbu",
-)  # fmt: skip
+    "vfk49d74nhbxq3nqjg0900w5nvkorp5c",
+    "i28rlmbvmfjbl8p2n3ril0pptcmcu9d1",
+    "f1t00wrtdk94satdfb9olcolqx20z2jp",
+    "0aowwzs5lhjrceb3qp67ahp0rd1l1etg",
+    "v5e3goj22zr6h8tzualxfsqlqaygfbsn",
+    "asi7ikud9jwnkrnkj99jnpfkjdes7l6l",
+    "jn1b4mw4n6lnh74ovmcjb8y48h8xj07n",
+    "tvpxmn7qyrgl0w8wfh9kqfjskv6nmm1j",
+    "upyy3ml7qdumlgk2rfcvlb9k6gvqq2pj",
+    "l6nilvfa9cg3s28tqv1qc1olm3gnz54p",
+    "hhq8fkdgvcari67vfhs7ppg2w6ni4jze",
+    "ioqwiy20ihqwyr8pf4c24eazhh281pbu",
+)
 NIH_FILES = tuple(
-    RemoteFile(f"https://nihcc.box.com/shared/static/{key}.gz", f"images_{i:03d}.tar.gz") for i, key in enumerate(NIH_ARCHIVE_IDS, 1)
+    RemoteFile(f"https://nihcc.box.com/shared/static/{key}.gz", f"images_{i:03d}.tar.gz")
+    for i, key in enumerate(NIH_ARCHIVE_IDS, 1)
 )
 KAGGLE_API = "https://www.kaggle.com/api/v1"
 RSNA_FILES = (
-    RemoteFile(f"{KAGGLE_API}/competitions/data/download-all/rsna-pneumonia-detection-challenge", "rsna-pneumonia-detection-challenge.zip"),
+    RemoteFile(
+        f"{KAGGLE_API}/competitions/data/download-all/rsna-pneumonia-detection-challenge",
+        "rsna-pneumonia-detection-challenge.zip",
+    ),
 )
 COVID_FILES = (
-    RemoteFile(f"{KAGGLE_API}/datasets/download/tawsifurrahman/covid19-radiography-database", "covid19-radiography-database.zip"),
+    RemoteFile(
+        f"{KAGGLE_API}/datasets/download/tawsifurrahman/covid19-radiography-database",
+        "covid19-radiography-database.zip",
+    ),
 )
 
 
@@ -91,66 +106,105 @@ class Source:
         if options.name:
             return options.name
         if source == "folder":
-            return (options.csv.parent if options.csv else options.from_dir or Path("folder")).resolve().name
+            return (
+                (options.csv.parent if options.csv else options.from_dir or Path("folder"))
+                .resolve()
+                .name
+            )
         task = options.task or self.default_task
         return f"{source}-{task}" if task and task not in source else source
 
 
 def _synthetic(_: Path, o: DownloadOptions) -> Iterator[Item]:
-    return make_synthetic_items(o.n, o.size or 256, o.task or "pneumonia", o.positive_fraction, o.bias, o.seed)
+    return make_synthetic_items(
+        o.n, o.size or 256, o.task or "pneumonia", o.positive_fraction, o.bias, o.seed
+    )
 
 
 SOURCES: dict[str, Source] = {
     "synthetic": Source(
-        f"CXR-like phantoms with planted findings and boxes, made locally in seconds (tasks: {', '.join(SYNTHETIC_TASKS)})",
-        "pneumonia", 256, _synthetic, needs_download=False,
+        "CXR-like phantoms with planted findings and boxes, made locally in seconds (tasks: "
+        f"{', '.join(SYNTHETIC_TASKS)})",
+        "pneumonia",
+        256,
+        _synthetic,
+        needs_download=False,
     ),
     "nih-cxr14": Source(
-        "NIH ChestX-ray14: 112,120 PNGs, 14 findings, patient ids, 984 boxes (NIH public links; CSVs from the NIH Box folder)",
-        "cardiomegaly", 512, lambda root, o: converters.convert_nih(root, o.task or "cardiomegaly"), NIH_FILES,
+        "NIH ChestX-ray14: 112,120 PNGs, 14 findings, patient ids, 984 boxes (NIH public links; "
+        "CSVs from the NIH Box folder)",
+        "cardiomegaly",
+        512,
+        lambda root, o: converters.convert_nih(root, o.task or "cardiomegaly"),
+        NIH_FILES,
     ),
     "rsna-pneumonia": Source(
-        "RSNA Pneumonia Detection Challenge: DICOMs with opacity boxes (Kaggle credentials; accept the competition rules first)",
-        "pneumonia", 512, lambda root, o: converters.convert_rsna(root, o.task or "pneumonia"), RSNA_FILES, kaggle_credentials,
+        "RSNA Pneumonia Detection Challenge: DICOMs with opacity boxes (Kaggle credentials; accept "
+        "the competition rules first)",
+        "pneumonia",
+        512,
+        lambda root, o: converters.convert_rsna(root, o.task or "pneumonia"),
+        RSNA_FILES,
+        kaggle_credentials,
     ),
     "covid-radiography": Source(
         "COVID-19 Radiography Database: COVID / normal / viral pneumonia PNGs (Kaggle credentials)",
-        None, 299, lambda root, o: converters.convert_covid(root, o.classes), COVID_FILES, kaggle_credentials,
+        None,
+        299,
+        lambda root, o: converters.convert_covid(root, o.classes),
+        COVID_FILES,
+        kaggle_credentials,
     ),
     "folder": Source(
-        "your own images: --from DIR with one sub-folder per class, or --csv FILE of path,label[,patient_id]",
-        None, None, lambda root, o: converters.convert_folder(root, o.csv), needs_download=False,
+        "your own images: --from DIR with one sub-folder per class, or --csv FILE of "
+        "path,label[,patient_id]",
+        None,
+        None,
+        lambda root, o: converters.convert_folder(root, o.csv),
+        needs_download=False,
     ),
-}  # fmt: skip
+}
 
 
 def get_source(name: str) -> Source:
     """Look a source up, or fail with the valid names and the closest match."""
     if name in SOURCES:
         return SOURCES[name]
-    close = [s for s in SOURCES if s.startswith(name.lower())] or difflib.get_close_matches(name, list(SOURCES), n=1)
+    close = [s for s in SOURCES if s.startswith(name.lower())] or difflib.get_close_matches(
+        name, list(SOURCES), n=1
+    )
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise DataError(f"unknown dataset source {name!r}; {hint}known sources: {', '.join(SOURCES)}")
 
 
-def download(source_name: str, options: DownloadOptions, progress: Callable[[Iterable[Item]], Iterable[Item]] | None = None) -> Path:
+def download(
+    source_name: str,
+    options: DownloadOptions,
+    progress: Callable[[Iterable[Item]], Iterable[Item]] | None = None,
+) -> Path:
     """Fetch (or make) a dataset and write it in the standard layout; returns its folder."""
     source = get_source(source_name)
     if options.size is None:
         options.size = source.default_size
     root = options.from_dir or Path(".")
     if source_name == "folder" and options.from_dir is None and options.csv is None:
-        raise DataError("the folder source needs --from DIR (one sub-folder per class) or --csv FILE")
+        raise DataError(
+            "the folder source needs --from DIR (one sub-folder per class) or --csv FILE"
+        )
     name = check_dataset_name(source.dataset_name(source_name, options))
     if (options.dest / name).exists() and not options.overwrite:
-        raise DataError(f"dataset folder {options.dest / name} already exists; pass --overwrite to replace it")
+        raise DataError(
+            f"dataset folder {options.dest / name} already exists; pass --overwrite to replace it"
+        )
     if source.needs_download and options.from_dir is None:
         root = fetch_source(source_name, source, options)
     multi_label = (options.task or source.default_task) == "all"
     items = source.items(root, options)
     if options.inject_marker is not None:
         if source_name != "folder":
-            raise ConfigError("--inject-marker works with the folder source (synthetic data has --bias)")
+            raise ConfigError(
+                "--inject-marker works with the folder source (synthetic data has --bias)"
+            )
         items = inject_markers(items, options.inject_marker, options.seed)
     return write_dataset(
         items,
@@ -161,7 +215,11 @@ def download(source_name: str, options: DownloadOptions, progress: Callable[[Ite
         seed=options.seed,
         multi_label=multi_label,
         overwrite=options.overwrite,
-        metadata={"source": source_name, "task": options.task or source.default_task, "inject_marker": options.inject_marker},
+        metadata={
+            "source": source_name,
+            "task": options.task or source.default_task,
+            "inject_marker": options.inject_marker,
+        },
         progress=progress or (lambda items: items),
     )
 
@@ -170,15 +228,20 @@ DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def check_dataset_name(name: str) -> str:
-    """A dataset name is one plain folder name: never '.', '..', a path, or hidden (the overwrite deletes it)."""
+    """A dataset name is one plain folder name: never '.', '..', a path, or hidden (the overwrite
+    deletes it)."""
     if not DATASET_NAME.fullmatch(name) or name in (".", ".."):
-        raise ConfigError(f"--name {shorten(repr(name), 100)}: a dataset name is one folder name of letters, digits, "
-                          "'.', '_' and '-', starting with a letter or digit (no '/', '..' or leading '.')")
+        raise ConfigError(
+            f"--name {shorten(repr(name), 100)}: a dataset name is one folder name of letters, "
+            "digits, "
+            "'.', '_' and '-', starting with a letter or digit (no '/', '..' or leading '.')"
+        )
     return name
 
 
 def fetch_source(source_name: str, source: Source, options: DownloadOptions) -> Path:
-    """Download the source's files into `<dest>/_downloads/<source>/` and extract its archives there."""
+    """Download the source's files into `<dest>/_downloads/<source>/` and extract its archives
+    there."""
     folder = options.dest / "_downloads" / source_name
     files = source.files
     if options.parts:
@@ -197,5 +260,7 @@ def fetch_source(source_name: str, source: Source, options: DownloadOptions) -> 
                 extract_archive(path, folder / "extracted" / path.name.split(".")[0])
             except CorruptArchive as exc:
                 path.unlink(missing_ok=True)  # downloaded by us: fetching it again is the fix
-                raise DataError(f"{exc}; the file was removed, run again to download it anew") from None
+                raise DataError(
+                    f"{exc}; the file was removed, run again to download it anew"
+                ) from None
     return folder

@@ -40,7 +40,9 @@ class Ellipse:
     def radius2(self, size: int) -> np.ndarray:
         """Squared normalised radius of every pixel centre (< 1 inside)."""
         centres = (np.arange(size) + 0.5) / size  # broadcast rows against columns: no full grids
-        return ((centres[None, :] - self.cx) / self.rx) ** 2 + ((centres[:, None] - self.cy) / self.ry) ** 2
+        return ((centres[None, :] - self.cx) / self.rx) ** 2 + (
+            (centres[:, None] - self.cy) / self.ry
+        ) ** 2
 
 
 @dataclass(frozen=True)
@@ -66,19 +68,29 @@ class Case:
         return 2 * self.heart.rx / thorax
 
 
-def sample_case(rng: np.random.Generator, size: int, task: str, positive: bool, marker: bool) -> Case:
+def sample_case(
+    rng: np.random.Generator, size: int, task: str, positive: bool, marker: bool
+) -> Case:
     """Draw anatomy with small jitter; plant the task's finding when `positive`."""
     j = lambda scale: rng.uniform(-scale, scale)  # noqa: E731 - tiny local helper
     mid = 0.5 + j(0.015)
     lung_y = 0.47 + j(0.02)
     lung_rx, lung_ry = 0.125 + j(0.01), 0.26 + j(0.02)
     offset = LUNG_HALF_SPAN - lung_rx
-    lungs = (Ellipse(mid - offset, lung_y, lung_rx, lung_ry), Ellipse(mid + offset, lung_y, lung_rx, lung_ry))
+    lungs = (
+        Ellipse(mid - offset, lung_y, lung_rx, lung_ry),
+        Ellipse(mid + offset, lung_y, lung_rx, lung_ry),
+    )
     thorax = 2 * LUNG_HALF_SPAN
     enlarged = task == "cardiomegaly" and positive
     ctr = rng.uniform(0.54, 0.66) if enlarged else rng.uniform(0.36, 0.46)
     heart_rx = ctr * thorax / 2
-    heart = Ellipse(mid + 0.03 + j(0.01), lung_y + 0.14 + j(0.02), heart_rx, 0.11 + j(0.01) + 0.3 * (heart_rx - 0.13))
+    heart = Ellipse(
+        mid + 0.03 + j(0.01),
+        lung_y + 0.14 + j(0.02),
+        heart_rx,
+        0.11 + j(0.01) + 0.3 * (heart_rx - 0.13),
+    )
     opacity = None
     if task == "pneumonia" and positive:
         lung = lungs[int(rng.integers(2))]
@@ -97,8 +109,9 @@ def sample_case(rng: np.random.Generator, size: int, task: str, positive: bool, 
 
 
 def _opacity_inside(rng: np.random.Generator, lung: Ellipse) -> Ellipse:
-    """A hazy patch wholly inside the lung field (its bounding box fits in the lung ellipse), so no edge of it
-    is cut by the lung border: a cut edge is a sharper feature than the haze itself and draws the model's eye."""
+    """A hazy patch wholly inside the lung field (its bounding box fits in the lung ellipse), so no
+    edge of it is cut by the lung border: a cut edge is a sharper feature than the haze itself and
+    draws the model's eye."""
     while True:
         rx, ry = rng.uniform(0.06, 0.085), rng.uniform(0.075, 0.11)
         dx, dy = rng.uniform(-0.04, 0.04), rng.uniform(-0.14, 0.14)
@@ -134,7 +147,8 @@ def lung_boxes(case: Case) -> list[Box]:
 
 
 def finding_boxes(case: Case) -> list[Box]:
-    """Tight boxes: the enlarged heart (CTR > 0.5) and the opacity where it lies inside the lungs."""
+    """Tight boxes: the enlarged heart (CTR > 0.5) and the opacity where it lies inside the
+    lungs."""
     size = case.size
     boxes: list[Box] = []
     if case.heart is not None and case.cardiothoracic_ratio > 0.5:
@@ -184,18 +198,31 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def _tight_box(mask: np.ndarray, label: str) -> Box:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return Box(float(cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1), float(rows[-1] - rows[0] + 1), label)
+    return Box(
+        float(cols[0]),
+        float(rows[0]),
+        float(cols[-1] - cols[0] + 1),
+        float(rows[-1] - rows[0] + 1),
+        label,
+    )
 
 
 def make_synthetic_items(
-    n: int = 400, size: int = 256, task: str = "pneumonia", positive_fraction: float = 0.5, bias: float | None = None, seed: int = 0
+    n: int = 400,
+    size: int = 256,
+    task: str = "pneumonia",
+    positive_fraction: float = 0.5,
+    bias: float | None = None,
+    seed: int = 0,
 ) -> Iterator[Item]:
     """Yield `n` phantoms; patients have 1-3 images each; `bias` P puts the marker on positives
     with probability P and on negatives with 1-P (None: no markers at all)."""
     if task not in TASKS:
         raise DataError(f"unknown synthetic task {task!r}; allowed: {', '.join(TASKS)}")
     if not 0 < positive_fraction < 1:
-        raise DataError(f"positive fraction must be between 0 and 1 (exclusive), got {positive_fraction}")
+        raise DataError(
+            f"positive fraction must be between 0 and 1 (exclusive), got {positive_fraction}"
+        )
     if bias is not None and not 0 <= bias <= 1:
         raise DataError(f"bias must be between 0 and 1, got {bias}")
     if not 32 <= size <= 2048:
@@ -217,6 +244,10 @@ def make_synthetic_items(
             label=positive_name if positive else negative_name,
             patient_id=f"P{patient:05d}",
             boxes=finding_boxes(case),
-            extra={"marker": int(marker), "ctr": round(case.cardiothoracic_ratio, 3), "lungs": encode_boxes(lung_boxes(case))},
+            extra={
+                "marker": int(marker),
+                "ctr": round(case.cardiothoracic_ratio, 3),
+                "lungs": encode_boxes(lung_boxes(case)),
+            },
             origin=f"synthetic #{index}",
         )

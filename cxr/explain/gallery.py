@@ -25,13 +25,17 @@ def write_montage(folder: Path, report: pd.DataFrame, per_row: int = 8) -> Path 
     draw = ImageDraw.Draw(canvas)
     for r, (kind, part) in enumerate(zip(("right", "wrong"), rows, strict=True)):
         top = r * (TILE + 16)
-        draw.text((4, top + 2), f"{kind}: {int((report['correct'] == kind).sum())}", fill=(255, 255, 255))
+        draw.text(
+            (4, top + 2), f"{kind}: {int((report['correct'] == kind).sum())}", fill=(255, 255, 255)
+        )
         for c, row in enumerate(part.itertuples()):
             tile = Image.open(folder / row.overlay).convert("RGB")
             tile.thumbnail((TILE, TILE))
             canvas.paste(tile, (c * TILE, top + 16))
             caption = f"{row.predicted_class[:12]} {row.confidence:.2f}"
-            draw.rectangle([c * TILE, top + 16, c * TILE + 7 * len(caption), top + 28], fill=(0, 0, 0))
+            draw.rectangle(
+                [c * TILE, top + 16, c * TILE + 7 * len(caption), top + 28], fill=(0, 0, 0)
+            )
             draw.text((c * TILE + 2, top + 16), caption, fill=(255, 255, 0))
     path = folder / "montage.png"
     write_png(np.asarray(canvas), path)
@@ -40,9 +44,25 @@ def write_montage(folder: Path, report: pd.DataFrame, per_row: int = 8) -> Path 
 
 def write_html(folder: Path, report: pd.DataFrame, classes: list[str]) -> Path:
     """One self-contained page with relative links; every name from the data is escaped."""
-    right, wrong = int((report["correct"] == "right").sum()), int((report["correct"] == "wrong").sum())
-    head = ["image", "patient", "true", "predicted", "confidence", "right/wrong", "target", "raw peak", "empty", "peak region"]
-    regions = sorted({str(r) for r in report.get("peak_region", pd.Series(dtype=str)).fillna("") if str(r)})
+    right, wrong = (
+        int((report["correct"] == "right").sum()),
+        int((report["correct"] == "wrong").sum()),
+    )
+    head = [
+        "image",
+        "patient",
+        "true",
+        "predicted",
+        "confidence",
+        "right/wrong",
+        "target",
+        "raw peak",
+        "empty",
+        "peak region",
+    ]
+    regions = sorted(
+        {str(r) for r in report.get("peak_region", pd.Series(dtype=str)).fillna("") if str(r)}
+    )
     show = (
         "for (const r of document.querySelectorAll('tr[data-region]')) "
         "r.style.display = (this.value === '' || r.dataset.region === this.value) ? '' : 'none'"
@@ -51,18 +71,35 @@ def write_html(folder: Path, report: pd.DataFrame, classes: list[str]) -> Path:
     lines = [
         "<!doctype html><html><head><meta charset='utf-8'><title>cxr explanations</title>",
         "<style>body{font-family:sans-serif;background:#111;color:#eee}table{border-collapse:collapse}"
-        "td,th{padding:4px 8px;border-bottom:1px solid #333}img{width:160px}.wrong{color:#f77}.right{color:#7f7}</style>",
+        "td,th{padding:4px 8px;border-bottom:1px solid "
+        "#333}img{width:160px}.wrong{color:#f77}.right{color:#7f7}</style>",
         "</head><body>",
-        f"<h1>{html.escape(str(report['method'].iloc[0]) if len(report) else '')} explanations</h1>",
+        f"<h1>{html.escape(str(report['method'].iloc[0]) if len(report) else '')} "
+        "explanations</h1>",
         f"<p>{right} right, {wrong} wrong; classes: {html.escape(', '.join(classes))}</p>",
-        f"<p>map peak: <select onchange=\"{show}\"><option value=''>anywhere</option>{choose}</select></p>" if regions else "",
+        f'<p>map peak: <select onchange="{show}"><option '
+        f"value=''>anywhere</option>{choose}</select></p>"
+        if regions
+        else "",
         "<table><tr><th>overlay</th>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>",
     ]
     for row in report.itertuples():
         link = html.escape(quote(row.overlay))
-        region = "" if pd.isna(getattr(row, "peak_region", "")) else str(getattr(row, "peak_region", ""))
-        cells = [row.image, row.patient_id, row.true_class, row.predicted_class, f"{row.confidence:.3f}", row.correct,
-                 row.target_class, f"{row.raw_peak:.3g}", "yes" if row.empty else "", region]  # fmt: skip
+        region = (
+            "" if pd.isna(getattr(row, "peak_region", "")) else str(getattr(row, "peak_region", ""))
+        )
+        cells = [
+            row.image,
+            row.patient_id,
+            row.true_class,
+            row.predicted_class,
+            f"{row.confidence:.3f}",
+            row.correct,
+            row.target_class,
+            f"{row.raw_peak:.3g}",
+            "yes" if row.empty else "",
+            region,
+        ]
         lines.append(
             f"<tr class='{html.escape(row.correct)}' data-region='{html.escape(region)}'>"
             f"<td><a href='{link}'><img src='{link}' loading='lazy'></a></td>"

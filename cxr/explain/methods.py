@@ -33,7 +33,9 @@ class Explanation:
     """Maps for one batch; arrays are numpy, first axis = image."""
 
     maps: np.ndarray  # (B, H, W) in [0, 1] at the input size
-    raw_maps: np.ndarray  # (B, h, w) before upsampling and normalisation, at the target layer's size
+    raw_maps: (
+        np.ndarray
+    )  # (B, h, w) before upsampling and normalisation, at the target layer's size
     raw_peak: np.ndarray  # (B,) the peak of each raw map: comparable across images
     empty: np.ndarray  # (B,) bool: the map is zero everywhere
     logits: np.ndarray  # (B, C)
@@ -43,12 +45,17 @@ class Explanation:
 def resolve_targets(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
     """Class index -1 means 'the predicted class' (argmax; for a single-logit head, logit > 0)."""
     single = logits.shape[-1] == 1
-    predicted = tf.cast(logits[:, 0] > 0, tf.int32) if single else tf.argmax(logits, axis=-1, output_type=tf.int32)
+    predicted = (
+        tf.cast(logits[:, 0] > 0, tf.int32)
+        if single
+        else tf.argmax(logits, axis=-1, output_type=tf.int32)
+    )
     return tf.where(class_index < 0, predicted, class_index)
 
 
 def _target_logits(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
-    """Each image's own target logit; a single-logit head explains its negative class with -logit."""
+    """Each image's own target logit; a single-logit head explains its negative class with
+    -logit."""
     class_index = resolve_targets(logits, class_index)
     if logits.shape[-1] == 1:
         return tf.where(class_index == 0, -1.0, 1.0) * logits[:, 0]
@@ -56,7 +63,8 @@ def _target_logits(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
 
 
 def _activations_and_grads(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
-    """Target-layer activations and the target logit's gradients, both float32 (also for a float16 model)."""
+    """Target-layer activations and the target logit's gradients, both float32 (also for a float16
+    model)."""
     with tf.GradientTape() as tape:
         activations, logits = probe(images)
         logits = tf.cast(logits, tf.float32)
@@ -66,32 +74,38 @@ def _activations_and_grads(probe: Probe, images: tf.Tensor, class_index: tf.Tens
 
 
 def gradcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
-    """Selvaraju et al. 2017: weights = spatial mean of each image's gradients; ReLU of the weighted sum."""
+    """Selvaraju et al. 2017: weights = spatial mean of each image's gradients; ReLU of the weighted
+    sum."""
     activations, grads, logits = _activations_and_grads(probe, images, class_index)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # (B, 1, 1, K): per image
     return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)), logits
 
 
 def gradcam_plus_plus(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
-    """Chattopadhyay et al. 2018: positive gradients weighted by the closed-form alpha of the exp-logit derivation."""
+    """Chattopadhyay et al. 2018: positive gradients weighted by the closed-form alpha of the
+    exp-logit derivation."""
     activations, grads, logits = _activations_and_grads(probe, images, class_index)
     g2, g3 = grads**2, grads**3
     total = tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
     denominator = 2 * g2 + total * g3
-    alpha = tf.math.divide_no_nan(g2, tf.where(tf.abs(denominator) > 0, denominator, tf.ones_like(denominator)))
+    alpha = tf.math.divide_no_nan(
+        g2, tf.where(tf.abs(denominator) > 0, denominator, tf.ones_like(denominator))
+    )
     weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2), keepdims=True)
     return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)), logits
 
 
 def hirescam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
-    """Draelos & Carin 2020: gradients times activations element-wise, so the map shows where the logit comes from."""
+    """Draelos & Carin 2020: gradients times activations element-wise, so the map shows where the
+    logit comes from."""
     activations, grads, logits = _activations_and_grads(probe, images, class_index)
     return tf.nn.relu(tf.reduce_sum(grads * activations, axis=-1)), logits
 
 
 def scorecam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int = 8):
-    """Wang et al. 2020: weight each channel by the target's probability when the input is masked by that channel's
-    upsampled, min-max normalised activation; no gradients. Costs one forward pass per channel."""
+    """Wang et al. 2020: weight each channel by the target's probability when the input is masked by
+    that channel's upsampled, min-max normalised activation; no gradients. Costs one forward pass
+    per channel."""
     activations, logits = probe(images)
     activations, logits = tf.cast(activations, tf.float32), tf.cast(logits, tf.float32)
     class_index = resolve_targets(logits, class_index)
@@ -101,7 +115,9 @@ def scorecam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int
         part = activations[..., start : start + chunk]  # (B, h, w, c)
         masks = tf.image.resize(part, (height, width), method="bilinear")
         low = tf.reduce_min(masks, axis=(1, 2), keepdims=True)
-        masks = tf.math.divide_no_nan(masks - low, tf.reduce_max(masks, axis=(1, 2), keepdims=True) - low)
+        masks = tf.math.divide_no_nan(
+            masks - low, tf.reduce_max(masks, axis=(1, 2), keepdims=True) - low
+        )
         count = part.shape[-1]
         masked = tf.transpose(masks, (0, 3, 1, 2))[..., None] * images[:, None]  # (B, c, H, W, C)
         _, masked_logits = probe(tf.reshape(masked, (-1, height, width, images.shape[-1])))
@@ -130,7 +146,8 @@ def _input_gradients(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
 
 
 def saliency(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
-    """Simonyan et al. 2014: the magnitude of the target logit's gradient with respect to each pixel."""
+    """Simonyan et al. 2014: the magnitude of the target logit's gradient with respect to each
+    pixel."""
     grads, logits = _input_gradients(probe, images, class_index)
     return tf.reduce_max(tf.abs(grads), axis=-1), logits
 
@@ -142,7 +159,8 @@ def input_x_gradient(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
 
 
 def guided_backprop(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
-    """Springenberg et al. 2015: the input gradient through ReLUs that pass back only positive signal."""
+    """Springenberg et al. 2015: the input gradient through ReLUs that pass back only positive
+    signal."""
     guided = probe.guided()
     logits = tf.cast(probe(images)[1], tf.float32)
     grads, _ = _input_gradients(guided, images, resolve_targets(logits, class_index))
@@ -150,18 +168,27 @@ def guided_backprop(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
 
 
 def guided_gradcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
-    """Selvaraju et al. 2017: guided backpropagation times the Grad-CAM map upsampled to the input."""
+    """Selvaraju et al. 2017: guided backpropagation times the Grad-CAM map upsampled to the
+    input."""
     cam, logits = gradcam(probe, images, class_index)
     guided, _ = guided_backprop(probe, images, resolve_targets(logits, class_index))
     cam = tf.image.resize(cam[..., None], tf.shape(images)[1:3], method="bilinear")[..., 0]
     return guided * tf.nn.relu(cam), logits
 
 
-def smoothgrad(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, samples: int = 16, noise: float = 0.15):
-    """Smilkov et al. 2017: saliency averaged over noisy copies (noise = 15% of each image's range)."""
+def smoothgrad(
+    probe: Probe, images: tf.Tensor, class_index: tf.Tensor, samples: int = 16, noise: float = 0.15
+):
+    """Smilkov et al. 2017: saliency averaged over noisy copies (noise = 15% of each image's
+    range)."""
     logits = tf.cast(probe(images)[1], tf.float32)
-    class_index = resolve_targets(logits, class_index)  # the clean image's prediction, not each noisy copy's
-    spread = noise * (tf.reduce_max(images, axis=(1, 2, 3), keepdims=True) - tf.reduce_min(images, axis=(1, 2, 3), keepdims=True))
+    class_index = resolve_targets(
+        logits, class_index
+    )  # the clean image's prediction, not each noisy copy's
+    spread = noise * (
+        tf.reduce_max(images, axis=(1, 2, 3), keepdims=True)
+        - tf.reduce_min(images, axis=(1, 2, 3), keepdims=True)
+    )
     total = tf.zeros(tf.shape(images)[:3])
     for i in range(samples):
         noisy = images + spread * tf.random.stateless_normal(tf.shape(images), seed=(i, 0))
@@ -171,13 +198,17 @@ def smoothgrad(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, samples:
 
 
 def integrated_gradients(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, steps: int = 32):
-    """Sundararajan et al. 2017: (image - black) times the mean gradient along the straight path (midpoint rule)."""
+    """Sundararajan et al. 2017: (image - black) times the mean gradient along the straight path
+    (midpoint rule)."""
     attributions, logits = integrated_gradient_attributions(probe, images, class_index, steps)
     return tf.reduce_max(tf.abs(attributions), axis=-1), logits
 
 
-def integrated_gradient_attributions(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, steps: int = 32):
-    """Signed per-pixel attributions; they sum to about target(image) - target(black) (completeness)."""
+def integrated_gradient_attributions(
+    probe: Probe, images: tf.Tensor, class_index: tf.Tensor, steps: int = 32
+):
+    """Signed per-pixel attributions; they sum to about target(image) - target(black)
+    (completeness)."""
     logits = tf.cast(probe(images)[1], tf.float32)
     class_index = resolve_targets(logits, class_index)
     total = tf.zeros_like(images)
@@ -200,7 +231,12 @@ METHODS: dict[str, Method] = {
     "guided_backprop": guided_backprop,
     "guided_gradcam": guided_gradcam,
 }
-LAYER_METHODS = ("gradcam", "gradcam++", "hirescam", "scorecam")  # the others explain in pixel space
+LAYER_METHODS = (
+    "gradcam",
+    "gradcam++",
+    "hirescam",
+    "scorecam",
+)  # the others explain in pixel space
 
 
 def get_method(name: str) -> Method:
@@ -210,31 +246,45 @@ def get_method(name: str) -> Method:
 
 
 def explain_batch(
-    probe: Probe, images: np.ndarray | tf.Tensor, class_index: np.ndarray | None = None, method: str = "gradcam", pad_to: int | None = None
+    probe: Probe,
+    images: np.ndarray | tf.Tensor,
+    class_index: np.ndarray | None = None,
+    method: str = "gradcam",
+    pad_to: int | None = None,
 ) -> Explanation:
     """Maps for a batch of images (B, H, W, C) in the model's input range.
 
-    `class_index` gives the class to explain per image; None (or -1 for an image) explains the predicted
-    class, chosen inside the same forward pass. `pad_to` pads a short batch with blank images up to that
-    size, so that the last batch of a fold reuses the traced (or XLA-compiled) function instead of
-    tracing a new one; the padding is dropped from the result (images do not interact in inference).
+    `class_index` gives the class to explain per image; None (or -1 for an image) explains the
+    predicted class, chosen inside the same forward pass. `pad_to` pads a short batch with blank
+    images up to that size, so that the last batch of a fold reuses the traced (or XLA-compiled)
+    function instead of tracing a new one; the padding is dropped from the result (images do not
+    interact in inference).
     """
     images = tf.convert_to_tensor(images, tf.float32)
     count = images.shape[0]
     class_index = np.full(count, -1) if class_index is None else np.asarray(class_index).reshape(-1)
     class_index = class_index.astype(np.int32)
     if class_index.shape[0] != count:
-        raise CxrError(f"{class_index.shape[0]} targets for {count} images: give exactly one target per image")
+        raise CxrError(
+            f"{class_index.shape[0]} targets for {count} images: give exactly one target per image"
+        )
     padding = max(0, (pad_to or 0) - count)
     if padding:
         images = tf.concat([images, tf.zeros((padding, *images.shape[1:]), images.dtype)], axis=0)
         class_index = np.concatenate([class_index, np.full(padding, -1, np.int32)])
     raw, logits = _compiled(probe, method)(images, tf.constant(class_index))
-    raw, logits, images, class_index = raw[:count], logits[:count], images[:count], class_index[:count]
+    raw, logits, images, class_index = (
+        raw[:count],
+        logits[:count],
+        images[:count],
+        class_index[:count],
+    )
     raw = tf.cast(raw, tf.float32)
     peak = tf.reduce_max(raw, axis=(1, 2))
     upsampled = tf.image.resize(raw[..., None], images.shape[1:3], method="bilinear")[..., 0]
-    upsampled = tf.nn.relu(upsampled)  # bilinear weights are non-negative; this only removes float round-off
+    upsampled = tf.nn.relu(
+        upsampled
+    )  # bilinear weights are non-negative; this only removes float round-off
     top = tf.reduce_max(upsampled, axis=(1, 2), keepdims=True)
     maps = tf.math.divide_no_nan(upsampled, top)  # an all-zero map stays zero, never NaN
     return Explanation(
@@ -248,15 +298,21 @@ def explain_batch(
 
 
 def _compiled(probe: Probe, method: str) -> Callable:
-    """One traced function per probe and method (kept on the probe); retraced only for a new batch shape.
+    """One traced function per probe and method (kept on the probe); retraced only for a new batch
+    shape.
 
-    With `probe.jit_compile` the function is compiled by XLA (one compilation per batch shape, hence `pad_to`).
+    With `probe.jit_compile` the function is compiled by XLA (one compilation per batch shape, hence
+    `pad_to`).
     """
     if method not in probe.compiled:
         function = get_method(method)
         if method.startswith("guided"):
             probe.guided()  # cloning copies weights eagerly: do it before tracing
-        # a partial, not a lambda: TensorFlow's retracing warning then counts each probe's function on its own,
-        # instead of adding up the first traces of every probe made from the same lambda (as the audit makes several)
-        probe.compiled[method] = tf.function(functools.partial(function, probe), reduce_retracing=True, jit_compile=probe.jit_compile)
+        # a partial, not a lambda: TensorFlow's retracing warning then counts each probe's function
+        # on its own,
+        # instead of adding up the first traces of every probe made from the same lambda (as the
+        # audit makes several)
+        probe.compiled[method] = tf.function(
+            functools.partial(function, probe), reduce_retracing=True, jit_compile=probe.jit_compile
+        )
     return probe.compiled[method]

@@ -18,21 +18,31 @@ def resize_map(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
     """A [0, 1] map resized (bilinear) to the stored image's size, still in [0, 1]."""
     if heatmap.shape == (height, width):
         return heatmap
-    resized = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
+    resized = np.asarray(
+        Image.fromarray(heatmap.astype(np.float32), mode="F").resize(
+            (width, height), Image.Resampling.BILINEAR
+        )
+    )
     return np.clip(resized, 0.0, 1.0)
 
 
 @functools.cache
 def colour_table(colormap: str) -> np.ndarray:
-    """The colour map's N entries as float32 RGB in [0, 255]: indexing it is what matplotlib does, 4x faster."""
+    """The colour map's N entries as float32 RGB in [0, 255]: indexing it is what matplotlib does,
+    4x faster."""
     cmap = matplotlib.colormaps[colormap]
     return (cmap(np.arange(cmap.N))[:, :3] * 255.0).astype(np.float32)
 
 
-def blend(grey: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
-    """(H, W) uint8 image + (H, W) map in [0, 1] -> (H, W, 3) uint8; alpha 0 gives the image, 1 the coloured map."""
+def blend(
+    grey: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.4
+) -> np.ndarray:
+    """(H, W) uint8 image + (H, W) map in [0, 1] -> (H, W, 3) uint8; alpha 0 gives the image, 1 the
+    coloured map."""
     table = colour_table(colormap)
-    index = np.clip((heatmap * len(table)).astype(np.int32), 0, len(table) - 1)  # matplotlib's float -> entry rule
+    index = np.clip(
+        (heatmap * len(table)).astype(np.int32), 0, len(table) - 1
+    )  # matplotlib's float -> entry rule
     base = grey[..., None].astype(np.float32)
     return np.round((1 - alpha) * base + alpha * table[index]).astype(np.uint8)
 
@@ -46,8 +56,8 @@ def draw_overlay(
     boxes: list[Box],
     lungs: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The overlay PNG's pixels: boxes outlined in white, lung fields (when given) in cyan; an empty map is
-    stated, never a silent blank."""
+    """The overlay PNG's pixels: boxes outlined in white, lung fields (when given) in cyan; an empty
+    map is stated, never a silent blank."""
     pixels = grey if empty else blend(grey, heatmap, colormap, alpha)
     if lungs is not None:
         pixels = np.array(Image.fromarray(pixels).convert("RGB"))
@@ -55,7 +65,9 @@ def draw_overlay(
     image = Image.fromarray(pixels).convert("RGB")
     draw = ImageDraw.Draw(image)
     for box in boxes:
-        draw.rectangle([box.x, box.y, box.x + box.w - 1, box.y + box.h - 1], outline=(255, 255, 255))
+        draw.rectangle(
+            [box.x, box.y, box.x + box.w - 1, box.y + box.h - 1], outline=(255, 255, 255)
+        )
     if empty:
         draw.rectangle([0, 0, 96, 14], fill=(0, 0, 0))
         draw.text((3, 2), "EMPTY MAP", fill=(255, 64, 64))

@@ -17,24 +17,35 @@ import tensorflow as tf
 
 from cxr.errors import CxrError
 
-POOLING_TYPES = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten)
+POOLING_TYPES = (
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.Flatten,
+)
 
 
 class Probe:
     """Callable: images -> (activations (B, h, w, K), logits (B, C)), training=False."""
 
     def __init__(
-        self, model: keras.Model, layer_name: str, call: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]], jit_compile: bool = False
+        self,
+        model: keras.Model,
+        layer_name: str,
+        call: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]],
+        jit_compile: bool = False,
     ) -> None:
         self.model = model
         self.layer_name = layer_name
         self.jit_compile = jit_compile  # trace the methods with XLA
         self._call = call
-        self.compiled: dict[str, Callable] = {}  # traced methods, kept with the probe they belong to
+        self.compiled: dict[
+            str, Callable
+        ] = {}  # traced methods, kept with the probe they belong to
         self._guided: Probe | None = None
 
     def guided(self) -> Probe:
-        """The same probe on a copy of the model whose ReLUs pass back only positive gradients (built once)."""
+        """The same probe on a copy of the model whose ReLUs pass back only positive gradients
+        (built once)."""
         if self._guided is None:
             if any(isinstance(layer, keras.Model) for layer in self.model.layers):
                 raise CxrError("guided backpropagation needs a flat model (no nested backbone)")
@@ -44,18 +55,21 @@ class Probe:
         return self._guided
 
     def set_weights(self, weights: list) -> None:
-        """New values for the model's (and the guided copy's) variables; the traced methods read them, no retracing."""
+        """New values for the model's (and the guided copy's) variables; the traced methods read
+        them, no retracing."""
         self.model.set_weights(weights)
         if self._guided is not None:
             self._guided.set_weights(weights)
 
     def __call__(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """In the model's own dtype: a float16 model's activations are cast only after differentiation."""
+        """In the model's own dtype: a float16 model's activations are cast only after
+        differentiation."""
         return self._call(images)
 
 
 def find_target_layer(model: keras.Model) -> str:
-    """The last layer with a 4-D (spatial) output before the first global-pooling or flatten layer."""
+    """The last layer with a 4-D (spatial) output before the first global-pooling or flatten
+    layer."""
     candidate = None
     for layer in model.layers:
         if isinstance(layer, POOLING_TYPES):
@@ -67,37 +81,62 @@ def find_target_layer(model: keras.Model) -> str:
         if shape is not None and len(layer.output.shape) == 4:
             candidate = layer.name
     if candidate is None:
-        raise CxrError(f"model {model.name!r} has no layer with a spatial (4-D) output before its pooling: give the layer by name")
+        raise CxrError(
+            f"model {model.name!r} has no layer with a spatial (4-D) output before its pooling: "
+            "give the layer by name"
+        )
     return candidate
 
 
-def make_probe(model: keras.Model, layer_name: str | None = None, jit_compile: bool = False) -> Probe:
-    """Probe `model` at `layer_name` (found automatically when None), flat or nested; `jit_compile` traces with XLA."""
+def make_probe(
+    model: keras.Model, layer_name: str | None = None, jit_compile: bool = False
+) -> Probe:
+    """Probe `model` at `layer_name` (found automatically when None), flat or nested; `jit_compile`
+    traces with XLA."""
     name = layer_name or find_target_layer(model)
     top = {layer.name: layer for layer in model.layers}
     if name in top:
         layer = top[name]
-        if isinstance(layer, keras.Model):  # a nested backbone named as a whole: its output is the target
+        if isinstance(
+            layer, keras.Model
+        ):  # a nested backbone named as a whole: its output is the target
             return _nested_probe(model, layer, layer.layers[-1].name, jit_compile)
         if len(layer.output.shape) != 4:
-            raise CxrError(f"layer {name!r} has output shape {tuple(layer.output.shape)}; Grad-CAM needs a spatial (4-D) layer")
+            raise CxrError(
+                f"layer {name!r} has output shape {tuple(layer.output.shape)}; Grad-CAM needs a "
+                "spatial (4-D) layer"
+            )
         both = keras.Model(model.input, [layer.output, model.output])
         return Probe(model, name, lambda images: tuple(both(images, training=False)), jit_compile)
     for sub in (layer for layer in model.layers if isinstance(layer, keras.Model)):
         if name in {inner.name for inner in sub.layers}:
             return _nested_probe(model, sub, name, jit_compile)
-    close = [layer.name for layer in model.layers if len(getattr(layer.output, "shape", ())) == 4][-5:]
-    raise CxrError(f"layer {name!r} not found in model {model.name!r}; spatial layers near the end: {', '.join(close)}")
+    close = [layer.name for layer in model.layers if len(getattr(layer.output, "shape", ())) == 4][
+        -5:
+    ]
+    raise CxrError(
+        f"layer {name!r} not found in model {model.name!r}; spatial layers near the end: "
+        f"{', '.join(close)}"
+    )
 
 
-def _nested_probe(model: keras.Model, backbone: keras.Model, name: str, jit_compile: bool = False) -> Probe:
-    """Before-layers -> backbone (with the target layer as a second output) -> head layers, in order."""
+def _nested_probe(
+    model: keras.Model, backbone: keras.Model, name: str, jit_compile: bool = False
+) -> Probe:
+    """Before-layers -> backbone (with the target layer as a second output) -> head layers, in
+    order."""
     if not isinstance(model, keras.Sequential):
-        raise CxrError(f"layer {name!r} is inside the nested model {backbone.name!r} of a functional model; "
-                       "explaining that needs a Sequential outer model, or a flat one (keras.applications with input_tensor=)")  # fmt: skip
+        raise CxrError(
+            f"layer {name!r} is inside the nested model {backbone.name!r} of a functional model; "
+            "explaining that needs a Sequential outer model, or a flat one (keras.applications "
+            "with input_tensor=)"
+        )
     inner = backbone.get_layer(name)
     if len(inner.output.shape) != 4:
-        raise CxrError(f"layer {name!r} has output shape {tuple(inner.output.shape)}; Grad-CAM needs a spatial (4-D) layer")
+        raise CxrError(
+            f"layer {name!r} has output shape {tuple(inner.output.shape)}; Grad-CAM needs a "
+            "spatial (4-D) layer"
+        )
     features = keras.Model(backbone.input, [inner.output, backbone.output])
     position = model.layers.index(backbone)
     before, after = model.layers[:position], model.layers[position + 1 :]
@@ -116,7 +155,8 @@ def _nested_probe(model: keras.Model, backbone: keras.Model, name: str, jit_comp
 
 @tf.custom_gradient
 def guided_relu(x: tf.Tensor):
-    """ReLU forward; backward passes a gradient only where both it and the input are positive (Springenberg 2015)."""
+    """ReLU forward; backward passes a gradient only where both it and the input are positive
+    (Springenberg 2015)."""
 
     def grad(upstream: tf.Tensor) -> tf.Tensor:
         return upstream * tf.cast(upstream > 0, upstream.dtype) * tf.cast(x > 0, upstream.dtype)
@@ -128,8 +168,15 @@ def _guided_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     """Clone a layer, swapping plain ReLUs (layers or activations) for the guided one."""
     config = layer.get_config()
     if isinstance(layer, keras.layers.ReLU):
-        if config.get("max_value") is not None or config.get("negative_slope") or config.get("threshold"):
-            raise CxrError(f"guided backpropagation supports plain ReLUs only; layer {layer.name!r} is a clipped or leaky one")
+        if (
+            config.get("max_value") is not None
+            or config.get("negative_slope")
+            or config.get("threshold")
+        ):
+            raise CxrError(
+                f"guided backpropagation supports plain ReLUs only; layer {layer.name!r} is a "
+                "clipped or leaky one"
+            )
         return keras.layers.Activation(guided_relu, name=layer.name)
     if config.get("activation") == "relu":
         config["activation"] = guided_relu

@@ -1,4 +1,5 @@
-"""Per-image report rows and the per-fold summary, including how well maps localise known findings."""
+"""Per-image report rows and the per-fold summary, including how well maps localise known
+findings."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ LOCALISATION_SEED = 0
 
 
 def class_probabilities(logits: np.ndarray) -> np.ndarray:
-    """(N, C) logits -> probabilities: softmax, or [1 - sigmoid, sigmoid] for a single-logit head."""
+    """(N, C) logits -> probabilities: softmax, or [1 - sigmoid, sigmoid] for a single-logit
+    head."""
     if logits.shape[-1] == 1:
         p = 1 / (1 + np.exp(-logits[:, 0]))
         return np.stack([1 - p, p], axis=1)
@@ -20,7 +22,8 @@ def class_probabilities(logits: np.ndarray) -> np.ndarray:
 
 
 def output_probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    """(N, C) logits -> probabilities: one sigmoid per finding for multi-label models, else `class_probabilities`."""
+    """(N, C) logits -> probabilities: one sigmoid per finding for multi-label models, else
+    `class_probabilities`."""
     return 1 / (1 + np.exp(-logits)) if multi_label else class_probabilities(logits)
 
 
@@ -48,7 +51,9 @@ def outcome(true_index: int, predicted_index: int, positive: int | None) -> str:
     if positive is None:
         return ""
     truth, guess = true_index == positive, predicted_index == positive
-    return {(True, True): "TP", (False, True): "FP", (False, False): "TN", (True, False): "FN"}[(truth, guess)]
+    return {(True, True): "TP", (False, True): "FP", (False, False): "TN", (True, False): "FN"}[
+        (truth, guess)
+    ]
 
 
 def summarise_fold(report: pd.DataFrame) -> dict:
@@ -64,15 +69,23 @@ def summarise_fold(report: pd.DataFrame) -> dict:
         "empty_maps": int(report["empty"].sum()),
     }
     if "outcome" in report and report["outcome"].astype(bool).any():
-        summary["outcomes"] = {k: int(v) for k, v in report["outcome"].value_counts().sort_index().items() if k}
-    located = report[(report["outcome"] == "TP") & (report["boxes"].map(len) > 0)] if "outcome" in report else report.iloc[:0]
+        summary["outcomes"] = {
+            k: int(v) for k, v in report["outcome"].value_counts().sort_index().items() if k
+        }
+    located = (
+        report[(report["outcome"] == "TP") & (report["boxes"].map(len) > 0)]
+        if "outcome" in report
+        else report.iloc[:0]
+    )
     if len(located):
         rng = np.random.default_rng(LOCALISATION_SEED)
         centre, random_hits = [], []
         for row in located.itertuples():
             centre.append(inside((row.width - 1) / 2, (row.height - 1) / 2, row.boxes))
             xs, ys = rng.integers(0, row.width, 100), rng.integers(0, row.height, 100)
-            random_hits.append(np.mean([inside(x, y, row.boxes) for x, y in zip(xs, ys, strict=True)]))
+            random_hits.append(
+                np.mean([inside(x, y, row.boxes) for x, y in zip(xs, ys, strict=True)])
+            )
         summary["localisation"] = {
             "true_positives_with_boxes": len(located),
             "peak_in_box": float(located["peak_in_box"].mean()),

@@ -1,10 +1,10 @@
-"""explain_fold(cfg, fold, options): every validation image of a fold through that fold's best model.
+"""explain_fold(cfg, fold, options): every validation image of a fold through that fold's best
+model.
 
-Streams batches from disk; the map of one batch is computed while a thread
-pool writes the previous batch's overlays, so memory stays flat and PNG
-encoding overlaps with the gradients. Writes into runs/<experiment>/explain/fold<K>/:
-right/ and wrong/ overlays, report.csv, summary.json, montage.png, index.html,
-and maps.npz with --save-maps.
+Streams batches from disk; the map of one batch is computed while a thread pool writes the previous
+batch's overlays, so memory stays flat and PNG encoding overlaps with the gradients. Writes into
+runs/<experiment>/explain/fold<K>/: right/ and wrong/ overlays, report.csv, summary.json,
+montage.png, index.html, and maps.npz with --save-maps.
 """
 
 from __future__ import annotations
@@ -34,14 +34,22 @@ from cxr.explain.gallery import write_html, write_montage
 from cxr.explain.methods import LAYER_METHODS, Explanation, explain_batch, get_method
 from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
 from cxr.explain.probe import make_probe
-from cxr.explain.report import box_energy_share, inside, outcome, output_probabilities, peak_location, summarise_fold
+from cxr.explain.report import (
+    box_energy_share,
+    inside,
+    outcome,
+    output_probabilities,
+    peak_location,
+    summarise_fold,
+)
 from cxr.lungs.run import lung_region
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, experiment_dir, open_trained_fold
 
 log = logging.getLogger(__name__)
-# PNG encoding and decoding release the GIL: with a GPU busy on the maps, the CPU cores draw the overlays
+# PNG encoding and decoding release the GIL: with a GPU busy on the maps, the CPU cores draw the
+# overlays
 OVERLAY_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
@@ -85,9 +93,11 @@ def in_shard(image: str, shard: tuple[int, int] | None) -> bool:
 
 
 def target_indices(option: str, labels: np.ndarray, classes: list[str]) -> np.ndarray | None:
-    """None for 'predicted' (chosen in the forward pass), the true classes, or one named class for all.
+    """None for 'predicted' (chosen in the forward pass), the true classes, or one named class for
+    all.
 
-    `labels` are class indices, or multi-hot rows for multi-label data (then 'true' is the first true finding).
+    `labels` are class indices, or multi-hot rows for multi-label data (then 'true' is the first
+    true finding).
     """
     true_index = labels.argmax(axis=1) if labels.ndim == 2 else labels
     if option == "predicted":
@@ -95,7 +105,9 @@ def target_indices(option: str, labels: np.ndarray, classes: list[str]) -> np.nd
     if option == "true":
         return true_index
     if option not in classes:
-        raise ConfigError(f"--target {option!r}: use predicted, true or a class name ({', '.join(classes)})")
+        raise ConfigError(
+            f"--target {option!r}: use predicted, true or a class name ({', '.join(classes)})"
+        )
     return np.full(len(true_index), classes.index(option))
 
 
@@ -107,7 +119,11 @@ def load_fold_table(run: FoldRun, fold_cfg: Config) -> pd.DataFrame:
 def overlay_name(image: str) -> str:
     """The source image's path below images/ (or its whole relative path), as a PNG."""
     parts = PurePosixPath(image).parts
-    relative = PurePosixPath(*parts[1:]) if parts[0] == "images" and len(parts) > 1 else PurePosixPath(image)
+    relative = (
+        PurePosixPath(*parts[1:])
+        if parts[0] == "images" and len(parts) > 1
+        else PurePosixPath(image)
+    )
     return str(relative.with_suffix(".png"))
 
 
@@ -121,25 +137,53 @@ def explain_fold(cfg: Config, fold: int, options: ExplainOptions) -> FoldExplana
     folder = explain_dir(cfg, fold)
     layer = options.layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
     table = load_fold_table(run, fold_cfg)
-    table = table[[in_shard(image, options.shard) for image in table["image"]]].reset_index(drop=True)
+    table = table[[in_shard(image, options.shard) for image in table["image"]]].reset_index(
+        drop=True
+    )
     settings = {
         "method": options.method,
         "layer": layer if options.method in LAYER_METHODS else "input",
         "target": options.target,
-        "model_sha256": file_digest(run.model)[:16],  # a retrained fold never reuses the old model's maps
+        "model_sha256": file_digest(run.model)[
+            :16
+        ],  # a retrained fold never reuses the old model's maps
     }
     previous = pd.DataFrame() if options.overwrite else read_previous_rows(folder, settings)
-    todo = table[~table["image"].isin(previous.get("image", pd.Series(dtype=str)))].reset_index(drop=True)
-    log.info("fold %d: %d images to explain, %d done before (%s at %s)", fold, len(todo), len(table) - len(todo), options.method, layer)
+    todo = table[~table["image"].isin(previous.get("image", pd.Series(dtype=str)))].reset_index(
+        drop=True
+    )
+    log.info(
+        "fold %d: %d images to explain, %d done before (%s at %s)",
+        fold,
+        len(todo),
+        len(table) - len(todo),
+        options.method,
+        layer,
+    )
 
     with images_named_on_failure(fold_cfg.data.dataset_dir, todo):
-        rows = explain_rows(cfg, fold_cfg, run, todo, classes, positive, layer, settings, options, folder) if len(todo) else []
+        rows = (
+            explain_rows(
+                cfg, fold_cfg, run, todo, classes, positive, layer, settings, options, folder
+            )
+            if len(todo)
+            else []
+        )
     report = pd.concat([previous, pd.DataFrame(rows)], ignore_index=True) if rows else previous
-    report = report[report["image"].isin(table["image"])].sort_values("image").reset_index(drop=True)
+    report = (
+        report[report["image"].isin(table["image"])].sort_values("image").reset_index(drop=True)
+    )
     summary = summarise_fold(with_boxes(report, table)) | {"fold": fold, **settings}
-    name = "report.csv" if options.shard is None else f"report.shard{options.shard[0]}of{options.shard[1]}.csv"
+    name = (
+        "report.csv"
+        if options.shard is None
+        else f"report.shard{options.shard[0]}of{options.shard[1]}.csv"
+    )
     write_text_atomic(folder / name, spreadsheet_safe(report).to_csv(index=False))
-    write_text_atomic(folder / name.replace("report", "summary").replace(".csv", ".json"), json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(
+        folder / name.replace("report", "summary").replace(".csv", ".json"),
+        json.dumps(summary, indent=2) + "\n",
+    )
     write_montage(folder, report, options.montage_size)
     write_html(folder, report, classes)
     return FoldExplanation(fold, folder, report, summary)
@@ -151,11 +195,15 @@ def read_previous_rows(folder: Path, settings: dict) -> pd.DataFrame:
     frames = [pd.read_csv(path, dtype=text_columns) for path in sorted(folder.glob("report*.csv"))]
     if not frames:
         return pd.DataFrame()
-    rows = from_spreadsheet_safe(pd.concat(frames, ignore_index=True).drop_duplicates("image", keep="last"))
+    rows = from_spreadsheet_safe(
+        pd.concat(frames, ignore_index=True).drop_duplicates("image", keep="last")
+    )
     rows[["patient_id", "outcome"]] = rows[["patient_id", "outcome"]].fillna("")
     if not set(settings) <= set(rows.columns):
         return pd.DataFrame()
-    same = np.logical_and.reduce([rows[key].astype(str) == str(value) for key, value in settings.items()])
+    same = np.logical_and.reduce(
+        [rows[key].astype(str) == str(value) for key, value in settings.items()]
+    )
     exists = rows["overlay"].map(lambda p: (folder / p).is_file())
     return rows[same & exists].reset_index(drop=True)
 
@@ -163,38 +211,83 @@ def read_previous_rows(folder: Path, settings: dict) -> pd.DataFrame:
 def with_boxes(report: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """Attach decoded boxes and sizes (for the localisation summary)."""
     info = table.set_index("image")
-    boxes = info["boxes"].map(decode_boxes) if "boxes" in info else pd.Series([[]] * len(info), index=info.index)
+    boxes = (
+        info["boxes"].map(decode_boxes)
+        if "boxes" in info
+        else pd.Series([[]] * len(info), index=info.index)
+    )
     return report.assign(
-        boxes=report["image"].map(boxes), width=report["image"].map(info.get("width")), height=report["image"].map(info.get("height"))
+        boxes=report["image"].map(boxes),
+        width=report["image"].map(info.get("width")),
+        height=report["image"].map(info.get("height")),
     )
 
 
 def explain_rows(
-    cfg: Config, fold_cfg: Config, run: FoldRun, todo: pd.DataFrame, classes: list[str], positive: int | None,
-    layer: str, settings: dict, options: ExplainOptions, folder: Path,
-) -> list[dict]:  # fmt: skip
-    """The streaming loop: one batch of maps at a time, overlays written by a thread pool meanwhile."""
+    cfg: Config,
+    fold_cfg: Config,
+    run: FoldRun,
+    todo: pd.DataFrame,
+    classes: list[str],
+    positive: int | None,
+    layer: str,
+    settings: dict,
+    options: ExplainOptions,
+    folder: Path,
+) -> list[dict]:
+    """The streaming loop: one batch of maps at a time, overlays written by a thread pool
+    meanwhile."""
     model = run.load_model()
     if use_mixed_precision(cfg.explain.mixed_precision, "explain.mixed_precision"):
         model = with_policy(model, "mixed_float16")
-    probe = make_probe(model, layer if options.method in LAYER_METHODS else None, jit_compile=cfg.explain.xla)
+    probe = make_probe(
+        model, layer if options.method in LAYER_METHODS else None, jit_compile=cfg.explain.xla
+    )
     batch_size = cfg.explain.batch_size
-    ds = make_dataset(fold_cfg.data.dataset_dir, todo, classes, image_size=fold_cfg.data.image_size,
-                      channels=fold_cfg.data.channels, batch_size=batch_size, multi_label=fold_cfg.data.multi_label)  # fmt: skip
+    ds = make_dataset(
+        fold_cfg.data.dataset_dir,
+        todo,
+        classes,
+        image_size=fold_cfg.data.image_size,
+        channels=fold_cfg.data.channels,
+        batch_size=batch_size,
+        multi_label=fold_cfg.data.multi_label,
+    )
     rows: list[dict] = []
-    maps_name = "maps.npz" if options.shard is None else f"maps.shard{options.shard[0]}of{options.shard[1]}.npz"
+    maps_name = (
+        "maps.npz"
+        if options.shard is None
+        else f"maps.shard{options.shard[0]}of{options.shard[1]}.npz"
+    )
     maps_file = MapsWriter(folder / maps_name) if options.save_maps else None
     pending: list[Future] = []
     with ThreadPoolExecutor(max_workers=OVERLAY_THREADS) as pool:
         for start, (images, labels) in zip(range(0, len(todo), batch_size), ds, strict=False):
             part = todo.iloc[start : start + batch_size]
             targets = target_indices(options.target, labels.numpy(), classes)
-            result = explain_batch(probe, images, targets, options.method, pad_to=batch_size)  # one shape: one trace
+            result = explain_batch(
+                probe, images, targets, options.method, pad_to=batch_size
+            )  # one shape: one trace
             for done in pending:  # keep at most one batch of overlays in flight
                 rows.append(done.result())
-            pixels = images.numpy()[..., 0]  # the decoded images: the overlays reuse them when the stored size is the model's
+            pixels = images.numpy()[
+                ..., 0
+            ]  # the decoded images: the overlays reuse them when the stored size is the model's
             pending = [
-                pool.submit(image_row, fold_cfg, run.fold, row, result, i, classes, positive, settings, cfg, folder, pixels[i])
+                pool.submit(
+                    image_row,
+                    fold_cfg,
+                    run.fold,
+                    row,
+                    result,
+                    i,
+                    classes,
+                    positive,
+                    settings,
+                    cfg,
+                    folder,
+                    pixels[i],
+                )
                 for i, row in enumerate(part.to_dict("records"))
             ]
             if maps_file:
@@ -206,9 +299,18 @@ def explain_rows(
 
 
 def image_row(
-    fold_cfg: Config, fold: int, row: dict, result: Explanation, i: int, classes: list[str], positive: int | None,
-    settings: dict, cfg: Config, folder: Path, pixels: np.ndarray | None = None,
-) -> dict:  # fmt: skip
+    fold_cfg: Config,
+    fold: int,
+    row: dict,
+    result: Explanation,
+    i: int,
+    classes: list[str],
+    positive: int | None,
+    settings: dict,
+    cfg: Config,
+    folder: Path,
+    pixels: np.ndarray | None = None,
+) -> dict:
     """Overlay and report row for one image (runs in a worker thread)."""
     logits = result.logits[i]
     multi_label = fold_cfg.data.multi_label
@@ -219,11 +321,21 @@ def image_row(
     heatmap = resize_map(result.maps[i], *grey.shape)
     boxes = decode_boxes(row.get("boxes"))
     x, y = peak_location(heatmap)
-    lungs = lung_region(fold_cfg.data.dataset_dir, row, grey.shape)  # None when unknown or implausible
+    lungs = lung_region(
+        fold_cfg.data.dataset_dir, row, grey.shape
+    )  # None when unknown or implausible
     correct = "right" if classes[predicted] in true_names else "wrong"
     overlay = f"{correct}/{overlay_name(row['image'])}"
     outline = lungs if cfg.explain.lungs else None
-    pixels = draw_overlay(grey, heatmap, cfg.explain.colormap, cfg.explain.alpha, bool(result.empty[i]), boxes, outline)
+    pixels = draw_overlay(
+        grey,
+        heatmap,
+        cfg.explain.colormap,
+        cfg.explain.alpha,
+        bool(result.empty[i]),
+        boxes,
+        outline,
+    )
     write_overlay(pixels, folder / overlay)
     return {
         "fold": fold,
@@ -241,16 +353,20 @@ def image_row(
         "empty": bool(result.empty[i]),
         "peak_x": x,
         "peak_y": y,
-        "peak_in_box": float(inside(x, y, boxes)) if boxes and not result.empty[i] else float("nan"),  # 1/0; NaN: no box
+        "peak_in_box": float(inside(x, y, boxes))
+        if boxes and not result.empty[i]
+        else float("nan"),  # 1/0; NaN: no box
         "box_energy_share": box_energy_share(heatmap, boxes),
-        "peak_region": REGIONS[region_codes(lungs)[y, x]] if lungs is not None and not result.empty[i] else "",
+        "peak_region": REGIONS[region_codes(lungs)[y, x]]
+        if lungs is not None and not result.empty[i]
+        else "",
         "overlay": overlay,
     }
 
 
 def stored_pixels(path: Path, row: dict, pixels: np.ndarray | None) -> np.ndarray:
-    """The stored image as uint8 grey: the pipeline's decoded pixels when they are at the stored size (resizing
-    to the same size changes nothing), else the file read again."""
+    """The stored image as uint8 grey: the pipeline's decoded pixels when they are at the stored
+    size (resizing to the same size changes nothing), else the file read again."""
     try:
         stored = (int(row["height"]), int(row["width"]))
     except (KeyError, TypeError, ValueError):
@@ -261,7 +377,8 @@ def stored_pixels(path: Path, row: dict, pixels: np.ndarray | None) -> np.ndarra
 
 
 class MapsWriter:
-    """An .npz written entry by entry (as numpy.savez lays it out), so memory does not grow with the fold."""
+    """An .npz written entry by entry (as numpy.savez lays it out), so memory does not grow with the
+    fold."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.tmp = path, path.with_name(path.name + ".partial")
@@ -279,13 +396,21 @@ class MapsWriter:
         self.tmp.replace(self.path)
 
 
-def explain_folds(cfg: Config, folds: list[int], options: ExplainOptions) -> tuple[list[FoldExplanation], pd.DataFrame | None]:
+def explain_folds(
+    cfg: Config, folds: list[int], options: ExplainOptions
+) -> tuple[list[FoldExplanation], pd.DataFrame | None]:
     """Several folds; with more than one, also one report over all of them."""
     if not folds:
-        raise DataError(f"no trained folds to explain for experiment {cfg.experiment.name!r}; run `cxr train` first")
+        raise DataError(
+            f"no trained folds to explain for experiment {cfg.experiment.name!r}; run `cxr train` "
+            "first"
+        )
     results = [explain_fold(cfg, fold, options) for fold in folds]
     if len(results) == 1:
         return results, None
     combined = pd.concat([r.report for r in results], ignore_index=True)
-    write_text_atomic(experiment_dir(cfg) / "explain" / "report.csv", spreadsheet_safe(combined).to_csv(index=False))
+    write_text_atomic(
+        experiment_dir(cfg) / "explain" / "report.csv",
+        spreadsheet_safe(combined).to_csv(index=False),
+    )
     return results, combined

@@ -1,1 +1,2 @@
-"""Lung fields for chest radiographs: a small shipped U-Net, its plausibility checks, and `cxr lungs`."""
+"""Lung fields for chest radiographs: a small shipped U-Net, its plausibility checks, and `cxr
+lungs`."""

@@ -17,6 +17,8 @@ CONSTRUCTORS = {
 }
 
 
-def backbone(name: str, x: keras.KerasTensor, num_outputs: int, weights: str | None = None) -> keras.KerasTensor:
+def backbone(
+    name: str, x: keras.KerasTensor, num_outputs: int, weights: str | None = None
+) -> keras.KerasTensor:
     base = CONSTRUCTORS[name](include_top=False, weights=weights, input_tensor=x)
     return logits_head(base.output, num_outputs)

@@ -6,7 +6,9 @@ import keras
 from keras import layers
 
 
-def conv_bn_relu(x: keras.KerasTensor, filters: int, stride: int, name: str, momentum: float) -> keras.KerasTensor:
+def conv_bn_relu(
+    x: keras.KerasTensor, filters: int, stride: int, name: str, momentum: float
+) -> keras.KerasTensor:
     """3x3 conv, batch norm, ReLU (as seed 000, conv bias included); the ReLU carries `name`."""
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
@@ -14,6 +16,7 @@ def conv_bn_relu(x: keras.KerasTensor, filters: int, stride: int, name: str, mom
 
 
 def logits_head(x: keras.KerasTensor, num_outputs: int) -> keras.KerasTensor:
-    """Global average pooling then a dense layer with no activation, always named `pool` and `logits`."""
+    """Global average pooling then a dense layer with no activation, always named `pool` and
+    `logits`."""
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     return layers.Dense(num_outputs, name="logits", dtype="float32")(x)

@@ -28,13 +28,20 @@ class SoftmaxAUC(keras.metrics.AUC):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
-def make_loss_and_metrics(num_classes: int, multi_label: bool) -> tuple[keras.losses.Loss, list[keras.metrics.Metric]]:
-    """Cross-entropy on logits; accuracy and AUC named so the monitor reads val_accuracy / val_auc."""
+def make_loss_and_metrics(
+    num_classes: int, multi_label: bool
+) -> tuple[keras.losses.Loss, list[keras.metrics.Metric]]:
+    """Cross-entropy on logits; accuracy and AUC named so the monitor reads val_accuracy /
+    val_auc."""
     if multi_label:
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
         metrics = [
-            keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),  # logit 0 = probability 0.5
-            keras.metrics.AUC(name="auc", multi_label=True, num_labels=num_classes, from_logits=True),
+            keras.metrics.BinaryAccuracy(
+                name="accuracy", threshold=0.0
+            ),  # logit 0 = probability 0.5
+            keras.metrics.AUC(
+                name="auc", multi_label=True, num_labels=num_classes, from_logits=True
+            ),
         ]
         return loss, metrics
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -17,7 +17,9 @@ DEFAULT_WIDTHS = (16, 32, 48, 64, 80, 96)
 FEATURE_LAYER = "features"
 
 
-def pna_cnn(x: keras.KerasTensor, num_outputs: int, widths: list[int] | None = None, momentum: float = 0.99) -> keras.KerasTensor:
+def pna_cnn(
+    x: keras.KerasTensor, num_outputs: int, widths: list[int] | None = None, momentum: float = 0.99
+) -> keras.KerasTensor:
     """widths[0] is the stem; each further width is one [stride 2, stride 1] stage."""
     widths = list(widths or DEFAULT_WIDTHS)
     if len(widths) < 2:
@@ -25,11 +27,15 @@ def pna_cnn(x: keras.KerasTensor, num_outputs: int, widths: list[int] | None = N
     x = conv_bn_relu(x, widths[0], 1, "stem", momentum)
     for stage, filters in enumerate(widths[1:], start=1):
         x = conv_bn_relu(x, filters, 2, f"stage{stage}_down", momentum)
-        x = conv_bn_relu(x, filters, 1, FEATURE_LAYER if stage == len(widths) - 1 else f"stage{stage}", momentum)
+        x = conv_bn_relu(
+            x, filters, 1, FEATURE_LAYER if stage == len(widths) - 1 else f"stage{stage}", momentum
+        )
     return logits_head(x, num_outputs)
 
 
-def tiny_cnn(x: keras.KerasTensor, num_outputs: int, widths: list[int] | None = None, momentum: float = 0.9) -> keras.KerasTensor:
+def tiny_cnn(
+    x: keras.KerasTensor, num_outputs: int, widths: list[int] | None = None, momentum: float = 0.9
+) -> keras.KerasTensor:
     """Two small stride-2 stages: for tests, through the same code paths as the real models."""
     widths = list(widths or (4, 8))
     x = conv_bn_relu(x, widths[0], 2, "stage1", momentum)

@@ -22,7 +22,8 @@ def gpu_available() -> bool:
 
 
 def use_mixed_precision(requested: bool, key: str) -> bool:
-    """mixed_float16 pays off on a GPU only; on a CPU it is slower, so the switch is ignored there, with a warning."""
+    """mixed_float16 pays off on a GPU only; on a CPU it is slower, so the switch is ignored there,
+    with a warning."""
     if requested and not gpu_available():
         log.warning("%s ignored: no GPU (float16 on a CPU is slower, not faster)", key)
         return False
@@ -35,9 +36,13 @@ def set_precision(mixed: bool) -> None:
 
 
 def with_policy(model: keras.Model, policy: str) -> keras.Model:
-    """A copy of a flat model whose layers compute in `policy` (e.g. mixed_float16); the output layer stays float32."""
+    """A copy of a flat model whose layers compute in `policy` (e.g. mixed_float16); the output
+    layer stays float32."""
     if any(isinstance(layer, keras.Model) for layer in model.layers):
-        raise CxrError(f"model {model.name!r} has a nested model: mixed precision for explaining needs a flat one")
+        raise CxrError(
+            f"model {model.name!r} has a nested model: mixed precision for explaining needs a flat "
+            "one"
+        )
     last = model.layers[-1].name
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:

@@ -46,18 +46,30 @@ class ModelSpec:
     preprocessing: str  # unit | caffe | torch | tf
     explain_layer: str
     min_size: int
-    imagenet: RemoteFile | None = None  # the no-top ImageNet weights that keras.applications publishes
-    widths: tuple[int, int | None] | None = None  # how many model.widths it takes (fewest, most); None: none
+    imagenet: RemoteFile | None = (
+        None  # the no-top ImageNet weights that keras.applications publishes
+    )
+    widths: tuple[int, int | None] | None = (
+        None  # how many model.widths it takes (fewest, most); None: none
+    )
 
     def check_widths(self, name: str, widths: list[int] | None) -> None:
         """A ConfigError naming what model.widths this architecture takes."""
         if widths is None:
             return
         if self.widths is None:
-            raise ConfigError(f"model.widths = {widths} is not used by {name}: remove it (set it to null)")
+            raise ConfigError(
+                f"model.widths = {widths} is not used by {name}: remove it (set it to null)"
+            )
         fewest, most = self.widths
         if len(widths) < fewest or (most is not None and len(widths) > most):
-            count = f"exactly {fewest}" if fewest == most else f"at least {fewest}" if most is None else f"{fewest} to {most}"
+            count = (
+                f"exactly {fewest}"
+                if fewest == most
+                else f"at least {fewest}"
+                if most is None
+                else f"{fewest} to {most}"
+            )
             raise ConfigError(f"model.widths = {widths}: {name} takes {count} widths")
 
 
@@ -67,30 +79,64 @@ def _imagenet(folder: str, filename: str, md5: str) -> RemoteFile:
 
 MODELS: dict[str, ModelSpec] = {
     "pna_cnn": ModelSpec(
-        lambda x, n, c, w: pna_cnn(x, n, c.model.widths, c.model.batchnorm_momentum), "unit", FEATURE_LAYER, 32,
+        lambda x, n, c, w: pna_cnn(x, n, c.model.widths, c.model.batchnorm_momentum),
+        "unit",
+        FEATURE_LAYER,
+        32,
         widths=(2, None),  # a stem, then one width per stage
     ),
     "tiny_cnn": ModelSpec(
-        lambda x, n, c, w: tiny_cnn(x, n, c.model.widths, c.model.batchnorm_momentum), "unit", FEATURE_LAYER, 8,
+        lambda x, n, c, w: tiny_cnn(x, n, c.model.widths, c.model.batchnorm_momentum),
+        "unit",
+        FEATURE_LAYER,
+        8,
         widths=(2, 2),
     ),
     "vgg16_cardiomegaly": ModelSpec(
-        lambda x, n, c, w: vgg16_cardiomegaly(x, n, w, c.model.dropout), "caffe", VGG_FEATURE_LAYER, 256,
-        _imagenet("vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "6d6bbae143d832006294945121d1f1fc"),
+        lambda x, n, c, w: vgg16_cardiomegaly(x, n, w, c.model.dropout),
+        "caffe",
+        VGG_FEATURE_LAYER,
+        256,
+        _imagenet(
+            "vgg16",
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "6d6bbae143d832006294945121d1f1fc",
+        ),
     ),
     "resnet50": ModelSpec(
-        lambda x, n, c, w: backbone("resnet50", x, n, w), "caffe", "conv5_block3_out", 32,
-        _imagenet("resnet", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "4d473c1dd8becc155b73f8504c6f6626"),
+        lambda x, n, c, w: backbone("resnet50", x, n, w),
+        "caffe",
+        "conv5_block3_out",
+        32,
+        _imagenet(
+            "resnet",
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "4d473c1dd8becc155b73f8504c6f6626",
+        ),
     ),
     "densenet121": ModelSpec(
-        lambda x, n, c, w: backbone("densenet121", x, n, w), "torch", "relu", 32,
-        _imagenet("densenet", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", "30ee3e1110167f948a6b9946edeeb738"),
+        lambda x, n, c, w: backbone("densenet121", x, n, w),
+        "torch",
+        "relu",
+        32,
+        _imagenet(
+            "densenet",
+            "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "30ee3e1110167f948a6b9946edeeb738",
+        ),
     ),
     "inception_v3": ModelSpec(
-        lambda x, n, c, w: backbone("inception_v3", x, n, w), "tf", "mixed10", 75,
-        _imagenet("inception_v3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "bcbd6486424b2319ff4ef7d526e38f63"),
+        lambda x, n, c, w: backbone("inception_v3", x, n, w),
+        "tf",
+        "mixed10",
+        75,
+        _imagenet(
+            "inception_v3",
+            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "bcbd6486424b2319ff4ef7d526e38f63",
+        ),
     ),
-}  # fmt: skip
+}
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -107,7 +153,10 @@ def build_model(cfg: Config, num_outputs: int) -> keras.Model:
     spec = get_model_spec(cfg.model.name)
     size = cfg.data.image_size
     if size < spec.min_size:
-        raise ConfigError(f"data.image_size = {size} is too small for {cfg.model.name}: it needs at least {spec.min_size}")
+        raise ConfigError(
+            f"data.image_size = {size} is too small for {cfg.model.name}: it needs at least "
+            f"{spec.min_size}"
+        )
     spec.check_widths(cfg.model.name, cfg.model.widths)
     weights = resolve_weights(cfg.model.weights, cfg.model.name, spec)
     inputs = keras.Input((size, size, cfg.data.channels), name="pixels")
@@ -117,11 +166,14 @@ def build_model(cfg: Config, num_outputs: int) -> keras.Model:
         model = keras.Model(inputs, body, name=cfg.model.name)
         if weights is not None and spec.imagenet is None:
             model.load_weights(weights)
-    except Exception as exc:  # h5py, zipfile and Keras raise many types for a file that is not these weights
+    except (
+        Exception
+    ) as exc:  # h5py, zipfile and Keras raise many types for a file that is not these weights
         if weights is None:
             raise
         raise ConfigError(
-            f"model.weights = {cfg.model.weights!r}: cannot load it into {cfg.model.name} ({type(exc).__name__}: "
+            f"model.weights = {cfg.model.weights!r}: cannot load it into {cfg.model.name} "
+            f"({type(exc).__name__}: "
             f"{shorten(str(exc))}); give weights saved from this architecture, 'imagenet' or null"
         ) from None
     return model
@@ -145,7 +197,8 @@ def preprocess(x: keras.KerasTensor, mode: str) -> keras.KerasTensor:
 
 
 def resolve_weights(weights: str | None, model_name: str, spec: ModelSpec) -> str | None:
-    """None (random), a local file, or 'imagenet' (downloaded once, md5-checked, kept with Keras' own files).
+    """None (random), a local file, or 'imagenet' (downloaded once, md5-checked, kept with Keras'
+    own files).
 
     CXR_WEIGHTS_MIRROR=URL fetches the same file names from another server.
     """
@@ -153,7 +206,10 @@ def resolve_weights(weights: str | None, model_name: str, spec: ModelSpec) -> st
         return None
     if weights == "imagenet":
         if spec.imagenet is None:
-            raise ConfigError(f"model.weights = 'imagenet' is not available for {model_name}: use null or a weights file")
+            raise ConfigError(
+                f"model.weights = 'imagenet' is not available for {model_name}: use null or a "
+                "weights file"
+            )
         remote = spec.imagenet
         mirror = os.environ.get("CXR_WEIGHTS_MIRROR")
         if mirror:
@@ -161,5 +217,8 @@ def resolve_weights(weights: str | None, model_name: str, spec: ModelSpec) -> st
         cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
         return str(fetch(remote, cache))
     if not Path(weights).is_file():
-        raise ConfigError(f"model.weights = {weights!r}: no such file (use null, 'imagenet' or a path to a weights file)")
+        raise ConfigError(
+            f"model.weights = {weights!r}: no such file (use null, 'imagenet' or a path to a "
+            "weights file)"
+        )
     return weights

@@ -14,7 +14,9 @@ from keras import layers
 FEATURE_LAYER = "block6_conv3"
 
 
-def vgg16_cardiomegaly(x: keras.KerasTensor, num_outputs: int, weights: str | None = None, dropout: float = 0.1) -> keras.KerasTensor:
+def vgg16_cardiomegaly(
+    x: keras.KerasTensor, num_outputs: int, weights: str | None = None, dropout: float = 0.1
+) -> keras.KerasTensor:
     x = keras.applications.VGG16(include_top=False, weights=weights, input_tensor=x).output
     for i in (1, 2, 3):
         x = layers.Conv2D(512, 3, padding="valid", activation="relu", name=f"block6_conv{i}")(x)
