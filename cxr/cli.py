@@ -279,6 +279,25 @@ def lungs(
         )
 
 
+def describe_metrics(metrics: dict) -> str:
+    """ROC AUC and accuracy, then what a reader of a binary test asks next: sensitivity, specificity
+    and the confusion counts for the positive class."""
+    text = (
+        f"ROC AUC {metrics['roc_auc']:.3f}, accuracy {metrics['accuracy']:.3f} (n = {metrics['n']})"
+    )
+    if "positive_class" in metrics:
+        (tn, fp), (fn, tp) = metrics[
+            "confusion_matrix"
+        ]  # rows true, columns predicted, class order
+        if metrics["classes"].index(metrics["positive_class"]) == 0:
+            (tp, fn), (fp, tn) = metrics["confusion_matrix"]
+        text += (
+            f"; {metrics['positive_class']}: sensitivity {metrics['sensitivity']:.3f}, "
+            f"specificity {metrics['specificity']:.3f} (TP {tp}, FN {fn}, TN {tn}, FP {fp})"
+        )
+    return text
+
+
 def _parse_parts(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -353,10 +372,7 @@ def evaluate(
     folds = selected_folds(cfg, fold, all_folds)
     result = evaluate_folds(cfg, folds)
     for k, metrics in result.per_fold.items():
-        typer.echo(
-            f"fold {k}: validation ROC AUC {metrics['roc_auc']:.3f}, accuracy "
-            f"{metrics['accuracy']:.3f} (n = {metrics['n']})"
-        )
+        typer.echo(f"fold {k}: validation {describe_metrics(metrics)}")
     if len(folds) > 1:
         auc = result.summary["roc_auc"]
         typer.echo(

@@ -269,13 +269,7 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
             run.evaluation, predictions, per_fold[run.fold], per_fold[run.fold], classes, positive
         )
         all_predictions.append(predictions)
-        log.info(
-            "fold %d: ROC AUC %.3f, accuracy %.3f (n = %d)",
-            run.fold,
-            per_fold[run.fold]["roc_auc"],
-            per_fold[run.fold]["accuracy"],
-            len(predictions),
-        )
+        log.debug("fold %d evaluated: %d images", run.fold, len(predictions))
     pooled_predictions = pd.concat(all_predictions, ignore_index=True)
     pooled = metrics_from_predictions(pooled_predictions, classes, positive, multi_label)
     summary = {
