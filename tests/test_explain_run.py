@@ -298,3 +298,18 @@ def test_html_page_escapes_names_and_links_relatively(tmp_path: Path) -> None:
     page = write_html(tmp_path, pd.DataFrame([row]), ["a'b", "c"]).read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page and "p&amp;1" in page
     assert "src='right/%3Cscript%3Ex%3C/script%3E.png'" in page  # relative and URL-quoted
+
+
+def test_montage_sample_takes_turns_between_outcomes() -> None:
+    """Not the first images in path order: every outcome, in turns, the same every time."""
+    from cxr.explain.gallery import taking_turns
+
+    report = pd.DataFrame(
+        {"image": [f"{i:02d}" for i in range(20)], "outcome": ["TN"] * 16 + ["TP"] * 4}
+    )
+    picked = taking_turns(report, "outcome", 6)
+    assert picked["outcome"].tolist() == ["TN", "TP", "TN", "TP", "TN", "TP"]
+    assert picked.equals(taking_turns(report, "outcome", 6)) and set(picked["image"]) - set(
+        report["image"][:6]
+    )
+    assert len(taking_turns(report.iloc[:0], "outcome", 6)) == 0

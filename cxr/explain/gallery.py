@@ -16,11 +16,27 @@ from cxr.data.images import write_png
 TILE = 160
 
 
+def taking_turns(part: pd.DataFrame, key: str, n: int, seed: int = 0) -> pd.DataFrame:
+    """Up to `n` rows, taking turns between the groups of `key`, each group shuffled with a fixed
+    seed: a sample that shows every kind, not the first images in path order."""
+    groups = [g.sample(frac=1, random_state=seed) for _, g in part.groupby(key, sort=True)]
+    order = [g.iloc[i : i + 1] for i in range(max(map(len, groups), default=0)) for g in groups]
+    return pd.concat([*order, part.iloc[:0]]).head(n)
+
+
 def write_montage(folder: Path, report: pd.DataFrame, per_row: int = 8) -> Path | None:
-    """The first `per_row` right and the first `per_row` wrong overlays, one row each, captioned."""
+    """`per_row` right and `per_row` wrong overlays, one row each, captioned; each row takes turns
+    between its outcomes (TP and TN, FP and FN; true classes when there are no outcomes)."""
     if report.empty:
         return None
-    rows = [report[report["correct"] == kind].head(per_row) for kind in ("right", "wrong")]
+    key = (
+        "outcome"
+        if report.get("outcome", pd.Series("", dtype=str)).fillna("").astype(bool).any()
+        else "true_class"
+    )
+    rows = [
+        taking_turns(report[report["correct"] == kind], key, per_row) for kind in ("right", "wrong")
+    ]
     canvas = Image.new("RGB", (per_row * TILE, 2 * (TILE + 16)), (24, 24, 24))
     draw = ImageDraw.Draw(canvas)
     for r, (kind, part) in enumerate(zip(("right", "wrong"), rows, strict=True)):
