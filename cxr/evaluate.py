@@ -20,7 +20,7 @@ from sklearn import metrics as skm
 from cxr.atomic import atomic_path, write_text_atomic
 from cxr.config import Config
 from cxr.data.labels import is_negative_class, spreadsheet_safe
-from cxr.data.pipeline import encode_labels, images_named_on_failure, make_dataset
+from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failure
 from cxr.errors import DataError
 from cxr.explain.report import output_probabilities
 from cxr.runs import FoldRun, open_trained_fold, pooled_evaluation_dir
@@ -115,15 +115,7 @@ def predict_fold(run: FoldRun, batch_size: int = 32) -> pd.DataFrame:
     classes = run.read_classes()
     table = run.validation_table(cfg)
     model = run.load_model()
-    ds = make_dataset(
-        cfg.data.dataset_dir,
-        table,
-        classes,
-        image_size=cfg.data.image_size,
-        channels=cfg.data.channels,
-        batch_size=batch_size,
-        multi_label=cfg.data.multi_label,
-    )
+    ds = fold_dataset(cfg, table, classes, batch_size)
     with images_named_on_failure(cfg.data.dataset_dir, table):
         logits = model.predict(ds.map(lambda x, y: x), verbose=0).astype("float32")
     probs = output_probabilities(logits, cfg.data.multi_label)

@@ -26,7 +26,7 @@ from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share, summarise_shortcuts
 from cxr.config import Config
 from cxr.data.labels import decode_boxes
-from cxr.data.pipeline import encode_labels, images_named_on_failure, make_dataset
+from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failure
 from cxr.errors import ConfigError
 from cxr.evaluate import choose_positive_class, plt, save_figure
 from cxr.explain.methods import explain_batch, get_method
@@ -108,14 +108,7 @@ def _audit_fold(
     rows = localisation_rows(fold_cfg, probe, boxed, classes, methods) if len(boxed) else []
     localisation = pd.DataFrame(rows)
     sample = table.head(SANITY_IMAGES)
-    sample_ds = make_dataset(
-        fold_cfg.data.dataset_dir,
-        sample,
-        classes,
-        image_size=fold_cfg.data.image_size,
-        channels=fold_cfg.data.channels,
-        multi_label=fold_cfg.data.multi_label,
-    )
+    sample_ds = fold_dataset(fold_cfg, sample, classes)
     images = np.concatenate([x.numpy() for x, _ in sample_ds])
     targets = encode_labels(sample["label"], classes, fold_cfg.data.multi_label)
     targets = targets.argmax(axis=1) if targets.ndim == 2 else targets
@@ -151,15 +144,7 @@ def localisation_rows(
     boxed image."""
     rng = np.random.default_rng(0)
     rows: list[dict] = []
-    ds = make_dataset(
-        fold_cfg.data.dataset_dir,
-        boxed,
-        classes,
-        image_size=fold_cfg.data.image_size,
-        channels=fold_cfg.data.channels,
-        batch_size=16,
-        multi_label=fold_cfg.data.multi_label,
-    )
+    ds = fold_dataset(fold_cfg, boxed, classes, 16)
     for start, (images, labels) in zip(range(0, len(boxed), 16), ds, strict=False):
         part = boxed.iloc[start : start + 16]
         labels = labels.numpy()
@@ -279,15 +264,7 @@ def plot_methods(
     path: Path,
 ) -> None:
     """A few images with boxes, one column per method: the same maps side by side."""
-    ds = make_dataset(
-        fold_cfg.data.dataset_dir,
-        images,
-        classes,
-        image_size=fold_cfg.data.image_size,
-        channels=fold_cfg.data.channels,
-        batch_size=len(images),
-        multi_label=fold_cfg.data.multi_label,
-    )
+    ds = fold_dataset(fold_cfg, images, classes, len(images))
     batch, labels = next(iter(ds))
     labels = labels.numpy()
     targets = labels.argmax(axis=1) if labels.ndim == 2 else labels
@@ -325,15 +302,7 @@ def shortcut_rows(
         if fold_cfg.data.multi_label
         else choose_positive_class(classes, fold_cfg.data.positive_class)
     )
-    ds = make_dataset(
-        fold_cfg.data.dataset_dir,
-        table,
-        classes,
-        image_size=fold_cfg.data.image_size,
-        channels=fold_cfg.data.channels,
-        batch_size=16,
-        multi_label=fold_cfg.data.multi_label,
-    )
+    ds = fold_dataset(fold_cfg, table, classes, 16)
     for start, (images, _) in zip(range(0, len(table), 16), ds, strict=False):
         result = explain_batch(probe, images, None, method, pad_to=SANITY_IMAGES)
         for i, row in enumerate(table.iloc[start : start + 16].to_dict("records")):

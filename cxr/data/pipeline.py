@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from cxr.config import Config
 from cxr.data.images import read_image
 from cxr.data.labels import LABEL_SEPARATOR, read_labels, split_labels
 from cxr.data.labels import class_names as table_class_names
@@ -132,6 +133,21 @@ def make_dataset(
     if preprocess is not None:
         ds = ds.map(lambda images, y: (preprocess(images), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def fold_dataset(
+    fold_cfg: Config, table: pd.DataFrame, classes: list[str], batch_size: int = 16
+) -> tf.data.Dataset:
+    """Inference batches as a trained fold saw its data: its dataset, size, channels, labels."""
+    return make_dataset(
+        fold_cfg.data.dataset_dir,
+        table,
+        classes,
+        image_size=fold_cfg.data.image_size,
+        channels=fold_cfg.data.channels,
+        batch_size=batch_size,
+        multi_label=fold_cfg.data.multi_label,
+    )
 
 
 def cache_file(folder: Path, paths: list[str], labels: np.ndarray, image_size: int) -> Path:

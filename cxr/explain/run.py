@@ -27,7 +27,7 @@ from cxr.audit.regions import REGIONS, region_codes
 from cxr.config import Config
 from cxr.data.download import file_digest
 from cxr.data.labels import decode_boxes, from_spreadsheet_safe, split_labels, spreadsheet_safe
-from cxr.data.pipeline import images_named_on_failure, make_dataset
+from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.errors import ConfigError, DataError
 from cxr.evaluate import choose_positive_class
 from cxr.explain.gallery import write_html, write_montage
@@ -244,15 +244,7 @@ def explain_rows(
         model, layer if options.method in LAYER_METHODS else None, jit_compile=cfg.explain.xla
     )
     batch_size = cfg.explain.batch_size
-    ds = make_dataset(
-        fold_cfg.data.dataset_dir,
-        todo,
-        classes,
-        image_size=fold_cfg.data.image_size,
-        channels=fold_cfg.data.channels,
-        batch_size=batch_size,
-        multi_label=fold_cfg.data.multi_label,
-    )
+    ds = fold_dataset(fold_cfg, todo, classes, batch_size)
     rows: list[dict] = []
     maps_name = (
         "maps.npz"
