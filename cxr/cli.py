@@ -46,15 +46,13 @@ def friendly_errors(command: F) -> F:
                 fg=typer.colors.YELLOW,
             )
             raise typer.Exit(130) from None
-        except (
-            OSError
-        ) as exc:  # a full disk, a read-only folder, a vanished file: the user's to fix, not a bug
+        # a full disk, a read-only folder, a vanished file: the user's to fix, not a bug
+        except OSError as exc:
             typer.secho(f"error: {describe_os_error(exc)}", err=True, fg=typer.colors.RED)
             raise typer.Exit(1) from None
         except Exception as exc:
-            if (
-                type(exc).__name__ != "ResourceExhaustedError"
-            ):  # TensorFlow's out-of-memory (by name: no TF import here)
+            # TensorFlow's out-of-memory (by name: no TF import here)
+            if type(exc).__name__ != "ResourceExhaustedError":
                 raise
             typer.secho(
                 "error: out of memory on the device: lower train.batch_size (training), "
@@ -105,11 +103,9 @@ Overrides = Annotated[
 ]
 
 
-def resolve_config(
-    config: Path | None, overrides: list[str] | None, allow_last_run: bool = False
-):  # -> Config (imported lazily)
-    """The config named on the command line, else ./cxr.yaml, else (for explain) the last trained
-    experiment."""
+def resolve_config(config: Path | None, overrides: list[str] | None, allow_last_run: bool = False):
+    """The Config (imported lazily, like TensorFlow) named on the command line, else ./cxr.yaml,
+    else (for explain) the last trained experiment."""
     from cxr.config import load_config
 
     if config is None and DEFAULT_CONFIG.is_file():

@@ -108,9 +108,8 @@ class TrainConfig(_Section):
     early_stopping_patience: int | None = Field(5, ge=1)
     mixed_precision: bool = False
     xla: bool = False
-    devices: list[str] | None = Field(
-        None, min_length=2
-    )  # MirroredStrategy over these; None: every GPU when there are several
+    # MirroredStrategy over these; None: every GPU when there are several
+    devices: list[str] | None = Field(None, min_length=2)
 
 
 class ExplainConfig(_Section):

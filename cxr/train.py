@@ -128,15 +128,13 @@ def train(
         raise ConfigError(
             "--resume with several workers is not supported: restart the fold with --overwrite"
         )
-    strategy = make_strategy(
-        tuple(cfg.train.devices) if cfg.train.devices else None
-    )  # before any other TF op (multi-worker)
+    # before any other TF op (multi-worker)
+    strategy = make_strategy(tuple(cfg.train.devices) if cfg.train.devices else None)
     check_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
     if resume:
         check_resumable(cfg, staging_run(cfg, fold), fold)
-    table = read_labels(
-        cfg.data.dataset_dir
-    )  # once: columns, paths, folds, and that every image exists
+    # once: columns, paths, folds, and that every image exists
+    table = read_labels(cfg.data.dataset_dir)
     classes = resolve_classes(cfg, table)
     val_table = checked_split(table, fold, "validation", classes, cfg.data.multi_label)
     train_table = checked_split(table, fold, "train", classes, cfg.data.multi_label)
@@ -165,9 +163,8 @@ def train(
             )
         result = summarise(worker_cfg, run, fold)
         publish_run(run, fold_run(worker_cfg, fold))
-    return dataclasses.replace(
-        result, run=fold_run(cfg, fold)
-    )  # another worker's temporary copy is gone: name the chief's
+    # another worker's temporary copy is gone: name the chief's
+    return dataclasses.replace(result, run=fold_run(cfg, fold))
 
 
 def check_resumable(cfg: Config, staging: FoldRun, fold: int) -> None:
@@ -307,9 +304,8 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     def _save_model(self, epoch: int, batch: int | None, logs: dict | None) -> None:
         final = Path(self.filepath)
-        tmp = final.with_name(
-            f".{final.stem}.partial{final.suffix}"
-        )  # Keras picks the format by the suffix
+        # Keras picks the format by the suffix
+        tmp = final.with_name(f".{final.stem}.partial{final.suffix}")
         tmp.unlink(missing_ok=True)
         self.filepath = str(tmp)
         try:
@@ -371,9 +367,8 @@ def read_history(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
     if "epoch" not in history.columns:
         return pd.DataFrame()
-    history = history.apply(
-        pd.to_numeric, errors="coerce"
-    ).dropna()  # a cut row lacks its last values
+    # a cut row lacks its last values
+    history = history.apply(pd.to_numeric, errors="coerce").dropna()
     history["epoch"] = history["epoch"].astype(int)
     return history.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
 

@@ -35,11 +35,12 @@ from pathlib import Path
 
 MODES = ("inference", "engine", "loop", "tf-keras-vis", "cxr explain")
 EXTRA_MODES = ("engine xla",)  # with --xla
+# VGG16 + three valid 3x3 convs + 2x2 pool needs 256 px or more
 CASES = (
     "pna_cnn:256",
     "pna_cnn:512",
     "vgg16_cardiomegaly:256",
-)  # VGG16 + three valid 3x3 convs + 2x2 pool needs 256 px or more
+)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 

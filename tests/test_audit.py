@@ -39,9 +39,8 @@ def test_a_map_outside_the_box_scores_zero() -> None:
         and scores["iobb"] == 0
         and scores["t(iobb)@0.1"] == 0
     )
-    assert (
-        localisation_scores(np.zeros((40, 40)), BOX)["pointing_hit"] == 0
-    )  # an empty map points nowhere
+    # an empty map points nowhere
+    assert localisation_scores(np.zeros((40, 40)), BOX)["pointing_hit"] == 0
 
 
 def test_iobb_of_a_region_twice_the_box() -> None:
@@ -126,9 +125,8 @@ def test_audit_on_a_trained_fold(trained_run) -> None:
         assert (result.folder / name).is_file()
     assert set(result.localisation["method"]) == {"gradcam", "hirescam", "random", "centre"}
     positives = result.localisation[result.localisation["method"] == "gradcam"]
-    assert (positives["label"] == "pneumonia").all() and len(
-        positives
-    ) > 0  # only images with boxes
+    # only images with boxes
+    assert (positives["label"] == "pneumonia").all() and len(positives) > 0
     assert result.sanity.groupby("method").size().to_dict() == {"gradcam": 3, "hirescam": 3}
     assert result.summary["best_method_by_pointing_game"] in ("gradcam", "hirescam")
     assert (
@@ -219,13 +217,11 @@ def test_blurred_baseline_keeps_the_mean_and_drops_the_detail() -> None:
     images = rng.uniform(0, 255, (2, 64, 64, 1))
     blurred = baseline_images(images, "blur")
     assert blurred.shape == images.shape
-    np.testing.assert_allclose(
-        blurred.mean(axis=(1, 2, 3)), images.mean(axis=(1, 2, 3)), rtol=1e-3
-    )  # reflect: no dark border
+    # reflect: no dark border
+    np.testing.assert_allclose(blurred.mean(axis=(1, 2, 3)), images.mean(axis=(1, 2, 3)), rtol=1e-3)
     sigma = 5 * 64 / 224  # RISE's 5 px at 224 px, scaled
-    expected = 1 / (
-        2 * np.sqrt(np.pi) * sigma
-    )  # a 2-D Gaussian of sigma shrinks white noise's std by this factor
+    # a 2-D Gaussian of sigma shrinks white noise's std by this factor
+    expected = 1 / (2 * np.sqrt(np.pi) * sigma)
     assert (blurred - blurred.mean()).std() / (images - images.mean()).std() == pytest.approx(
         expected, rel=0.15
     )

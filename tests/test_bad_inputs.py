@@ -534,9 +534,10 @@ def test_kaggle_credentials_never_go_to_a_mirror(
         mirror = base.replace("http://", "http://bob:hunter2@") + "/?token=abc"
         result = run_cli(["download", "rsna-pneumonia", "--mirror", mirror, "--quiet"])
     assert result.exit_code == 1 and "stage_*_train_labels.csv" in result.output
+    # bob's own, never alice's
     assert state.requests and all(
         r["auth"] in (None, "Basic Ym9iOmh1bnRlcjI=") for r in state.requests
-    )  # bob's own, never alice's
+    )
     assert state.requests[0]["path"] == "/rsna-pneumonia-detection-challenge.zip?token=abc"
     assert "hunter2" not in result.output and "s3cret" not in result.output
 
@@ -591,9 +592,8 @@ def test_outputs_follow_the_umask(world: Path) -> None:
 
 def test_boxes_outside_the_image_are_clipped_and_empty_ones_dropped(world: Path) -> None:
     """Case 7: a box partly outside covers only its inside part; one wholly outside is dropped."""
-    assert (
-        box_mask((64, 64), [Box(-10, 10, 5, 5)]).sum() == 0
-    )  # wholly left of the image: no pixel, no wrap-around
+    # wholly left of the image: no pixel, no wrap-around
+    assert box_mask((64, 64), [Box(-10, 10, 5, 5)]).sum() == 0
     assert box_mask((64, 64), [Box(-10, 10, 15, 5)]).sum() == 5 * 5
     image = first_validation_image()
     boxes = (

@@ -112,18 +112,16 @@ def test_two_workers_on_localhost_train_one_fold_in_step(
     )
     assert "worker 1 is not the chief" in worker_log
     losses = [re.findall(r"(?:val_)?loss: ([0-9.]+)", log) for log in (chief_log, worker_log)]
-    assert (
-        len(losses[0]) == 4 and losses[0] == losses[1]
-    )  # loss and val_loss of both epochs: all-reduced, identical
+    # loss and val_loss of both epochs: all-reduced, identical
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
 
     run = fold_run(cfg, 0)
     history = pd.read_csv(run.history)
     assert run.model.is_file() and history["epoch"].tolist() == [0, 1]
     assert [f"{v:.4f}" for v in history[["loss", "val_loss"]].to_numpy().ravel()] == losses[0]
     assert not list(tmp_path.glob("cxr-worker*"))  # the worker's temporary copy is gone
-    assert (
-        f"-> {run.model}" in worker_log
-    )  # and the worker names the chief's model, not its deleted copy
+    # and the worker names the chief's model, not its deleted copy
+    assert f"-> {run.model}" in worker_log
 
 
 def test_bad_tf_config_is_one_line_from_the_cli(

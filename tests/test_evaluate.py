@@ -28,9 +28,10 @@ def test_binary_metrics_by_hand() -> None:
     probs = np.stack([1 - p_pos, p_pos], axis=1)
     m = compute_metrics(y_true, probs, ["normal", "pneumonia"], positive=1)
     pairs = [(p, n) for p, n in product(p_pos[y_true == 1], p_pos[y_true == 0])]
+    # Mann-Whitney
     assert m["roc_auc"] == pytest.approx(
         sum((p > n) + 0.5 * (p == n) for p, n in pairs) / len(pairs)
-    )  # Mann-Whitney
+    )
     tp, fn, fp, tn = 2, 2, 2, 4  # predicted positive where p > 0.5: 0.9, 0.8 | 0.7, 0.6
     assert m["accuracy"] == pytest.approx((tp + tn) / 10)
     assert m["sensitivity"] == pytest.approx(tp / (tp + fn)) and m["specificity"] == pytest.approx(

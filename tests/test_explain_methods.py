@@ -28,10 +28,11 @@ def small_cnn(outputs: int = 3) -> keras.Model:
     x = keras.layers.ReLU(name="features")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     model = keras.Model(inputs, keras.layers.Dense(outputs, name="logits")(x))
+    # non-trivial inference statistics
     for layer in (
         model.get_layer("bn1"),
         model.get_layer("bn2"),
-    ):  # non-trivial inference statistics
+    ):
         gamma, beta, mean, var = layer.get_weights()
         layer.set_weights([gamma * 1.5, beta + 0.2, mean + 0.1, var * 2.0])
     return model
@@ -150,9 +151,8 @@ def test_hand_computed_channel_weights_on_two_convs() -> None:
 
 
 def test_zero_map_stays_zero_and_is_flagged() -> None:
-    w = -np.abs(RNG.normal(size=(3, 2))).astype(
-        "float32"
-    )  # every channel argues against both classes
+    # every channel argues against both classes
+    w = -np.abs(RNG.normal(size=(3, 2))).astype("float32")
     x = RNG.uniform(0.1, 1, (2, 8, 8, 3)).astype("float32")
     result = explain_batch(make_probe(identity_toy(w), "identity"), x, np.array([0, 1]))
     assert result.empty.tolist() == [True, True]
@@ -215,9 +215,8 @@ def test_nested_backbone_matches_the_flat_model() -> None:
         flat_in,
         keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D(name="pool")(h)),
     )
-    flat.set_weights(
-        nested.get_weights()
-    )  # same layers in the same order: the same function, built flat
+    # same layers in the same order: the same function, built flat
+    flat.set_weights(nested.get_weights())
     images = RNG.uniform(0, 1, (4, 32, 32, 1)).astype("float32")
     targets = np.array([0, 1, 2, 0])
     assert find_target_layer(nested) == "backbone"
@@ -362,23 +361,19 @@ def test_guided_backprop_by_hand() -> None:
     x = RNG.normal(size=(2, 8, 8, 2)).astype("float32")
     result = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="guided_backprop")
     for i, c in enumerate([0, 1]):
-        upstream = (
-            np.where(w[:, c] > 0, w[:, c], 0) / 64
-        )  # (3,): what reaches each ReLU output, kept if positive
-        passed = (
-            x[i] @ k > 0
-        ) * upstream  # (8, 8, 3): and only where the ReLU's input was positive
-        expected = np.maximum(passed @ k.T, 0).max(
-            axis=-1
-        )  # back through K to the input; positive part, max over channels
+        # (3,): what reaches each ReLU output, kept if positive
+        upstream = np.where(w[:, c] > 0, w[:, c], 0) / 64
+        # (8, 8, 3): and only where the ReLU's input was positive
+        passed = (x[i] @ k > 0) * upstream
+        # back through K to the input; positive part, max over channels
+        expected = np.maximum(passed @ k.T, 0).max(axis=-1)
         np.testing.assert_allclose(result.raw_maps[i], expected, atol=1e-6)
     plain = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="saliency")
     assert not np.allclose(plain.raw_maps, result.raw_maps)  # the guided rule changed something
     cam = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="gradcam")
     both = explain_batch(make_probe(model, "act"), x, np.array([0, 1]), method="guided_gradcam")
-    np.testing.assert_allclose(
-        both.raw_maps, result.raw_maps * cam.raw_maps, atol=1e-6
-    )  # same 8 x 8 size: no resize
+    # same 8 x 8 size: no resize
+    np.testing.assert_allclose(both.raw_maps, result.raw_maps * cam.raw_maps, atol=1e-6)
 
 
 def test_padded_last_batch_reuses_one_trace_and_matches_per_image(model_and_data) -> None:
@@ -422,9 +417,8 @@ def test_float16_copy_of_a_trained_model_explains_close_to_float32(model_and_dat
         half.get_layer("features").compute_dtype == "float16"
         and half.get_layer("logits").compute_dtype == "float32"
     )
-    assert (
-        half.get_layer("c1").kernel.dtype == "float32"
-    )  # float32 master weights, as Keras keeps them
+    # float32 master weights, as Keras keeps them
+    assert half.get_layer("c1").kernel.dtype == "float32"
     result = explain_batch(make_probe(half, "features"), images[:8], targets[:8])
     assert result.maps.dtype == np.float32 and np.isfinite(result.maps).all()
     for i in range(8):
@@ -436,9 +430,8 @@ def test_mixed_precision_is_ignored_on_a_cpu_with_a_warning(caplog, monkeypatch)
     from cxr.models import precision
     from cxr.models.precision import use_mixed_precision
 
-    monkeypatch.setattr(
-        precision, "gpu_available", lambda: False
-    )  # as on CI, whatever this machine has
+    # as on CI, whatever this machine has
+    monkeypatch.setattr(precision, "gpu_available", lambda: False)
     with caplog.at_level("WARNING"):
         assert use_mixed_precision(True, "explain.mixed_precision") is False
     assert "explain.mixed_precision ignored: no GPU" in caplog.text

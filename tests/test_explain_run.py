@@ -152,9 +152,8 @@ def test_overlays_reuse_the_decoded_pixels_and_match_the_files(trained_run, monk
 
     dataset, original_open = trained_run.data.dataset_dir, Image.open
 
-    def no_source_reading(
-        path, *args, **kwargs
-    ):  # overlays and the montage may be opened, source images not
+    # overlays and the montage may be opened, source images not
+    def no_source_reading(path, *args, **kwargs):
         if Path(path).is_relative_to(dataset):
             raise AssertionError(f"the source image {path} was read a second time")
         return original_open(path, *args, **kwargs)
@@ -274,9 +273,8 @@ def test_blend_equals_matplotlib_colouring(colormap: str) -> None:
     heat[0, :3] = [0.0, 1.0, 0.5]
     colours = matplotlib.colormaps[colormap](heat)[..., :3] * 255.0
     expected = np.round(0.6 * grey[..., None] + 0.4 * colours)
-    assert (
-        np.abs(blend(grey, heat, colormap, 0.4).astype(int) - expected).max() <= 1
-    )  # float32 vs float64 rounding
+    # float32 vs float64 rounding
+    assert np.abs(blend(grey, heat, colormap, 0.4).astype(int) - expected).max() <= 1
 
 
 def test_html_page_escapes_names_and_links_relatively(tmp_path: Path) -> None:

@@ -23,9 +23,8 @@ def ellipse(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) 
 
 def test_plausible_masks_by_hand() -> None:
     shape = (100, 100)
-    lungs = ellipse(shape, 50, 30, 30, 12) | ellipse(
-        shape, 50, 70, 30, 12
-    )  # two fields side by side, 22% of the image
+    # two fields side by side, 22% of the image
+    lungs = ellipse(shape, 50, 30, 30, 12) | ellipse(shape, 50, 70, 30, 12)
     assert mask_problem(lungs) == ""
     assert "1 main component" in mask_problem(ellipse(shape, 50, 50, 30, 25))
     small = ellipse(shape, 50, 30, 5, 4) | ellipse(shape, 50, 70, 5, 4)
@@ -127,9 +126,8 @@ def test_audit_finds_lung_fields_itself_on_real_radiographs(
         "split == 'validation'"
     )["image"]
     plausible = table.loc[validation, "lung_mask_plausible"].astype(int)
-    assert (
-        len(result.shortcuts) == plausible.sum() > 0
-    )  # implausible masks are left out, not trusted
+    # implausible masks are left out, not trusted
+    assert len(result.shortcuts) == plausible.sum() > 0
     shares = result.shortcuts.set_index("image")["outside_share"]
     assert shares.between(0, 1).all()
     # explain then knows the lung fields too: each map's peak region in the report, contours on

@@ -35,16 +35,16 @@ def test_pna_cnn_matches_seed_000_at_512() -> None:
     for stage, filters in enumerate(widths[1:], start=1):
         size = 512 // 2**stage
         assert model.get_layer(f"stage{stage}_down").output.shape == (None, size, size, filters)
+    # "a (16, 16) feature map", as the seed says
     assert model.get_layer("features").output.shape == (
         None,
         16,
         16,
         96,
-    )  # "a (16, 16) feature map", as the seed says
+    )
     assert model.output.shape == (None, 2)
-    expected = (
-        conv_params(1, 16) + 4 * 16
-    )  # conv + batch norm (gamma, beta, moving mean, moving variance)
+    # conv + batch norm (gamma, beta, moving mean, moving variance)
+    expected = conv_params(1, 16) + 4 * 16
     cin = 16
     for filters in widths[1:]:
         expected += conv_params(cin, filters) + conv_params(filters, filters) + 2 * 4 * filters
@@ -94,9 +94,8 @@ def test_backbones_build_flat_predict_save_and_load(
     tmp_path: Path, name: str, size: int, channels: int
 ) -> None:
     model = build_model(config(name, size, channels), 3)
-    assert not any(
-        isinstance(layer, keras.Model) for layer in model.layers
-    )  # flat: every layer reachable
+    # flat: every layer reachable
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
     layer = model.get_layer(get_model_spec(name).explain_layer)
     assert len(layer.output.shape) == 4
     images = np.random.default_rng(0).uniform(0, 255, (2, size, size, channels)).astype("float32")

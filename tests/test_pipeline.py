@@ -111,25 +111,22 @@ def test_cache_file_is_read_back_and_never_stale(tmp_path: Path) -> None:
         return np.concatenate([x.numpy() for x, _ in ds])
 
     first = batches()
-    np.testing.assert_allclose(
-        first, np.repeat(originals[..., None], 3, axis=-1), atol=1e-6
-    )  # three channels after the cache
+    # three channels after the cache
+    np.testing.assert_allclose(first, np.repeat(originals[..., None], 3, axis=-1), atol=1e-6)
     assert len(list((tmp_path / "cache").glob("*.index"))) == 1
 
     victim = dataset / table["image"].iloc[0]
     stat = victim.stat()
     shutil.copy(victim, tmp_path / "saved.png")
-    Image.fromarray(np.zeros((32, 32), np.uint8)).save(
-        victim
-    )  # same name, new pixels: the cache must not serve the old ones
+    # same name, new pixels: the cache must not serve the old ones
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(victim)
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     changed = batches()
     assert changed[0].max() == 0 and len(list((tmp_path / "cache").glob("*.index"))) == 2
 
     shutil.copy(tmp_path / "saved.png", victim)
-    os.utime(
-        victim, ns=(stat.st_atime_ns, stat.st_mtime_ns)
-    )  # back as it was: the first cache file is valid again
+    # back as it was: the first cache file is valid again
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     for image in table[
         "image"
     ]:  # garbage of the same length and time: only the cache can give the pixels now

@@ -52,19 +52,19 @@ def test_a_uniform_map_scores_its_own_baseline_and_a_peak_its_region() -> None:
     assert row["peak_region"] == "above" and row["outside_lungs"] == 1 and row["outside_chest"] == 1
     heart = np.zeros((100, 100))
     heart[50, 50] = 1.0
-    assert (
-        map_regions(heart, lungs)["outside_chest"] == 0
-    )  # between the lungs is chest: the heart is there
+    # between the lungs is chest: the heart is there
+    assert map_regions(heart, lungs)["outside_chest"] == 0
 
 
 def test_bootstrap_resamples_patients_not_images() -> None:
     """Four images of patient a (value 1), one of b (0): a resample has all of a's four or none."""
     values, patients = np.array([1.0, 1, 1, 1, 0]), np.array(["a", "a", "a", "a", "b"])
     low, high = patient_bootstrap(values, patients)
+    # only 0, 0.8 or 1 can occur; by image the interval would be far narrower
     assert (low, high) == (
         0.0,
         1.0,
-    )  # only 0, 0.8 or 1 can occur; by image the interval would be far narrower
+    )
     assert patient_bootstrap(np.ones(30), np.arange(30)) == (1.0, 1.0)
 
 

@@ -39,9 +39,8 @@ def test_pneumonia_box_covers_the_opacity_tightly(seed: int) -> None:
     assert changed.sum() > 300
     assert not (changed & ~inside).any(), "the opacity changed pixels outside its box"
     rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
-    assert (
-        rows[0] - boxes[0].y <= 2 and boxes[0].y + boxes[0].h - 1 - rows[-1] <= 2
-    )  # tight, up to faint rim pixels
+    # tight, up to faint rim pixels
+    assert rows[0] - boxes[0].y <= 2 and boxes[0].y + boxes[0].h - 1 - rows[-1] <= 2
     assert cols[0] - boxes[0].x <= 2 and boxes[0].x + boxes[0].w - 1 - cols[-1] <= 2
 
 
@@ -76,9 +75,8 @@ def test_lung_boxes_cover_the_lung_fields() -> None:
         case, lungs=(replace(case.lungs[0], rx=1e-6), replace(case.lungs[1], rx=1e-6))
     )
     covered = box_mask(boxes[0], 128) | box_mask(boxes[1], 128)
-    grown = np.zeros_like(
-        covered
-    )  # the anatomy is blurred (sigma 0.5 px at 128 px): allow a 3-pixel halo
+    # the anatomy is blurred (sigma 0.5 px at 128 px): allow a 3-pixel halo
+    grown = np.zeros_like(covered)
     for dy in range(-3, 4):
         for dx in range(-3, 4):
             grown |= np.roll(np.roll(covered, dy, axis=0), dx, axis=1)

@@ -68,9 +68,8 @@ def test_fit_gets_class_weights_and_flips_only_training_data(
 ) -> None:
     seen = {}
 
-    def fake_fit(
-        self, x, validation_data, class_weight, **kwargs
-    ):  # stands in for Keras: we only inspect its inputs
+    # stands in for Keras: we only inspect its inputs
+    def fake_fit(self, x, validation_data, class_weight, **kwargs):
         seen.update(train=x, validation=validation_data, class_weight=class_weight)
         pd.DataFrame({"epoch": [0], "val_auc": [0.5]}).to_csv(
             staging_run(cfg, 2).history, index=False
@@ -128,10 +127,11 @@ def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) 
         "train.early_stopping_patience=null",
     )
     (tmp_path / "c.yaml").write_text(dump_config(cfg))
+    # a fold trains in staging, moved to fold0/ at the end
     run, staging = (
         fold_run(cfg, 0),
         staging_run(cfg, 0),
-    )  # a fold trains in staging, moved to fold0/ at the end
+    )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(
         [sys.executable, "-m", "cxr.cli", "train", "--config", str(tmp_path / "c.yaml")],
@@ -152,9 +152,8 @@ def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) 
             time.sleep(0.01)
         assert process.poll() is None, "training ended before it could be interrupted"
         epoch_seconds = seen_at[max(seen_at)] - seen_at[sorted(seen_at)[-2]]
-        time.sleep(
-            epoch_seconds / 2
-        )  # kill in the middle of an epoch, far from its bookkeeping at the end
+        # kill in the middle of an epoch, far from its bookkeeping at the end
+        time.sleep(epoch_seconds / 2)
         process.send_signal(signal.SIGKILL)
         process.wait()
     finally:
@@ -171,9 +170,8 @@ def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) 
     )
     result = train(resumed_cfg, fold=0, resume=True)
     epochs = result.history["epoch"].tolist()
-    assert epochs == list(range(len(done_before) + 2)), (
-        epochs
-    )  # continued where it stopped: no epoch twice, none lost
+    # continued where it stopped: no epoch twice, none lost
+    assert epochs == list(range(len(done_before) + 2)), epochs
     assert not run.backup.exists() and not staging.folder.exists()
     # the kept model is the best epoch's, before or after the interruption
     model = keras.models.load_model(run.model, compile=False)
@@ -213,9 +211,8 @@ def test_resume_falls_back_when_the_last_backup_metadata_was_cut(tmp_path: Path)
             verbose=0,
             callbacks=[SafeBackupAndRestore(str(backup), double_checkpoint=True), Interrupt()],
         )
-    assert (
-        json.loads((backup / "training_metadata.json").read_text())["epoch"] == 3
-    )  # the next epoch to run
+    # the next epoch to run
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 3
     (backup / "training_metadata.json").write_text("")  # cut
     with pytest.raises(ValueError):  # what Keras alone does with it
         model().fit(
@@ -241,9 +238,8 @@ def test_resume_falls_back_when_the_last_backup_metadata_was_cut(tmp_path: Path)
 
     assert not backup.exists()  # a finished fit removes its backups
     backup.mkdir()
-    (backup / "training_metadata.json").write_text(
-        '{"epo'
-    )  # the first backup cut: no older pair to fall back to
+    # the first backup cut: no older pair to fall back to
+    (backup / "training_metadata.json").write_text('{"epo')
     history = model().fit(
         x,
         y,
@@ -289,9 +285,10 @@ def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(
         model.compile(
             optimizer=keras.optimizers.Adam(demo.train.learning_rate), loss=loss, metrics=metrics
         )
+        # 24 steps
         epoch = make_dataset(
             synthetic_dataset, train_table, names, image_size=64, batch_size=4, training=True
-        )  # 24 steps
+        )
         model.fit(epoch, epochs=1, verbose=0, shuffle=False)
         bn = model.get_layer("stage1_bn")
         seen = keras.Model(model.input, model.get_layer("stage1_conv").output).predict(
@@ -363,9 +360,8 @@ def test_mixed_precision_training_tracks_the_plain_path(
     )
     assert all(w.dtype == "float32" for w in model.weights)
     first = result.history.iloc[0]
-    np.testing.assert_allclose(
-        first["loss"], reference.history.iloc[0]["loss"], rtol=0.02
-    )  # epoch 1, before paths diverge
+    # epoch 1, before paths diverge
+    np.testing.assert_allclose(first["loss"], reference.history.iloc[0]["loss"], rtol=0.02)
     assert np.isfinite(result.history[["loss", "val_loss"]].to_numpy()).all()
 
 

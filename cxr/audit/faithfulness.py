@@ -51,9 +51,8 @@ def perturbation_curves(
     """
     baseline = np.zeros_like(images) if baseline is None else baseline
     count, height, width = maps.shape
-    order = np.argsort(
-        -maps.reshape(count, -1), axis=1, kind="stable"
-    )  # most salient first, ties by position
+    # most salient first, ties by position
+    order = np.argsort(-maps.reshape(count, -1), axis=1, kind="stable")
     pixels = height * width
     deleted, inserted = [], []
     for k in range(steps + 1):

@@ -26,12 +26,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+# of the image as stored (the film's own sides)
 CORNERS = (
     "top_left",
     "top_right",
     "bottom_left",
     "bottom_right",
-)  # of the image as stored (the film's own sides)
+)
 REGIONS = ("lung", "between", "above", "below", "beside", "border", *CORNERS)
 OFF_CHEST = (*CORNERS, "border", "above", "below", "beside")  # no chest finding lies here
 REGION_WORDS = {

@@ -72,9 +72,8 @@ def audit_fold(
     check_baseline(baseline)  # a wrong name fails before any work
     run = open_trained_fold(cfg, fold)
     fold_cfg = run.read_config()
-    if not has_lung_fields(
-        fold_cfg.data.dataset_dir
-    ):  # real radiographs: the shipped lung model finds them first
+    # real radiographs: the shipped lung model finds them first
+    if not has_lung_fields(fold_cfg.data.dataset_dir):
         log.info(
             "%s has no lung fields yet: computing them (as `cxr lungs` does)",
             fold_cfg.data.dataset_dir,

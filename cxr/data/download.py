@@ -243,9 +243,8 @@ def extract_archive(archive: Path, target: Path) -> Path:
     before."""
     if target.is_dir():
         return target
-    for stale in stale_work_folders(
-        target.parent, target.name
-    ):  # left by a killed earlier extraction
+    # left by a killed earlier extraction
+    for stale in stale_work_folders(target.parent, target.name):
         shutil.rmtree(stale, ignore_errors=True)
     work = make_work_folder(target.parent, target.name)
     try:

@@ -65,9 +65,8 @@ def box_mask(shape: tuple[int, int], boxes: list[Box]) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     height, width = shape
     for b in boxes:
-        y0, y1 = (
-            min(max(round(v), 0), height) for v in (b.y, b.y + b.h)
-        )  # clipped: a negative end never wraps
+        # clipped: a negative end never wraps
+        y0, y1 = (min(max(round(v), 0), height) for v in (b.y, b.y + b.h))
         x0, x1 = (min(max(round(v), 0), width) for v in (b.x, b.x + b.w))
         mask[y0:y1, x0:x1] = True
     return mask

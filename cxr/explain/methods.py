@@ -33,9 +33,8 @@ class Explanation:
     """Maps for one batch; arrays are numpy, first axis = image."""
 
     maps: np.ndarray  # (B, H, W) in [0, 1] at the input size
-    raw_maps: (
-        np.ndarray
-    )  # (B, h, w) before upsampling and normalisation, at the target layer's size
+    # (B, h, w) before upsampling and normalisation, at the target layer's size
+    raw_maps: np.ndarray
     raw_peak: np.ndarray  # (B,) the peak of each raw map: comparable across images
     empty: np.ndarray  # (B,) bool: the map is zero everywhere
     logits: np.ndarray  # (B, C)
@@ -182,9 +181,8 @@ def smoothgrad(
     """Smilkov et al. 2017: saliency averaged over noisy copies (noise = 15% of each image's
     range)."""
     logits = tf.cast(probe(images)[1], tf.float32)
-    class_index = resolve_targets(
-        logits, class_index
-    )  # the clean image's prediction, not each noisy copy's
+    # the clean image's prediction, not each noisy copy's
+    class_index = resolve_targets(logits, class_index)
     spread = noise * (
         tf.reduce_max(images, axis=(1, 2, 3), keepdims=True)
         - tf.reduce_min(images, axis=(1, 2, 3), keepdims=True)
@@ -231,12 +229,13 @@ METHODS: dict[str, Method] = {
     "guided_backprop": guided_backprop,
     "guided_gradcam": guided_gradcam,
 }
+# the others explain in pixel space
 LAYER_METHODS = (
     "gradcam",
     "gradcam++",
     "hirescam",
     "scorecam",
-)  # the others explain in pixel space
+)
 
 
 def get_method(name: str) -> Method:
@@ -282,9 +281,8 @@ def explain_batch(
     raw = tf.cast(raw, tf.float32)
     peak = tf.reduce_max(raw, axis=(1, 2))
     upsampled = tf.image.resize(raw[..., None], images.shape[1:3], method="bilinear")[..., 0]
-    upsampled = tf.nn.relu(
-        upsampled
-    )  # bilinear weights are non-negative; this only removes float round-off
+    # bilinear weights are non-negative; this only removes float round-off
+    upsampled = tf.nn.relu(upsampled)
     top = tf.reduce_max(upsampled, axis=(1, 2), keepdims=True)
     maps = tf.math.divide_no_nan(upsampled, top)  # an all-zero map stays zero, never NaN
     return Explanation(

@@ -40,9 +40,8 @@ def blend(
     """(H, W) uint8 image + (H, W) map in [0, 1] -> (H, W, 3) uint8; alpha 0 gives the image, 1 the
     coloured map."""
     table = colour_table(colormap)
-    index = np.clip(
-        (heatmap * len(table)).astype(np.int32), 0, len(table) - 1
-    )  # matplotlib's float -> entry rule
+    # matplotlib's float -> entry rule
+    index = np.clip((heatmap * len(table)).astype(np.int32), 0, len(table) - 1)
     base = grey[..., None].astype(np.float32)
     return np.round((1 - alpha) * base + alpha * table[index]).astype(np.uint8)
 

@@ -97,9 +97,8 @@ def make_probe(
     top = {layer.name: layer for layer in model.layers}
     if name in top:
         layer = top[name]
-        if isinstance(
-            layer, keras.Model
-        ):  # a nested backbone named as a whole: its output is the target
+        # a nested backbone named as a whole: its output is the target
+        if isinstance(layer, keras.Model):
             return _nested_probe(model, layer, layer.layers[-1].name, jit_compile)
         if len(layer.output.shape) != 4:
             raise CxrError(

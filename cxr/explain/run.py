@@ -257,9 +257,8 @@ def explain_rows(
         for start, (images, labels) in zip(range(0, len(todo), batch_size), ds, strict=False):
             part = todo.iloc[start : start + batch_size]
             targets = target_indices(options.target, labels.numpy(), classes)
-            result = explain_batch(
-                probe, images, targets, options.method, pad_to=batch_size
-            )  # one shape: one trace
+            # one shape: one trace
+            result = explain_batch(probe, images, targets, options.method, pad_to=batch_size)
             for done in pending:  # keep at most one batch of overlays in flight
                 rows.append(done.result())
             pixels = images.numpy()[
@@ -313,9 +312,8 @@ def image_row(
     heatmap = resize_map(result.maps[i], *grey.shape)
     boxes = decode_boxes(row.get("boxes"))
     x, y = peak_location(heatmap)
-    lungs = lung_region(
-        fold_cfg.data.dataset_dir, row, grey.shape
-    )  # None when unknown or implausible
+    # None when unknown or implausible
+    lungs = lung_region(fold_cfg.data.dataset_dir, row, grey.shape)
     correct = "right" if classes[predicted] in true_names else "wrong"
     overlay = f"{correct}/{overlay_name(row['image'])}"
     outline = lungs if cfg.explain.lungs else None

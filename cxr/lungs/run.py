@@ -74,9 +74,8 @@ def compute_lungs(
     from cxr.lungs.model import load_lung_model, predict_masks
 
     read_labels(dataset_dir)  # validates the table and that every image is there
-    raw = pd.read_csv(
-        dataset_dir / LABELS_FILE, dtype=str, keep_default_na=False
-    )  # rewritten as it is, plus columns
+    # rewritten as it is, plus columns
+    raw = pd.read_csv(dataset_dir / LABELS_FILE, dtype=str, keep_default_na=False)
     for column in COLUMNS:
         if column not in raw.columns:
             raw[column] = ""

@@ -166,9 +166,8 @@ def build_model(cfg: Config, num_outputs: int) -> keras.Model:
         model = keras.Model(inputs, body, name=cfg.model.name)
         if weights is not None and spec.imagenet is None:
             model.load_weights(weights)
-    except (
-        Exception
-    ) as exc:  # h5py, zipfile and Keras raise many types for a file that is not these weights
+    # h5py, zipfile and Keras raise many types for a file that is not these weights
+    except Exception as exc:
         if weights is None:
             raise
         raise ConfigError(
