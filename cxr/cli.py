@@ -267,12 +267,13 @@ def lungs(
         "dataset's own) "
         f"-> {dest / name / 'lungs'}"
     )
-    if result.implausible:
-        shown = ", ".join(result.implausible[:5]) + (" …" if len(result.implausible) > 5 else "")
-        typer.echo(
-            f"{len(result.implausible)} implausible, left out of the audit's lung statistics: "
-            f"{shown}"
-        )
+    for images, what in (
+        (result.implausible, "implausible, left out of the audit's lung statistics"),
+        (result.unreadable, "unreadable images skipped, without a mask"),
+    ):
+        if images:
+            shown = ", ".join(images[:5]) + (" …" if len(images) > 5 else "")
+            typer.echo(f"{len(images)} {what}: {shown}")
 
 
 def describe_metrics(metrics: dict) -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr.config import Config
+from cxr.config import Config, load_config
+from cxr.data.labels import LABELS_FILE, check_image_files, read_labels
 from cxr.errors import ConfigError, DataError, shorten
 
 STAGING = ".training"
@@ -66,8 +67,6 @@ class FoldRun:
 
     def read_config(self) -> Config:
         """The config the fold was trained with."""
-        from cxr.config import load_config
-
         try:
             return load_config(self.config)
         except ConfigError as exc:
@@ -107,15 +106,14 @@ class FoldRun:
         """The fold's validation images, with boxes, lung fields and stored sizes from the dataset's
         labels.csv.
 
-        Every file is checked first (exists, inside the dataset, its stored size), so a deleted or
-        replaced image is one clear error rather than TensorFlow's.
+        The fold's own files are checked first (exist, inside the dataset, their stored size), so a
+        deleted or replaced image is one clear error rather than TensorFlow's; the other folds'
+        images are not read, so each fold of an evaluation costs its own images only.
         """
-        from cxr.data.labels import read_labels
-
         validation = self.read_split().query("split == 'validation'")[
             ["image", "label", "patient_id"]
         ]
-        labels = read_labels(fold_cfg.data.dataset_dir)
+        labels = read_labels(fold_cfg.data.dataset_dir, check_files=False)
         gone = sorted(set(validation["image"]) - set(labels["image"]))
         if gone:
             raise DataError(
@@ -125,9 +123,9 @@ class FoldRun:
             )
         known = ("boxes", "width", "height", "lungs", "lung_mask", "lung_mask_plausible")
         extra = [c for c in known if c in labels.columns]
-        return validation.merge(labels[["image", *extra]], on="image", how="left").reset_index(
-            drop=True
-        )
+        table = validation.merge(labels[["image", *extra]], on="image", how="left")
+        check_image_files(fold_cfg.data.dataset_dir, table, fold_cfg.data.dataset_dir / LABELS_FILE)
+        return table.reset_index(drop=True)
 
 
 def experiment_dir(cfg: Config) -> Path:

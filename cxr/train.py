@@ -106,7 +106,6 @@ class Fit:
     """Everything a fold's training needs, built and checked before any file of a run is touched."""
 
     model: keras.Model
-    strategy: tf.distribute.Strategy
     train_ds: tf.data.Dataset
     val_ds: tf.data.Dataset
     class_weight: dict[int, float] | None
@@ -263,7 +262,7 @@ def prepare_fit(
         )
         log.info("class weights: %s", {classes[i]: round(w, 3) for i, w in class_weight.items()})
 
-    return Fit(model, strategy, train_ds, val_ds, class_weight, pd.concat([train_table, val_table]))
+    return Fit(model, train_ds, val_ds, class_weight, pd.concat([train_table, val_table]))
 
 
 def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callbacks.Callback]:

@@ -195,6 +195,12 @@ def alias_bomb(root: Path) -> list[str]:
     return ["train", "--config", "bomb.yaml"]
 
 
+def lung_mask_outside(root: Path) -> list[str]:
+    """A user's own lung-mask path that climbs out of the dataset folder."""
+    edit_labels(lambda t: t.assign(lung_mask="../../../etc/passwd"))
+    return ["explain", "--config", "base.yaml"]
+
+
 def formula_patient(root: Path) -> list[str]:
     split = pd.read_csv(FOLD0 / "split.csv", dtype=str, keep_default_na=False)
     split.loc[split["image"] == first_validation_image(), "patient_id"] = (
@@ -416,6 +422,9 @@ CASES: dict[str, Case] = {
         ("runs",),
     ),
     "16 alias bomb": Case(alias_bomb, 2, "once YAML aliases are expanded"),
+    "10 lung mask leaving the dataset": Case(
+        lung_mask_outside, 1, "column lung_mask: path", ("runs",)
+    ),
     "18 stale partial folder": Case(stale_partial, 0, "wrote", check=no_stale_partial),
     "18 formula in a user's column": Case(
         formula_patient, 0, "validation ROC AUC", check=formula_quoted
@@ -580,14 +589,16 @@ def test_outputs_follow_the_umask(world: Path) -> None:
     """Case 17: datasets, tables and run files get the mode a plain open() gives, not 0600/0700."""
     result = run_cli(download_args("--name", "shared"))
     assert result.exit_code == 0, result.output
-    assert (world / "data" / "shared").stat().st_mode & 0o777 == FOLDER_MODE
+    mask = os.umask(0o022)  # read the umask independently of cxr.atomic
+    os.umask(mask)
+    assert (world / "data" / "shared").stat().st_mode & 0o777 == 0o777 & ~mask == FOLDER_MODE
     for path in (
         world / "data" / "shared" / "labels.csv",
         next((world / "data" / "shared" / "images").rglob("*.png")),
         world / FOLD0 / "model.keras",
         world / FOLD0 / "split.csv",
     ):
-        assert path.stat().st_mode & 0o777 == FILE_MODE, path
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask == FILE_MODE, path
 
 
 def test_boxes_outside_the_image_are_clipped_and_empty_ones_dropped(world: Path) -> None:

@@ -148,3 +148,19 @@ def test_audit_finds_lung_fields_itself_on_real_radiographs(
     assert "map peak: <select" in page
     for region in set(report["peak_region"].dropna()) - {""}:
         assert f"<option value='{region}'>" in page and f"data-region='{region}'" in page
+
+
+def test_an_unreadable_image_is_skipped_and_listed(nih_lungs, tmp_path: Path) -> None:
+    """Its header is whole (the dataset checks pass) but its pixels are cut: no mask, no abort."""
+    folder = shutil.copytree(nih_lungs[0], tmp_path / "cut")
+    first = read_labels(folder)["image"].iloc[0]
+    data = (folder / first).read_bytes()
+    (folder / first).write_bytes(data[: len(data) // 3])
+    result = compute_lungs(folder, overwrite=True)
+    assert result.unreadable == [first] and result.computed == 39
+    row = (
+        pd.read_csv(folder / "labels.csv", dtype=str, keep_default_na=False)
+        .set_index("image")
+        .loc[first]
+    )
+    assert row["lung_mask"] == "" and row["lung_mask_problem"].startswith("unreadable image")

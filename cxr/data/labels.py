@@ -188,6 +188,10 @@ def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
     for column in ("boxes", "lungs"):
         if column in table.columns:
             table[column] = checked_box_column(table, column, path)
+    if "lung_mask" in table.columns:  # a user's own masks are read too: they must stay inside
+        for row, mask in zip(table.index, table["lung_mask"].astype(str), strict=True):
+            if mask.strip() and mask != "nan":
+                check_relative_path(mask, f"{path} line {row + 2}, column lung_mask")
     if check_files:
         check_image_files(dataset_dir, table, path)
     return table.reset_index(drop=True)

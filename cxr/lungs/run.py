@@ -16,10 +16,18 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from cxr.data.images import read_image, write_png
-from cxr.data.labels import LABELS_FILE, decode_boxes, read_labels, shown_list, write_csv_atomic
-from cxr.errors import DataError
+from cxr.data.labels import (
+    LABELS_FILE,
+    box_mask,
+    decode_boxes,
+    read_labels,
+    shown_list,
+    write_csv_atomic,
+)
+from cxr.errors import DataError, shorten
 from cxr.lungs.plausible import mask_problem
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,7 @@ class LungsResult:
     computed: int
     skipped: int  # already done, or lung fields of the dataset's own
     implausible: list[str]
+    unreadable: list[str]  # skipped: no mask, listed in lung_mask_problem
     table: pd.DataFrame
 
 
@@ -57,11 +66,11 @@ def needs_mask(row: pd.Series, dataset_dir: Path, overwrite: bool) -> bool:
 
 def has_lung_fields(dataset_dir: Path) -> bool:
     """Does every image have lung fields already (its own, or computed)?"""
-    table = read_labels(dataset_dir, check_files=False)
-    return all(
-        own_lung_fields(row) or bool(str(row.get("lung_mask", "") or ""))
-        for _, row in table.iterrows()
-    )
+    table = read_labels(dataset_dir, check_files=False)  # its box columns come back re-encoded
+    none = pd.Series("", index=table.index)
+    boxes = table.get("lungs", none).ne("[]") & table.get("lungs", none).ne("")
+    masks = table.get("lung_mask", none).fillna("").astype(str).ne("")
+    return bool((boxes | masks).all())
 
 
 def compute_lungs(
@@ -82,10 +91,17 @@ def compute_lungs(
     todo = [i for i, row in raw.iterrows() if needs_mask(row, dataset_dir, overwrite)]
     model = load_lung_model() if todo else None
     starts = range(0, len(todo), batch_size)
+    unreadable: list[str] = []
     for start in progress(starts, len(starts)) if progress else starts:
-        rows = todo[start : start + batch_size]
-        images = [read_image(dataset_dir / raw.at[i, "image"]) for i in rows]
-        for i, mask in zip(rows, predict_masks(model, images), strict=True):
+        rows, images = [], []
+        for i in todo[start : start + batch_size]:
+            try:
+                images.append(read_image(dataset_dir / raw.at[i, "image"]))
+                rows.append(i)
+            except DataError as exc:  # skipped and listed, never a half-done run
+                raw.loc[i, COLUMNS] = ["", "0", f"unreadable image ({shorten(str(exc), 150)})"]
+                unreadable.append(raw.at[i, "image"])
+        for i, mask in zip(rows, predict_masks(model, images) if images else [], strict=True):
             relative = mask_path(raw.at[i, "image"])
             write_png(mask.astype(np.uint8) * 255, dataset_dir / relative)
             problem = mask_problem(mask)
@@ -94,30 +110,31 @@ def compute_lungs(
         write_csv_atomic(raw, dataset_dir / LABELS_FILE)
     ours = raw["lung_mask"].str.startswith(f"{MASK_FOLDER}/")
     implausible = raw.loc[ours & (raw["lung_mask_plausible"] == "0"), "image"].tolist()
+    if unreadable:
+        log.warning(
+            "%d image(s) could not be read and have no lung mask: %s",
+            len(unreadable),
+            shown_list(unreadable),
+        )
     if implausible:
         log.warning(
             "%d lung mask(s) look implausible and are left out of the lung statistics: %s",
             len(implausible),
             shown_list(implausible),
         )
-    if not len(raw):
-        raise DataError(f"{dataset_dir}: no images")
-    return LungsResult(len(todo), len(raw) - len(todo), implausible, raw)
+    computed = len(todo) - len(unreadable)
+    return LungsResult(computed, len(raw) - len(todo), implausible, unreadable, raw)
 
 
 def lung_region(dataset_dir: Path, row: dict, shape: tuple[int, int]) -> np.ndarray | None:
     """One image's lung fields as a boolean mask at `shape`; None when unknown or implausible."""
     boxes = decode_boxes(row.get("lungs", ""))
     if boxes:
-        from cxr.data.labels import box_mask
-
         return box_mask(shape, boxes)
     path = str(row.get("lung_mask", "") or "")
     if not path or str(row.get("lung_mask_plausible", "1")) in ("0", "0.0", "False"):
         return None
     mask = read_image(dataset_dir / path) > 127
     if mask.shape != shape:
-        from PIL import Image
-
         mask = np.asarray(Image.fromarray(mask).resize(shape[::-1], Image.Resampling.NEAREST))
     return mask
