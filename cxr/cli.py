@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from cxr.audit.results import AuditSummary, RegionGroup, Regions
 from cxr.errors import ConfigError, CxrError, shorten
 
 app = typer.Typer(
@@ -485,83 +486,87 @@ def audit(
         )
     results, pooled = audit_folds(cfg, folds, chosen, layer, stages, baseline)
     for result in results:
-        typer.echo(f"== fold {result.summary['fold']}")
+        typer.echo(f"== fold {result.summary.fold}")
         print_audit(result.summary, result.folder)
     if pooled is not None:
-        typer.echo(f"== pooled over folds {', '.join(map(str, pooled['folds']))}")
+        typer.echo(f"== pooled over folds {', '.join(map(str, pooled.folds))}")
         print_audit(pooled, results[0].folder.parent)
 
 
-def print_regions(regions: dict) -> None:
-    """Where each predicted class's maps peak, and their energy outside the lungs, beside a uniform
+def region_line(name: str, group: RegionGroup) -> str:
+    """Where one group's maps peak and how much of their energy lies outside, beside a uniform
     map."""
     from cxr.audit.regions import OFF_CHEST, REGION_WORDS
 
-    typer.echo(f"where the maps look ({regions['images']} images with lung fields):")
-    for name, group in regions["per_class"].items():
-        peaks = group["peaks"]
-        top = max(
-            peaks, key=lambda r: peaks[r]["share"] - peaks[r]["uniform"] if r in OFF_CHEST else -1.0
-        )
-        lungs, chest = group["outside_lungs"], group["outside_chest"]
-        typer.echo(
-            f"  {name}: {peaks['lung']['share']:.0%} of peaks inside the lungs (uniform map: "
-            f"{peaks['lung']['uniform']:.0%}), "
-            f"{peaks[top]['share']:.0%} {REGION_WORDS[top]} ({peaks[top]['uniform']:.0%}); energy "
-            "outside the lungs "
-            f"{lungs['mean']:.2f} (uniform {lungs['uniform']:.2f}), outside the chest "
-            f"{chest['mean']:.2f} "
-            f"(uniform {chest['uniform']:.2f}); {group['images']} images"
-        )
-    for name, reasons in regions["flags"].items():
+    peaks = group.peaks
+    top = max(OFF_CHEST, key=lambda r: peaks[r].share - peaks[r].uniform)
+    lungs, chest = group.outside_lungs, group.outside_chest
+    return (
+        f"  {name}: {peaks['lung'].share:.0%} of peaks inside the lungs (uniform map: "
+        f"{peaks['lung'].uniform:.0%}), {peaks[top].share:.0%} {REGION_WORDS[top]} "
+        f"({peaks[top].uniform:.0%}); energy outside the lungs {lungs.mean:.2f} (uniform "
+        f"{lungs.uniform:.2f}), outside the chest {chest.mean:.2f} (uniform {chest.uniform:.2f}); "
+        f"{group.images} images"
+    )
+
+
+def print_regions(regions: Regions) -> None:
+    """Where each predicted class's (and each outcome's) maps look, and the classes flagged."""
+    typer.echo(
+        f"where the maps look ({regions.images} images with lung fields), by predicted class:"
+    )
+    for name, group in regions.per_class.items():
+        typer.echo(region_line(name, group))
+    if regions.per_outcome:
+        typer.echo("by outcome:")
+        for name, group in regions.per_outcome.items():
+            typer.echo(region_line(name, group))
+    for name, reasons in regions.flags.items():
         typer.echo(f"  FLAGGED {name}: {'; '.join(reasons)}")
 
 
-def print_audit(summary: dict, folder: Path) -> None:
+def print_audit(summary: AuditSummary, folder: Path) -> None:
     """An audit summary (one fold's, or pooled over folds), a line per finding."""
-    for method, scores in summary["localisation"].items():
-        low, high = scores["pointing_hit"]["ci95"]
+    for method, found in summary.localisation.items():
+        hit = found.scores["pointing_hit"]
         typer.echo(
-            f"{method:>12}: pointing game {scores['pointing_hit']['mean']:.2f} [{low:.2f}, "
-            f"{high:.2f}], "
-            f"IoU@otsu {scores['iou@otsu']['mean']:.2f}, T(IoBB)@0.25 "
-            f"{scores['t(iobb)@0.25']['mean']:.2f} "
-            f"({scores['images']} images with boxes)"
+            f"{method:>12}: pointing game {hit.mean:.2f} [{hit.low:.2f}, {hit.high:.2f}], "
+            f"IoU@otsu {found.scores['iou@otsu'].mean:.2f}, "
+            f"T(IoBB)@0.25 {found.scores['t(iobb)@0.25'].mean:.2f} "
+            f"({found.images} images with boxes)"
         )
-    if "best_method_by_pointing_game" in summary:
-        typer.echo(f"best localisation: {summary['best_method_by_pointing_game']}")
-    for method, check in summary["sanity"].items():
-        verdict = "passes" if check["passes"] else "FAILS"
-        if "folds_passing" in check:
-            verdict += f" (in {check['folds_passing']} of {len(summary['folds'])} folds)"
-        mean = "on average " if "folds_passing" in check else ""
+    if summary.best_method:
+        typer.echo(f"best localisation: {summary.best_method}")
+    pooled = summary.fold is None
+    for method, check in summary.sanity.items():
+        verdict = "passes" if check.passes else "FAILS"
+        if pooled:
+            verdict += f" (in {check.folds_passing} of {len(summary.folds)} folds)"
         typer.echo(
             f"{method:>12}: randomised model's maps rank-correlate "
-            f"{mean}{check['last_stage_spearman']:.2f} with the trained ones "
-            f"after {check['stages']} stages (unrelated images: "
-            f"{check['unrelated_pairs_spearman']:.2f}): {verdict}"
+            f"{'on average ' if pooled else ''}{check.last_stage_spearman:.2f} with the trained "
+            f"ones after {check.stages} stages (unrelated images: "
+            f"{check.unrelated_pairs_spearman:.2f}): {verdict}"
         )
-    for method, f in summary["faithfulness"].items():
+    for method, f in summary.faithfulness.items():
         typer.echo(
-            f"{method:>12}: deletion area {f['deletion_auc']:.3f} (lower is better), insertion "
-            f"area {f['insertion_auc']:.3f} "
-            f"({f['baseline']} baseline)"
+            f"{method:>12}: deletion area {f.deletion_auc:.3f} (lower is better), insertion "
+            f"area {f.insertion_auc:.3f} ({f.baseline} baseline, {f.images} images)"
         )
-    shortcuts = summary["shortcuts"]
-    if shortcuts.get("rule") == "regions":
-        print_regions(shortcuts["regions"])
-    for name, c in shortcuts["per_class"].items():
+    shortcuts = summary.shortcuts
+    if shortcuts.regions is not None:
+        print_regions(shortcuts.regions)
+    for name, c in shortcuts.per_class.items():
         typer.echo(
-            f"shortcut audit, predicted {name}: {c['flagged_share']:.0%} of {c['images']} maps "
-            "mostly outside the lungs "
-            f"(mean share outside {c['mean_outside_share']:.2f})"
+            f"shortcut audit, predicted {name}: {c.flagged_share:.0%} of {c.images} maps "
+            f"mostly outside the lungs (mean share outside {c.mean_outside_share:.2f})"
         )
-    flagged = ", ".join(shortcuts["flagged_classes"])
-    rule = shortcuts.get("rule", "border band")
+    flagged = ", ".join(shortcuts.flagged_classes)
     typer.echo(
-        f"shortcut audit ({rule} rule): {'FLAGGED for ' + flagged if flagged else 'not flagged'}"
+        f"shortcut audit ({shortcuts.rule} rule, {shortcuts.method}): "
+        f"{'FLAGGED for ' + flagged if flagged else 'not flagged'}"
     )
-    extra = "methods_by_fold.csv" if "folds" in summary else "methods.png"
+    extra = "methods_by_fold.csv" if pooled else "methods.png"
     typer.echo(f"audit in {folder} (methods side by side: methods.csv, {extra})")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Does the audit catch a shortcut on real radiographs? TB against normal films, trained twice: once with a
 # corner tag burned into 90% of the TB films and 10% of the normals (--inject-marker 0.9), once without.
-# The audit should flag the tagged model (peaks in the border band) and not the clean one.
+# The audit should flag the tagged model (peaks in the tagged corner) and not flag the clean one for that corner.
 #   bash scripts/marker_experiment.sh ../shared/data/lung-masks
 # The folder needs images/ and a labels.csv with image, finding (tb/normal) and patient_id columns.
 set -euo pipefail
@@ -28,5 +28,5 @@ for variant in clean marker; do
   echo "== $variant"
   .venv/bin/cxr evaluate --config configs/synthetic.yaml "${overrides[@]}" | head -1
   .venv/bin/cxr audit --config configs/synthetic.yaml --methods gradcam --stages 2 "${overrides[@]}" \
-    | grep -E "where the maps|^  |shortcut audit \("
+    | grep -E "where the maps|^by outcome|^  |shortcut audit \("
 done

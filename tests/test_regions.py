@@ -114,12 +114,12 @@ def test_flags_for_off_chest_peaks_and_energy_not_for_the_heart() -> None:
         ]
     )
     summary = summarise_regions(rows)
-    assert summary["flags"]["normal"] == ["75% of peaks above the lungs (uniform map: 10%)"]
-    assert "cardiomegaly" not in summary["flags"]
-    assert summary["flags"]["pneumonia"] == [
+    assert summary.flags["normal"] == ["75% of peaks above the lungs (uniform map: 10%)"]
+    assert "cardiomegaly" not in summary.flags
+    assert summary.flags["pneumonia"] == [
         "95% of the maps' energy outside the chest (uniform map: 64%)"
     ]
-    assert summary["flags"]["tb"] == [
+    assert summary.flags["tb"] == [
         "12% of the maps' energy in the top-left corner (uniform map: 2%)"
     ]
-    assert flags_of(summary["per_class"]["cardiomegaly"]) == [] and "clean" not in summary["flags"]
+    assert flags_of(summary.per_class["cardiomegaly"]) == [] and "clean" not in summary.flags

@@ -54,26 +54,23 @@ def perturbation_curves(
     # most salient first, ties by position
     order = np.argsort(-maps.reshape(count, -1), axis=1, kind="stable")
     pixels = height * width
-    deleted, inserted = [], []
-    for k in range(steps + 1):
+    probs = []  # per step: (2 B, classes), the deleted images then the inserted ones
+    for k in range(steps + 1):  # one step's variants at a time: memory stays O(B)
         changed = np.zeros((count, pixels), dtype=bool)
-        chosen = order[:, : round(k * pixels / steps)]
-        np.put_along_axis(changed, chosen, True, axis=1)
+        np.put_along_axis(changed, order[:, : round(k * pixels / steps)], True, axis=1)
         changed = changed.reshape(count, height, width, 1)
-        deleted.append(np.where(changed, baseline, images))
-        inserted.append(np.where(changed, images, baseline))
-    variants = np.concatenate([np.stack(deleted, 1), np.stack(inserted, 1)], axis=1).reshape(
-        -1, *images.shape[1:]
-    )
-    logits = np.concatenate(
-        [
-            keras.ops.convert_to_numpy(model(variants[i : i + batch], training=False))
-            for i in range(0, len(variants), batch)
-        ]
-    )
-    probs = class_probabilities(logits.astype(np.float64)).reshape(count, 2 * (steps + 1), -1)
-    target = probs[np.arange(count), :, class_index]  # (B, 2 (steps + 1))
-    return target[:, : steps + 1], target[:, steps + 1 :]
+        variants = np.concatenate(
+            [np.where(changed, baseline, images), np.where(changed, images, baseline)]
+        )
+        logits = np.concatenate(
+            [  # predict_on_batch: Keras's compiled inference step, not an eager call per batch
+                keras.ops.convert_to_numpy(model.predict_on_batch(variants[i : i + batch]))
+                for i in range(0, len(variants), batch)
+            ]
+        )
+        probs.append(class_probabilities(logits.astype(np.float64)))
+    target = np.stack(probs, axis=1)[np.arange(2 * count), :, np.tile(class_index, 2)]
+    return target[:count], target[count:]
 
 
 def curve_area(curve: np.ndarray) -> np.ndarray:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cxr.audit.results import Estimate, Excess, RegionGroup, Regions, Share
+
 # of the image as stored (the film's own sides)
 CORNERS = (
     "top_left",
@@ -115,80 +117,74 @@ def patient_bootstrap(
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def summarise_group(part: pd.DataFrame) -> dict:
+def summarise_group(part: pd.DataFrame) -> RegionGroup:
     """Peak shares per region (with chance rates), energy outside lungs and chest, intervals."""
     patients = part["patient_id"].astype(str).to_numpy()
-    summary: dict = {"images": len(part), "peaks": {}, "energy": {}}
+
+    def share(values: np.ndarray, uniform: float) -> Share:
+        return Share(float(values.mean()), *patient_bootstrap(values, patients), uniform)
+
+    peaks, energy = {}, {}
     for name in REGIONS:
-        hits = (part["peak_region"] == name).to_numpy(dtype=float)
         uniform = float(part[f"chance_{name}"].mean())
-        summary["peaks"][name] = {
-            "share": float(hits.mean()),
-            "ci95": patient_bootstrap(hits, patients),
-            "uniform": uniform,
-        }
-        energy = part[f"energy_{name}"].fillna(0).to_numpy(dtype=float)
-        summary["energy"][name] = {
-            "share": float(energy.mean()),
-            "ci95": patient_bootstrap(energy, patients),
-            "uniform": uniform,
-        }
+        peaks[name] = share((part["peak_region"] == name).to_numpy(dtype=float), uniform)
+        energy[name] = share(part[f"energy_{name}"].fillna(0).to_numpy(dtype=float), uniform)
     mostly = (part["outside_chest"] > MOSTLY_OUTSIDE).to_numpy(dtype=float)
-    summary["mostly_outside_chest"] = {
-        "share": float(mostly.mean()),
-        "ci95": patient_bootstrap(mostly, patients),
-    }
+    outside = {}
     for what in ("lungs", "chest"):
         excess = (part[f"outside_{what}"] - part[f"uniform_outside_{what}"]).to_numpy()
-        summary[f"outside_{what}"] = {
-            "mean": float(part[f"outside_{what}"].mean()),
-            "uniform": float(part[f"uniform_outside_{what}"].mean()),
-            "excess_ci95": patient_bootstrap(excess, patients),
-        }
-    return summary
+        outside[what] = Excess(
+            float(part[f"outside_{what}"].mean()),
+            float(part[f"uniform_outside_{what}"].mean()),
+            *patient_bootstrap(excess, patients),
+        )
+    return RegionGroup(
+        images=len(part),
+        peaks=peaks,
+        energy=energy,
+        mostly_outside_chest=Estimate(float(mostly.mean()), *patient_bootstrap(mostly, patients)),
+        outside_lungs=outside["lungs"],
+        outside_chest=outside["chest"],
+    )
 
 
-def flags_of(group: dict) -> list[str]:
+def flags_of(group: RegionGroup) -> list[str]:
     """The reasons a class's maps are flagged (none when they look where chest findings lie)."""
     reasons = []
     for name in OFF_CHEST:
-        peak, energy = group["peaks"][name], group["energy"][name]
+        peak, energy = group.peaks[name], group.energy[name]
         if (
-            peak["share"] >= PEAK_SHARE
-            and peak["share"] >= PEAK_RATIO * peak["uniform"]
-            and peak["ci95"][0] > peak["uniform"]
+            peak.share >= PEAK_SHARE
+            and peak.share >= PEAK_RATIO * peak.uniform
+            and peak.low > peak.uniform
         ):
             reasons.append(
-                f"{peak['share']:.0%} of peaks {REGION_WORDS[name]} "
-                f"(uniform map: {peak['uniform']:.0%})"
+                f"{peak.share:.0%} of peaks {REGION_WORDS[name]} (uniform map: {peak.uniform:.0%})"
             )
         elif (
-            energy["share"] >= max(ENERGY_SHARE, PEAK_RATIO * energy["uniform"])
-            and energy["ci95"][0] > energy["uniform"]
+            energy.share >= max(ENERGY_SHARE, PEAK_RATIO * energy.uniform)
+            and energy.low > energy.uniform
         ):
-            share, uniform = f"{energy['share']:.0%}", f"{energy['uniform']:.0%}"
             reasons.append(
-                f"{share} of the maps' energy {REGION_WORDS[name]} (uniform map: {uniform})"
+                f"{energy.share:.0%} of the maps' energy {REGION_WORDS[name]} "
+                f"(uniform map: {energy.uniform:.0%})"
             )
-    chest = group["outside_chest"]
-    if chest["mean"] - chest["uniform"] >= ENERGY_EXCESS and chest["excess_ci95"][0] > 0:
+    chest = group.outside_chest
+    if chest.mean - chest.uniform >= ENERGY_EXCESS and chest.excess_low > 0:
         reasons.append(
-            f"{chest['mean']:.0%} of the maps' energy outside the chest "
-            f"(uniform map: {chest['uniform']:.0%})"
+            f"{chest.mean:.0%} of the maps' energy outside the chest "
+            f"(uniform map: {chest.uniform:.0%})"
         )
     return reasons
 
 
-def summarise_regions(rows: pd.DataFrame) -> dict:
+def summarise_regions(rows: pd.DataFrame) -> Regions:
     """Per predicted class (with flags) and per outcome, over images with known lung fields."""
     known = rows[rows["peak_region"].astype(str) != ""]
-    summary: dict = {"images": len(known), "per_class": {}, "per_outcome": {}, "flags": {}}
-    for name, part in known.groupby("predicted_class"):
-        summary["per_class"][str(name)] = summarise_group(part)
-        reasons = flags_of(summary["per_class"][str(name)])
-        if reasons:
-            summary["flags"][str(name)] = reasons
+    per_class = {str(k): summarise_group(p) for k, p in known.groupby("predicted_class")}
+    per_outcome = {}
     if "outcome" in known:
-        for name, part in known[known["outcome"].astype(str) != ""].groupby("outcome"):
-            summary["per_outcome"][str(name)] = summarise_group(part)
-    return summary
+        with_outcome = known[known["outcome"].astype(str) != ""]
+        per_outcome = {str(k): summarise_group(p) for k, p in with_outcome.groupby("outcome")}
+    flags = {name: reasons for name, group in per_class.items() if (reasons := flags_of(group))}
+    return Regions(len(known), per_class, per_outcome, flags)

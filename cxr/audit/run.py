@@ -1,10 +1,11 @@
-"""audit_fold(cfg, fold, methods): localisation against boxes and the randomisation sanity check,
-per method.
+"""audit_fold(cfg, fold, methods): can a fold's explanations be trusted? Localisation against
+boxes, the randomisation sanity check, faithfulness and shortcuts, per method, from one pass over
+the fold's images (cxr.audit.sweep).
 
 Writes runs/<experiment>/audit/fold<K>/: localisation.csv (per image, per method and baseline),
 sanity.csv (per method and stage), faithfulness.csv and .png (deletion / insertion), shortcuts.csv,
-and summary.json (means with bootstrap 95% intervals, the best method, and whether each method
-passed the sanity check).
+methods.csv and .png (methods side by side), and summary.json: the typed AuditSummary
+(cxr.audit.results) that the printed summary also comes from.
 """
 
 from __future__ import annotations
@@ -16,25 +17,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from cxr.atomic import write_text_atomic
 from cxr.audit.faithfulness import baseline_images, check_baseline, curve_area, perturbation_curves
-from cxr.audit.localisation import baseline_maps, bootstrap_interval, localisation_scores
-from cxr.audit.regions import map_regions
+from cxr.audit.localisation import bootstrap_interval
+from cxr.audit.results import AuditSummary, Estimate, Faithfulness, Localisation, Sanity
 from cxr.audit.sanity import Cascade
-from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share, summarise_shortcuts
+from cxr.audit.shortcut import summarise_shortcuts
+from cxr.audit.sweep import Sample, sweep_fold
 from cxr.config import Config
 from cxr.data.labels import decode_boxes
-from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failure
+from cxr.data.pipeline import images_named_on_failure
 from cxr.errors import ConfigError
-from cxr.evaluate import choose_positive_class, plt, save_figure
-from cxr.explain.methods import explain_batch, get_method
-from cxr.explain.overlay import resize_map
+from cxr.evaluate import plt, save_figure
+from cxr.explain.methods import get_method
 from cxr.explain.probe import make_probe
-from cxr.explain.report import outcome
 from cxr.explain.run import load_fold_table
-from cxr.lungs.run import compute_lungs, has_lung_fields, lung_region
+from cxr.lungs.run import compute_lungs, has_lung_fields
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, experiment_dir, open_trained_fold
 
@@ -48,7 +47,7 @@ class AuditResult:
     folder: Path
     localisation: pd.DataFrame
     sanity: pd.DataFrame
-    summary: dict
+    summary: AuditSummary
     faithfulness: pd.DataFrame
     shortcuts: pd.DataFrame
 
@@ -94,99 +93,67 @@ def _audit_fold(
     sanity_stages: int,
     baseline: str,
 ) -> AuditResult:
+    """One pass over the fold feeds every audit; the sample it keeps goes through the model again
+    for the sanity check (randomised copies) and faithfulness (perturbed images)."""
     fold = run.fold
     classes = run.read_classes()
     layer = layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
     model = run.load_model()
     probe = make_probe(model, layer)
-    boxed = table[
-        table.get("boxes", pd.Series("[]", index=table.index)).map(
-            lambda b: len(decode_boxes(b)) > 0
-        )
-    ].reset_index(drop=True)
-    rows = localisation_rows(fold_cfg, probe, boxed, classes, methods) if len(boxed) else []
-    localisation = pd.DataFrame(rows)
-    sample = table.head(SANITY_IMAGES)
-    sample_ds = fold_dataset(fold_cfg, sample, classes)
-    images = np.concatenate([x.numpy() for x, _ in sample_ds])
-    targets = encode_labels(sample["label"], classes, fold_cfg.data.multi_label)
-    targets = targets.argmax(axis=1) if targets.ndim == 2 else targets
+    seen = sweep_fold(fold_cfg, probe, table, classes, methods, SANITY_IMAGES)
+    images, targets, maps = seen.sample.arrays()
     cascade = Cascade(model, layer, probe)
-    sanity = pd.DataFrame(
-        [row for m in methods for row in cascade.run(images, targets, m, sanity_stages)]
-    )
+    sanity = pd.DataFrame(cascade.run(images, targets, methods, sanity_stages, trained=maps))
     faithfulness, curves = faithfulness_rows(
-        model, probe, images, targets, sample, methods, baseline
+        model, images, targets, maps, seen.sample.names, baseline
     )
-    shortcuts = pd.DataFrame(shortcut_rows(fold_cfg, probe, table, classes, methods[0]))
-    summary = summarise_audit(localisation, sanity, fold, layer) | {
-        "shortcuts": summarise_shortcuts(shortcuts) | {"method": methods[0]}
-    }
-    summary["faithfulness"] = summarise_faithfulness(faithfulness, baseline)
+    if not len(seen.localisation):
+        log.warning("fold %d has no image with a box: localisation skipped", fold)
+    summary = AuditSummary(
+        fold=fold,
+        folds=[fold],
+        layer=layer,
+        localisation=summarise_localisation(seen.localisation),
+        sanity=summarise_sanity(sanity),
+        faithfulness=summarise_faithfulness(faithfulness, baseline),
+        shortcuts=summarise_shortcuts(seen.shortcuts, methods[0]),
+        sample=seen.sample.names,
+    )
     folder = experiment_dir(cfg) / "audit" / f"fold{fold}"
     write_text_atomic(folder / "faithfulness.csv", faithfulness.to_csv(index=False))
     plot_curves(curves, folder / "faithfulness.png")
     write_text_atomic(folder / "methods.csv", methods_table(summary).to_csv())
-    if len(boxed):
-        plot_methods(fold_cfg, probe, boxed.head(4), classes, methods, folder / "methods.png")
-    write_text_atomic(folder / "shortcuts.csv", shortcuts.to_csv(index=False))
-    write_text_atomic(folder / "localisation.csv", localisation.to_csv(index=False))
+    if seen.figure.names:
+        plot_methods(seen.figure, methods, folder / "methods.png")
+    write_text_atomic(folder / "shortcuts.csv", seen.shortcuts.to_csv(index=False))
+    write_text_atomic(folder / "localisation.csv", seen.localisation.to_csv(index=False))
     write_text_atomic(folder / "sanity.csv", sanity.to_csv(index=False))
-    write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return AuditResult(folder, localisation, sanity, summary, faithfulness, shortcuts)
+    write_summary(folder, summary)
+    return AuditResult(folder, seen.localisation, sanity, summary, faithfulness, seen.shortcuts)
 
 
-def localisation_rows(
-    fold_cfg: Config, probe, boxed: pd.DataFrame, classes: list[str], methods: list[str]
-) -> list[dict]:
-    """Scores of every method (explaining each image's true class) and of the two baselines, per
-    boxed image."""
-    rng = np.random.default_rng(0)
-    rows: list[dict] = []
-    ds = fold_dataset(fold_cfg, boxed, classes, 16)
-    for start, (images, labels) in zip(range(0, len(boxed), 16), ds, strict=False):
-        part = boxed.iloc[start : start + 16]
-        labels = labels.numpy()
-        targets = labels.argmax(axis=1) if labels.ndim == 2 else labels
-        results = {
-            m: explain_batch(probe, images, targets, m, pad_to=SANITY_IMAGES).maps for m in methods
-        }
-        for i, row in enumerate(part.to_dict("records")):
-            size = Image.open(fold_cfg.data.dataset_dir / row["image"]).size[::-1]
-            boxes = decode_boxes(row["boxes"])
-            maps = {m: resize_map(results[m][i], *size) for m in methods} | baseline_maps(size, rng)
-            for name, heatmap in maps.items():
-                rows.append(
-                    {
-                        "image": row["image"],
-                        "label": row["label"],
-                        "method": name,
-                        **localisation_scores(heatmap, boxes),
-                    }
-                )
-    return rows
+def write_summary(folder: Path, summary: AuditSummary) -> None:
+    write_text_atomic(folder / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
 
 
 def faithfulness_rows(
     model,
-    probe,
     images: np.ndarray,
     targets: np.ndarray,
-    sample: pd.DataFrame,
-    methods: list[str],
+    maps: dict[str, np.ndarray],
+    names: list[str],
     baseline: str = "black",
 ) -> tuple[pd.DataFrame, dict]:
-    """Deletion and insertion areas per image and method (explaining the true class), and the mean
-    curves."""
+    """Deletion and insertion areas per image and method (the maps of the true class), and the
+    mean curves."""
     rows, curves = [], {}
     canvas = baseline_images(images, baseline)
-    for method in methods:
-        maps = explain_batch(probe, images, targets, method, pad_to=SANITY_IMAGES).maps
-        deletion, insertion = perturbation_curves(model, images, maps, targets, baseline=canvas)
+    for method, method_maps in maps.items():
+        deletion, insertion = perturbation_curves(
+            model, images, method_maps, targets, baseline=canvas
+        )
         curves[method] = (deletion.mean(axis=0), insertion.mean(axis=0))
-        for image, d, i in zip(
-            sample["image"], curve_area(deletion), curve_area(insertion), strict=True
-        ):
+        for image, d, i in zip(names, curve_area(deletion), curve_area(insertion), strict=True):
             rows.append(
                 {
                     "image": image,
@@ -198,15 +165,15 @@ def faithfulness_rows(
     return pd.DataFrame(rows), curves
 
 
-def summarise_faithfulness(faithfulness: pd.DataFrame, baseline: str) -> dict:
+def summarise_faithfulness(faithfulness: pd.DataFrame, baseline: str) -> dict[str, Faithfulness]:
     """Mean deletion and insertion areas per method."""
     return {
-        m: {
-            "deletion_auc": float(p["deletion_auc"].mean()),
-            "insertion_auc": float(p["insertion_auc"].mean()),
-            "images": len(p),
-            "baseline": baseline,
-        }
+        str(m): Faithfulness(
+            images=len(p),
+            deletion_auc=float(p["deletion_auc"].mean()),
+            insertion_auc=float(p["insertion_auc"].mean()),
+            baseline=baseline,
+        )
         for m, p in faithfulness.groupby("method", sort=False)
     }
 
@@ -233,52 +200,44 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) ->
     save_figure(fig, path)
 
 
-def methods_table(summary: dict) -> pd.DataFrame:
+def methods_table(summary: AuditSummary) -> pd.DataFrame:
     """Every method (and baseline) on one row: localisation, faithfulness and the sanity check side
     by side."""
-    rows = {}
-    for method, scores in summary["localisation"].items():
+    rows: dict[str, dict] = {}
+    for method, found in summary.localisation.items():
         rows[method] = {
-            "pointing_game": scores["pointing_hit"]["mean"],
-            "iou_otsu": scores["iou@otsu"]["mean"],
-            "t_iobb_0.25": scores["t(iobb)@0.25"]["mean"],
+            "pointing_game": found.scores["pointing_hit"].mean,
+            "iou_otsu": found.scores["iou@otsu"].mean,
+            "t_iobb_0.25": found.scores["t(iobb)@0.25"].mean,
         }
-    for method, f in summary.get("faithfulness", {}).items():
+    for method, f in summary.faithfulness.items():
         rows.setdefault(method, {}).update(
-            deletion_auc=f["deletion_auc"], insertion_auc=f["insertion_auc"]
+            deletion_auc=f.deletion_auc, insertion_auc=f.insertion_auc
         )
-    for method, check in summary["sanity"].items():
+    for method, check in summary.sanity.items():
         rows.setdefault(method, {}).update(
-            randomised_spearman=check["last_stage_spearman"], sanity_passes=check["passes"]
+            randomised_spearman=check.last_stage_spearman, sanity_passes=check.passes
         )
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 
 
-def plot_methods(
-    fold_cfg: Config,
-    probe,
-    images: pd.DataFrame,
-    classes: list[str],
-    methods: list[str],
-    path: Path,
-) -> None:
-    """A few images with boxes, one column per method: the same maps side by side."""
-    ds = fold_dataset(fold_cfg, images, classes, len(images))
-    batch, labels = next(iter(ds))
-    labels = labels.numpy()
-    targets = labels.argmax(axis=1) if labels.ndim == 2 else labels
-    maps = {m: explain_batch(probe, batch, targets, m, pad_to=SANITY_IMAGES).maps for m in methods}
+def plot_methods(figure: Sample, methods: list[str], path: Path) -> None:
+    """A few images with boxes, one column per method: the same maps side by side, drawn on the
+    model's input and stretched to the stored size so that the boxes (stored pixels) fit."""
     fig, axes = plt.subplots(
-        len(images), len(methods), figsize=(2.4 * len(methods), 2.4 * len(images)), squeeze=False
+        len(figure.names),
+        len(methods),
+        figsize=(2.4 * len(methods), 2.4 * len(figure.names)),
+        squeeze=False,
     )
-    for r, row in enumerate(images.to_dict("records")):
-        grey = np.asarray(Image.open(fold_cfg.data.dataset_dir / row["image"]).convert("L"))
+    for r, (image, row) in enumerate(zip(figure.images, figure.rows, strict=True)):
+        height, width = row["stored_size"]
+        extent = (0, width, height, 0)
+        grey = image.mean(axis=-1)
         for c, method in enumerate(methods):
             ax = axes[r][c]
-            ax.imshow(grey, cmap="gray")
-            ax.imshow(
-                resize_map(maps[method][r], *grey.shape), cmap="jet", alpha=0.4, vmin=0, vmax=1
-            )
+            ax.imshow(grey, cmap="gray", extent=extent)
+            ax.imshow(figure.maps[method][r], cmap="jet", alpha=0.4, vmin=0, vmax=1, extent=extent)
             for b in decode_boxes(row["boxes"]):
                 ax.add_patch(
                     plt.Rectangle((b.x, b.y), b.w, b.h, fill=False, edgecolor="white", linewidth=1)
@@ -289,49 +248,6 @@ def plot_methods(
     save_figure(fig, path)
 
 
-def shortcut_rows(
-    fold_cfg: Config, probe, table: pd.DataFrame, classes: list[str], method: str
-) -> list[dict]:
-    """Every validation image, its predicted class explained: the share of the map outside the
-    allowed region, and, where the lung fields are known, where its peak falls and how much of it
-    lies outside lungs and chest."""
-    rows: list[dict] = []
-    positive = (
-        None
-        if fold_cfg.data.multi_label
-        else choose_positive_class(classes, fold_cfg.data.positive_class)
-    )
-    ds = fold_dataset(fold_cfg, table, classes, 16)
-    for start, (images, _) in zip(range(0, len(table), 16), ds, strict=False):
-        result = explain_batch(probe, images, None, method, pad_to=SANITY_IMAGES)
-        for i, row in enumerate(table.iloc[start : start + 16].to_dict("records")):
-            size = Image.open(fold_cfg.data.dataset_dir / row["image"]).size[::-1]
-            lungs = lung_region(fold_cfg.data.dataset_dir, row, size)
-            if lungs is None and row.get("lung_mask"):
-                continue  # an implausible lung mask: left out rather than trusted
-            heatmap = resize_map(result.maps[i], *size)
-            share = outside_share(heatmap, allowed_region(size, lungs))
-            predicted = int(result.class_index[i])
-            truth = (
-                ""
-                if positive is None
-                else outcome(classes.index(row["label"]), predicted, positive)
-            )
-            rows.append(
-                {
-                    "image": row["image"],
-                    "patient_id": row.get("patient_id") or row["image"],
-                    "label": row["label"],
-                    "predicted_class": classes[predicted],
-                    "outcome": truth,
-                    "outside_share": share,
-                    "flagged": bool(share > DOMINATES),
-                    **(map_regions(heatmap, lungs) if lungs is not None else {"peak_region": ""}),
-                }
-            )
-    return rows
-
-
 def audit_folds(
     cfg: Config,
     folds: list[int],
@@ -339,7 +255,7 @@ def audit_folds(
     layer: str | None = None,
     sanity_stages: int = 8,
     baseline: str = "black",
-) -> tuple[list[AuditResult], dict | None]:
+) -> tuple[list[AuditResult], AuditSummary | None]:
     """Each fold in turn; with several, also the audit pooled over them in
     runs/<experiment>/audit/."""
     results = [audit_fold(cfg, fold, methods, layer, sanity_stages, baseline) for fold in folds]
@@ -347,82 +263,76 @@ def audit_folds(
         return results, None
     pooled = pool_audits(results, baseline)
     folder = experiment_dir(cfg) / "audit"
-    by_fold = pd.concat([methods_table(r.summary).assign(fold=r.summary["fold"]) for r in results])
+    by_fold = pd.concat([methods_table(r.summary).assign(fold=r.summary.fold) for r in results])
     write_text_atomic(folder / "methods_by_fold.csv", by_fold.to_csv())
     write_text_atomic(folder / "methods.csv", methods_table(pooled).to_csv())
-    write_text_atomic(folder / "summary.json", json.dumps(pooled, indent=2) + "\n")
+    write_summary(folder, pooled)
     return results, pooled
 
 
-def pool_audits(results: list[AuditResult], baseline: str = "black") -> dict:
-    """One summary over folds: localisation and faithfulness pooled over every fold's images (each
-    explained by the model that did not train on it); the sanity check per fold, passed only when it
-    passes in every fold."""
-    folds = [r.summary["fold"] for r in results]
-    localisation = pd.concat([r.localisation for r in results], ignore_index=True)
+def pool_audits(results: list[AuditResult], baseline: str = "black") -> AuditSummary:
+    """One summary over folds: localisation, faithfulness and shortcuts pooled over every fold's
+    images (each explained by the model that did not train on it); the sanity check per fold,
+    passed only when it passes in every fold."""
+    sanity = {}
+    for method in results[0].summary.sanity:
+        checks = [r.summary.sanity[method] for r in results]
+        sanity[method] = Sanity(
+            stages=checks[0].stages,
+            randomised_down_to=checks[0].randomised_down_to,
+            last_stage_spearman=float(np.mean([c.last_stage_spearman for c in checks])),
+            unrelated_pairs_spearman=float(np.mean([c.unrelated_pairs_spearman for c in checks])),
+            passes=all(c.passes for c in checks),
+            folds_passing=sum(c.passes for c in checks),
+        )
     pooled = {
-        "fold": None,
-        "folds": folds,
-        "layer": results[0].summary["layer"],
-    } | summarise_localisation(localisation)
-    pooled["sanity"] = {}
-    for method in results[0].summary["sanity"]:
-        checks = [r.summary["sanity"][method] for r in results]
-        pooled["sanity"][method] = {
-            "stages": checks[0]["stages"],
-            "last_stage_spearman": float(np.mean([c["last_stage_spearman"] for c in checks])),
-            "unrelated_pairs_spearman": float(
-                np.mean([c["unrelated_pairs_spearman"] for c in checks])
-            ),
-            "folds_passing": sum(c["passes"] for c in checks),
-            "passes": all(c["passes"] for c in checks),
-        }
-    faithfulness = pd.concat([r.faithfulness for r in results], ignore_index=True)
-    pooled["faithfulness"] = summarise_faithfulness(faithfulness, baseline)
-    shortcuts = pd.concat([r.shortcuts for r in results], ignore_index=True)
-    pooled["shortcuts"] = summarise_shortcuts(shortcuts) | {
-        "method": results[0].summary["shortcuts"]["method"]
+        part: pd.concat([getattr(r, part) for r in results], ignore_index=True)
+        for part in ("localisation", "faithfulness", "shortcuts")
     }
-    return pooled
+    return AuditSummary(
+        fold=None,
+        folds=[r.summary.fold for r in results],
+        layer=results[0].summary.layer,
+        localisation=summarise_localisation(pooled["localisation"]),
+        sanity=sanity,
+        faithfulness=summarise_faithfulness(pooled["faithfulness"], baseline),
+        shortcuts=summarise_shortcuts(pooled["shortcuts"], results[0].summary.shortcuts.method),
+        sample=[name for r in results for name in r.summary.sample],
+    )
 
 
-def summarise_audit(
-    localisation: pd.DataFrame, sanity: pd.DataFrame, fold: int, layer: str
-) -> dict:
-    if not len(localisation):
-        log.warning("fold %d has no image with a box: localisation skipped", fold)
-    summary: dict = {"fold": fold, "layer": layer} | summarise_localisation(localisation)
-    summary["sanity"] = {}
+def summarise_sanity(sanity: pd.DataFrame) -> dict[str, Sanity]:
+    """Each method's last cascade stage, and whether its maps have moved far enough from the
+    trained ones."""
+    checks = {}
     for method, part in sanity.groupby("method", sort=False):
         last = part.iloc[-1]
-        summary["sanity"][method] = {
-            "stages": len(part),
-            "last_stage_spearman": float(last["spearman"]),
-            "unrelated_pairs_spearman": float(last["unrelated_pairs_spearman"]),
-            "passes": bool(last["spearman"] < SANITY_PASS),
-        }
-    return summary
+        checks[str(method)] = Sanity(
+            stages=len(part),
+            randomised_down_to=str(last["randomised_down_to"]),
+            last_stage_spearman=float(last["spearman"]),
+            unrelated_pairs_spearman=float(last["unrelated_pairs_spearman"]),
+            passes=bool(last["spearman"] < SANITY_PASS),
+        )
+    return checks
 
 
-def summarise_localisation(localisation: pd.DataFrame) -> dict:
-    """Per method and baseline: each score's mean with a bootstrap 95% interval, and the best method
-    by pointing game."""
+def summarise_localisation(localisation: pd.DataFrame) -> dict[str, Localisation]:
+    """Per method and baseline: each score's mean with a bootstrap 95% interval."""
     rng = np.random.default_rng(0)
-    summary: dict = {"localisation": {}}
     if not len(localisation):
-        return summary
+        return {}
     scores = [c for c in localisation.columns if c not in ("image", "label", "method")]
-    for method, part in localisation.groupby("method", sort=False):
-        summary["localisation"][method] = {
-            score: {
-                "mean": float(part[score].mean()),
-                "ci95": bootstrap_interval(part[score].to_numpy(), rng),
-            }
-            for score in scores
-        }
-        summary["localisation"][method]["images"] = len(part)
-    methods = [m for m in summary["localisation"] if m not in ("random", "centre")]
-    summary["best_method_by_pointing_game"] = max(
-        methods, key=lambda m: summary["localisation"][m]["pointing_hit"]["mean"]
-    )
-    return summary
+    return {
+        str(method): Localisation(
+            images=len(part),
+            scores={
+                score: Estimate(
+                    float(part[score].mean()),
+                    *bootstrap_interval(part[score].to_numpy(), rng),
+                )
+                for score in scores
+            },
+        )
+        for method, part in localisation.groupby("method", sort=False)
+    }

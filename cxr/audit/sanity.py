@@ -9,9 +9,11 @@ like).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import rankdata
 from skimage.metrics import structural_similarity
 
 from cxr.explain.methods import explain_batch
@@ -34,11 +36,19 @@ def randomised_copy(model: keras.Model, randomise: set[str], seed: int) -> keras
     return copy
 
 
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho between two maps (0 when either is constant, where rho is undefined)."""
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
-    return float(spearmanr(a.ravel(), b.ravel()).statistic)
+def ranked(heatmap: np.ndarray) -> np.ndarray | None:
+    """A map's pixel ranks (ties averaged), centred and scaled to unit norm; None when constant
+    (Spearman's rho is undefined there, and counts as 0)."""
+    if np.ptp(heatmap) == 0:
+        return None
+    ranks = rankdata(heatmap.ravel())
+    ranks -= ranks.mean()
+    return ranks / np.linalg.norm(ranks)
+
+
+def ranked_correlation(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Spearman's rho from two `ranked` maps: a map is ranked once, however often it is compared."""
+    return 0.0 if a is None or b is None else float(a @ b)
 
 
 class Cascade:
@@ -59,42 +69,58 @@ class Cascade:
         self,
         images: np.ndarray,
         class_index: np.ndarray,
-        method: str = "gradcam",
+        methods: Sequence[str] = ("gradcam",),
         max_stages: int = 8,
         seed: int = 0,
+        trained: dict[str, np.ndarray] | None = None,
     ) -> list[dict]:
-        """One row per stage: how many layers are random, the lowest of them, mean rho and SSIM to
-        the trained maps."""
-        trained = explain_batch(self.trained, images, class_index, method).maps
-        rng = np.random.default_rng(seed)
-        pairs = rng.permutation(len(images))
-        unrelated = np.mean(
-            [
-                rank_correlation(trained[i], trained[j])
-                for i, j in zip(range(len(images)), pairs, strict=True)
-                if i != j
-            ]
-        )
+        """One row per method and stage: how many layers are random, the lowest of them, mean rho
+        and SSIM to the trained maps (`trained`: those maps per method, when the caller has them).
+
+        Stages are the outer loop: each randomised copy is made once and serves every method.
+        """
+        trained = dict(trained or {})
+        for method in methods:
+            if method not in trained:
+                trained[method] = explain_batch(self.trained, images, class_index, method).maps
+        pairs = np.random.default_rng(seed).permutation(len(images))
+        trained_ranks = {method: [ranked(m) for m in maps] for method, maps in trained.items()}
+        unrelated = {
+            method: float(
+                np.mean(
+                    [
+                        ranked_correlation(ranks[i], ranks[j])
+                        for i, j in zip(range(len(images)), pairs, strict=True)
+                        if i != j
+                    ]
+                )
+            )
+            for method, ranks in trained_ranks.items()
+        }
         rows = []
         order = weighted_layers_top_down(self.model)
         for stage in range(1, min(max_stages, len(order)) + 1):
             self.randomised.set_weights(
                 randomised_copy(self.model, set(order[:stage]), seed + stage).get_weights()
             )
-            maps = explain_batch(self.randomised, images, class_index, method).maps
-            rho = [rank_correlation(a, b) for a, b in zip(trained, maps, strict=True)]
-            ssim = [
-                structural_similarity(a, b, data_range=1.0)
-                for a, b in zip(trained, maps, strict=True)
-            ]
-            rows.append(
-                {
-                    "method": method,
-                    "stage": stage,
-                    "randomised_down_to": order[stage - 1],
-                    "spearman": float(np.mean(rho)),
-                    "ssim": float(np.mean(ssim)),
-                    "unrelated_pairs_spearman": float(unrelated),
-                }
-            )
-        return rows
+            for method in methods:
+                maps = explain_batch(self.randomised, images, class_index, method).maps
+                rho = [
+                    ranked_correlation(a, ranked(b))
+                    for a, b in zip(trained_ranks[method], maps, strict=True)
+                ]
+                ssim = [
+                    structural_similarity(a, b, data_range=1.0)
+                    for a, b in zip(trained[method], maps, strict=True)
+                ]
+                rows.append(
+                    {
+                        "method": method,
+                        "stage": stage,
+                        "randomised_down_to": order[stage - 1],
+                        "spearman": float(np.mean(rho)),
+                        "ssim": float(np.mean(ssim)),
+                        "unrelated_pairs_spearman": unrelated[method],
+                    }
+                )
+        return sorted(rows, key=lambda row: (list(methods).index(row["method"]), row["stage"]))

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 
 from cxr.audit.regions import summarise_regions
+from cxr.audit.results import ClassShortcut, Shortcuts
 from cxr.data.labels import Box, box_mask
 
 BORDER = 0.1  # the band's width, as a share of each side
 DOMINATES = 0.5  # an image is flagged when more than this share of its map is outside
-MODEL_FLAG = (
-    0.2  # a model is flagged when more than this share of the images predicted as some class are
-)
+# a model is flagged when more than this share of the images predicted as some class are
+MODEL_FLAG = 0.2
 
 
 def allowed_region(shape: tuple[int, int], lungs: list[Box] | np.ndarray | None) -> np.ndarray:
@@ -40,32 +40,35 @@ def outside_share(heatmap: np.ndarray, region: np.ndarray) -> float:
     return float(heatmap[~region].sum() / total) if total > 0 else float("nan")
 
 
-def summarise_shortcuts(rows: pd.DataFrame) -> dict:
+def summarise_shortcuts(rows: pd.DataFrame, method: str) -> Shortcuts:
     """Per predicted class and overall: mean share outside, share of flagged images, and the model's
     flag.
 
     When most images' lung fields are known, the flag is the region rule (cxr.audit.regions: peaks
     where no chest finding lies, energy outside the chest, each against a uniform map); else the
-    border-band rule.
+    border-band rule. A class is judged on its own: a shortcut usually serves one class (the marker
+    says "positive"), so the share over all images would dilute it.
     """
-    summary: dict = {"per_class": {}}
-    for name, part in rows.groupby("predicted_class"):
-        summary["per_class"][str(name)] = {
-            "images": len(part),
-            "mean_outside_share": float(part["outside_share"].mean()),
-            "flagged_share": float(part["flagged"].mean()),
-        }
-    summary["images"] = len(rows)
-    summary["mean_outside_share"] = float(rows["outside_share"].mean())
-    summary["flagged_share"] = float(rows["flagged"].mean())
-    # per class: a shortcut usually serves one class (the marker says "positive"), so the overall
-    # share dilutes it
-    flagged = [name for name, c in summary["per_class"].items() if c["flagged_share"] > MODEL_FLAG]
-    summary["rule"] = "border band"
+    per_class = {
+        str(name): ClassShortcut(
+            images=len(part),
+            mean_outside_share=float(part["outside_share"].mean()),
+            flagged_share=float(part["flagged"].mean()),
+        )
+        for name, part in rows.groupby("predicted_class")
+    }
+    flagged = [name for name, c in per_class.items() if c.flagged_share > MODEL_FLAG]
+    rule, regions = "border band", None
     if "peak_region" in rows and (rows["peak_region"].astype(str) != "").mean() >= 0.5:
-        summary["regions"] = summarise_regions(rows)
-        summary["rule"] = "regions"
-        flagged = list(summary["regions"]["flags"])
-    summary["flagged_classes"] = flagged
-    summary["model_flagged"] = bool(flagged)
-    return summary
+        rule, regions = "regions", summarise_regions(rows)
+        flagged = list(regions.flags)
+    return Shortcuts(
+        method=method,
+        rule=rule,
+        images=len(rows),
+        mean_outside_share=float(rows["outside_share"].mean()),
+        flagged_share=float(rows["flagged"].mean()),
+        per_class=per_class,
+        flagged_classes=flagged,
+        regions=regions,
+    )

@@ -1,0 +1,143 @@
+"""What each audit returns: small typed records that the printed summary and summary.json both
+come from, so the two cannot disagree and a reader of either finds the same names."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its bootstrap 95% interval."""
+
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Localisation:
+    """One method's (or baseline's) scores against the boxes, over the images that have boxes."""
+
+    images: int
+    scores: dict[str, Estimate]  # pointing_hit, iou@0.25, iou@0.5, iou@otsu, iobb, t(iobb)@T
+
+
+@dataclass(frozen=True)
+class Sanity:
+    """The model-parameter randomisation check of one method, at its last (deepest) stage."""
+
+    stages: int
+    randomised_down_to: str
+    last_stage_spearman: float
+    unrelated_pairs_spearman: float
+    passes: bool
+    folds_passing: int | None = None  # pooled over folds: in how many it passes
+
+
+@dataclass(frozen=True)
+class Faithfulness:
+    """Mean areas under one method's deletion and insertion curves."""
+
+    images: int
+    deletion_auc: float
+    insertion_auc: float
+    baseline: str
+
+
+@dataclass(frozen=True)
+class Share:
+    """A share of maps (peaks) or of their energy in one region, next to a uniform map's."""
+
+    share: float
+    low: float
+    high: float
+    uniform: float
+
+
+@dataclass(frozen=True)
+class Excess:
+    """Energy outside a region (lungs, chest) next to a uniform map's, the excess's interval."""
+
+    mean: float
+    uniform: float
+    excess_low: float
+    excess_high: float
+
+
+@dataclass(frozen=True)
+class RegionGroup:
+    """Where one group's maps (a predicted class, an outcome) look, region by region."""
+
+    images: int
+    peaks: dict[str, Share]
+    energy: dict[str, Share]
+    mostly_outside_chest: Estimate
+    outside_lungs: Excess
+    outside_chest: Excess
+
+
+@dataclass(frozen=True)
+class Regions:
+    """The region rule's view: per predicted class (with the reasons it is flagged), per outcome."""
+
+    images: int
+    per_class: dict[str, RegionGroup]
+    per_outcome: dict[str, RegionGroup]
+    flags: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class ClassShortcut:
+    """One predicted class under the share-outside rule."""
+
+    images: int
+    mean_outside_share: float
+    flagged_share: float
+
+
+@dataclass(frozen=True)
+class Shortcuts:
+    """The shortcut audit of one method's maps of the predicted class."""
+
+    method: str
+    rule: str  # "regions" when most lung fields are known, else "border band"
+    images: int
+    mean_outside_share: float
+    flagged_share: float
+    per_class: dict[str, ClassShortcut]
+    flagged_classes: list[str]
+    regions: Regions | None = None
+
+    @property
+    def model_flagged(self) -> bool:
+        return bool(self.flagged_classes)
+
+
+@dataclass(frozen=True)
+class AuditSummary:
+    """Every audit of one fold (`fold` set) or pooled over folds (`fold` None)."""
+
+    fold: int | None
+    folds: list[int]
+    layer: str
+    localisation: dict[str, Localisation]
+    sanity: dict[str, Sanity]
+    faithfulness: dict[str, Faithfulness]
+    shortcuts: Shortcuts
+    sample: list[str] = field(default_factory=list)  # the sanity and faithfulness images
+
+    @property
+    def best_method(self) -> str | None:
+        """The method (not a baseline) with the highest pointing game, if any image has a box."""
+        methods = [m for m in self.localisation if m not in ("random", "centre")]
+        if not methods:
+            return None
+        return max(methods, key=lambda m: self.localisation[m].scores["pointing_hit"].mean)
+
+    def to_json(self) -> dict:
+        """summary.json: the record as it is, with the derived verdicts spelled out."""
+        data = asdict(self)
+        data["best_method_by_pointing_game"] = self.best_method
+        data["shortcuts"]["model_flagged"] = self.shortcuts.model_flagged
+        return data
