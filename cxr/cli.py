@@ -104,10 +104,16 @@ Overrides = Annotated[
 ]
 
 
-def resolve_config(config: Path | None, overrides: list[str] | None, allow_last_run: bool = False):
+def resolve_config(
+    config: Path | None,
+    overrides: list[str] | None,
+    allow_last_run: bool = False,
+    trained: bool = False,
+):
     """The Config (imported lazily, like TensorFlow) named on the command line, else ./cxr.yaml,
-    else (for explain) the last trained experiment."""
-    from cxr.config import load_config
+    else (explain, audit) the last trained experiment. `trained`: a command that uses trained
+    folds, where an override of what the run fixes is an error (config.FIXED_BY_RUN)."""
+    from cxr.config import check_analysis_overrides, load_config
 
     if config is None and DEFAULT_CONFIG.is_file():
         config = DEFAULT_CONFIG
@@ -118,7 +124,10 @@ def resolve_config(config: Path | None, overrides: list[str] | None, allow_last_
             f"no --config given and no ./{DEFAULT_CONFIG} here; pass --config "
             f"configs/synthetic.yaml or create ./{DEFAULT_CONFIG}"
         )
-    return load_config(config, overrides or [])
+    cfg = load_config(config, overrides or [])  # an unknown key is named as such first
+    if trained:
+        check_analysis_overrides(overrides or [])
+    return cfg
 
 
 def last_trained_config(runs: Path = Path("runs")) -> Path | None:
@@ -364,7 +373,7 @@ def evaluate(
     all_folds: AllFoldsOption = False,
 ) -> None:
     """Per-fold and pooled metrics, predictions and plots for a trained experiment."""
-    cfg = resolve_config(config, overrides)
+    cfg = resolve_config(config, overrides, trained=True)
     from cxr.evaluate import evaluate as evaluate_folds
 
     folds = selected_folds(cfg, fold, all_folds)
@@ -415,7 +424,7 @@ def explain(
 ) -> None:
     """Grad-CAM overlays sorted into right/ and wrong/, a per-image report, a montage and an HTML
     page, per fold."""
-    cfg = resolve_config(config, overrides, allow_last_run=True)
+    cfg = resolve_config(config, overrides, allow_last_run=True, trained=True)
     from cxr.explain.run import ExplainOptions, explain_folds, parse_shard
 
     options = ExplainOptions(
@@ -474,7 +483,7 @@ def audit(
 ) -> None:
     """Do the maps mean anything? Localisation, sanity check, faithfulness and shortcuts, per
     method, per fold."""
-    cfg = resolve_config(config, overrides, allow_last_run=True)
+    cfg = resolve_config(config, overrides, allow_last_run=True, trained=True)
     from cxr.audit.run import audit_folds
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]

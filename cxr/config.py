@@ -149,6 +149,71 @@ class Config(_Section):
     explain: ExplainConfig = ExplainConfig()
 
 
+# The settings rule for the commands that use a trained fold (evaluate, explain, audit): what the
+# model was trained with comes from the fold's saved config.yaml and cannot be overridden; what
+# describes the analysis (data.positive_class, data.fold, explain.*, experiment.*) comes from the
+# command line.
+FIXED_BY_RUN = (
+    "model",
+    "train",
+    "data.root",
+    "data.dataset",
+    "data.classes",
+    "data.multi_label",
+    "data.image_size",
+    "data.channels",
+    "data.cache",
+)
+
+
+def fixed_by_run(key: str) -> str | None:
+    """The FIXED_BY_RUN entry that covers a dotted key (None: an analysis setting)."""
+    return next((f for f in FIXED_BY_RUN if key == f or key.startswith(f + ".")), None)
+
+
+def check_analysis_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """Refuse an override of what a trained run fixes, instead of silently ignoring it."""
+    for item in overrides:
+        key = parse_override(item)[0]
+        if fixed_by_run(key):
+            raise ConfigError(
+                f"override {shorten(item, 100)!r}: {key} is fixed by the trained run (its "
+                "config.yaml): the model, its training and the data it was trained on "
+                f"({', '.join(FIXED_BY_RUN)}) cannot change after training; analysis settings "
+                "can (data.positive_class, data.fold, explain.*); retrain to change the others"
+            )
+
+
+def with_analysis_settings(trained: Config, cfg: Config) -> Config:
+    """A trained fold's saved config with the command line's analysis settings: the one config
+    evaluate, explain and audit use for that fold."""
+    # data.fold stays the run's: on the command line it only chooses which fold to open
+    data = trained.data.model_copy(update={"positive_class": cfg.data.positive_class})
+    return trained.model_copy(
+        update={"data": data, "explain": cfg.explain, "experiment": cfg.experiment}
+    )
+
+
+def fixed_differences(trained: Config, cfg: Config) -> list[str]:
+    """What a command's config says otherwise than the run about the model and its input (the run
+    wins; training-only settings are left out)."""
+
+    def leaves(data: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(data, dict):
+            return {prefix: data}
+        return {
+            k: v for key, value in data.items() for k, v in leaves(value, f"{prefix}{key}.").items()
+        }
+
+    ours, theirs = leaves(trained.model_dump(mode="json")), leaves(cfg.model_dump(mode="json"))
+    return [
+        f"{key.rstrip('.')}: {theirs[key]!r} (trained with {ours[key]!r})"
+        for key in ours
+        if fixed_by_run(key.rstrip(".")) not in (None, "train", "data.cache")
+        and ours[key] != theirs.get(key)
+    ]
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:

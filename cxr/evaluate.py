@@ -40,6 +40,9 @@ class Evaluation:
     folder: Path
 
 
+_GUESSES_TOLD: set[tuple[str, ...]] = set()
+
+
 def choose_positive_class(classes: list[str], configured: str | None = None) -> int | None:
     """Index of the binary task's positive class: the configured one, else the one not named
     normal/no_*/negative."""
@@ -53,7 +56,26 @@ def choose_positive_class(classes: list[str], configured: str | None = None) -> 
             )
         return classes.index(configured)
     negative = [i for i, c in enumerate(classes) if is_negative_class(c)]
-    return 1 - negative[0] if len(negative) == 1 else 1
+    positive = 1 - negative[0] if len(negative) == 1 else 1
+    if tuple(classes) not in _GUESSES_TOLD:  # once per process, not once per fold
+        _GUESSES_TOLD.add(tuple(classes))
+        other = classes[1 - positive]
+        if len(negative) == 1:
+            log.info(
+                "positive class: %r, the class not named normal/negative/no_*; set "
+                "data.positive_class=%s to choose the other",
+                classes[positive],
+                other,
+            )
+        else:
+            log.warning(
+                "positive class guessed: %r (no single class is named normal/negative/no_*, so "
+                "the second of %s was taken); set data.positive_class=%s to choose the other",
+                classes[positive],
+                ", ".join(classes),
+                other,
+            )
+    return positive
 
 
 def compute_metrics(
@@ -108,10 +130,9 @@ def compute_metrics(
     return {k: (float(v) if isinstance(v, np.floating | float) else v) for k, v in result.items()}
 
 
-def predict_fold(run: FoldRun, batch_size: int = 32) -> pd.DataFrame:
+def predict_fold(run: FoldRun, cfg: Config, batch_size: int = 32) -> pd.DataFrame:
     """The fold's validation images through its best model: one row per image with every class
-    probability."""
-    cfg = run.read_config()
+    probability (`cfg`: the fold's settings, FoldRun.settings)."""
     classes = run.read_classes()
     table = run.validation_table(cfg)
     model = run.load_model()
@@ -246,7 +267,8 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
         )
     runs = [open_trained_fold(cfg, fold) for fold in folds]
     classes = runs[0].read_classes()
-    multi_label = runs[0].read_config().data.multi_label
+    settings = {run.fold: run.settings(cfg) for run in runs}
+    multi_label = settings[runs[0].fold].data.multi_label
     positive = None if multi_label else choose_positive_class(classes, cfg.data.positive_class)
     per_fold, all_predictions = {}, []
     for run in runs:
@@ -255,7 +277,7 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
                 f"fold {run.fold} was trained with classes {run.read_classes()}, fold "
                 f"{runs[0].fold} with {classes}"
             )
-        predictions = predict_fold(run)
+        predictions = predict_fold(run, settings[run.fold])
         per_fold[run.fold] = metrics_from_predictions(predictions, classes, positive, multi_label)
         write_report(
             run.evaluation, predictions, per_fold[run.fold], per_fold[run.fold], classes, positive

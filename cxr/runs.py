@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import shutil
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr.config import Config, load_config
+from cxr.config import Config, fixed_differences, load_config, with_analysis_settings
 from cxr.data.labels import LABELS_FILE, check_image_files, read_labels
 from cxr.errors import ConfigError, DataError, shorten
 
 STAGING = ".training"
+log = logging.getLogger(__name__)
+_NOTED: set[tuple[str, ...]] = set()  # differences already reported in this process
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,19 @@ class FoldRun:
             raise self.damaged(
                 self.config, f"missing or damaged ({shorten(str(exc), 200)})"
             ) from None
+
+    def settings(self, cfg: Config) -> Config:
+        """The config evaluate, explain and audit use for this fold: what the model was trained
+        with from its saved config.yaml, the analysis settings from `cfg` (config.FIXED_BY_RUN)."""
+        trained = self.read_config()
+        differences = fixed_differences(trained, cfg)
+        if differences and tuple(differences) not in _NOTED:
+            _NOTED.add(tuple(differences))
+            log.warning(
+                "the trained run's own settings are used where the config says otherwise: %s",
+                "; ".join(differences),
+            )
+        return with_analysis_settings(trained, cfg)
 
     def read_split(self) -> pd.DataFrame:
         """split.csv: which images trained and which validated this fold."""

@@ -425,6 +425,24 @@ CASES: dict[str, Case] = {
     "10 lung mask leaving the dataset": Case(
         lung_mask_outside, 1, "column lung_mask: path", ("runs",)
     ),
+    "#12 explain with another image size": Case(
+        lambda r: ["explain", "--config", "base.yaml", "data.image_size=128"],
+        2,
+        "data.image_size is fixed by the trained run",
+        ("runs",),
+    ),
+    "#12 evaluate with another model": Case(
+        lambda r: ["evaluate", "--config", "base.yaml", "model.name=pna_cnn"],
+        2,
+        "model.name is fixed by the trained run",
+        ("runs",),
+    ),
+    "#12 audit with other classes": Case(
+        lambda r: ["audit", "--config", "base.yaml", "data.classes=[a,b]"],
+        2,
+        "data.classes is fixed by the trained run",
+        ("runs",),
+    ),
     "18 stale partial folder": Case(stale_partial, 0, "wrote", check=no_stale_partial),
     "18 formula in a user's column": Case(
         formula_patient, 0, "validation ROC AUC", check=formula_quoted

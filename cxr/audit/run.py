@@ -70,7 +70,7 @@ def audit_fold(
         get_method(method)
     check_baseline(baseline)  # a wrong name fails before any work
     run = open_trained_fold(cfg, fold)
-    fold_cfg = run.read_config()
+    fold_cfg = run.settings(cfg)
     # real radiographs: the shipped lung model finds them first
     if not has_lung_fields(fold_cfg.data.dataset_dir):
         log.info(

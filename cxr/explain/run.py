@@ -131,7 +131,7 @@ def explain_fold(cfg: Config, fold: int, options: ExplainOptions) -> FoldExplana
     """Maps, overlays, report and summary for one fold."""
     get_method(options.method)
     run = open_trained_fold(cfg, fold)
-    fold_cfg = run.read_config()
+    fold_cfg = run.settings(cfg)
     classes = run.read_classes()
     positive = choose_positive_class(classes, fold_cfg.data.positive_class)
     folder = explain_dir(cfg, fold)
