@@ -126,7 +126,9 @@ def resolve_config(
         )
     cfg = load_config(config, overrides or [])  # an unknown key is named as such first
     if trained:
-        check_analysis_overrides(overrides or [])
+        from cxr.runs import trained_config
+
+        check_analysis_overrides(overrides or [], cfg, trained_config(cfg))
     return cfg
 
 
@@ -293,9 +295,8 @@ def describe_metrics(metrics: dict) -> str:
         f"ROC AUC {metrics['roc_auc']:.3f}, accuracy {metrics['accuracy']:.3f} (n = {metrics['n']})"
     )
     if "positive_class" in metrics:
-        (tn, fp), (fn, tp) = metrics[
-            "confusion_matrix"
-        ]  # rows true, columns predicted, class order
+        # rows true, columns predicted, in class order
+        (tn, fp), (fn, tp) = metrics["confusion_matrix"]
         if metrics["classes"].index(metrics["positive_class"]) == 0:
             (tp, fn), (fp, tn) = metrics["confusion_matrix"]
         text += (
@@ -314,6 +315,17 @@ def _parse_parts(text: str | None) -> list[int] | None:
         raise ConfigError(f"--parts {text!r}: expected comma-separated numbers, e.g. 1,2") from None
 
 
+def external_of(cfg, on: str | None, renames: list[str] | None):
+    """The --on dataset (None without --on); --map alone is a usage error."""
+    from cxr.external import open_external
+
+    if on is None:
+        if renames:
+            raise ConfigError("--map renames the classes of the dataset given with --on; add --on")
+        return None
+    return open_external(cfg, on, renames)
+
+
 def selected_folds(cfg, fold: int | None, all_folds: bool) -> list[int]:
     """Every trained fold with --all-folds, else --fold, else the config's data.fold."""
     from cxr.runs import trained_folds
@@ -326,6 +338,22 @@ FoldOption = Annotated[
     typer.Option("--fold", "-f", min=0, help="Validation fold (default: data.fold of the config)."),
 ]
 AllFoldsOption = Annotated[bool, typer.Option("--all-folds", help="Every fold in turn.")]
+OnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--on",
+        help="External validation: run the trained folds on another dataset in the standard "
+        "layout (a name under data.root, or a path) without retraining; outputs in "
+        "runs/<experiment>/external/<dataset>/.",
+    ),
+]
+MapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--map",
+        help="THEIRS=OURS: rename a class of the --on dataset to the model's class (repeatable).",
+    ),
+]
 
 
 @app.command()
@@ -371,11 +399,28 @@ def evaluate(
     overrides: Overrides = None,
     fold: FoldOption = None,
     all_folds: AllFoldsOption = False,
+    on: OnOption = None,
+    renames: MapOption = None,
 ) -> None:
-    """Per-fold and pooled metrics, predictions and plots for a trained experiment."""
+    """Per-fold and pooled metrics, predictions and plots for a trained experiment; with --on,
+    external validation on another dataset."""
     cfg = resolve_config(config, overrides, trained=True)
     from cxr.evaluate import evaluate as evaluate_folds
+    from cxr.evaluate import evaluate_external
 
+    external = external_of(cfg, on, renames)
+    if external is not None:
+        # every trained fold by default: the ensemble is their mean
+        folds = selected_folds(cfg, fold, all_folds or fold is None)
+        result = evaluate_external(cfg, folds, external)
+        for k, metrics in result.per_fold.items():
+            typer.echo(f"fold {k} model on {on}: {describe_metrics(metrics)}")
+        models = f"{len(folds)} model{'s' if len(folds) > 1 else ''}"
+        typer.echo(
+            f"fold ensemble ({models}, mean probability) on {on}: {describe_metrics(result.pooled)}"
+        )
+        typer.echo(f"external validation reports in {result.folder}")
+        return
     folds = selected_folds(cfg, fold, all_folds)
     result = evaluate_folds(cfg, folds)
     for k, metrics in result.per_fold.items():
@@ -421,6 +466,8 @@ def explain(
         bool,
         typer.Option(help="Also write the raw and upsampled maps to maps.npz, keyed by image."),
     ] = False,
+    on: OnOption = None,
+    renames: MapOption = None,
 ) -> None:
     """Grad-CAM overlays sorted into right/ and wrong/, a per-image report, a montage and an HTML
     page, per fold."""
@@ -436,7 +483,7 @@ def explain(
         save_maps=save_maps,
     )
     folds = selected_folds(cfg, fold, all_folds)
-    results, combined = explain_folds(cfg, folds, options)
+    results, combined = explain_folds(cfg, folds, options, external_of(cfg, on, renames))
     for result in results:
         s = result.summary
         counts = f"{s['images']} images, {s['right']} right, {s['wrong']} wrong"
@@ -480,6 +527,8 @@ def audit(
             help="What faithfulness curves put in place of removed pixels: black or blur."
         ),
     ] = "black",
+    on: OnOption = None,
+    renames: MapOption = None,
 ) -> None:
     """Do the maps mean anything? Localisation, sanity check, faithfulness and shortcuts, per
     method, per fold."""
@@ -493,7 +542,8 @@ def audit(
             f"no trained folds to audit for experiment {cfg.experiment.name!r}; run `cxr train` "
             "first"
         )
-    results, pooled = audit_folds(cfg, folds, chosen, layer, stages, baseline)
+    external = external_of(cfg, on, renames)
+    results, pooled = audit_folds(cfg, folds, chosen, layer, stages, baseline, external)
     for result in results:
         typer.echo(f"== fold {result.summary.fold}")
         print_audit(result.summary, result.folder)

@@ -171,16 +171,28 @@ def fixed_by_run(key: str) -> str | None:
     return next((f for f in FIXED_BY_RUN if key == f or key.startswith(f + ".")), None)
 
 
-def check_analysis_overrides(overrides: list[str] | tuple[str, ...]) -> None:
-    """Refuse an override of what a trained run fixes, instead of silently ignoring it."""
+def check_analysis_overrides(
+    overrides: list[str] | tuple[str, ...], cfg: Config, trained: Config | None
+) -> None:
+    """Refuse an override that changes what the trained run fixes, instead of silently ignoring
+    it (restating the run's own value is fine; `trained` None: no run to compare with yet)."""
+    if trained is None:
+        return
+    mine, theirs = cfg.model_dump(mode="json"), trained.model_dump(mode="json")
     for item in overrides:
         key = parse_override(item)[0]
-        if fixed_by_run(key):
+        if not fixed_by_run(key):
+            continue
+        wanted, was = mine, theirs
+        for part in key.split("."):
+            wanted, was = wanted[part], was[part]
+        if wanted != was:
             raise ConfigError(
-                f"override {shorten(item, 100)!r}: {key} is fixed by the trained run (its "
-                "config.yaml): the model, its training and the data it was trained on "
-                f"({', '.join(FIXED_BY_RUN)}) cannot change after training; analysis settings "
-                "can (data.positive_class, data.fold, explain.*); retrain to change the others"
+                f"override {shorten(item, 100)!r}: {key} is fixed by the trained run, which has "
+                f"{shorten(repr(was), 100)}; the model, its training and the data it was trained "
+                "on cannot change after training (model.*, train.*, data.root, dataset, classes, "
+                "multi_label, image_size, channels, cache); analysis settings can "
+                "(data.positive_class, explain.*): retrain to change the others"
             )
 
 

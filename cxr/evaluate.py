@@ -23,6 +23,7 @@ from cxr.data.labels import is_negative_class, spreadsheet_safe
 from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failure
 from cxr.errors import DataError
 from cxr.explain.report import output_probabilities
+from cxr.external import External
 from cxr.runs import FoldRun, open_trained_fold, pooled_evaluation_dir
 
 matplotlib.use("Agg")
@@ -133,14 +134,33 @@ def compute_metrics(
 def predict_fold(run: FoldRun, cfg: Config, batch_size: int = 32) -> pd.DataFrame:
     """The fold's validation images through its best model: one row per image with every class
     probability (`cfg`: the fold's settings, FoldRun.settings)."""
+    return predict_table(run, cfg, run.validation_table(cfg), batch_size)
+
+
+def predict_table(
+    run: FoldRun, cfg: Config, table: pd.DataFrame, batch_size: int = 32
+) -> pd.DataFrame:
+    """Images of `cfg`'s dataset (a table with image, label, patient_id) through the fold's best
+    model."""
     classes = run.read_classes()
-    table = run.validation_table(cfg)
     model = run.load_model()
     ds = fold_dataset(cfg, table, classes, batch_size)
     with images_named_on_failure(cfg.data.dataset_dir, table):
         logits = model.predict(ds.map(lambda x, y: x), verbose=0).astype("float32")
     probs = output_probabilities(logits, cfg.data.multi_label)
-    if cfg.data.multi_label:  # predicted: every finding at p >= 0.5
+    return labelled_predictions(run.fold, table, probs, classes, cfg.data.multi_label)
+
+
+def labelled_predictions(
+    fold: int | str,
+    table: pd.DataFrame,
+    probs: np.ndarray,
+    classes: list[str],
+    multi_label: bool,
+) -> pd.DataFrame:
+    """One row per image: its truth, the predicted label, the confidence and every class
+    probability."""
+    if multi_label:  # predicted: every finding at p >= 0.5
         predicted = [
             "|".join(c for c, p in zip(classes, row, strict=True) if p >= 0.5) for row in probs
         ]
@@ -148,10 +168,10 @@ def predict_fold(run: FoldRun, cfg: Config, batch_size: int = 32) -> pd.DataFram
         predicted = [classes[i] for i in probs.argmax(axis=1)]
     predictions = pd.DataFrame(
         {
-            "fold": run.fold,
-            "image": table["image"],
-            "patient_id": table["patient_id"],
-            "true_label": table["label"],
+            "fold": fold,
+            "image": table["image"].to_numpy(),
+            "patient_id": table["patient_id"].to_numpy(),
+            "true_label": table["label"].to_numpy(),
             "predicted_label": predicted,
             "confidence": probs.max(axis=1),
         }
@@ -257,6 +277,29 @@ def save_figure(fig: plt.Figure, path: Path) -> None:
         plt.close(fig)
 
 
+def same_classes(runs: list[FoldRun]) -> list[str]:
+    """The classes every fold was trained with (the same for all, or a DataError)."""
+    classes = runs[0].read_classes()
+    for run in runs[1:]:
+        if run.read_classes() != classes:
+            raise DataError(
+                f"fold {run.fold} was trained with classes {run.read_classes()}, fold "
+                f"{runs[0].fold} with {classes}"
+            )
+    return classes
+
+
+def mean_and_std(per_fold: dict[int, dict]) -> dict[str, dict[str, float]]:
+    """Each scalar metric's mean and standard deviation over folds."""
+    return {
+        m: {
+            "mean": float(np.nanmean([f[m] for f in per_fold.values()])),
+            "std": float(np.nanstd([f[m] for f in per_fold.values()])),
+        }
+        for m in SCALAR_METRICS
+    }
+
+
 def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
     """Per-fold reports, then pooled metrics over every evaluated image and mean ± std over
     folds."""
@@ -266,17 +309,12 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
             "first"
         )
     runs = [open_trained_fold(cfg, fold) for fold in folds]
-    classes = runs[0].read_classes()
+    classes = same_classes(runs)
     settings = {run.fold: run.settings(cfg) for run in runs}
     multi_label = settings[runs[0].fold].data.multi_label
     positive = None if multi_label else choose_positive_class(classes, cfg.data.positive_class)
     per_fold, all_predictions = {}, []
     for run in runs:
-        if run.read_classes() != classes:
-            raise DataError(
-                f"fold {run.fold} was trained with classes {run.read_classes()}, fold "
-                f"{runs[0].fold} with {classes}"
-            )
         predictions = predict_fold(run, settings[run.fold])
         per_fold[run.fold] = metrics_from_predictions(predictions, classes, positive, multi_label)
         write_report(
@@ -286,14 +324,56 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
         log.debug("fold %d evaluated: %d images", run.fold, len(predictions))
     pooled_predictions = pd.concat(all_predictions, ignore_index=True)
     pooled = metrics_from_predictions(pooled_predictions, classes, positive, multi_label)
-    summary = {
-        m: {
-            "mean": float(np.nanmean([f[m] for f in per_fold.values()])),
-            "std": float(np.nanstd([f[m] for f in per_fold.values()])),
-        }
-        for m in SCALAR_METRICS
-    }
+    summary = mean_and_std(per_fold)
     folder = pooled_evaluation_dir(cfg)
     report = {"folds": folds, "pooled": pooled, "mean_std": summary, "per_fold": per_fold}
     write_report(folder, pooled_predictions, report, pooled, classes, positive)
     return Evaluation(per_fold, pooled, summary, folder)
+
+
+def evaluate_external(cfg: Config, folds: list[int], external: External) -> Evaluation:
+    """Every image of another dataset through each fold's model and through the fold ensemble (the
+    mean of their probabilities), with reports in runs/<experiment>/external/<dataset>/."""
+    if not folds:
+        raise DataError(
+            f"no trained folds of experiment {cfg.experiment.name!r} to run on {external.name}; "
+            "run `cxr train` first"
+        )
+    runs = [open_trained_fold(cfg, fold) for fold in folds]
+    classes = same_classes(runs)
+    settings = {run.fold: external.settings(run.settings(cfg)) for run in runs}
+    multi_label = settings[runs[0].fold].data.multi_label
+    positive = None if multi_label else choose_positive_class(classes, cfg.data.positive_class)
+    table = external.table(classes, multi_label)
+    per_fold, probabilities = {}, []
+    columns = [f"prob_{name}" for name in classes]
+    for run in runs:
+        predictions = predict_table(run, settings[run.fold], table)
+        per_fold[run.fold] = metrics_from_predictions(predictions, classes, positive, multi_label)
+        write_report(
+            external.folder / f"fold{run.fold}",
+            predictions,
+            per_fold[run.fold],
+            per_fold[run.fold],
+            classes,
+            positive,
+        )
+        probabilities.append(predictions[columns].to_numpy())
+    mean = np.mean(probabilities, axis=0)
+    ensemble_predictions = labelled_predictions("ensemble", table, mean, classes, multi_label)
+    spread = np.std(probabilities, axis=0)  # how much the fold models disagree, per class
+    for i, name in enumerate(classes):
+        ensemble_predictions[f"std_{name}"] = spread[:, i]
+    ensemble = metrics_from_predictions(ensemble_predictions, classes, positive, multi_label)
+    summary = mean_and_std(per_fold)
+    report = {
+        "dataset": external.name,
+        "dataset_dir": str(external.dataset_dir),
+        "renamed": external.renames,
+        "folds": folds,
+        "ensemble": ensemble,
+        "mean_std": summary,
+        "per_fold": per_fold,
+    }
+    write_report(external.folder, ensemble_predictions, report, ensemble, classes, positive)
+    return Evaluation(per_fold, ensemble, summary, external.folder)

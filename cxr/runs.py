@@ -254,3 +254,11 @@ def trained_folds(cfg: Config) -> list[int]:
         return []
     found = [int(m.group(1)) for p in folder.iterdir() if (m := re.fullmatch(r"fold(\d+)", p.name))]
     return sorted(f for f in found if (folder / f"fold{f}" / "model.keras").is_file())
+
+
+def trained_config(cfg: Config) -> Config | None:
+    """The saved config of the experiment's first trained fold (None before any is trained)."""
+    folds = trained_folds(cfg)
+    if not folds:
+        return None
+    return fold_run(cfg, folds[0]).read_config()

@@ -15,16 +15,20 @@ from cxr.errors import ConfigError
 from cxr.evaluate import choose_positive_class
 
 
-def test_overrides_of_what_the_run_fixes_are_refused() -> None:
+def test_overrides_that_change_what_the_run_fixes_are_refused() -> None:
+    trained = load_config(None, ["model.name=tiny_cnn", "data.image_size=64"])
     for item in (
         "data.image_size=128",
         "model.name=pna_cnn",
         "model.widths=[4]",
         "data.channels=3",
     ):
-        with pytest.raises(ConfigError, match="is fixed by the trained run"):
-            check_analysis_overrides([item])
-    check_analysis_overrides(["data.positive_class=normal", "explain.alpha=0.2", "data.fold=3"])
+        cfg = load_config(None, ["model.name=tiny_cnn", "data.image_size=64", item])
+        with pytest.raises(ConfigError, match="is fixed by the trained run, which has"):
+            check_analysis_overrides([item], cfg, trained)
+    # restating the run's own value, and analysis settings, are fine
+    same = ["data.image_size=64", "data.positive_class=normal", "explain.alpha=0.2", "data.fold=3"]
+    check_analysis_overrides(same, load_config(None, ["model.name=tiny_cnn", *same]), trained)
 
 
 def test_a_config_file_that_differs_from_the_run_is_named() -> None:

@@ -32,7 +32,7 @@ from cxr.errors import ConfigError
 from cxr.evaluate import plt, save_figure
 from cxr.explain.methods import get_method
 from cxr.explain.probe import make_probe
-from cxr.explain.run import load_fold_table
+from cxr.external import External, analysis_settings, analysis_table, output_root
 from cxr.lungs.run import compute_lungs, has_lung_fields
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, experiment_dir, open_trained_fold
@@ -59,9 +59,10 @@ def audit_fold(
     layer: str | None = None,
     sanity_stages: int = 8,
     baseline: str = "black",
+    on: External | None = None,
 ) -> AuditResult:
-    """Every part of the audit for one fold; an undecodable image is named, not a TensorFlow
-    traceback."""
+    """Every part of the audit for one fold's validation images (or, `on`, every image of an
+    external dataset); an undecodable image is named, not a TensorFlow traceback."""
     if not methods:
         raise ConfigError(
             "no explanation method to audit: name one or more, e.g. --methods gradcam,hirescam"
@@ -70,7 +71,7 @@ def audit_fold(
         get_method(method)
     check_baseline(baseline)  # a wrong name fails before any work
     run = open_trained_fold(cfg, fold)
-    fold_cfg = run.settings(cfg)
+    fold_cfg = analysis_settings(cfg, run, on)
     # real radiographs: the shipped lung model finds them first
     if not has_lung_fields(fold_cfg.data.dataset_dir):
         log.info(
@@ -78,9 +79,12 @@ def audit_fold(
             fold_cfg.data.dataset_dir,
         )
         compute_lungs(fold_cfg.data.dataset_dir)
-    table = load_fold_table(run, fold_cfg)
+    table = analysis_table(run, fold_cfg, on)
+    folder = output_root(cfg, on) / "audit" / f"fold{fold}"
     with images_named_on_failure(fold_cfg.data.dataset_dir, table):
-        return _audit_fold(cfg, run, fold_cfg, table, methods, layer, sanity_stages, baseline)
+        return _audit_fold(
+            cfg, run, fold_cfg, table, methods, layer, sanity_stages, baseline, folder
+        )
 
 
 def _audit_fold(
@@ -92,6 +96,7 @@ def _audit_fold(
     layer: str | None,
     sanity_stages: int,
     baseline: str,
+    folder: Path,
 ) -> AuditResult:
     """One pass over the fold feeds every audit; the sample it keeps goes through the model again
     for the sanity check (randomised copies) and faithfulness (perturbed images)."""
@@ -119,7 +124,6 @@ def _audit_fold(
         shortcuts=summarise_shortcuts(seen.shortcuts, methods[0]),
         sample=seen.sample.names,
     )
-    folder = experiment_dir(cfg) / "audit" / f"fold{fold}"
     write_text_atomic(folder / "faithfulness.csv", faithfulness.to_csv(index=False))
     plot_curves(curves, folder / "faithfulness.png")
     write_text_atomic(folder / "methods.csv", methods_table(summary).to_csv())
@@ -255,11 +259,13 @@ def audit_folds(
     layer: str | None = None,
     sanity_stages: int = 8,
     baseline: str = "black",
+    on: External | None = None,
 ) -> tuple[list[AuditResult], AuditSummary | None]:
     """Each fold in turn; with several, also the audit pooled over them in
-    runs/<experiment>/audit/."""
-    results = [audit_fold(cfg, fold, methods, layer, sanity_stages, baseline) for fold in folds]
-    if len(results) < 2:
+    runs/<experiment>/audit/. On an external dataset every fold sees the same images, so nothing
+    is pooled: each fold's audit stands alone."""
+    results = [audit_fold(cfg, fold, methods, layer, sanity_stages, baseline, on) for fold in folds]
+    if len(results) < 2 or on is not None:
         return results, None
     pooled = pool_audits(results, baseline)
     folder = experiment_dir(cfg) / "audit"

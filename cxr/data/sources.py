@@ -227,12 +227,12 @@ def download(
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def check_dataset_name(name: str) -> str:
+def check_dataset_name(name: str, option: str = "--name") -> str:
     """A dataset name is one plain folder name: never '.', '..', a path, or hidden (the overwrite
     deletes it)."""
     if not DATASET_NAME.fullmatch(name) or name in (".", ".."):
         raise ConfigError(
-            f"--name {shorten(repr(name), 100)}: a dataset name is one folder name of letters, "
+            f"{option} {shorten(repr(name), 100)}: a dataset name is one folder name of letters, "
             "digits, "
             "'.', '_' and '-', starting with a letter or digit (no '/', '..' or leading '.')"
         )

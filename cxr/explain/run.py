@@ -42,6 +42,7 @@ from cxr.explain.report import (
     peak_location,
     summarise_fold,
 )
+from cxr.external import External, analysis_settings, analysis_table, output_root
 from cxr.lungs.run import lung_region
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
@@ -111,11 +112,6 @@ def target_indices(option: str, labels: np.ndarray, classes: list[str]) -> np.nd
     return np.full(len(true_index), classes.index(option))
 
 
-def load_fold_table(run: FoldRun, fold_cfg: Config) -> pd.DataFrame:
-    """The fold's validation images with their boxes and stored sizes from labels.csv."""
-    return run.validation_table(fold_cfg)
-
-
 def overlay_name(image: str) -> str:
     """The source image's path below images/ (or its whole relative path), as a PNG."""
     parts = PurePosixPath(image).parts
@@ -127,16 +123,19 @@ def overlay_name(image: str) -> str:
     return str(relative.with_suffix(".png"))
 
 
-def explain_fold(cfg: Config, fold: int, options: ExplainOptions) -> FoldExplanation:
-    """Maps, overlays, report and summary for one fold."""
+def explain_fold(
+    cfg: Config, fold: int, options: ExplainOptions, on: External | None = None
+) -> FoldExplanation:
+    """Maps, overlays, report and summary for one fold's validation images (or, `on`, for every
+    image of an external dataset)."""
     get_method(options.method)
     run = open_trained_fold(cfg, fold)
-    fold_cfg = run.settings(cfg)
+    fold_cfg = analysis_settings(cfg, run, on)
     classes = run.read_classes()
     positive = choose_positive_class(classes, fold_cfg.data.positive_class)
-    folder = explain_dir(cfg, fold)
+    folder = output_root(cfg, on) / "explain" / f"fold{fold}"
     layer = options.layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
-    table = load_fold_table(run, fold_cfg)
+    table = analysis_table(run, fold_cfg, on)
     table = table[[in_shard(image, options.shard) for image in table["image"]]].reset_index(
         drop=True
     )
@@ -387,7 +386,7 @@ class MapsWriter:
 
 
 def explain_folds(
-    cfg: Config, folds: list[int], options: ExplainOptions
+    cfg: Config, folds: list[int], options: ExplainOptions, on: External | None = None
 ) -> tuple[list[FoldExplanation], pd.DataFrame | None]:
     """Several folds; with more than one, also one report over all of them."""
     if not folds:
@@ -395,12 +394,12 @@ def explain_folds(
             f"no trained folds to explain for experiment {cfg.experiment.name!r}; run `cxr train` "
             "first"
         )
-    results = [explain_fold(cfg, fold, options) for fold in folds]
+    results = [explain_fold(cfg, fold, options, on) for fold in folds]
     if len(results) == 1:
         return results, None
     combined = pd.concat([r.report for r in results], ignore_index=True)
     write_text_atomic(
-        experiment_dir(cfg) / "explain" / "report.csv",
+        output_root(cfg, on) / "explain" / "report.csv",
         spreadsheet_safe(combined).to_csv(index=False),
     )
     return results, combined

@@ -1,0 +1,125 @@
+"""External validation: a trained experiment's fold models on another dataset, without retraining.
+
+The other dataset is any folder in the standard layout under the data root (`cxr download ...`).
+Its images are read at the size and channels the models were trained with; its class names must be
+the models' own, or be renamed to them (`--map pneumonia_like=pneumonia`). Every output goes to
+runs/<experiment>/external/<dataset>/, beside nothing of the experiment's own.
+
+Why only another dataset gets a fold ensemble: on the experiment's own data each image trained every
+fold model but one, so an ensemble's metrics there would not be out-of-fold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cxr.config import Config
+from cxr.data.labels import read_labels
+from cxr.data.sources import check_dataset_name
+from cxr.errors import ConfigError, DataError
+from cxr.runs import FoldRun, experiment_dir
+
+TABLE_COLUMNS = ("boxes", "width", "height", "lungs", "lung_mask", "lung_mask_plausible")
+
+
+def parse_renames(items: list[str] | None) -> dict[str, str]:
+    """['theirs=ours', ...] -> {'theirs': 'ours'}; a malformed item is a ConfigError."""
+    renames: dict[str, str] = {}
+    for item in items or []:
+        theirs, sep, ours = (part.strip() for part in item.partition("="))
+        if not sep or not theirs or not ours:
+            raise ConfigError(
+                f"--map {item!r}: expected THEIR_CLASS=MODEL_CLASS, e.g. --map opacity=pneumonia"
+            )
+        renames[theirs] = ours
+    return renames
+
+
+@dataclass(frozen=True)
+class External:
+    """Another dataset a trained experiment is run on."""
+
+    name: str
+    dataset_dir: Path
+    folder: Path  # runs/<experiment>/external/<name>/
+    renames: dict[str, str]
+
+    def settings(self, fold_settings: Config) -> Config:
+        """A fold's settings (FoldRun.settings) reading this dataset instead of its own."""
+        if fold_settings.data.dataset_dir.resolve() == self.dataset_dir.resolve():
+            raise ConfigError(
+                f"--on {self.name}: that is the dataset the experiment was trained on; its "
+                "out-of-fold figures come from `cxr evaluate` without --on (on it, every image "
+                "trained all fold models but one, so they would not be external)"
+            )
+        data = fold_settings.data.model_copy(
+            update={"root": self.dataset_dir.parent, "dataset": self.dataset_dir.name}
+        )
+        return fold_settings.model_copy(update={"data": data})
+
+    def table(self, classes: list[str], multi_label: bool) -> pd.DataFrame:
+        """Every image of the dataset (checked like training data), its labels in the model's
+        class names; a class the model does not know is an error naming it."""
+        labels = read_labels(self.dataset_dir)
+
+        def split(text: str) -> list[str]:
+            return [c for c in text.split("|") if c] if multi_label else [text]
+
+        theirs = {c for text in labels["label"] for c in split(text)}
+        unused = sorted(set(self.renames) - theirs)
+        if unused:
+            raise ConfigError(
+                f"--map names {', '.join(unused)}, not a class of {self.dataset_dir} (its "
+                f"classes: {', '.join(sorted(theirs))})"
+            )
+        renamed = labels["label"].map(lambda t: "|".join(self.renames.get(c, c) for c in split(t)))
+        strangers = sorted({c for t in renamed for c in split(t)} - set(classes))
+        if strangers:
+            raise DataError(
+                f"{self.dataset_dir} has classes the model does not know: {', '.join(strangers)} "
+                f"(the model's: {', '.join(classes)}); rename them with --map "
+                f"{strangers[0]}=<a model class>"
+            )
+        extra = [c for c in TABLE_COLUMNS if c in labels.columns]
+        return labels.assign(label=renamed)[["image", "label", "patient_id", *extra]]
+
+
+def open_external(cfg: Config, on: str, renames: list[str] | None = None) -> External:
+    """The dataset `on`: a folder path (with a '/'), else a dataset name under the data root; for
+    the experiment `cfg` names."""
+    if "/" in on or on in (".", ".."):
+        dataset_dir = Path(on)
+    else:
+        dataset_dir = cfg.data.root / check_dataset_name(on, "--on")
+    if not (dataset_dir / "labels.csv").is_file():
+        raise DataError(
+            f"--on {on}: no dataset in {dataset_dir} (no labels.csv); make one in the standard "
+            f"layout first with `cxr download ... --name NAME` (a name is looked up under "
+            f"data.root = {cfg.data.root}; a path with '/' is taken as it is)"
+        )
+    name = dataset_dir.resolve().name
+    folder = experiment_dir(cfg) / "external" / name
+    return External(name, dataset_dir, folder, parse_renames(renames))
+
+
+def analysis_settings(cfg: Config, run: FoldRun, on: External | None = None) -> Config:
+    """A trained fold's settings (FoldRun.settings), reading the external dataset when there is
+    one."""
+    settings = run.settings(cfg)
+    return settings if on is None else on.settings(settings)
+
+
+def analysis_table(run: FoldRun, settings: Config, on: External | None = None) -> pd.DataFrame:
+    """What explain and audit go through: the fold's validation images, or every image of the
+    external dataset."""
+    if on is None:
+        return run.validation_table(settings)
+    return on.table(run.read_classes(), settings.data.multi_label)
+
+
+def output_root(cfg: Config, on: External | None = None) -> Path:
+    """runs/<experiment>/, or runs/<experiment>/external/<dataset>/: commands write below it."""
+    return experiment_dir(cfg) if on is None else on.folder
