@@ -188,7 +188,17 @@ def download(
     ] = None,
     csv: Annotated[
         Path | None,
-        typer.Option(help="folder: a CSV of path,label[,patient_id], paths relative to it."),
+        typer.Option(
+            help="folder: a CSV of path,label and optionally patient_id, boxes, lungs (JSON "
+            "boxes in source pixels), lung_mask (a PNG path) and any other columns to keep."
+        ),
+    ] = None,
+    csv_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root",
+            help="folder: the folder the CSV's paths are relative to (default: the CSV's own).",
+        ),
     ] = None,
     mirror: Annotated[
         str | None, typer.Option(help="Fetch the source's files from this base URL instead.")
@@ -229,6 +239,7 @@ def download(
         bias=bias,
         from_dir=from_dir,
         csv=csv,
+        csv_root=csv_root,
         mirror=mirror,
         parts=_parse_parts(parts),
         classes=[c.strip() for c in classes.split(",") if c.strip()],
@@ -243,7 +254,11 @@ def download(
         else (lambda items: track(items, description="converting", total=total, transient=True))
     )
     folder = download_dataset(source, options, progress=progress)
+    from cxr.data.dataset import summarise_dataset
+
     typer.echo(f"wrote {folder}")
+    if not quiet:
+        typer.echo(summarise_dataset(folder))
 
 
 @app.command()

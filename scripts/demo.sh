@@ -8,7 +8,6 @@ bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 CONFIG=configs/synthetic.yaml
 .venv/bin/cxr download synthetic --overwrite
-.venv/bin/python scripts/describe_dataset.py data/synthetic-pneumonia
 .venv/bin/cxr train --config "$CONFIG" --overwrite
 .venv/bin/python scripts/show_history.py runs/synthetic-pna/fold0/history.csv
 .venv/bin/cxr evaluate --config "$CONFIG"

@@ -243,9 +243,8 @@ def test_folder_import_skips_and_lists_corrupt_files(
 
 def test_folder_csv_rejects_escaping_paths(tmp_path: Path) -> None:
     (tmp_path / "list.csv").write_text("path,label\n../../etc/passwd,normal\n")
-    with pytest.raises(
-        DataError, match=r"list\.csv line 2: path '\.\./\.\./etc/passwd' escapes the dataset folder"
-    ):
+    escapes = rf"list\.csv line 2, column path: path '\.\./\.\./etc/passwd' escapes {tmp_path}"
+    with pytest.raises(DataError, match=escapes):
         download(
             "folder",
             DownloadOptions(dest=tmp_path / "data", csv=tmp_path / "list.csv", show_progress=False),

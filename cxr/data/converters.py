@@ -7,14 +7,15 @@ publisher ships, and yields items for `write_dataset`; it never writes.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from cxr.data.dataset import Item
 from cxr.data.images import is_image_file, read_image
-from cxr.data.labels import Box, check_relative_path
+from cxr.data.labels import Box, check_relative_path, clean_boxes
 from cxr.errors import DataError, shorten
 
 log = logging.getLogger(__name__)
@@ -240,11 +241,13 @@ def convert_covid(root: Path, classes: list[str]) -> Iterator[Item]:
             )
 
 
-def convert_folder(root: Path, csv: Path | None = None) -> Iterator[Item]:
-    """A user's own images: one sub-folder per class, or a CSV of path,label[,patient_id] relative
-    to its folder."""
+def convert_folder(
+    root: Path, csv: Path | None = None, csv_root: Path | None = None
+) -> Iterator[Item]:
+    """A user's own images: one sub-folder per class, or a CSV of path,label[,patient_id] and
+    annotations (see convert_csv)."""
     if csv is not None:
-        yield from _convert_csv(csv)
+        yield from convert_csv(csv, csv_root)
         return
     if not root.is_dir():
         raise DataError(f"folder {root} does not exist")
@@ -274,29 +277,75 @@ def convert_folder(root: Path, csv: Path | None = None) -> Iterator[Item]:
             )
 
 
-def _convert_csv(csv: Path) -> Iterator[Item]:
+CSV_COLUMNS = ("path", "label", "patient_id", "boxes", "lungs", "lung_mask", "mask")
+OWN_COLUMNS = ("image", "fold", "width", "height", "lung_mask_plausible", "lung_mask_problem")
+
+
+def convert_csv(csv: Path, root: Path | None = None) -> Iterator[Item]:
+    """A CSV of path,label and optionally patient_id; `boxes` and `lungs` (JSON lists of
+    {x, y, w, h, label} in pixels of the source image); `lung_mask` or `mask` (a PNG of the lung
+    fields, the source image's size); any other column (view, sex, age, site, ...) is carried
+    into labels.csv. Paths are relative to `root` (default: the CSV's folder), which nothing may
+    leave."""
     if not csv.is_file():
         raise DataError(f"CSV file {csv} not found")
+    root = root or csv.parent
+    if not root.is_dir():
+        raise DataError(f"--root {root}: no such folder")
     table = read_source_csv(csv, dtype=str, keep_default_na=False)
     if not {"path", "label"} <= set(table.columns):
         raise DataError(
-            f"{csv}: needs columns path,label (and optionally patient_id); found "
-            f"{', '.join(table.columns)}"
+            f"{csv}: needs columns path,label (and optionally patient_id, boxes, lungs, "
+            f"lung_mask, other columns); found {', '.join(table.columns)}"
         )
+    clashing = [c for c in table.columns if c in OWN_COLUMNS]
+    if clashing:
+        raise DataError(
+            f"{csv}: column(s) {', '.join(clashing)} are cxr's own in labels.csv; rename them"
+        )
+    mask_column = next((c for c in ("lung_mask", "mask") if c in table.columns), None)
+    carried = [c for c in table.columns if c not in CSV_COLUMNS]
     for line, row in enumerate(table.to_dict("records"), start=2):
-        relative = check_relative_path(row["path"], f"{csv} line {line}")
-        path = csv.parent / relative
+        where = f"{csv} line {line}"
+        relative = check_relative_path(row["path"], f"{where}, column path", str(root))
+        path = root / relative
+        stored = PurePosixPath(relative)
+        if stored.parts[0] == "images" and len(stored.parts) > 1:
+            stored = PurePosixPath(*stored.parts[1:])  # images/x.png stays images/x.png
         yield Item(
-            image=f"images/{Path(relative).with_suffix('.png').as_posix()}",
-            load=_loader(path, csv.parent) if path.is_file() else _missing(path),
+            image=f"images/{stored.with_suffix('.png').as_posix()}",
+            load=_loader(path, root) if path.is_file() else _missing(path, root),
             label=row["label"],
             patient_id=row.get("patient_id", ""),
+            boxes=source_boxes(row.get("boxes", ""), f"{where}, column boxes"),
+            lungs=source_boxes(row.get("lungs", ""), f"{where}, column lungs"),
+            lung_mask=lung_mask_file(root, row.get(mask_column or "", ""), where, mask_column),
+            extra={c: row[c] for c in carried},
             origin=str(path),
         )
 
 
-def _missing(path: Path):
+def source_boxes(text: str, where: str) -> list[Box]:
+    """A cell of boxes in source pixels, checked now (a bad value names its row) and clipped to
+    the image later."""
+    return clean_boxes(text, math.inf, math.inf, where)[0]
+
+
+def lung_mask_file(root: Path, value: str, where: str, column: str | None) -> Path | None:
+    """The mask a row names, inside `root` and present, or None for an empty cell."""
+    if not str(value).strip():
+        return None
+    relative = check_relative_path(value, f"{where}, column {column}", str(root))
+    path = root / relative
+    if not path.is_file():
+        raise DataError(f"{where}, column {column}: mask {path} not found")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise DataError(f"{where}, column {column}: {path} is a link leading outside {root}")
+    return path
+
+
+def _missing(path: Path, root: Path):
     def load():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found (paths are relative to {root})")
 
     return load

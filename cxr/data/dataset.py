@@ -15,23 +15,26 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from cxr import __version__
 from cxr.atomic import make_work_folder, stale_work_folders
 from cxr.data.folds import assign_folds
-from cxr.data.images import resize_image, write_png
+from cxr.data.images import read_image, resize_image, write_png
 from cxr.data.labels import (
     LABELS_FILE,
     SKIPPED_FILE,
     Box,
     check_relative_path,
     class_names,
+    decode_boxes,
     encode_boxes,
     is_missing_label,
+    read_labels,
     shown_list,
     write_csv_atomic,
 )
@@ -56,6 +59,8 @@ class Item:
     box_reference: tuple[float, float] | None = None
     extra: dict[str, object] = field(default_factory=dict)
     origin: str = ""  # where it came from, for the skipped list
+    lungs: list[Box] = field(default_factory=list)  # lung fields as boxes, like `boxes`
+    lung_mask: Path | None = None  # a mask of the lung fields at the source image's size
 
 
 def write_dataset(
@@ -123,6 +128,47 @@ def write_dataset(
     return final
 
 
+def summarise_dataset(folder: Path) -> str:
+    """What `cxr download` wrote, for a user to check: images, patients, folds, annotations,
+    skipped files, and images per fold and class."""
+    table = read_labels(folder, check_files=False)
+    boxes = table.get("boxes", pd.Series("", index=table.index)).map(decode_boxes)
+    lungs = table.get("lungs", pd.Series("", index=table.index)).map(decode_boxes)
+    masks = table.get("lung_mask", pd.Series("", index=table.index)).astype(str).str.strip()
+    skipped_file = folder / SKIPPED_FILE
+    skipped = len(pd.read_csv(skipped_file)) if skipped_file.is_file() else 0
+    counts = table.assign(label=table["label"].map(lambda t: t.replace("|", "+") or "(none)"))
+    per_fold = counts.groupby(["fold", "label"]).size().unstack(fill_value=0)
+    per_fold.loc["all"] = per_fold.sum()
+    extra = [c for c in table.columns if c not in CXR_COLUMNS]
+    lines = [
+        f"{folder}: {len(table)} images, {table['patient_id'].nunique()} patients, "
+        f"{table['fold'].nunique()} folds; {int(boxes.map(len).sum())} boxes in "
+        f"{int((boxes.map(len) > 0).sum())} images; lung fields for "
+        f"{int(((lungs.map(len) > 0) | (masks != '')).sum())} images; {skipped} skipped"
+        + (f" (listed in {skipped_file})" if skipped else ""),
+        *([f"other columns kept: {', '.join(extra)}"] if extra else []),
+        "images per fold and class:",
+        per_fold.to_string(),
+    ]
+    return "\n".join(lines)
+
+
+CXR_COLUMNS = (
+    "image",
+    "label",
+    "patient_id",
+    "fold",
+    "boxes",
+    "width",
+    "height",
+    "lungs",
+    "lung_mask",
+    "lung_mask_plausible",
+    "lung_mask_problem",
+)
+
+
 def check_two_classes(table: pd.DataFrame, multi_label: bool, name: str) -> None:
     """A classifier needs at least two classes (findings, for multi-label data)."""
     found = class_names(table, multi_label)
@@ -183,9 +229,14 @@ def convert_items(
             )
             continue
         image = resize_image(raw, size)
+        lungs = {}
+        if item.lung_mask is not None:
+            lungs["lung_mask"] = write_lung_mask(item, raw.shape[:2], image.shape[:2], work)
         write_png(image, work / relative)
         ref_w, ref_h = item.box_reference or (raw.shape[1], raw.shape[0])
         sx, sy = image.shape[1] / ref_w, image.shape[0] / ref_h
+        if item.lungs:
+            lungs["lungs"] = encode_boxes([b.scaled(sx, sy) for b in item.lungs])
         rows.append(
             {
                 "image": relative,
@@ -194,6 +245,7 @@ def convert_items(
                 "boxes": encode_boxes([b.scaled(sx, sy) for b in item.boxes]),
                 "width": image.shape[1],
                 "height": image.shape[0],
+                **lungs,
                 **item.extra,
                 "pixels_sha1": hashlib.sha1(
                     image.tobytes() + str(image.shape).encode()
@@ -201,6 +253,28 @@ def convert_items(
             }
         )
     return rows, skipped
+
+
+def write_lung_mask(
+    item: Item, source: tuple[int, int], stored: tuple[int, int], work: Path
+) -> str:
+    """The item's lung mask at the stored size (nearest neighbour, 0/255) under masks/, beside
+    where cxr's own computed masks go (lungs/): a user's mask is never recomputed."""
+    try:
+        mask = read_image(item.lung_mask) > 0
+    except DataError as exc:
+        raise DataError(f"{item.origin}: its lung mask is unreadable ({exc})") from None
+    if mask.shape != source:
+        raise DataError(
+            f"{item.lung_mask}: the lung mask is {mask.shape[1]}x{mask.shape[0]} pixels, its "
+            f"image {item.origin} {source[1]}x{source[0]}; a mask must match its image"
+        )
+    if mask.shape != stored:
+        resized = Image.fromarray(mask).resize(stored[::-1], Image.Resampling.NEAREST)
+        mask = np.asarray(resized)
+    relative = str(PurePosixPath("masks") / PurePosixPath(item.image).relative_to("images"))
+    write_png(mask.astype(np.uint8) * 255, work / relative)
+    return relative
 
 
 def replace_folder(new: Path, final: Path) -> None:

@@ -116,9 +116,9 @@ def split_labels(label: str) -> list[str]:
     return [part for part in str(label).split(LABEL_SEPARATOR) if part]
 
 
-def check_relative_path(value: str, where: str) -> str:
-    """Reject a path that could escape the dataset folder: absolute, drive-qualified or with
-    '..'."""
+def check_relative_path(value: str, where: str, inside: str = "the dataset folder") -> str:
+    """Reject a path that could escape the folder it is relative to (`inside`): absolute,
+    drive-qualified or with '..'."""
     text = str(value).strip()
     posix, windows = PurePosixPath(text), PureWindowsPath(text)
     if (
@@ -130,8 +130,7 @@ def check_relative_path(value: str, where: str) -> str:
         or ".." in windows.parts
     ):
         raise DataError(
-            f"{where}: path {value!r} escapes the dataset folder; only relative paths inside it "
-            "are allowed"
+            f"{where}: path {value!r} escapes {inside}; only relative paths inside it are allowed"
         )
     return text
 

@@ -82,6 +82,7 @@ class DownloadOptions:
     bias: float | None = None
     from_dir: Path | None = None
     csv: Path | None = None
+    csv_root: Path | None = None  # folder: what the CSV's paths are relative to (its own folder)
     mirror: str | None = None
     parts: list[int] | None = None
     classes: list[str] = field(default_factory=lambda: ["covid", "normal", "viral_pneumonia"])
@@ -157,10 +158,10 @@ SOURCES: dict[str, Source] = {
     ),
     "folder": Source(
         "your own images: --from DIR with one sub-folder per class, or --csv FILE of "
-        "path,label[,patient_id]",
+        "path,label[,patient_id,boxes,lungs,lung_mask,...] (--root: where its paths start)",
         None,
         None,
-        lambda root, o: converters.convert_folder(root, o.csv),
+        lambda root, o: converters.convert_folder(root, o.csv, o.csv_root),
         needs_download=False,
     ),
 }
@@ -191,6 +192,8 @@ def download(
         raise DataError(
             "the folder source needs --from DIR (one sub-folder per class) or --csv FILE"
         )
+    if options.csv_root is not None and options.csv is None:
+        raise ConfigError("--root says where the paths of a --csv start; add --csv FILE")
     name = check_dataset_name(source.dataset_name(source_name, options))
     if (options.dest / name).exists() and not options.overwrite:
         raise DataError(
