@@ -305,19 +305,30 @@ def lungs(
 
 def describe_metrics(metrics: dict) -> str:
     """ROC AUC and accuracy, then what a reader of a binary test asks next: sensitivity, specificity
-    and the confusion counts for the positive class."""
-    text = (
-        f"ROC AUC {metrics['roc_auc']:.3f}, accuracy {metrics['accuracy']:.3f} (n = {metrics['n']})"
-    )
+    and the confusion counts for the positive class; each with its 95% interval over patients when
+    there is one, and the calibration."""
+    ci95 = metrics.get("ci95", {})
+
+    def value(name: str, digits: int = 3) -> str:
+        text = f"{metrics[name]:.{digits}f}"
+        if name in ci95:
+            low, high = ci95[name]
+            text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+        return text
+
+    text = f"ROC AUC {value('roc_auc')}, accuracy {value('accuracy')} (n = {metrics['n']})"
     if "positive_class" in metrics:
         # rows true, columns predicted, in class order
         (tn, fp), (fn, tp) = metrics["confusion_matrix"]
         if metrics["classes"].index(metrics["positive_class"]) == 0:
             (tp, fn), (fp, tn) = metrics["confusion_matrix"]
         text += (
-            f"; {metrics['positive_class']}: sensitivity {metrics['sensitivity']:.3f}, "
-            f"specificity {metrics['specificity']:.3f} (TP {tp}, FN {fn}, TN {tn}, FP {fp})"
+            f"; {metrics['positive_class']}: sensitivity {value('sensitivity')}, "
+            f"specificity {value('specificity')} (TP {tp}, FN {fn}, TN {tn}, FP {fp})"
         )
+    if "calibration" in metrics:
+        found = metrics["calibration"]
+        text += f"; ECE {found['ece']:.3f}, Brier {found['brier']:.3f}"
     return text
 
 

@@ -139,6 +139,13 @@ class ExplainConfig(_Section):
         return value
 
 
+class EvaluateConfig(_Section):
+    """How metrics are reported: bootstrap intervals over patients and calibration bins."""
+
+    bootstrap: int = Field(2000, ge=0, le=100_000)  # resamples of patients; 0: no intervals
+    calibration_bins: int = Field(10, ge=2, le=100)  # equal-count bins for ECE and the diagram
+
+
 class Config(_Section):
     """The whole configuration, one section per stage."""
 
@@ -147,12 +154,13 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     explain: ExplainConfig = ExplainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
 
 # The settings rule for the commands that use a trained fold (evaluate, explain, audit): what the
 # model was trained with comes from the fold's saved config.yaml and cannot be overridden; what
-# describes the analysis (data.positive_class, data.fold, explain.*, experiment.*) comes from the
-# command line.
+# describes the analysis (data.positive_class, data.fold, explain.*, evaluate.*, experiment.*) comes
+# from the command line.
 FIXED_BY_RUN = (
     "model",
     "train",
@@ -202,7 +210,12 @@ def with_analysis_settings(trained: Config, cfg: Config) -> Config:
     # data.fold stays the run's: on the command line it only chooses which fold to open
     data = trained.data.model_copy(update={"positive_class": cfg.data.positive_class})
     return trained.model_copy(
-        update={"data": data, "explain": cfg.explain, "experiment": cfg.experiment}
+        update={
+            "data": data,
+            "explain": cfg.explain,
+            "evaluate": cfg.evaluate,
+            "experiment": cfg.experiment,
+        }
     )
 
 

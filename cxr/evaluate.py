@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from cxr import stats
 from cxr.atomic import atomic_path, write_text_atomic
-from cxr.config import Config
+from cxr.config import Config, EvaluateConfig
 from cxr.data.labels import is_negative_class, spreadsheet_safe
 from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failure
 from cxr.errors import DataError
@@ -216,16 +217,92 @@ def compute_multilabel_metrics(truth: np.ndarray, probs: np.ndarray, classes: li
 
 
 def metrics_from_predictions(
-    predictions: pd.DataFrame, classes: list[str], positive: int | None, multi_label: bool = False
+    predictions: pd.DataFrame,
+    classes: list[str],
+    positive: int | None,
+    multi_label: bool = False,
+    settings: EvaluateConfig | None = None,
+    seed: int = 0,
 ) -> dict:
+    """The metrics of a table of predictions; with `settings`, also 95% intervals from a bootstrap
+    over patients (`ci95`) and calibration (`calibration`)."""
     probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
     if multi_label:
-        return compute_multilabel_metrics(
-            encode_labels(predictions["true_label"], classes, multi_label=True), probs, classes
-        )
-    return compute_metrics(
-        encode_labels(predictions["true_label"], classes), probs, classes, positive
+        truth = encode_labels(predictions["true_label"], classes, multi_label=True)
+        result = compute_multilabel_metrics(truth, probs, classes)
+    else:
+        truth = encode_labels(predictions["true_label"], classes)
+        result = compute_metrics(truth, probs, classes, positive)
+    if settings is not None:
+        result |= uncertainty(predictions, probs, truth, classes, positive, settings, seed)
+    return result
+
+
+def uncertainty(
+    predictions: pd.DataFrame,
+    probs: np.ndarray,
+    truth: np.ndarray,
+    classes: list[str],
+    positive: int | None,
+    settings: EvaluateConfig,
+    seed: int,
+) -> dict:
+    """Intervals (patients resampled) and calibration of one set of predictions: for a binary
+    task every headline metric and the positive class's probability; for multi-label data each
+    finding's AUC and every finding's probability; otherwise accuracy and the top-label
+    confidence."""
+    patients = (
+        predictions["patient_id"]
+        .astype(str)
+        .where(predictions["patient_id"].astype(str) != "", predictions["image"].astype(str))
     )
+    rounds, bins = settings.bootstrap, settings.calibration_bins
+    out: dict = {}
+    if truth.ndim == 2:  # multi-label
+        if rounds:
+            out["ci95"] = {
+                f"roc_auc_{name}": bounds
+                for name, bounds in zip(
+                    classes, stats.auc_intervals(truth, probs, patients, rounds, seed), strict=True
+                )
+            }
+        out["calibration"] = stats.calibration(probs.ravel(), truth.ravel(), bins)
+        out["calibration"]["of"] = "every finding's probability"
+        return out
+    if positive is not None:
+        hit, score = truth == positive, probs[:, positive]
+        said = probs.argmax(axis=1) == positive
+        if rounds:
+            out["ci95"] = stats.binary_intervals(hit, score, said, patients, rounds, seed)
+        out["calibration"] = stats.calibration(score, hit, bins)
+        out["calibration"]["of"] = f"P({classes[positive]})"
+        return out
+    correct = probs.argmax(axis=1) == truth
+    if rounds:
+        weights = stats.patient_weights(patients, rounds, seed)
+        out["ci95"] = {"accuracy": stats.interval(weights @ correct / weights.sum(axis=1))}
+    out["calibration"] = stats.calibration(probs.max(axis=1), correct, bins)
+    out["calibration"]["of"] = "the predicted class's probability"
+    return out
+
+
+def plot_calibration(folder: Path, metrics: dict) -> None:
+    """calibration.png: the reliability diagram (mean predicted probability against the observed
+    frequency, per equal-count bin), with the bins' sizes."""
+    found = metrics["calibration"]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfectly calibrated")
+    top.plot(found["mean_predicted"], found["observed"], "o-", label="model")
+    top.set(
+        ylabel="observed frequency",
+        title=f"{found['of']}: ECE {found['ece']:.3f}, Brier {found['brier']:.3f}",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    top.legend(fontsize=8, loc="upper left")
+    bottom.bar(found["mean_predicted"], found["counts"], width=0.02)
+    bottom.set(xlabel="mean predicted probability (equal-count bins)", ylabel="images")
+    save_figure(fig, folder / "calibration.png")
 
 
 def write_report(
@@ -266,6 +343,8 @@ def write_report(
             np.array(metrics["confusion_matrix"]), display_labels=classes
         ).plot(ax=ax, colorbar=False)
     save_figure(fig, folder / "confusion.png")
+    if "calibration" in metrics:
+        plot_calibration(folder, metrics)
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:
@@ -316,14 +395,18 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
     per_fold, all_predictions = {}, []
     for run in runs:
         predictions = predict_fold(run, settings[run.fold])
-        per_fold[run.fold] = metrics_from_predictions(predictions, classes, positive, multi_label)
+        per_fold[run.fold] = metrics_from_predictions(
+            predictions, classes, positive, multi_label, cfg.evaluate, cfg.experiment.seed
+        )
         write_report(
             run.evaluation, predictions, per_fold[run.fold], per_fold[run.fold], classes, positive
         )
         all_predictions.append(predictions)
         log.debug("fold %d evaluated: %d images", run.fold, len(predictions))
     pooled_predictions = pd.concat(all_predictions, ignore_index=True)
-    pooled = metrics_from_predictions(pooled_predictions, classes, positive, multi_label)
+    pooled = metrics_from_predictions(
+        pooled_predictions, classes, positive, multi_label, cfg.evaluate, cfg.experiment.seed
+    )
     summary = mean_and_std(per_fold)
     folder = pooled_evaluation_dir(cfg)
     report = {"folds": folds, "pooled": pooled, "mean_std": summary, "per_fold": per_fold}
@@ -349,7 +432,9 @@ def evaluate_external(cfg: Config, folds: list[int], external: External) -> Eval
     columns = [f"prob_{name}" for name in classes]
     for run in runs:
         predictions = predict_table(run, settings[run.fold], table)
-        per_fold[run.fold] = metrics_from_predictions(predictions, classes, positive, multi_label)
+        per_fold[run.fold] = metrics_from_predictions(
+            predictions, classes, positive, multi_label, cfg.evaluate, cfg.experiment.seed
+        )
         write_report(
             external.folder / f"fold{run.fold}",
             predictions,
@@ -364,7 +449,9 @@ def evaluate_external(cfg: Config, folds: list[int], external: External) -> Eval
     spread = np.std(probabilities, axis=0)  # how much the fold models disagree, per class
     for i, name in enumerate(classes):
         ensemble_predictions[f"std_{name}"] = spread[:, i]
-    ensemble = metrics_from_predictions(ensemble_predictions, classes, positive, multi_label)
+    ensemble = metrics_from_predictions(
+        ensemble_predictions, classes, positive, multi_label, cfg.evaluate, cfg.experiment.seed
+    )
     summary = mean_and_std(per_fold)
     report = {
         "dataset": external.name,

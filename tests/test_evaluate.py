@@ -119,6 +119,22 @@ def test_evaluate_writes_reports_from_the_models_own_predictions(trained_run) ->
     )
     saved = json.loads((pooled_evaluation_dir(trained_run) / "metrics.json").read_text())
     assert saved["pooled"]["n"] == len(pooled) and saved["folds"] == [0, 1]
+    # intervals over patients and calibration, pooled and per fold
+    low, high = saved["pooled"]["ci95"]["roc_auc"]
+    assert 0 <= low <= high <= 1 and set(saved["pooled"]["ci95"]) >= {"sensitivity", "f1"}
+    score = pooled.sort_values("prob_pneumonia", kind="stable")
+    hits = (score["true_label"] == "pneumonia").to_numpy(float)
+    probability = score["prob_pneumonia"].to_numpy()
+    # ten bins of equal count (the first ones one image larger when it does not divide)
+    gaps = [
+        len(p) * abs(p.mean() - h.mean())
+        for p, h in zip(np.array_split(probability, 10), np.array_split(hits, 10), strict=True)
+    ]
+    assert result.pooled["calibration"]["ece"] == pytest.approx(sum(gaps) / len(score))
+    assert result.pooled["calibration"]["brier"] == pytest.approx(
+        np.mean((probability - hits) ** 2)
+    )
+    assert (fold_run(trained_run, 0).evaluation / "calibration.png").is_file()
 
 
 def test_untrained_fold_is_a_clear_error(trained_run, tmp_path: Path) -> None:

@@ -1,0 +1,117 @@
+"""Statistics a reviewer asks of a classifier: bootstrap intervals over patients, and calibration.
+
+Images of one patient are not independent, so every interval resamples patients with replacement
+and keeps all of a drawn patient's images (each resample is a weight per image: how many times
+its patient was drawn). Metrics are computed for all resamples at once from those weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CONFIDENCE = 0.95
+
+
+def patient_weights(patients: np.ndarray, rounds: int, seed: int = 0) -> np.ndarray:
+    """(rounds, images): how many times each image's patient is drawn in each resample."""
+    keys, index = np.unique(np.asarray(patients).astype(str), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(keys), size=(rounds, len(keys)))
+    counts = np.zeros((rounds, len(keys)))
+    np.add.at(counts, (np.arange(rounds)[:, None], draws), 1.0)
+    return counts[:, index]
+
+
+def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC under each row of `weights` (ties count one half), as on the data with each image
+    repeated `weight` times; NaN where a row has no positive or no negative weight."""
+    weights = np.atleast_2d(weights)
+    order = np.argsort(scores, kind="stable")
+    scores, positive, weights = scores[order], positive[order].astype(bool), weights[:, order]
+    starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])  # groups of tied scores
+    pos = np.add.reduceat(weights * positive, starts, axis=1)
+    neg = np.add.reduceat(weights * ~positive, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negative weight strictly below each score
+    total = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (pos * (below + neg / 2)).sum(axis=1) / total, np.nan)
+
+
+def binary_metrics(
+    truth: np.ndarray, score: np.ndarray, predicted: np.ndarray, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The headline metrics of a binary test under each row of `weights`: ROC AUC from the
+    scores, the others from the predictions (all positive-class)."""
+    truth, predicted = truth.astype(bool), predicted.astype(bool)
+    weights = np.atleast_2d(weights)
+    tp, fn = weights @ (truth & predicted), weights @ (truth & ~predicted)
+    tn, fp = weights @ (~truth & ~predicted), weights @ (~truth & predicted)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sensitivity = tp / (tp + fn)
+        precision = tp / (tp + fp)
+        return {
+            "roc_auc": weighted_auc(score, truth, weights),
+            "sensitivity": sensitivity,
+            "specificity": tn / (tn + fp),
+            "precision": precision,
+            "f1": 2 * tp / (2 * tp + fp + fn),
+            "accuracy": (tp + tn) / (tp + tn + fp + fn),
+        }
+
+
+def interval(values: np.ndarray) -> tuple[float, float]:
+    """The central 95% of the resampled values (percentile bootstrap), ignoring undefined ones."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    tail = 100 * (1 - CONFIDENCE) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def binary_intervals(
+    truth: np.ndarray,
+    score: np.ndarray,
+    predicted: np.ndarray,
+    patients: np.ndarray,
+    rounds: int = 2000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """95% intervals of every headline metric, resampling patients."""
+    weights = patient_weights(patients, rounds, seed)
+    return {k: interval(v) for k, v in binary_metrics(truth, score, predicted, weights).items()}
+
+
+def auc_intervals(
+    truth: np.ndarray, scores: np.ndarray, patients: np.ndarray, rounds: int = 2000, seed: int = 0
+) -> list[tuple[float, float]]:
+    """95% intervals of each column's ROC AUC (one finding per column), resampling patients."""
+    weights = patient_weights(patients, rounds, seed)
+    return [
+        interval(weighted_auc(scores[:, c], truth[:, c], weights)) for c in range(truth.shape[1])
+    ]
+
+
+def equal_count_bins(probability: np.ndarray, bins: int) -> list[np.ndarray]:
+    """Indices of the images in `bins` groups of (nearly) equal size, by increasing probability."""
+    order = np.argsort(probability, kind="stable")
+    return [part for part in np.array_split(order, min(bins, len(order))) if len(part)]
+
+
+def calibration(probability: np.ndarray, outcome: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error over equal-count bins (the share-weighted gap between mean
+    predicted probability and observed frequency), the Brier score, and the bins themselves."""
+    probability, outcome = np.asarray(probability, float), np.asarray(outcome, float)
+    groups = equal_count_bins(probability, bins)
+    predicted = [float(probability[g].mean()) for g in groups]
+    observed = [float(outcome[g].mean()) for g in groups]
+    sizes = [len(g) for g in groups]
+    ece = sum(n * abs(p - o) for n, p, o in zip(sizes, predicted, observed, strict=True))
+    return {
+        "ece": float(ece / len(probability)),
+        "brier": float(np.mean((probability - outcome) ** 2)),
+        "bins": len(groups),
+        "mean_predicted": predicted,
+        "observed": observed,
+        "counts": sizes,
+    }
