@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -19,6 +20,31 @@ import typer
 
 from cxr.audit.results import AuditSummary, RegionGroup, Regions
 from cxr.errors import ConfigError, CxrError, shorten
+
+# TensorFlow's C++ start-up lines (CUDA probing, oneDNN, CPU features) are noise to a CLI user;
+# set TF_CPP_MIN_LOG_LEVEL yourself (0) to see them. Set before any command imports TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and probe its devices with the C++ side's stderr closed: TensorFlow 2.19+
+    writes its start-up lines before its own log level applies (tensorflow#100442). A failed
+    import still raises, after stderr is back; with TF_CPP_MIN_LOG_LEVEL below 3 nothing is
+    hidden."""
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
 
 app = typer.Typer(
     help="Train chest X-ray classifiers, evaluate them per fold, and explain every prediction.",
@@ -278,6 +304,7 @@ def lungs(
     plausibility."""
     from rich.progress import track
 
+    import_tensorflow_quietly()
     from cxr.lungs.run import compute_lungs
 
     def progress(items, total):  # type: ignore[no-untyped-def]
@@ -398,6 +425,7 @@ def train(
 ) -> None:
     """Train the configured model on one fold (or all) and keep the best checkpoint per fold."""
     cfg = resolve_config(config, overrides)
+    import_tensorflow_quietly()
     from cxr.train import train_folds
 
     folds = None if all_folds else [cfg.data.fold if fold is None else fold]
@@ -414,7 +442,7 @@ def train(
         )
         raise typer.Exit(130) from None
     for result in results:
-        best = f"best {result.monitor} {result.best_value:.4f} at epoch {result.best_epoch + 1}"
+        best = f"best {result.monitor} {result.best_value:.4f} at epoch {result.best_epoch}"
         typer.echo(f"fold {result.fold}: {best} -> {result.run.model}")
 
 
@@ -431,6 +459,7 @@ def evaluate(
     """Per-fold and pooled metrics, predictions and plots for a trained experiment; with --on,
     external validation on another dataset."""
     cfg = resolve_config(config, overrides, trained=True)
+    import_tensorflow_quietly()
     from cxr.evaluate import evaluate as evaluate_folds
     from cxr.evaluate import evaluate_external
 
@@ -497,17 +526,24 @@ def explain(
 ) -> None:
     """Grad-CAM overlays sorted into right/ and wrong/, a per-image report, a montage and an HTML
     page, per fold."""
-    cfg = resolve_config(config, overrides, allow_last_run=True, trained=True)
-    from cxr.explain.run import ExplainOptions, explain_folds, parse_shard
+    from cxr.config import check_methods
+    from cxr.explain.options import ExplainOptions, parse_shard
 
+    # usage errors are answered before the config is read and TensorFlow imported
+    parts = parse_shard(shard) if shard else None
+    check_methods([method] if method else [])
+    cfg = resolve_config(config, overrides, allow_last_run=True, trained=True)
     options = ExplainOptions(
         method=method or cfg.explain.method,
         layer=layer,
         target=target or cfg.explain.target,
         overwrite=overwrite,
-        shard=parse_shard(shard) if shard else None,
+        shard=parts,
         save_maps=save_maps,
     )
+    import_tensorflow_quietly()
+    from cxr.explain.run import explain_folds
+
     folds = selected_folds(cfg, fold, all_folds)
     results, combined = explain_folds(cfg, folds, options, external_of(cfg, on, renames))
     for result in results:
@@ -558,10 +594,15 @@ def audit(
 ) -> None:
     """Do the maps mean anything? Localisation, sanity check, faithfulness and shortcuts, per
     method, per fold."""
-    cfg = resolve_config(config, overrides, allow_last_run=True, trained=True)
-    from cxr.audit.run import audit_folds
+    from cxr.config import check_baseline, check_methods
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    check_methods(chosen, "--methods")
+    check_baseline(baseline)
+    cfg = resolve_config(config, overrides, allow_last_run=True, trained=True)
+    import_tensorflow_quietly()
+    from cxr.audit.run import audit_folds
+
     folds = selected_folds(cfg, fold, all_folds)
     if not folds:
         raise CxrError(
@@ -622,6 +663,8 @@ def print_audit(summary: AuditSummary, folder: Path) -> None:
         )
     if summary.best_method:
         typer.echo(f"best localisation: {summary.best_method}")
+    elif summary.localisation:
+        typer.echo("best localisation: no method beat both baselines (random map, centre map)")
     pooled = summary.fold is None
     for method, check in summary.sanity.items():
         verdict = "passes" if check.passes else "FAILS"
@@ -651,8 +694,8 @@ def print_audit(summary: AuditSummary, folder: Path) -> None:
         f"shortcut audit ({shortcuts.rule} rule, {shortcuts.method}): "
         f"{'FLAGGED for ' + flagged if flagged else 'not flagged'}"
     )
-    extra = "methods_by_fold.csv" if pooled else "methods.png"
-    typer.echo(f"audit in {folder} (methods side by side: methods.csv, {extra})")
+    figures = [name for name in ("methods_by_fold.csv", "methods.png") if (folder / name).is_file()]
+    typer.echo(f"audit in {folder} (methods side by side: {', '.join(['methods.csv', *figures])})")
 
 
 if __name__ == "__main__":

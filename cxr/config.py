@@ -25,6 +25,7 @@ MODEL_NAMES = (
     "inception_v3",
     "tiny_cnn",
 )
+FAITHFULNESS_BASELINES = ("black", "blur")  # what removed pixels become in deletion / insertion
 EXPLAIN_METHODS = (
     "gradcam",
     "gradcam++",
@@ -376,3 +377,22 @@ def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
 def dump_config(cfg: Config) -> str:
     """The resolved configuration as YAML, for run folders."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def check_methods(names: list[str], option: str = "--method") -> None:
+    """Every name an explanation method (before any TensorFlow import), or one line naming it."""
+    for name in names:
+        if name not in EXPLAIN_METHODS:
+            close = difflib.get_close_matches(name, EXPLAIN_METHODS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{option} {shorten(repr(name), 60)}: not an explanation method; {hint}known: "
+                f"{', '.join(EXPLAIN_METHODS)}"
+            )
+
+
+def check_baseline(kind: str) -> None:
+    if kind not in FAITHFULNESS_BASELINES:
+        raise ConfigError(
+            f"faithfulness baseline {kind!r}: use {' or '.join(FAITHFULNESS_BASELINES)}"
+        )

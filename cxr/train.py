@@ -25,7 +25,7 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from cxr.atomic import FILE_MODE, write_text_atomic
+from cxr.atomic import FILE_MODE, atomic_path, write_text_atomic
 from cxr.config import Config, dump_config, load_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import class_names as table_class_names
@@ -161,6 +161,7 @@ def train(
                 verbose=1 if sys.stdout.isatty() else 2,
             )
         result = summarise(worker_cfg, run, fold)
+        save_portable(run.model)
         publish_run(run, fold_run(worker_cfg, fold))
     # another worker's temporary copy is gone: name the chief's
     return dataclasses.replace(result, run=fold_run(cfg, fold))
@@ -292,6 +293,14 @@ def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callba
             )
         )
     return callbacks
+
+
+def save_portable(path: Path) -> None:
+    """Save the best model again without its compile settings: they name cxr's AUC metric, which
+    plain Keras cannot rebuild, so `keras.saving.load_model(path)` works without importing cxr."""
+    model = keras.models.load_model(path, compile=False)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -435,7 +444,7 @@ def summarise(cfg: Config, run: FoldRun, fold: int) -> TrainResult:
     result = TrainResult(
         fold,
         run,
-        int(history.loc[best, "epoch"]),
+        int(history.loc[best, "epoch"]) + 1,  # counted from 1, as Keras prints "Epoch 8/8"
         float(history.loc[best, monitor]),
         monitor,
         history,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,33 @@ def test_evaluate_line_names_sensitivity_specificity_and_counts() -> None:
         describe_metrics({**base, "classes": ["a", "b", "c"]})
         == "ROC AUC 0.900, accuracy 0.800 (n = 141)"
     )
+
+
+def test_usage_errors_answer_before_tensorflow_is_imported(tmp_path: Path) -> None:
+    """--help, a bad --shard, an unknown method or baseline, a missing config: one line each, in
+    a process that never imports TensorFlow."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from typer.testing import CliRunner
+        from cxr.cli import app
+        for args in (
+            ["--help"],
+            ["explain", "--shard", "x"],
+            ["explain", "--method", "nope"],
+            ["audit", "--methods", "gradcam,gradcm"],
+            ["audit", "--baseline", "grey"],
+            ["train", "--config", "missing.yaml"],
+        ):
+            result = CliRunner().invoke(app, args)
+            print(result.exit_code, result.output.strip().splitlines()[-1])
+        print("tensorflow" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines[-1] == "False", done.stdout + done.stderr[-2000:]
+    assert [line.split()[0] for line in lines[:-1]] == ["0", "2", "2", "2", "2", "2"]
+    assert "did you mean 'gradcam'?" in lines[3]

@@ -436,3 +436,16 @@ def test_mixed_precision_is_ignored_on_a_cpu_with_a_warning(caplog, monkeypatch)
         assert use_mixed_precision(True, "explain.mixed_precision") is False
     assert "explain.mixed_precision ignored: no GPU" in caplog.text
     assert use_mixed_precision(False, "explain.mixed_precision") is False
+
+
+def test_a_coarse_target_layer_is_named_with_finer_ones() -> None:
+    from cxr.config import load_config
+    from cxr.explain.probe import coarse_map_note
+    from cxr.models.registry import build_model
+
+    small = build_model(load_config(None, ["model.name=pna_cnn", "data.image_size=224"]), 2)
+    note = coarse_map_note(small, "features")
+    assert note is not None and note.startswith("layer 'features' gives 7x7 maps")
+    assert "--layer stage4_conv (14x14), stage4_bn (14x14), stage4 (14x14)" in note
+    large = build_model(load_config(None, ["model.name=pna_cnn", "data.image_size=512"]), 2)
+    assert coarse_map_note(large, "features") is None  # 16 x 16

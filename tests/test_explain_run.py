@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from cxr.cli import app
 from cxr.config import dump_config
 from cxr.errors import CxrError, DataError
+from cxr.explain.options import ExplainOptions, parse_shard
 from cxr.explain.overlay import blend
-from cxr.explain.run import ExplainOptions, explain_dir, explain_fold, explain_folds, parse_shard
+from cxr.explain.run import explain_dir, explain_fold, explain_folds
 from cxr.runs import fold_run
 
 REQUIRED = [

@@ -424,3 +424,22 @@ def test_an_image_corrupted_after_download_is_named_not_a_traceback(tmp_path: Pa
     result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml")])
     assert result.exit_code == 1, result.output
     assert f"1 image(s) in {dataset} cannot be decoded: images/{victim.name}" in result.output
+
+
+def test_the_saved_model_loads_in_plain_keras(trained_run, tmp_path: Path) -> None:
+    """model.keras needs no cxr: a process that never imports it loads the file with Keras."""
+    path = fold_run(trained_run, 0).model
+    code = (
+        "import sys, keras; model = keras.saving.load_model(sys.argv[1]); "
+        "assert not any(m.startswith('cxr') for m in sys.modules); print(model.count_params())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = keras.models.load_model(path, compile=False).count_params()
+    assert int(done.stdout.split()[-1]) == expected

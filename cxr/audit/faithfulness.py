@@ -14,15 +14,8 @@ import keras
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from cxr.errors import ConfigError
+from cxr.config import check_baseline
 from cxr.explain.report import class_probabilities
-
-BASELINES = ("black", "blur")
-
-
-def check_baseline(kind: str) -> None:
-    if kind not in BASELINES:
-        raise ConfigError(f"faithfulness baseline {kind!r}: use {' or '.join(BASELINES)}")
 
 
 def baseline_images(images: np.ndarray, kind: str = "black") -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+BASELINES = ("random", "centre")  # maps that know nothing of the image (cxr.audit.localisation)
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -129,11 +131,15 @@ class AuditSummary:
 
     @property
     def best_method(self) -> str | None:
-        """The method (not a baseline) with the highest pointing game, if any image has a box."""
-        methods = [m for m in self.localisation if m not in ("random", "centre")]
+        """The method (not a baseline) with the highest pointing game, if it beats both baselines
+        (the random map and the centre map); None when none does or no image has a box."""
+        methods = [m for m in self.localisation if m not in BASELINES]
         if not methods:
             return None
-        return max(methods, key=lambda m: self.localisation[m].scores["pointing_hit"].mean)
+        score = {m: self.localisation[m].scores["pointing_hit"].mean for m in self.localisation}
+        best = max(methods, key=score.__getitem__)
+        beaten = all(score[best] > score[b] for b in BASELINES if b in score)
+        return best if beaten else None
 
     def to_json(self) -> dict:
         """summary.json: the record as it is, with the derived verdicts spelled out."""

@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 from cxr.atomic import write_text_atomic
-from cxr.audit.faithfulness import baseline_images, check_baseline, curve_area, perturbation_curves
+from cxr.audit.faithfulness import baseline_images, curve_area, perturbation_curves
 from cxr.audit.localisation import bootstrap_interval
 from cxr.audit.results import AuditSummary, Estimate, Faithfulness, Localisation, Sanity
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import summarise_shortcuts
 from cxr.audit.sweep import Sample, sweep_fold
-from cxr.config import Config
+from cxr.config import Config, check_baseline
 from cxr.data.labels import decode_boxes
 from cxr.data.pipeline import images_named_on_failure
 from cxr.errors import ConfigError

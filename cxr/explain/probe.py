@@ -180,3 +180,34 @@ def _guided_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     if config.get("activation") == "relu":
         config["activation"] = guided_relu
     return layer.__class__.from_config(config)
+
+
+COARSE = 8  # a target layer's map of this many cells a side or fewer blurs a finding over the film
+
+
+def spatial_layers(model: keras.Model) -> list[tuple[str, tuple[int, int]]]:
+    """(name, (h, w)) of every layer of a flat model, or of its nested backbone, with a spatial
+    (4-D) output of known size, in order."""
+    layers = []
+    for layer in model.layers:
+        inner = layer.layers if isinstance(layer, keras.Model) else [layer]
+        for sub in inner:
+            shape = getattr(sub.output, "shape", ()) if hasattr(sub, "output") else ()
+            if len(shape) == 4 and shape[1] and shape[2]:
+                layers.append((sub.name, (int(shape[1]), int(shape[2]))))
+    return layers
+
+
+def coarse_map_note(model: keras.Model, layer: str) -> str | None:
+    """A note when `layer`'s map is COARSE cells a side or fewer, naming the last few layers with
+    finer maps that `--layer` can take; None when the map is fine enough."""
+    sizes = dict(spatial_layers(model))
+    if layer not in sizes or max(sizes[layer]) > COARSE:
+        return None
+    h, w = sizes[layer]
+    finer = [f"{name} ({a}x{b})" for name, (a, b) in spatial_layers(model) if a * b > h * w][-3:]
+    hint = f"; finer maps: --layer {', '.join(finer)}" if finer else ""
+    return (
+        f"layer {layer!r} gives {h}x{w} maps: each cell covers 1/{h * w} of the film, so a map "
+        f"can only say roughly where{hint}"
+    )

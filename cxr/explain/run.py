@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import zipfile
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -32,8 +31,9 @@ from cxr.errors import ConfigError, DataError
 from cxr.evaluate import choose_positive_class
 from cxr.explain.gallery import write_html, write_montage
 from cxr.explain.methods import LAYER_METHODS, Explanation, explain_batch, get_method
+from cxr.explain.options import ExplainOptions, in_shard
 from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
-from cxr.explain.probe import make_probe
+from cxr.explain.probe import coarse_map_note, make_probe
 from cxr.explain.report import (
     box_energy_share,
     inside,
@@ -49,20 +49,10 @@ from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, experiment_dir, open_trained_fold
 
 log = logging.getLogger(__name__)
+_NOTED: set[str] = set()
 # PNG encoding and decoding release the GIL: with a GPU busy on the maps, the CPU cores draw the
 # overlays
 OVERLAY_THREADS = max(2, min(8, os.cpu_count() or 2))
-
-
-@dataclass(frozen=True)
-class ExplainOptions:
-    method: str = "gradcam"
-    layer: str | None = None
-    target: str = "predicted"  # predicted | true | a class name
-    overwrite: bool = False
-    shard: tuple[int, int] | None = None  # (I, N): the I-th of N deterministic parts, 1-based
-    save_maps: bool = False
-    montage_size: int = 8
 
 
 @dataclass(frozen=True)
@@ -75,22 +65,6 @@ class FoldExplanation:
 
 def explain_dir(cfg: Config, fold: int) -> Path:
     return experiment_dir(cfg) / "explain" / f"fold{fold}"
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """'2/4' -> (2, 4); the parts are 1..N."""
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 1/4") from None
-    if not 1 <= index <= count:
-        raise ConfigError(f"--shard {text!r}: I must be between 1 and N")
-    return index, count
-
-
-def in_shard(image: str, shard: tuple[int, int] | None) -> bool:
-    """A stable part of the fold for each image (CRC32 of its path), the same on every machine."""
-    return shard is None or zlib.crc32(image.encode()) % shard[1] == shard[0] - 1
 
 
 def target_indices(option: str, labels: np.ndarray, classes: list[str]) -> np.ndarray | None:
@@ -242,6 +216,10 @@ def explain_rows(
     probe = make_probe(
         model, layer if options.method in LAYER_METHODS else None, jit_compile=cfg.explain.xla
     )
+    note = coarse_map_note(model, probe.layer_name) if options.method in LAYER_METHODS else None
+    if note and note not in _NOTED:  # once per process, not once per fold
+        _NOTED.add(note)
+        log.warning("%s", note)
     batch_size = cfg.explain.batch_size
     ds = fold_dataset(fold_cfg, todo, classes, batch_size)
     rows: list[dict] = []
