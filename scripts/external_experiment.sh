@@ -12,20 +12,19 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 for site in shenzhen montgomery; do
-  mkdir -p "$WORK/$site"
-  cp -r "$SOURCE/images" "$WORK/$site/images"  # a copy: the import reads only files inside its own folder
-  .venv/bin/python - "$SOURCE/labels.csv" "$WORK/$site/list.csv" "$site" <<'PY'
+  .venv/bin/python - "$SOURCE/labels.csv" "$WORK/$site.csv" "$site" <<'PY'
 import sys
 
 import pandas as pd
 
 table = pd.read_csv(sys.argv[1], dtype=str)
 table = table[table["source"] == sys.argv[3]]
-columns = {"image": "path", "finding": "label", "patient_id": "patient_id"}
+columns = {"image": "path", "finding": "label", "patient_id": "patient_id", "mask": "lung_mask"}
 table[list(columns)].rename(columns=columns).to_csv(sys.argv[2], index=False)
 PY
-  .venv/bin/cxr download folder --csv "$WORK/$site/list.csv" --name "tb-$site" --size 256 --folds 5 \
-    --overwrite --quiet
+  # --root: the images and masks are read where they are; their lung masks come along
+  .venv/bin/cxr download folder --csv "$WORK/$site.csv" --root "$SOURCE" --name "tb-$site" \
+    --size 256 --folds 5 --overwrite --quiet
 done
 overrides=(experiment.name=tb-shenzhen data.dataset=tb-shenzhen data.image_size=256 train.epochs=10)
 for fold in ${FOLDS//,/ }; do
