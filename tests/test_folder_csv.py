@@ -149,3 +149,26 @@ def test_root_is_where_the_paths_start(annotated: tuple[Path, Path], tmp_path: P
         download("folder", options(tmp_path, csv, None))
     with pytest.raises(CxrError, match="--root says where the paths of a --csv start"):
         download("folder", options(tmp_path, None, root, from_dir=root))
+
+
+def test_the_annotations_reach_explain_and_audit(
+    annotated: tuple[Path, Path], tmp_path: Path, trained_run
+) -> None:
+    """The imported boxes are what explain's box share and the audit's localisation use, and
+    the imported lung fields what the shortcut audit uses (a trained model run --on them)."""
+    from cxr.audit.run import audit_fold
+    from cxr.explain.options import ExplainOptions
+    from cxr.explain.run import explain_fold
+    from cxr.external import open_external
+
+    csv, root = annotated
+    folder = download("folder", options(tmp_path, csv, root))
+    on = open_external(trained_run, str(folder))
+    report = explain_fold(trained_run, 0, ExplainOptions(target="true"), on).report
+    boxed = report["image"].isin([f"images/p{i}.png" for i in (1, 3, 5, 7)])
+    assert report.loc[boxed, "box_energy_share"].notna().all()
+    assert report.loc[~boxed, "box_energy_share"].isna().all()
+    audited = audit_fold(trained_run, 0, ["gradcam"], sanity_stages=1, on=on)
+    scored = audited.localisation.query("method == 'gradcam'")
+    assert sorted(scored["image"]) == [f"images/p{i}.png" for i in (1, 3, 5, 7)]
+    assert (audited.shortcuts["peak_region"] != "").all() and audited.summary.shortcuts.regions
