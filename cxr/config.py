@@ -107,6 +107,8 @@ class TrainConfig(_Section):
     flip: bool = True
     monitor: Literal["val_auc", "val_accuracy", "val_loss"] = "val_auc"
     early_stopping_patience: int | None = Field(5, ge=1)
+    # constant; plateau: halve when validation loss stalls 2 epochs; cosine: down to 0 over epochs
+    lr_schedule: Literal["constant", "plateau", "cosine"] = "constant"
     mixed_precision: bool = False
     xla: bool = False
     # MirroredStrategy over these; None: every GPU when there are several

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -26,7 +27,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from cxr.atomic import FILE_MODE, atomic_path, write_text_atomic
-from cxr.config import Config, dump_config, load_config
+from cxr.config import Config, TrainConfig, dump_config, load_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import class_names as table_class_names
 from cxr.data.labels import read_labels
@@ -286,6 +287,9 @@ def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callba
         keras.callbacks.CSVLogger(str(run.history), append=resume),
         keras.callbacks.TensorBoard(str(run.logs), write_graph=False, profile_batch=0),
     ]
+    schedule = learning_rate_callback(cfg.train)
+    if schedule is not None:
+        callbacks.append(schedule)
     if cfg.train.early_stopping_patience is not None:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -293,6 +297,42 @@ def make_callbacks(cfg: Config, run: FoldRun, resume: bool) -> list[keras.callba
             )
         )
     return callbacks
+
+
+def learning_rate_callback(train: TrainConfig) -> keras.callbacks.Callback | None:
+    """train.lr_schedule as a Keras callback: none for constant; plateau halves the rate when the
+    validation loss has not improved for 2 epochs (down to 1/100); cosine lowers it from
+    learning_rate towards 0 over train.epochs, epoch by epoch."""
+    if train.lr_schedule == "plateau":
+        return keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=2, min_lr=train.learning_rate / 100
+        )
+    if train.lr_schedule == "cosine":
+        return keras.callbacks.LearningRateScheduler(
+            lambda epoch: cosine_rate(train.learning_rate, epoch, train.epochs)
+        )
+    return None
+
+
+def cosine_rate(base: float, epoch: int, epochs: int) -> float:
+    """Cosine decay: `base` at epoch 0, half of it midway, approaching 0 at the end."""
+    return base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+
+
+JUMP = 10.0  # a validation loss this many times the previous epoch's is an unstable run
+
+
+def loss_jumps(history: pd.DataFrame) -> list[str]:
+    """Epochs (from 1) whose validation loss is more than JUMP times the epoch before's."""
+    if "val_loss" not in history or len(history) < 2:
+        return []
+    loss = history["val_loss"].to_numpy(dtype=float)
+    epochs = history["epoch"].to_numpy(dtype=int) + 1
+    return [
+        f"epoch {epochs[i]}: {loss[i - 1]:.3g} -> {loss[i]:.3g}"
+        for i in range(1, len(loss))
+        if loss[i - 1] > 0 and loss[i] > JUMP * loss[i - 1]
+    ]
 
 
 def save_portable(path: Path) -> None:
@@ -441,6 +481,16 @@ def summarise(cfg: Config, run: FoldRun, fold: int) -> TrainResult:
     best = (
         history[monitor].idxmax() if MONITOR_MODES[monitor] == "max" else history[monitor].idxmin()
     )
+    jumps = loss_jumps(history)
+    if jumps:
+        log.warning(
+            "fold %d: the validation loss jumped more than %gx in one epoch (%s): training is "
+            "unstable; lower model.batchnorm_momentum (0.9, or 0.6 with few steps an epoch) or "
+            "train.learning_rate, or set train.lr_schedule: plateau",
+            fold,
+            JUMP,
+            "; ".join(jumps),
+        )
     result = TrainResult(
         fold,
         run,

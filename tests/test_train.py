@@ -443,3 +443,23 @@ def test_the_saved_model_loads_in_plain_keras(trained_run, tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr[-3000:]
     expected = keras.models.load_model(path, compile=False).count_params()
     assert int(done.stdout.split()[-1]) == expected
+
+
+def test_learning_rate_schedules_and_loss_jumps() -> None:
+    import pandas as pd
+
+    from cxr.config import load_config
+    from cxr.train import cosine_rate, learning_rate_callback, loss_jumps
+
+    assert learning_rate_callback(load_config(None).train) is None
+    plateau = learning_rate_callback(load_config(None, ["train.lr_schedule=plateau"]).train)
+    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau) and plateau.factor == 0.5
+    cosine = load_config(None, ["train.lr_schedule=cosine", "train.epochs=4"]).train
+    callback = learning_rate_callback(cosine)
+    rates = [callback.schedule(epoch) for epoch in range(4)]
+    # 2e-4 * (1 + cos(pi e / 4)) / 2 for e = 0..3
+    np.testing.assert_allclose(rates, [2e-4, 1.7071e-4, 1e-4, 0.2929e-4], rtol=1e-4)
+    assert cosine_rate(1.0, 2, 4) == pytest.approx(0.5)
+    history = pd.DataFrame({"epoch": [0, 1, 2, 3], "val_loss": [0.7, 0.6, 17.7, 0.5]})
+    assert loss_jumps(history) == ["epoch 3: 0.6 -> 17.7"]
+    assert loss_jumps(history.assign(val_loss=[0.7, 0.6, 5.9, 0.5])) == []
