@@ -356,6 +356,22 @@ def save_figure(fig: plt.Figure, path: Path) -> None:
         plt.close(fig)
 
 
+def open_folds(
+    cfg: Config, folds: list[int], external: External | None = None
+) -> tuple[list[FoldRun], list[str], dict[int, Config], bool, int | None]:
+    """The trained folds, their (shared) classes, each fold's settings (reading the external
+    dataset, if any), whether the task is multi-label, and the positive class of a binary one."""
+    runs = [open_trained_fold(cfg, fold) for fold in folds]
+    classes = same_classes(runs)
+    settings = {
+        run.fold: run.settings(cfg) if external is None else external.settings(run.settings(cfg))
+        for run in runs
+    }
+    multi_label = settings[runs[0].fold].data.multi_label
+    positive = None if multi_label else choose_positive_class(classes, cfg.data.positive_class)
+    return runs, classes, settings, multi_label, positive
+
+
 def same_classes(runs: list[FoldRun]) -> list[str]:
     """The classes every fold was trained with (the same for all, or a DataError)."""
     classes = runs[0].read_classes()
@@ -387,11 +403,7 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
             f"no trained folds to evaluate for experiment {cfg.experiment.name!r}; run `cxr train` "
             "first"
         )
-    runs = [open_trained_fold(cfg, fold) for fold in folds]
-    classes = same_classes(runs)
-    settings = {run.fold: run.settings(cfg) for run in runs}
-    multi_label = settings[runs[0].fold].data.multi_label
-    positive = None if multi_label else choose_positive_class(classes, cfg.data.positive_class)
+    runs, classes, settings, multi_label, positive = open_folds(cfg, folds)
     per_fold, all_predictions = {}, []
     for run in runs:
         predictions = predict_fold(run, settings[run.fold])
@@ -422,11 +434,7 @@ def evaluate_external(cfg: Config, folds: list[int], external: External) -> Eval
             f"no trained folds of experiment {cfg.experiment.name!r} to run on {external.name}; "
             "run `cxr train` first"
         )
-    runs = [open_trained_fold(cfg, fold) for fold in folds]
-    classes = same_classes(runs)
-    settings = {run.fold: external.settings(run.settings(cfg)) for run in runs}
-    multi_label = settings[runs[0].fold].data.multi_label
-    positive = None if multi_label else choose_positive_class(classes, cfg.data.positive_class)
+    runs, classes, settings, multi_label, positive = open_folds(cfg, folds, external)
     table = external.table(classes, multi_label)
     per_fold, probabilities = {}, []
     columns = [f"prob_{name}" for name in classes]
