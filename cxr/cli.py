@@ -359,6 +359,27 @@ def describe_metrics(metrics: dict) -> str:
     return text
 
 
+def describe_extras(metrics: dict) -> list[str]:
+    """Patient-level figures and out-of-fold operating points, where the metrics have them."""
+    lines = []
+    for how, found in metrics.get("patients", {}).items():
+        lines.append(
+            f"per patient ({how} of the images' probabilities, {found['n']} patients): ROC AUC "
+            f"{found['roc_auc']:.3f}, sensitivity {found['sensitivity']:.3f}, specificity "
+            f"{found['specificity']:.3f}"
+        )
+    for name, point in metrics.get("operating_points", {}).items():
+        if name == "0.5":
+            continue
+        what = "Youden point" if name == "youden" else f"sensitivity >= {name.split('_')[1]}"
+        thresholds = ", ".join(f"{t:.3f}" for t in point["thresholds"].values())
+        lines.append(
+            f"threshold at the {what}, chosen on the other folds ({thresholds}): sensitivity "
+            f"{point['sensitivity']:.3f}, specificity {point['specificity']:.3f}"
+        )
+    return lines
+
+
 def _parse_parts(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -480,12 +501,15 @@ def evaluate(
     result = evaluate_folds(cfg, folds)
     for k, metrics in result.per_fold.items():
         typer.echo(f"fold {k}: validation {describe_metrics(metrics)}")
+        if len(folds) == 1:
+            for line in describe_extras(metrics):
+                typer.echo(line)
     if len(folds) > 1:
         auc = result.summary["roc_auc"]
-        typer.echo(
-            f"pooled over {len(folds)} folds: ROC AUC {result.pooled['roc_auc']:.3f}; per fold "
-            f"{auc['mean']:.3f} ± {auc['std']:.3f}"
-        )
+        typer.echo(f"pooled over {len(folds)} folds: {describe_metrics(result.pooled)}")
+        typer.echo(f"ROC AUC per fold {auc['mean']:.3f} ± {auc['std']:.3f}")
+        for line in describe_extras(result.pooled):
+            typer.echo(line)
     typer.echo(f"reports in {result.folder} and each fold's evaluation/")
 
 

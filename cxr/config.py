@@ -147,6 +147,8 @@ class EvaluateConfig(_Section):
 
     bootstrap: int = Field(2000, ge=0, le=100_000)  # resamples of patients; 0: no intervals
     calibration_bins: int = Field(10, ge=2, le=100)  # equal-count bins for ECE and the diagram
+    # the operating point a screening use asks for, chosen out of fold
+    target_sensitivity: float = Field(0.9, gt=0, lt=1)
 
 
 class Config(_Section):

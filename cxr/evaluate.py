@@ -235,7 +235,21 @@ def metrics_from_predictions(
         result = compute_metrics(truth, probs, classes, positive)
     if settings is not None:
         result |= uncertainty(predictions, probs, truth, classes, positive, settings, seed)
+    if positive is not None and (patients := patient_metrics(predictions, classes, positive)):
+        result["patients"] = patients
     return result
+
+
+def operating_points(
+    predictions: pd.DataFrame, classes: list[str], positive: int | None, target: float
+) -> dict:
+    """A binary task's Youden and target-sensitivity thresholds chosen out of fold over several
+    folds' predictions (cxr.stats.out_of_fold_operating_points); empty otherwise."""
+    if positive is None or predictions["fold"].nunique() < 2:
+        return {}
+    truth = (predictions["true_label"] == classes[positive]).to_numpy()
+    score = predictions[f"prob_{classes[positive]}"].to_numpy()
+    return stats.out_of_fold_operating_points(truth, score, predictions["fold"].to_numpy(), target)
 
 
 def uncertainty(
@@ -284,6 +298,29 @@ def uncertainty(
     out["calibration"] = stats.calibration(probs.max(axis=1), correct, bins)
     out["calibration"]["of"] = "the predicted class's probability"
     return out
+
+
+def patient_metrics(
+    predictions: pd.DataFrame, classes: list[str], positive: int
+) -> dict[str, dict] | None:
+    """A binary task's metrics per patient, with the patient's score the max or the mean of their
+    images' probabilities and the patient positive when any image is; None when no patient has
+    more than one image (the image-level figures say it all)."""
+    named = predictions[predictions["patient_id"].astype(str) != ""]
+    if named.empty or not named["patient_id"].duplicated().any():
+        return None
+    column = f"prob_{classes[positive]}"
+    grouped = named.assign(case=named["true_label"] == classes[positive]).groupby("patient_id")
+    truth = grouped["case"].any().to_numpy()
+    result: dict[str, dict] = {}
+    for how in ("max", "mean"):
+        score = grouped[column].agg(how).to_numpy()
+        probs = np.zeros((len(score), len(classes)))
+        probs[:, positive], probs[:, 1 - positive] = score, 1 - score
+        index = np.where(truth, positive, 1 - positive)
+        found = compute_metrics(index, probs, classes, positive)
+        result[how] = {k: found[k] for k in ("n", *SCALAR_METRICS)}
+    return result
 
 
 def plot_calibration(folder: Path, metrics: dict) -> None:
@@ -419,6 +456,11 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
     pooled = metrics_from_predictions(
         pooled_predictions, classes, positive, multi_label, cfg.evaluate, cfg.experiment.seed
     )
+    chosen = operating_points(
+        pooled_predictions, classes, positive, cfg.evaluate.target_sensitivity
+    )
+    if chosen:
+        pooled["operating_points"] = chosen
     summary = mean_and_std(per_fold)
     folder = pooled_evaluation_dir(cfg)
     report = {"folds": folds, "pooled": pooled, "mean_std": summary, "per_fold": per_fold}

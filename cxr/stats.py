@@ -115,3 +115,54 @@ def calibration(probability: np.ndarray, outcome: np.ndarray, bins: int = 10) ->
         "observed": observed,
         "counts": sizes,
     }
+
+
+def youden_threshold(truth: np.ndarray, score: np.ndarray) -> float:
+    """The score threshold that maximises sensitivity + specificity - 1 (Youden's J)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(truth, score)
+    return float(thresholds[int(np.argmax(tpr - fpr))])
+
+
+def sensitivity_threshold(truth: np.ndarray, score: np.ndarray, target: float) -> float:
+    """The highest score threshold whose sensitivity reaches `target` (so the best specificity
+    among those that do)."""
+    from sklearn.metrics import roc_curve
+
+    _, tpr, thresholds = roc_curve(truth, score, drop_intermediate=False)
+    return float(thresholds[int(np.argmax(tpr >= target))])
+
+
+def at_threshold(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Sensitivity and specificity of positive calls against the truth (NaN without cases)."""
+    truth, predicted = truth.astype(bool), predicted.astype(bool)
+    cases, controls = truth.sum(), (~truth).sum()
+    return {
+        "sensitivity": float((truth & predicted).sum() / cases) if cases else float("nan"),
+        "specificity": float((~truth & ~predicted).sum() / controls) if controls else float("nan"),
+    }
+
+
+def out_of_fold_operating_points(
+    truth: np.ndarray, score: np.ndarray, folds: np.ndarray, target: float
+) -> dict:
+    """Thresholds at the Youden point and at a target sensitivity, each chosen for a fold on the
+    other folds' predictions only (never on the images it is applied to), and the sensitivity
+    and specificity they give over all folds."""
+    truth, folds = truth.astype(bool), np.asarray(folds)
+    result: dict = {}
+    for name, choose in (
+        ("youden", youden_threshold),
+        (f"sensitivity_{target:g}", lambda t, s: sensitivity_threshold(t, s, target)),
+    ):
+        thresholds, called = {}, np.zeros(len(truth), dtype=bool)
+        for fold in np.unique(folds):
+            mine, others = folds == fold, folds != fold
+            if truth[others].all() or not truth[others].any():
+                return {}  # another fold set without both classes: no threshold can be chosen
+            thresholds[str(fold)] = choose(truth[others], score[others])
+            called[mine] = score[mine] >= thresholds[str(fold)]
+        result[name] = {"thresholds": thresholds, **at_threshold(truth, called)}
+    result["0.5"] = at_threshold(truth, score >= 0.5)
+    return result

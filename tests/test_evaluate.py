@@ -135,6 +135,10 @@ def test_evaluate_writes_reports_from_the_models_own_predictions(trained_run) ->
         np.mean((probability - hits) ** 2)
     )
     assert (fold_run(trained_run, 0).evaluation / "calibration.png").is_file()
+    # out-of-fold operating points over the pooled folds, and patients with several images
+    points = result.pooled["operating_points"]
+    assert set(points["youden"]["thresholds"]) == {"0", "1"} and "sensitivity_0.9" in points
+    assert result.pooled["patients"]["max"]["n"] == pooled["patient_id"].nunique()
 
 
 def test_untrained_fold_is_a_clear_error(trained_run, tmp_path: Path) -> None:

@@ -83,3 +83,66 @@ def test_calibration_by_hand() -> None:
     skewed = calibration(probability, np.ones(8), bins=4)
     # four bins of two: gaps 0.85, 0.65, 0.35, 0.15, each a quarter of the images
     assert skewed["ece"] == pytest.approx((0.85 + 0.65 + 0.35 + 0.15) / 4)
+
+
+def test_thresholds_by_hand() -> None:
+    from cxr.stats import sensitivity_threshold, youden_threshold
+
+    truth = np.array([0, 0, 0, 1, 0, 1, 1, 1], bool)
+    score = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    # at 0.6: sensitivity 3/4, specificity 4/4 (J = 0.75); at 0.4: 4/4 and 3/4 (J = 0.75); the
+    # first maximum in scikit-learn's decreasing thresholds is 0.6
+    assert youden_threshold(truth, score) == 0.6
+    assert sensitivity_threshold(truth, score, 1.0) == 0.4
+    assert sensitivity_threshold(truth, score, 0.5) == 0.7
+
+
+def test_operating_points_are_never_chosen_on_their_own_fold() -> None:
+    from cxr.stats import out_of_fold_operating_points, youden_threshold
+
+    rng = np.random.default_rng(5)
+    truth = rng.uniform(size=90) < 0.5
+    score = np.clip(truth * 0.4 + rng.uniform(size=90) * 0.6, 0, 1)
+    folds = np.repeat([0, 1, 2], 30)
+    points = out_of_fold_operating_points(truth, score, folds, 0.9)
+    for fold in (0, 1, 2):
+        others = folds != fold
+        assert points["youden"]["thresholds"][str(fold)] == youden_threshold(
+            truth[others], score[others]
+        )
+    # fold 0's own scores changed: its threshold stays, the others' move
+    changed = score.copy()
+    changed[folds == 0] = rng.uniform(size=30)
+    again = out_of_fold_operating_points(truth, changed, folds, 0.9)
+    assert again["youden"]["thresholds"]["0"] == points["youden"]["thresholds"]["0"]
+    called = np.concatenate(
+        [score[folds == f] >= points["sensitivity_0.9"]["thresholds"][str(f)] for f in (0, 1, 2)]
+    )
+    assert points["sensitivity_0.9"]["sensitivity"] == pytest.approx(called[truth].mean())
+    assert points["sensitivity_0.9"]["specificity"] == pytest.approx((~called[~truth]).mean())
+
+
+def test_patient_metrics_equal_a_hand_built_table() -> None:
+    import pandas as pd
+
+    from cxr.evaluate import patient_metrics
+
+    predictions = pd.DataFrame(
+        {
+            "patient_id": ["a", "a", "b", "c", "c", "d"],
+            "true_label": ["normal", "tb", "normal", "normal", "normal", "tb"],
+            "prob_tb": [0.2, 0.7, 0.4, 0.1, 0.6, 0.3],
+        }
+    ).assign(prob_normal=lambda t: 1 - t["prob_tb"])
+    found = patient_metrics(predictions, ["normal", "tb"], 1)
+    # patients a (tb: an image is), b, c, d (tb): max 0.7, 0.4, 0.6, 0.3; mean 0.45, 0.4, 0.35, 0.3
+    truth = [1, 0, 0, 1]
+    assert found["max"]["roc_auc"] == pytest.approx(skm.roc_auc_score(truth, [0.7, 0.4, 0.6, 0.3]))
+    assert found["mean"]["roc_auc"] == pytest.approx(
+        skm.roc_auc_score(truth, [0.45, 0.4, 0.35, 0.3])
+    )
+    # max: a and c called tb (0.7, 0.6): sensitivity 1/2, specificity 1/2
+    assert (found["max"]["sensitivity"], found["max"]["specificity"]) == (0.5, 0.5)
+    assert found["max"]["n"] == 4
+    single = predictions.assign(patient_id=["a", "b", "c", "d", "e", "f"])
+    assert patient_metrics(single, ["normal", "tb"], 1) is None
