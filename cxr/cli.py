@@ -368,6 +368,19 @@ def describe_extras(metrics: dict) -> list[str]:
             f"{found['roc_auc']:.3f}, sensitivity {found['sensitivity']:.3f}, specificity "
             f"{found['specificity']:.3f}"
         )
+    groups = metrics.get("subgroups", [])
+    if groups:
+        shown = "; ".join(
+            f"{g['column']}={g['value']} {g['roc_auc']:.3f} [{g['ci95_low']:.3f}, "
+            f"{g['ci95_high']:.3f}] ({g['images']})"
+            for g in groups
+        )
+        lines.append(f"ROC AUC by subgroup [95% CI] (images): {shown}")
+        below = [f"{g['column']}={g['value']}" for g in groups if g["below_overall"]]
+        lines.append(
+            "subgroups whose interval lies wholly below the overall AUC: "
+            + (", ".join(below) if below else "none")
+        )
     for name, point in metrics.get("operating_points", {}).items():
         if name == "0.5":
             continue
@@ -495,6 +508,8 @@ def evaluate(
         typer.echo(
             f"fold ensemble ({models}, mean probability) on {on}: {describe_metrics(result.pooled)}"
         )
+        for line in describe_extras(result.pooled):
+            typer.echo(line)
         typer.echo(f"external validation reports in {result.folder}")
         return
     folds = selected_folds(cfg, fold, all_folds)

@@ -20,7 +20,7 @@ from sklearn import metrics as skm
 from cxr import stats
 from cxr.atomic import atomic_path, write_text_atomic
 from cxr.config import Config, EvaluateConfig
-from cxr.data.labels import is_negative_class, spreadsheet_safe
+from cxr.data.labels import is_negative_class, read_labels, spreadsheet_safe
 from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failure
 from cxr.errors import DataError
 from cxr.explain.report import output_probabilities
@@ -238,6 +238,93 @@ def metrics_from_predictions(
     if positive is not None and (patients := patient_metrics(predictions, classes, positive)):
         result["patients"] = patients
     return result
+
+
+SUBGROUP_COLUMNS = ("sex", "age", "view", "site", "source", "hospital")
+AGE_BANDS = (0, 18, 40, 60, 80, 200)  # years: children, young, middle-aged, older, oldest
+
+
+def with_subgroups(predictions: pd.DataFrame, dataset_dir: Path) -> pd.DataFrame:
+    """The predictions with the dataset's subgroup columns (sex, age, view, site, ...) that
+    labels.csv has; age as a band."""
+    labels = read_labels(dataset_dir, check_files=False)
+    columns = [c for c in SUBGROUP_COLUMNS if c in labels.columns]
+    if not columns:
+        return predictions
+    found = labels[["image", *columns]].copy()
+    if "age" in found:
+        years = pd.to_numeric(found["age"], errors="coerce")
+        bands = pd.cut(years, AGE_BANDS, right=False)
+        found["age"] = ["" if pd.isna(b) else f"{int(b.left)}-{int(b.right) - 1}" for b in bands]
+    return predictions.merge(found, on="image", how="left")
+
+
+def subgroup_table(
+    predictions: pd.DataFrame,
+    classes: list[str],
+    positive: int,
+    settings: EvaluateConfig,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """ROC AUC with its interval (patients resampled) per value of each subgroup column, the
+    counts, and whether the interval lies wholly below the AUC over all images."""
+    predictions = predictions.reset_index(drop=True)
+    truth = (predictions["true_label"] == classes[positive]).to_numpy()
+    score = predictions[f"prob_{classes[positive]}"].to_numpy()
+    overall = float(stats.weighted_auc(score, truth, np.ones((1, len(score))))[0])
+    patients = (
+        predictions["patient_id"]
+        .astype(str)
+        .where(predictions["patient_id"].astype(str) != "", predictions["image"].astype(str))
+    )
+    rows = []
+    for column in (c for c in SUBGROUP_COLUMNS if c in predictions.columns):
+        for value, part in predictions.groupby(predictions[column].astype(str)):
+            if not value:
+                continue
+            mine = part.index.to_numpy()
+            auc = float(stats.weighted_auc(score[mine], truth[mine], np.ones((1, len(mine))))[0])
+            weights = stats.patient_weights(patients[mine].to_numpy(), settings.bootstrap, seed)
+            low, high = (
+                stats.interval(stats.weighted_auc(score[mine], truth[mine], weights))
+                if settings.bootstrap
+                else (float("nan"), float("nan"))
+            )
+            rows.append(
+                {
+                    "column": column,
+                    "value": value,
+                    "images": len(mine),
+                    "positives": int(truth[mine].sum()),
+                    "roc_auc": auc,
+                    "ci95_low": low,
+                    "ci95_high": high,
+                    "overall_auc": overall,
+                    "below_overall": bool(high < overall),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def add_subgroups(
+    metrics: dict,
+    predictions: pd.DataFrame,
+    dataset_dir: Path,
+    classes: list[str],
+    positive: int | None,
+    cfg: Config,
+    folder: Path,
+) -> None:
+    """A binary task's subgroup table (subgroups.csv, and `subgroups` in the metrics) when the
+    dataset has subgroup columns."""
+    if positive is None:
+        return
+    found = with_subgroups(predictions, dataset_dir)
+    table = subgroup_table(found, classes, positive, cfg.evaluate, cfg.experiment.seed)
+    if table.empty:
+        return
+    write_text_atomic(folder / "subgroups.csv", table.to_csv(index=False))
+    metrics["subgroups"] = table.to_dict("records")
 
 
 def operating_points(
@@ -463,6 +550,8 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
         pooled["operating_points"] = chosen
     summary = mean_and_std(per_fold)
     folder = pooled_evaluation_dir(cfg)
+    dataset_dir = settings[runs[0].fold].data.dataset_dir
+    add_subgroups(pooled, pooled_predictions, dataset_dir, classes, positive, cfg, folder)
     report = {"folds": folds, "pooled": pooled, "mean_std": summary, "per_fold": per_fold}
     write_report(folder, pooled_predictions, report, pooled, classes, positive)
     return Evaluation(per_fold, pooled, summary, folder)
@@ -501,6 +590,15 @@ def evaluate_external(cfg: Config, folds: list[int], external: External) -> Eval
         ensemble_predictions[f"std_{name}"] = spread[:, i]
     ensemble = metrics_from_predictions(
         ensemble_predictions, classes, positive, multi_label, cfg.evaluate, cfg.experiment.seed
+    )
+    add_subgroups(
+        ensemble,
+        ensemble_predictions,
+        external.dataset_dir,
+        classes,
+        positive,
+        cfg,
+        external.folder,
     )
     summary = mean_and_std(per_fold)
     report = {

@@ -152,3 +152,44 @@ def test_untrained_fold_is_a_clear_error(trained_run, tmp_path: Path) -> None:
         and "was never trained" in result.output
         and "Traceback" not in result.output
     )
+
+
+def test_subgroup_aucs_equal_scikit_learns_on_the_subsets(nih_sample: Path, tmp_path: Path) -> None:
+    """The NIH fixture's sex, age and view: each subgroup's AUC is scikit-learn's on that subset."""
+    from cxr.config import EvaluateConfig
+    from cxr.data.sources import DownloadOptions, download
+    from cxr.evaluate import subgroup_table, with_subgroups
+
+    folder = download(
+        "nih-cxr14",
+        DownloadOptions(dest=tmp_path, from_dir=nih_sample, size=32, folds=2, show_progress=False),
+    )
+    labels = pd.read_csv(folder / "labels.csv", dtype=str, keep_default_na=False)
+    classes = sorted(labels["label"].unique())
+    positive = 1 - classes.index("normal") if "normal" in classes else 1
+    rng = np.random.default_rng(0)
+    score = rng.uniform(size=len(labels)) * 0.6 + (labels["label"] == classes[positive]) * 0.3
+    predictions = pd.DataFrame(
+        {
+            "image": labels["image"],
+            "patient_id": labels["patient_id"],
+            "true_label": labels["label"],
+            f"prob_{classes[positive]}": score,
+            f"prob_{classes[1 - positive]}": 1 - score,
+        }
+    )
+    found = with_subgroups(predictions, folder)
+    table = subgroup_table(found, classes, positive, EvaluateConfig(bootstrap=200))
+    assert set(table["column"]) == {"sex", "age", "view"}
+    truth = labels["label"] == classes[positive]
+    ages = pd.to_numeric(labels["age"], errors="coerce")
+    for row in table.to_dict("records"):
+        if row["column"] == "age":
+            low, high = (int(v) for v in row["value"].split("-"))
+            subset = (ages >= low) & (ages <= high)
+        else:
+            subset = labels[row["column"]] == row["value"]
+        assert row["images"] == subset.sum()
+        if truth[subset].nunique() == 2:
+            assert row["roc_auc"] == pytest.approx(roc_auc_score(truth[subset], score[subset]))
+        assert row["below_overall"] == (row["ci95_high"] < roc_auc_score(truth, score))
