@@ -19,6 +19,7 @@ from sklearn import metrics as skm
 
 from cxr import stats
 from cxr.atomic import atomic_path, write_text_atomic
+from cxr.card import write_model_card
 from cxr.config import Config, EvaluateConfig
 from cxr.data.labels import is_negative_class, read_labels, spreadsheet_safe
 from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failure
@@ -554,6 +555,7 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
     add_subgroups(pooled, pooled_predictions, dataset_dir, classes, positive, cfg, folder)
     report = {"folds": folds, "pooled": pooled, "mean_std": summary, "per_fold": per_fold}
     write_report(folder, pooled_predictions, report, pooled, classes, positive)
+    write_model_card(cfg)
     return Evaluation(per_fold, pooled, summary, folder)
 
 
@@ -611,4 +613,5 @@ def evaluate_external(cfg: Config, folds: list[int], external: External) -> Eval
         "per_fold": per_fold,
     }
     write_report(external.folder, ensemble_predictions, report, ensemble, classes, positive)
+    write_model_card(cfg)
     return Evaluation(per_fold, ensemble, summary, external.folder)

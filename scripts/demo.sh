@@ -13,4 +13,4 @@ CONFIG=configs/synthetic.yaml
 .venv/bin/cxr evaluate --config "$CONFIG"
 .venv/bin/cxr explain --config "$CONFIG"
 .venv/bin/cxr audit --config "$CONFIG" --methods gradcam,hirescam,gradcam++,guided_backprop
-echo "overlays: runs/synthetic-pna/explain/fold0/{right,wrong}/  report: report.csv  browse: index.html  montage: montage.png"
+echo "overlays: runs/synthetic-pna/explain/fold0/{right,wrong}/  report: report.csv  browse: index.html  montage: montage.png  model card: runs/synthetic-pna/MODEL_CARD.md"

@@ -25,6 +25,7 @@ from cxr.audit.results import AuditSummary, Estimate, Faithfulness, Localisation
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import summarise_shortcuts
 from cxr.audit.sweep import Sample, sweep_fold
+from cxr.card import write_model_card
 from cxr.config import Config, check_baseline
 from cxr.data.labels import decode_boxes
 from cxr.data.pipeline import images_named_on_failure
@@ -266,6 +267,7 @@ def audit_folds(
     is pooled: each fold's audit stands alone."""
     results = [audit_fold(cfg, fold, methods, layer, sanity_stages, baseline, on) for fold in folds]
     if len(results) < 2 or on is not None:
+        write_model_card(cfg)
         return results, None
     pooled = pool_audits(results, baseline)
     folder = experiment_dir(cfg) / "audit"
@@ -273,6 +275,7 @@ def audit_folds(
     write_text_atomic(folder / "methods_by_fold.csv", by_fold.to_csv())
     write_text_atomic(folder / "methods.csv", methods_table(pooled).to_csv())
     write_summary(folder, pooled)
+    write_model_card(cfg)
     return results, pooled
 
 

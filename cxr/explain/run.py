@@ -23,6 +23,7 @@ from PIL import Image
 
 from cxr.atomic import write_text_atomic
 from cxr.audit.regions import REGIONS, region_codes
+from cxr.card import write_model_card
 from cxr.config import Config
 from cxr.data.download import file_digest
 from cxr.data.labels import decode_boxes, from_spreadsheet_safe, split_labels, spreadsheet_safe
@@ -373,6 +374,7 @@ def explain_folds(
             "first"
         )
     results = [explain_fold(cfg, fold, options, on) for fold in folds]
+    write_model_card(cfg)
     if len(results) == 1:
         return results, None
     combined = pd.concat([r.report for r in results], ignore_index=True)

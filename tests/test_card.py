@@ -1,0 +1,26 @@
+"""The model card is made from the run's files: change a file, and the card says the new value."""
+
+from __future__ import annotations
+
+import json
+
+from cxr.card import write_model_card
+from cxr.evaluate import evaluate
+from cxr.runs import pooled_evaluation_dir
+
+
+def test_the_card_reads_every_figure_from_the_run(trained_run) -> None:
+    evaluate(trained_run, [0, 1])
+    folder = trained_run.experiment.output_dir / trained_run.experiment.name
+    card = (folder / "MODEL_CARD.md").read_text()
+    report = json.loads((pooled_evaluation_dir(trained_run) / "metrics.json").read_text())
+    low, high = report["pooled"]["ci95"]["roc_auc"]
+    assert f"| roc_auc | {report['pooled']['roc_auc']:.3f} [{low:.3f}, {high:.3f}] |" in card
+    assert f"expected calibration error {report['pooled']['calibration']['ece']:.3f}" in card
+    assert "Synthetic phantoms" in card and (folder / "MODEL_CARD.html").is_file()
+    # a figure changed in the run's file is what the card says next time
+    report["pooled"]["roc_auc"] = 0.123
+    (pooled_evaluation_dir(trained_run) / "metrics.json").write_text(json.dumps(report))
+    write_model_card(trained_run)
+    assert "| roc_auc | 0.123 [" in (folder / "MODEL_CARD.md").read_text()
+    evaluate(trained_run, [0, 1])  # as the other tests found it
