@@ -368,6 +368,15 @@ def describe_extras(metrics: dict) -> list[str]:
             f"{found['roc_auc']:.3f}, sensitivity {found['sensitivity']:.3f}, specificity "
             f"{found['specificity']:.3f}"
         )
+    scaled = metrics.get("temperature")
+    if scaled:
+        before, after = scaled["before"], scaled["after"]
+        temps = ", ".join(f"{t:.2f}" for t in scaled["per_fold"].values())
+        lines.append(
+            f"temperature scaling (fitted on the other folds, T = {temps}): ECE "
+            f"{before['ece']:.3f} -> {after['ece']:.3f}, Brier {before['brier']:.3f} -> "
+            f"{after['brier']:.3f}, NLL {before['nll']:.3f} -> {after['nll']:.3f}"
+        )
     groups = metrics.get("subgroups", [])
     if groups:
         shown = "; ".join(

@@ -149,6 +149,8 @@ class EvaluateConfig(_Section):
     calibration_bins: int = Field(10, ge=2, le=100)  # equal-count bins for ECE and the diagram
     # the operating point a screening use asks for, chosen out of fold
     target_sensitivity: float = Field(0.9, gt=0, lt=1)
+    # temperature: also report probabilities rescaled by a temperature fitted on the other folds
+    calibrate: Literal["none", "temperature"] = "none"
 
 
 class Config(_Section):

@@ -328,6 +328,40 @@ def add_subgroups(
     metrics["subgroups"] = table.to_dict("records")
 
 
+def temperature_scaling(
+    predictions: pd.DataFrame, classes: list[str], positive: int | None, multi_label: bool
+) -> dict:
+    """Calibration before and after temperature scaling cross-fitted over folds (each fold's
+    temperature fitted on the other folds' predictions); adds calibrated_prob_<class> columns.
+    Empty, with a warning, where it cannot be done honestly."""
+    if multi_label or predictions["fold"].nunique() < 2:
+        log.warning(
+            "evaluate.calibrate: temperature needs a single-label task and two or more evaluated "
+            "folds (each fold's temperature is fitted on the others); not done"
+        )
+        return {}
+    probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
+    truth = encode_labels(predictions["true_label"], classes)
+    calibrated, temperatures = stats.cross_fitted_temperature(
+        probs, truth, predictions["fold"].to_numpy()
+    )
+    for i, name in enumerate(classes):
+        predictions[f"calibrated_prob_{name}"] = calibrated[:, i]
+
+    def judged(p: np.ndarray) -> dict:
+        if positive is not None:
+            found = stats.calibration(p[:, positive], truth == positive)
+        else:
+            found = stats.calibration(p.max(axis=1), p.argmax(axis=1) == truth)
+        return {
+            "ece": found["ece"],
+            "brier": found["brier"],
+            "nll": stats.negative_log_likelihood(p, truth),
+        }
+
+    return {"per_fold": temperatures, "before": judged(probs), "after": judged(calibrated)}
+
+
 def operating_points(
     predictions: pd.DataFrame, classes: list[str], positive: int | None, target: float
 ) -> dict:
@@ -549,6 +583,10 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
     )
     if chosen:
         pooled["operating_points"] = chosen
+    if cfg.evaluate.calibrate == "temperature":
+        scaled = temperature_scaling(pooled_predictions, classes, positive, multi_label)
+        if scaled:
+            pooled["temperature"] = scaled
     summary = mean_and_std(per_fold)
     folder = pooled_evaluation_dir(cfg)
     dataset_dir = settings[runs[0].fold].data.dataset_dir

@@ -166,3 +166,52 @@ def out_of_fold_operating_points(
         result[name] = {"thresholds": thresholds, **at_threshold(truth, called)}
     result["0.5"] = at_threshold(truth, score >= 0.5)
     return result
+
+
+def log_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Log-probabilities, kept finite: softmax(log p / T) is temperature scaling of the logits
+    (the logits' per-image constant cancels)."""
+    return np.log(np.clip(probs, 1e-12, 1.0))
+
+
+def scaled_probabilities(log_probs: np.ndarray, temperature: float) -> np.ndarray:
+    z = log_probs / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    exp = np.exp(z)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(probs: np.ndarray, truth: np.ndarray) -> float:
+    """Mean -log p(true class)."""
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(truth)), truth], 1e-12, 1.0))))
+
+
+def fit_temperature(probs: np.ndarray, truth: np.ndarray) -> float:
+    """The temperature (0.05 to 20) that minimises the negative log-likelihood of `truth`."""
+    from scipy.optimize import minimize_scalar
+
+    log_probs = log_probabilities(probs)
+    found = minimize_scalar(
+        lambda log_t: negative_log_likelihood(
+            scaled_probabilities(log_probs, float(np.exp(log_t))), truth
+        ),
+        bounds=(np.log(0.05), np.log(20.0)),
+        method="bounded",
+    )
+    return float(np.exp(found.x))
+
+
+def cross_fitted_temperature(
+    probs: np.ndarray, truth: np.ndarray, folds: np.ndarray
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Each fold's probabilities rescaled by a temperature fitted on the other folds only (never
+    on the images it is applied to); returns them and the temperature per fold."""
+    folds = np.asarray(folds)
+    calibrated, temperatures = np.empty_like(probs, dtype=float), {}
+    for fold in np.unique(folds):
+        mine = folds == fold
+        temperatures[str(fold)] = fit_temperature(probs[~mine], truth[~mine])
+        calibrated[mine] = scaled_probabilities(
+            log_probabilities(probs[mine]), temperatures[str(fold)]
+        )
+    return calibrated, temperatures

@@ -193,3 +193,21 @@ def test_subgroup_aucs_equal_scikit_learns_on_the_subsets(nih_sample: Path, tmp_
         if truth[subset].nunique() == 2:
             assert row["roc_auc"] == pytest.approx(roc_auc_score(truth[subset], score[subset]))
         assert row["below_overall"] == (row["ci95_high"] < roc_auc_score(truth, score))
+
+
+def test_temperature_scaling_in_the_pooled_report(trained_run) -> None:
+    from cxr.config import EvaluateConfig
+    from cxr.stats import fit_temperature
+
+    cfg = trained_run.model_copy(update={"evaluate": EvaluateConfig(calibrate="temperature")})
+    result = evaluate(cfg, [0, 1])
+    scaled = result.pooled["temperature"]
+    pooled = pd.read_csv(pooled_evaluation_dir(cfg) / "predictions.csv")
+    # fold 0's temperature is the one fitted on fold 1's predictions alone
+    other = pooled[pooled["fold"] == 1]
+    probs = other[["prob_normal", "prob_pneumonia"]].to_numpy()
+    truth = (other["true_label"] == "pneumonia").to_numpy().astype(int)
+    assert scaled["per_fold"]["0"] == pytest.approx(fit_temperature(probs, truth), rel=0.01)
+    assert {"calibrated_prob_normal", "calibrated_prob_pneumonia"} <= set(pooled.columns)
+    assert set(scaled["before"]) == set(scaled["after"]) == {"ece", "brier", "nll"}
+    evaluate(trained_run, [0, 1])  # as the other tests found it

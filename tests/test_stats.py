@@ -146,3 +146,22 @@ def test_patient_metrics_equal_a_hand_built_table() -> None:
     assert found["max"]["n"] == 4
     single = predictions.assign(patient_id=["a", "b", "c", "d", "e", "f"])
     assert patient_metrics(single, ["normal", "tb"], 1) is None
+
+
+def test_temperature_scaling_undoes_over_confidence_out_of_fold() -> None:
+    from cxr.stats import cross_fitted_temperature, negative_log_likelihood
+
+    rng = np.random.default_rng(6)
+    logits = rng.normal(0, 1.5, size=(3000, 2))
+    honest = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    truth = (rng.uniform(size=3000) < honest[:, 1]).astype(int)
+    sharp = np.exp(3 * logits) / np.exp(3 * logits).sum(axis=1, keepdims=True)  # over-confident
+    folds = np.repeat([0, 1, 2], 1000)
+    calibrated, temperatures = cross_fitted_temperature(sharp, truth, folds)
+    assert negative_log_likelihood(calibrated, truth) < negative_log_likelihood(sharp, truth)
+    assert all(2.5 < t < 3.5 for t in temperatures.values()), temperatures
+    # never fitted on its own rows: fold 0's temperature ignores fold 0's labels
+    flipped = truth.copy()
+    flipped[folds == 0] = 1 - flipped[folds == 0]
+    _, again = cross_fitted_temperature(sharp, flipped, folds)
+    assert again["0"] == pytest.approx(temperatures["0"]) and again["1"] != temperatures["1"]
