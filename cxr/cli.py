@@ -571,6 +571,13 @@ def explain(
     ] = False,
     on: OnOption = None,
     renames: MapOption = None,
+    fold_agreement: Annotated[
+        bool,
+        typer.Option(
+            help="Also explain each image with every other trained fold's model: the spread of "
+            "their probabilities and how their maps rank-correlate with the own fold's."
+        ),
+    ] = False,
 ) -> None:
     """Grad-CAM overlays sorted into right/ and wrong/, a per-image report, a montage and an HTML
     page, per fold."""
@@ -588,6 +595,7 @@ def explain(
         overwrite=overwrite,
         shard=parts,
         save_maps=save_maps,
+        fold_agreement=fold_agreement,
     )
     import_tensorflow_quietly()
     from cxr.explain.run import explain_folds
@@ -606,6 +614,14 @@ def explain(
                 f"{loc['true_positives_with_boxes']} true positives "
                 f"(image centre: {loc['centre_baseline']:.0%}, random pixel: "
                 f"{loc['random_baseline']:.0%})"
+            )
+        agreement = s.get("fold_agreement")
+        if agreement:
+            typer.echo(
+                f"  fold agreement with folds {agreement['other_folds']}: median rank correlation "
+                f"of the maps {agreement['median_rank_correlation']:.2f}, median spread of the "
+                f"probability {agreement['median_probability_std']:.3f}; maps that disagree "
+                f"most: {', '.join(agreement['most_disagreeing'][:5])} (fold_agreement.csv)"
             )
     if combined is not None:
         typer.echo(f"report over {len(results)} folds: {len(combined)} images")

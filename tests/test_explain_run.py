@@ -312,3 +312,34 @@ def test_montage_sample_takes_turns_between_outcomes() -> None:
         report["image"][:6]
     )
     assert len(taking_turns(report.iloc[:0], "outcome", 6)) == 0
+
+
+def test_fold_agreement_against_each_fold_model_alone(trained_run) -> None:
+    """Fold 1's images through fold 0's model, image by image: the spread and the rank correlation
+    the report gives."""
+    from scipy.stats import spearmanr
+
+    from cxr.data.pipeline import fold_dataset
+    from cxr.explain.methods import explain_batch
+    from cxr.explain.probe import make_probe
+    from cxr.runs import fold_run
+
+    result = explain_fold(trained_run, 1, ExplainOptions(fold_agreement=True))
+    found = pd.read_csv(result.folder / "fold_agreement.csv").set_index("image")
+    assert len(found) == len(result.report) and (found["other_folds"].astype(str) == "0").all()
+    own, other = (make_probe(fold_run(trained_run, k).load_model()) for k in (1, 0))
+    classes = fold_run(trained_run, 1).read_classes()
+    settings = fold_run(trained_run, 1).read_config()
+    for row in result.report.head(4).to_dict("records"):
+        table = pd.DataFrame([{"image": row["image"], "label": row["true_class"]}])
+        image = next(iter(fold_dataset(settings, table, classes, 1)))[0]
+        target = np.array([classes.index(row["target_class"])])
+        a, b = (explain_batch(p, image, target, "gradcam") for p in (own, other))
+        rho = spearmanr(a.maps[0].ravel(), b.maps[0].ravel()).statistic
+        if np.ptp(a.maps[0]) == 0 or np.ptp(b.maps[0]) == 0:
+            rho = 0.0
+        assert found.loc[row["image"], "mean_rank_correlation"] == pytest.approx(rho, abs=1e-4)
+        p = [np.exp(e.logits[0]) / np.exp(e.logits[0]).sum() for e in (a, b)]
+        spread = np.std([q[target[0]] for q in p])
+        assert found.loc[row["image"], "probability_std"] == pytest.approx(spread, abs=1e-5)
+    assert result.summary["fold_agreement"]["images"] == len(result.report)

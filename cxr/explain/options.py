@@ -17,6 +17,7 @@ class ExplainOptions:
     shard: tuple[int, int] | None = None  # (I, N): the I-th of N deterministic parts, 1-based
     save_maps: bool = False
     montage_size: int = 8
+    fold_agreement: bool = False  # also explain each image with the other folds' models
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -30,6 +30,7 @@ from cxr.data.labels import decode_boxes, from_spreadsheet_safe, split_labels, s
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.errors import ConfigError, DataError
 from cxr.evaluate import choose_positive_class
+from cxr.explain.agreement import fold_agreement, summarise_agreement
 from cxr.explain.gallery import write_html, write_montage
 from cxr.explain.methods import LAYER_METHODS, Explanation, explain_batch, get_method
 from cxr.explain.options import ExplainOptions, in_shard
@@ -47,7 +48,7 @@ from cxr.external import External, analysis_settings, analysis_table, output_roo
 from cxr.lungs.run import lung_region
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
-from cxr.runs import FoldRun, experiment_dir, open_trained_fold
+from cxr.runs import FoldRun, experiment_dir, open_trained_fold, trained_folds
 
 log = logging.getLogger(__name__)
 _NOTED: set[str] = set()
@@ -148,6 +149,10 @@ def explain_fold(
         report[report["image"].isin(table["image"])].sort_values("image").reset_index(drop=True)
     )
     summary = summarise_fold(with_boxes(report, table)) | {"fold": fold, **settings}
+    if options.fold_agreement:
+        found = agreement_of(cfg, run, report, classes, options, layer, on)
+        write_text_atomic(folder / "fold_agreement.csv", found.to_csv(index=False))
+        summary["fold_agreement"] = summarise_agreement(found)
     name = (
         "report.csv"
         if options.shard is None
@@ -161,6 +166,27 @@ def explain_fold(
     write_montage(folder, report, options.montage_size)
     write_html(folder, report, classes)
     return FoldExplanation(fold, folder, report, summary)
+
+
+def agreement_of(
+    cfg: Config,
+    run: FoldRun,
+    report: pd.DataFrame,
+    classes: list[str],
+    options: ExplainOptions,
+    layer: str,
+    on: External | None,
+) -> pd.DataFrame:
+    """The report's images explained again by every other trained fold (cxr.explain.agreement)."""
+    others = [open_trained_fold(cfg, k) for k in trained_folds(cfg) if k != run.fold]
+    if not others:
+        raise ConfigError(
+            f"--fold-agreement compares fold {run.fold}'s maps with other folds' models, and "
+            f"experiment {cfg.experiment.name!r} has no other trained fold; train one first"
+        )
+    settings = {r.fold: analysis_settings(cfg, r, on) for r in [run, *others]}
+    target_layer = layer if options.method in LAYER_METHODS else None
+    return fold_agreement(run, others, settings, report, classes, options.method, target_layer)
 
 
 def read_previous_rows(folder: Path, settings: dict) -> pd.DataFrame:
