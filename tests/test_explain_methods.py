@@ -449,3 +449,37 @@ def test_a_coarse_target_layer_is_named_with_finer_ones() -> None:
     assert "--layer stage4_conv (14x14), stage4_bn (14x14), stage4 (14x14)" in note
     large = build_model(load_config(None, ["model.name=pna_cnn", "data.image_size=512"]), 2)
     assert coarse_map_note(large, "features") is None  # 16 x 16
+
+
+def test_layercam_xgradcam_and_eigencam_match_per_image_references(model_and_data) -> None:
+    """Each image's own tape (and, for EigenCAM, numpy's SVD) against the batched engine."""
+    model, images, targets, _ = model_and_data
+    probe = make_probe(model, "features")
+    found = {
+        m: explain_batch(probe, images[:6], targets[:6], method=m).raw_maps
+        for m in ("layercam", "xgradcam", "eigencam")
+    }
+    for i in range(6):
+        a, g = reference_grads(model, "features", images[i], int(targets[i]))
+        layercam = np.maximum((np.maximum(g, 0) * a).sum(-1), 0)
+        total = a.sum(axis=(0, 1))
+        share = np.divide(a, total, out=np.zeros_like(a), where=total != 0)
+        xgradcam = np.maximum((a * (share * g).sum(axis=(0, 1))).sum(-1), 0)
+        flat = a.reshape(-1, a.shape[-1])
+        centred = flat - flat.mean(axis=0)
+        projection = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+        projection *= -1 if projection @ centred.sum(axis=1) < 0 else 1
+        eigencam = np.maximum(projection, 0).reshape(a.shape[:2])
+        np.testing.assert_allclose(found["layercam"][i], layercam, atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(found["xgradcam"][i], xgradcam, atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(found["eigencam"][i], eigencam, atol=1e-4, rtol=1e-3)
+    # EigenCAM knows no class: every target gives the same map
+    other = explain_batch(probe, images[:6], (targets[:6] + 1) % 3, method="eigencam").raw_maps
+    np.testing.assert_allclose(other, found["eigencam"], atol=1e-6)
+
+
+def test_every_method_is_known_to_the_config() -> None:
+    from cxr.config import EXPLAIN_METHODS
+    from cxr.explain.methods import LAYER_METHODS, METHODS
+
+    assert sorted(EXPLAIN_METHODS) == sorted(METHODS) and set(LAYER_METHODS) <= set(METHODS)

@@ -101,6 +101,38 @@ def hirescam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     return tf.nn.relu(tf.reduce_sum(grads * activations, axis=-1)), logits
 
 
+def layercam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+    """Jiang et al. 2021: positive gradients times activations, element-wise, summed over
+    channels; usable at earlier, finer layers."""
+    activations, grads, logits = _activations_and_grads(probe, images, class_index)
+    return tf.nn.relu(tf.reduce_sum(tf.nn.relu(grads) * activations, axis=-1)), logits
+
+
+def xgradcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+    """Fu et al. 2020: each channel's gradients averaged with weights = its activations over their
+    spatial sum (0 for an all-zero channel)."""
+    activations, grads, logits = _activations_and_grads(probe, images, class_index)
+    total = tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
+    weights = tf.reduce_sum(tf.math.divide_no_nan(activations, total) * grads, axis=(1, 2))
+    return tf.nn.relu(tf.reduce_sum(weights[:, None, None, :] * activations, axis=-1)), logits
+
+
+def eigencam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+    """Muhammad & Yeasin 2020: each image's activations projected on their first principal
+    component (centred over positions); no gradients, and the same map for every class. The sign
+    is chosen so the map agrees with the channel-summed activations."""
+    activations, logits = probe(images)
+    activations, logits = tf.cast(activations, tf.float32), tf.cast(logits, tf.float32)
+    shape = tf.shape(activations)
+    flat = tf.reshape(activations, (shape[0], -1, shape[3]))  # (B, hw, K)
+    centred = flat - tf.reduce_mean(flat, axis=1, keepdims=True)
+    _, _, v = tf.linalg.svd(centred)  # v: (B, K, K), columns the principal directions
+    projection = tf.einsum("bpk,bk->bp", centred, v[:, :, 0])
+    agreement = tf.reduce_sum(projection * tf.reduce_sum(centred, axis=-1), axis=1, keepdims=True)
+    projection *= tf.where(agreement < 0, -1.0, 1.0)
+    return tf.nn.relu(tf.reshape(projection, shape[:3])), logits
+
+
 def scorecam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int = 8):
     """Wang et al. 2020: weight each channel by the target's probability when the input is masked by
     that channel's upsampled, min-max normalised activation; no gradients. Costs one forward pass
@@ -222,6 +254,9 @@ METHODS: dict[str, Method] = {
     "gradcam++": gradcam_plus_plus,
     "hirescam": hirescam,
     "scorecam": scorecam,
+    "layercam": layercam,
+    "xgradcam": xgradcam,
+    "eigencam": eigencam,
     "saliency": saliency,
     "input_x_gradient": input_x_gradient,
     "smoothgrad": smoothgrad,
@@ -235,6 +270,9 @@ LAYER_METHODS = (
     "gradcam++",
     "hirescam",
     "scorecam",
+    "layercam",
+    "xgradcam",
+    "eigencam",
 )
 
 
