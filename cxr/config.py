@@ -34,6 +34,8 @@ EXPLAIN_METHODS = (
     "layercam",
     "xgradcam",
     "eigencam",
+    "occlusion",
+    "rise",
     "saliency",
     "smoothgrad",
     "integrated_gradients",

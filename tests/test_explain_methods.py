@@ -483,3 +483,55 @@ def test_every_method_is_known_to_the_config() -> None:
     from cxr.explain.methods import LAYER_METHODS, METHODS
 
     assert sorted(EXPLAIN_METHODS) == sorted(METHODS) and set(LAYER_METHODS) <= set(METHODS)
+
+
+def linear_toy(size: int = 16) -> tuple[keras.Model, np.ndarray]:
+    """logits = W x, no bias: occluding a square drops the target logit by that square's W x."""
+    rng = np.random.default_rng(8)
+    weights = rng.normal(size=(size * size, 2)).astype("float32")
+    inputs = keras.Input((size, size, 1))
+    spatial = keras.layers.Identity(name="features")(inputs)  # a probe needs a 4-D layer
+    flat = keras.layers.Flatten()(spatial)
+    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False, name="logits")(flat))
+    model.get_layer("logits").set_weights([weights])
+    return model, weights
+
+
+def test_occlusion_on_a_linear_toy_model_by_hand() -> None:
+    """16 px: a 2 x 2 square (1/8 of the side) slid by 1 px (1/16); each pixel's value is the mean
+    drop of the squares covering it, ReLU'd."""
+    model, weights = linear_toy()
+    image = np.random.default_rng(9).uniform(0, 1, (1, 16, 16, 1)).astype("float32")
+    found = explain_batch(make_probe(model, "features"), image, np.array([1]), "occlusion")
+    contribution = (weights[:, 1] * image.reshape(-1)).reshape(16, 16)
+    total, covered = np.zeros((16, 16)), np.zeros((16, 16))
+    for top in range(15):
+        for left in range(15):
+            total[top : top + 2, left : left + 2] += contribution[
+                top : top + 2, left : left + 2
+            ].sum()
+            covered[top : top + 2, left : left + 2] += 1
+    np.testing.assert_allclose(found.raw_maps[0], np.maximum(total / covered, 0), atol=1e-5)
+
+
+def test_rise_finds_the_region_a_toy_model_reads() -> None:
+    """The class-1 logit is 8 x the mean of the top-left 4 x 4 pixels - 4: RISE must put its
+    weight there (its 16 highest pixels), and equal its formula computed mask by mask."""
+    from cxr.explain.methods import RISE_KEEP, rise_masks
+
+    inputs = keras.Input((16, 16, 1))
+    region = keras.layers.Cropping2D(((0, 12), (0, 12)), name="features")(inputs)
+    mean = keras.layers.GlobalAveragePooling2D()(region)
+    logits = keras.layers.Concatenate(name="logits")([0.0 * mean, 8.0 * mean - 4.0])
+    model = keras.Model(inputs, logits)
+    image = np.ones((1, 16, 16, 1), "float32")
+    found = explain_batch(make_probe(model, "features"), image, np.array([1]), "rise").raw_maps[0]
+    inside = np.zeros((16, 16), bool)
+    inside[:4, :4] = True
+    top = np.argsort(found.ravel())[-16:]
+    assert inside.ravel()[top].mean() >= 0.75, found.round(2)
+    masks = rise_masks(16, 16)
+    out = model.predict(masks[..., None] * image, verbose=0)
+    probability = np.exp(out[:, 1]) / np.exp(out).sum(axis=1)
+    expected = (probability[:, None, None] * masks).sum(axis=0) / (len(masks) * RISE_KEEP)
+    np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-6)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from scipy.ndimage import zoom
 
 from cxr.errors import ConfigError, CxrError
 from cxr.explain.probe import Probe
@@ -159,6 +160,93 @@ def scorecam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int
     return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)), logits
 
 
+OCCLUSION_PATCH = 0.125  # the occluding square's side, as a share of the image's side
+OCCLUSION_STRIDE = 0.0625  # its step, likewise
+RISE_MASKS, RISE_CELLS, RISE_KEEP, RISE_SEED = 512, 8, 0.5, 0
+
+
+def occlusion_patches(height: int, width: int) -> np.ndarray:
+    """(P, H, W) float32: one square of ones per position of the sliding occluder, zeros
+    elsewhere; the last row and column of positions reach the image's edges."""
+    side = max(1, round(OCCLUSION_PATCH * min(height, width)))
+    step = max(1, round(OCCLUSION_STRIDE * min(height, width)))
+    tops = sorted({*range(0, height - side + 1, step), height - side})
+    lefts = sorted({*range(0, width - side + 1, step), width - side})
+    patches = np.zeros((len(tops) * len(lefts), height, width), np.float32)
+    for i, (top, left) in enumerate((t, w) for t in tops for w in lefts):
+        patches[i, top : top + side, left : left + side] = 1.0
+    return patches
+
+
+def occlusion(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int = 32):
+    """Zeiler & Fergus 2014: the drop of the target logit when a square is set to black, slid
+    over the image; each pixel gets the mean drop of the squares that cover it. Costs one forward
+    pass per position."""
+    _, logits = probe(images)
+    logits = tf.cast(logits, tf.float32)
+    class_index = resolve_targets(logits, class_index)
+    base = _target_logits(logits, class_index)  # (B,)
+    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    patches = occlusion_patches(height, width)
+    drops = []
+    for start in range(0, len(patches), chunk):
+        keep = tf.constant(1.0 - patches[start : start + chunk])  # (c, H, W)
+        count = keep.shape[0]
+        masked = keep[None, :, :, :, None] * tf.cast(images, tf.float32)[:, None]
+        _, out = probe(tf.reshape(masked, (-1, height, width, images.shape[-1])))
+        target = _target_logits(tf.cast(out, tf.float32), tf.repeat(class_index, count))
+        drops.append(base[:, None] - tf.reshape(target, (batch, count)))
+    drop = tf.concat(drops, axis=1)  # (B, P)
+    flat = tf.constant(patches.reshape(len(patches), -1))
+    covered = tf.constant(np.maximum(patches.sum(axis=0), 1.0).reshape(-1))
+    total = tf.matmul(drop, flat) / covered  # (B, H * W): mean drop of the covering squares
+    return tf.nn.relu(tf.reshape(total, (batch, height, width))), logits
+
+
+@functools.cache
+def rise_masks(height: int, width: int) -> np.ndarray:
+    """(N, H, W) float32 smooth random masks (Petsiuk et al. 2018): a coarse grid of cells kept
+    with probability RISE_KEEP, upsampled bilinearly and shifted by a random fraction of a cell;
+    seeded, so every run and every batch uses the same masks."""
+    rng = np.random.default_rng(RISE_SEED)
+    cell_h, cell_w = -(-height // RISE_CELLS), -(-width // RISE_CELLS)
+    grid = (rng.uniform(size=(RISE_MASKS, RISE_CELLS, RISE_CELLS)) < RISE_KEEP).astype("float32")
+    # numpy, not TensorFlow: the masks are made while the method is traced
+    big = zoom(
+        grid,
+        (1, (RISE_CELLS + 1) * cell_h / RISE_CELLS, (RISE_CELLS + 1) * cell_w / RISE_CELLS),
+        order=1,
+    )
+    shifts = rng.integers(0, [cell_h, cell_w], size=(RISE_MASKS, 2))
+    return np.stack(
+        [big[i, y : y + height, x : x + width] for i, (y, x) in enumerate(shifts)]
+    ).astype("float32")
+
+
+def rise(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int = 64):
+    """Petsiuk et al. 2018: the mean of random masks weighted by the target class's probability
+    on the image seen through each, over the keep probability; model-agnostic. Costs one forward
+    pass per mask."""
+    _, logits = probe(images)
+    logits = tf.cast(logits, tf.float32)
+    class_index = resolve_targets(logits, class_index)
+    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    masks = rise_masks(height, width)
+    scores = []
+    for start in range(0, len(masks), chunk):
+        part = tf.constant(masks[start : start + chunk])  # (c, H, W)
+        count = part.shape[0]
+        masked = part[None, :, :, :, None] * tf.cast(images, tf.float32)[:, None]
+        _, out = probe(tf.reshape(masked, (-1, height, width, images.shape[-1])))
+        probs = _class_probabilities(tf.cast(out, tf.float32))
+        picked = tf.gather(probs, tf.repeat(class_index, count), axis=1, batch_dims=1)
+        scores.append(tf.reshape(picked, (batch, count)))
+    weights = tf.concat(scores, axis=1)  # (B, N)
+    flat = tf.constant(masks.reshape(len(masks), -1))
+    total = tf.matmul(weights, flat) / (len(masks) * RISE_KEEP)
+    return tf.reshape(total, (batch, height, width)), logits
+
+
 def _class_probabilities(logits: tf.Tensor) -> tf.Tensor:
     """Softmax, or for a single-logit head [1 - sigmoid, sigmoid]."""
     if logits.shape[-1] == 1:
@@ -257,6 +345,8 @@ METHODS: dict[str, Method] = {
     "layercam": layercam,
     "xgradcam": xgradcam,
     "eigencam": eigencam,
+    "occlusion": occlusion,
+    "rise": rise,
     "saliency": saliency,
     "input_x_gradient": input_x_gradient,
     "smoothgrad": smoothgrad,
