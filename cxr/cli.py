@@ -745,6 +745,17 @@ def print_audit(summary: AuditSummary, folder: Path) -> None:
             f"{method:>12}: deletion area {f.deletion_auc:.3f} (lower is better), insertion "
             f"area {f.insertion_auc:.3f} ({f.baseline} baseline, {f.images} images)"
         )
+    for method, found in summary.maps.items():
+        logit = (
+            ""
+            if found.random_logit_spearman != found.random_logit_spearman  # NaN: a baseline map
+            else f", random-logit rank correlation {found.random_logit_spearman:.2f}"
+        )
+        typer.echo(
+            f"{method:>12}: average drop {found.average_drop:.1f}%, increase in confidence "
+            f"{found.increase_in_confidence:.0f}%, sparseness {found.sparseness:.2f}, complexity "
+            f"{found.complexity:.2f}{logit}"
+        )
     shortcuts = summary.shortcuts
     if shortcuts.regions is not None:
         print_regions(shortcuts.regions)

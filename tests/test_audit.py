@@ -328,3 +328,58 @@ def test_a_best_method_must_beat_both_baselines() -> None:
         summary(gradcam=0.4, random=0.1, centre=0.5).to_json()["best_method_by_pointing_game"]
         is None
     )
+
+
+def test_map_metrics_by_hand() -> None:
+    from cxr.audit.mapmetrics import gini, normalised_entropy, summarise_map_metrics
+
+    assert gini(np.array([0.0, 0.0, 0.0, 1.0])) == pytest.approx(0.75)
+    assert gini(np.ones((4, 4))) == pytest.approx(0.0) and gini(np.zeros(3)) == 0.0
+    assert normalised_entropy(np.ones((4, 4))) == pytest.approx(1.0)
+    assert normalised_entropy(np.array([0.0, 0.0, 1.0, 0.0])) == pytest.approx(0.0)
+    rows = pd.DataFrame(
+        {
+            "image": ["a", "b"],
+            "method": ["gradcam"] * 2,
+            "probability": [0.8, 0.5],
+            "probability_on_map": [0.4, 0.6],
+            "sparseness": [0.2, 0.4],
+            "complexity": [0.9, 0.7],
+            "random_logit_spearman": [0.1, 0.3],
+        }
+    )
+    found = summarise_map_metrics(rows)["gradcam"]
+    # drops: (0.8 - 0.4) / 0.8 = 50%, and none for b; b's confidence increased
+    assert found.average_drop == pytest.approx(25.0) and found.increase_in_confidence == 50.0
+    assert found.sparseness == pytest.approx(0.3) and found.random_logit_spearman == 0.2
+
+
+def test_random_logit_test_tells_a_class_map_from_a_class_blind_one() -> None:
+    """EigenCAM ignores the class (rank correlation 1 with another class's map); Grad-CAM of
+    another class differs."""
+    from cxr.audit.mapmetrics import map_metric_rows
+    from cxr.explain.methods import explain_batch
+    from cxr.explain.probe import make_probe
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="features")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    probe = make_probe(model, "features")
+    images = np.random.default_rng(3).uniform(0, 1, (4, 16, 16, 1)).astype("float32")
+    targets = np.array([0, 1, 2, 0])
+    maps = {m: explain_batch(probe, images, targets, m).maps for m in ("gradcam", "eigencam")}
+    rows = map_metric_rows(model, probe, images, targets, maps, list("abcd"), 3)
+    by_method = rows.groupby("method")["random_logit_spearman"].mean()
+    assert by_method["eigencam"] == pytest.approx(1.0) and by_method["gradcam"] < 0.9
+    assert np.isnan(by_method["random"]) and set(rows["method"]) == {
+        "gradcam",
+        "eigencam",
+        "random",
+        "centre",
+    }
+    # the probability on the image times its map, against the model run on that product
+    logits = model.predict(images * maps["gradcam"][..., None], verbose=0)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    on_map = rows.query("method == 'gradcam'")["probability_on_map"].to_numpy()
+    np.testing.assert_allclose(on_map, probs[np.arange(4), targets], rtol=1e-5)

@@ -48,6 +48,18 @@ class Faithfulness:
 
 
 @dataclass(frozen=True)
+class MapMetrics:
+    """One method's (or baseline map's) maps on the sample (cxr.audit.mapmetrics)."""
+
+    images: int
+    average_drop: float  # %, lower is better
+    increase_in_confidence: float  # % of images, higher is better
+    sparseness: float  # Gini index, 0 even to 1 one pixel
+    complexity: float  # entropy over its maximum, 1 uniform
+    random_logit_spearman: float  # NaN for a baseline map; lower: the map follows the class
+
+
+@dataclass(frozen=True)
 class Share:
     """A share of maps (peaks) or of their energy in one region, next to a uniform map's."""
 
@@ -128,6 +140,7 @@ class AuditSummary:
     faithfulness: dict[str, Faithfulness]
     shortcuts: Shortcuts
     sample: list[str] = field(default_factory=list)  # the sanity and faithfulness images
+    maps: dict[str, MapMetrics] = field(default_factory=dict)  # properties of the maps
 
     @property
     def best_method(self) -> str | None:

@@ -21,6 +21,7 @@ import pandas as pd
 from cxr.atomic import write_text_atomic
 from cxr.audit.faithfulness import baseline_images, curve_area, perturbation_curves
 from cxr.audit.localisation import bootstrap_interval
+from cxr.audit.mapmetrics import map_metric_rows, summarise_map_metrics
 from cxr.audit.results import AuditSummary, Estimate, Faithfulness, Localisation, Sanity
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import summarise_shortcuts
@@ -51,6 +52,7 @@ class AuditResult:
     summary: AuditSummary
     faithfulness: pd.DataFrame
     shortcuts: pd.DataFrame
+    map_metrics: pd.DataFrame
 
 
 def audit_fold(
@@ -113,6 +115,9 @@ def _audit_fold(
     faithfulness, curves = faithfulness_rows(
         model, images, targets, maps, seen.sample.names, baseline
     )
+    map_rows = map_metric_rows(
+        model, probe, images, targets, maps, seen.sample.names, len(classes), seed=fold
+    )
     if not len(seen.localisation):
         log.warning("fold %d has no image with a box: localisation skipped", fold)
     summary = AuditSummary(
@@ -124,7 +129,9 @@ def _audit_fold(
         faithfulness=summarise_faithfulness(faithfulness, baseline),
         shortcuts=summarise_shortcuts(seen.shortcuts, methods[0]),
         sample=seen.sample.names,
+        maps=summarise_map_metrics(map_rows),
     )
+    write_text_atomic(folder / "map_metrics.csv", map_rows.to_csv(index=False))
     write_text_atomic(folder / "faithfulness.csv", faithfulness.to_csv(index=False))
     plot_curves(curves, folder / "faithfulness.png")
     write_text_atomic(folder / "methods.csv", methods_table(summary).to_csv())
@@ -134,7 +141,9 @@ def _audit_fold(
     write_text_atomic(folder / "localisation.csv", seen.localisation.to_csv(index=False))
     write_text_atomic(folder / "sanity.csv", sanity.to_csv(index=False))
     write_summary(folder, summary)
-    return AuditResult(folder, seen.localisation, sanity, summary, faithfulness, seen.shortcuts)
+    return AuditResult(
+        folder, seen.localisation, sanity, summary, faithfulness, seen.shortcuts, map_rows
+    )
 
 
 def write_summary(folder: Path, summary: AuditSummary) -> None:
@@ -223,6 +232,14 @@ def methods_table(summary: AuditSummary) -> pd.DataFrame:
         rows.setdefault(method, {}).update(
             randomised_spearman=check.last_stage_spearman, sanity_passes=check.passes
         )
+    for method, found in summary.maps.items():
+        rows.setdefault(method, {}).update(
+            average_drop=found.average_drop,
+            increase_in_confidence=found.increase_in_confidence,
+            sparseness=found.sparseness,
+            complexity=found.complexity,
+            random_logit_spearman=found.random_logit_spearman,
+        )
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 
 
@@ -296,7 +313,7 @@ def pool_audits(results: list[AuditResult], baseline: str = "black") -> AuditSum
         )
     pooled = {
         part: pd.concat([getattr(r, part) for r in results], ignore_index=True)
-        for part in ("localisation", "faithfulness", "shortcuts")
+        for part in ("localisation", "faithfulness", "shortcuts", "map_metrics")
     }
     return AuditSummary(
         fold=None,
@@ -307,6 +324,7 @@ def pool_audits(results: list[AuditResult], baseline: str = "black") -> AuditSum
         faithfulness=summarise_faithfulness(pooled["faithfulness"], baseline),
         shortcuts=summarise_shortcuts(pooled["shortcuts"], results[0].summary.shortcuts.method),
         sample=[name for r in results for name in r.summary.sample],
+        maps=summarise_map_metrics(pooled["map_metrics"]),
     )
 
 

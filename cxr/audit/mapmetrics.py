@@ -1,0 +1,129 @@
+"""Properties of the maps themselves, each next to maps that know nothing (uniform noise, a
+centred Gaussian) so that a number can be read:
+
+- Average Drop and Increase in Confidence (Chattopadhyay et al. 2018): the target class's
+  probability on the image multiplied by its map, against the image's own; a faithful map keeps
+  the evidence, so the probability drops little;
+- sparseness, the Gini index of the map (Chalasani et al. 2020): 0 spread evenly, 1 one pixel;
+- complexity, the entropy of the map as a distribution over pixels, over its maximum (Bhatt et al.
+  2020): 1 uniform;
+- the random-logit test (Sixt et al. 2020): the rank correlation of the map of another, random
+  class with the target's; a map that explains the class should change with it (EigenCAM, which
+  knows no class, scores 1).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+
+from cxr.audit.localisation import baseline_maps
+from cxr.audit.results import MapMetrics
+from cxr.audit.sanity import ranked, ranked_correlation
+from cxr.explain.methods import explain_batch
+from cxr.explain.probe import Probe
+from cxr.explain.report import class_probabilities
+
+
+def gini(heatmap: np.ndarray) -> float:
+    """The Gini index of the map's absolute values (0 when all equal, or the map is empty)."""
+    values = np.sort(np.abs(heatmap).ravel())
+    total, n = values.sum(), len(values)
+    if total <= 0:
+        return 0.0
+    ranks = np.arange(1, n + 1)
+    return float(((2 * ranks - n - 1) * values).sum() / (n * total))
+
+
+def normalised_entropy(heatmap: np.ndarray) -> float:
+    """The entropy of the map's absolute values as a distribution, over log(pixels): 1 uniform."""
+    values = np.abs(heatmap).ravel()
+    if values.sum() <= 0:
+        return float("nan")
+    p = values / values.sum()
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum() / np.log(values.size))
+
+
+def target_probabilities(
+    model: keras.Model, images: np.ndarray, targets: np.ndarray, batch: int = 32
+) -> np.ndarray:
+    """Each image's probability of its target class."""
+    logits = np.concatenate(
+        [
+            keras.ops.convert_to_numpy(model.predict_on_batch(images[i : i + batch]))
+            for i in range(0, len(images), batch)
+        ]
+    )
+    probs = class_probabilities(logits.astype(np.float64))
+    return probs[np.arange(len(images)), targets]
+
+
+def other_classes(targets: np.ndarray, classes: int, rng: np.random.Generator) -> np.ndarray:
+    """A random class other than each target (the other one, for two)."""
+    shift = rng.integers(1, classes, size=len(targets))
+    return (targets + shift) % classes
+
+
+def map_metric_rows(
+    model: keras.Model,
+    probe: Probe,
+    images: np.ndarray,
+    targets: np.ndarray,
+    maps: dict[str, np.ndarray],
+    names: list[str],
+    classes: int,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per image and method (and baseline map): the target probability on the image and
+    on the image times the map, sparseness, complexity, and (methods only) the random-logit rank
+    correlation."""
+    rng = np.random.default_rng(seed)
+    full = target_probabilities(model, images, targets)
+    shape = images.shape[1:3]
+    baselines = [baseline_maps(shape, rng) for _ in images]
+    every = dict(maps) | {
+        name: np.stack([b[name] for b in baselines]) for name in ("random", "centre")
+    }
+    others = other_classes(targets, classes, rng) if classes > 1 else None
+    rows = []
+    for method, found in every.items():
+        masked = target_probabilities(model, images * found[..., None], targets)
+        random_logit = [np.nan] * len(images)
+        if method in maps and others is not None:
+            theirs = explain_batch(probe, images, others, method, pad_to=len(images)).maps
+            random_logit = [
+                ranked_correlation(ranked(a), ranked(b)) for a, b in zip(found, theirs, strict=True)
+            ]
+        for i, name in enumerate(names):
+            rows.append(
+                {
+                    "image": name,
+                    "method": method,
+                    "probability": float(full[i]),
+                    "probability_on_map": float(masked[i]),
+                    "sparseness": gini(found[i]),
+                    "complexity": normalised_entropy(found[i]),
+                    "random_logit_spearman": float(random_logit[i]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def summarise_map_metrics(rows: pd.DataFrame) -> dict[str, MapMetrics]:
+    """Per method and baseline: Average Drop (%), Increase in Confidence (%), mean sparseness,
+    complexity and random-logit rank correlation."""
+    summary = {}
+    for method, part in rows.groupby("method", sort=False):
+        full, masked = part["probability"], part["probability_on_map"]
+        drop = np.maximum(full - masked, 0) / full.where(full > 0)
+        summary[str(method)] = MapMetrics(
+            images=len(part),
+            average_drop=float(100 * drop.mean()),
+            increase_in_confidence=float(100 * (masked > full).mean()),
+            sparseness=float(part["sparseness"].mean()),
+            complexity=float(part["complexity"].mean()),
+            random_logit_spearman=float(part["random_logit_spearman"].mean()),
+        )
+    return summary
