@@ -749,7 +749,8 @@ def print_audit(summary: AuditSummary, folder: Path) -> None:
         logit = (
             ""
             if found.random_logit_spearman != found.random_logit_spearman  # NaN: a baseline map
-            else f", random-logit rank correlation {found.random_logit_spearman:.2f}"
+            else f", random-logit rank correlation {found.random_logit_spearman:.2f}, "
+            f"max-sensitivity {found.max_sensitivity:.2f}"
         )
         typer.echo(
             f"{method:>12}: average drop {found.average_drop:.1f}%, increase in confidence "

@@ -346,6 +346,7 @@ def test_map_metrics_by_hand() -> None:
             "sparseness": [0.2, 0.4],
             "complexity": [0.9, 0.7],
             "random_logit_spearman": [0.1, 0.3],
+            "max_sensitivity": [0.5, 0.7],
         }
     )
     found = summarise_map_metrics(rows)["gradcam"]
@@ -383,3 +384,26 @@ def test_random_logit_test_tells_a_class_map_from_a_class_blind_one() -> None:
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     on_map = rows.query("method == 'gradcam'")["probability_on_map"].to_numpy()
     np.testing.assert_allclose(on_map, probs[np.arange(4), targets], rtol=1e-5)
+
+
+def test_max_sensitivity_is_zero_for_a_map_noise_cannot_move() -> None:
+    """Saliency of a linear model is its weights, whatever the image: sensitivity 0; Grad-CAM of
+    a ReLU network moves with the noise."""
+    from cxr.audit.mapmetrics import max_sensitivity
+    from cxr.explain.methods import explain_batch
+    from cxr.explain.probe import make_probe
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 1))
+    spatial = keras.layers.Identity(name="features")(inputs)
+    linear = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(spatial)))
+    images = np.random.default_rng(4).uniform(0, 255, (3, 8, 8, 1)).astype("float32")
+    targets = np.array([0, 1, 0])
+    probe = make_probe(linear, "features")
+    maps = explain_batch(probe, images, targets, "saliency").maps
+    np.testing.assert_allclose(max_sensitivity(probe, images, targets, maps, "saliency", 0), 0)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(inputs)
+    relu = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    relu_probe = make_probe(relu, "c")
+    relu_maps = explain_batch(relu_probe, images, targets, "gradcam").maps
+    assert (max_sensitivity(relu_probe, images, targets, relu_maps, "gradcam", 0) > 0).all()

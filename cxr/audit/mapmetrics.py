@@ -7,6 +7,8 @@ centred Gaussian) so that a number can be read:
 - sparseness, the Gini index of the map (Chalasani et al. 2020): 0 spread evenly, 1 one pixel;
 - complexity, the entropy of the map as a distribution over pixels, over its maximum (Bhatt et al.
   2020): 1 uniform;
+- max-sensitivity (Yeh et al. 2019): the largest relative change of the map, over a few seeded
+  perturbations of the image by uniform noise of 2% of its range; a robust map moves little;
 - the random-logit test (Sixt et al. 2020): the rank correlation of the map of another, random
   class with the target's; a map that explains the class should change with it (EigenCAM, which
   knows no class, scores 1).
@@ -60,6 +62,26 @@ def target_probabilities(
     return probs[np.arange(len(images)), targets]
 
 
+SENSITIVITY_DRAWS, SENSITIVITY_RADIUS = 8, 0.02  # perturbations, noise as a share of 255
+
+
+def max_sensitivity(
+    probe: Probe, images: np.ndarray, targets: np.ndarray, maps: np.ndarray, method: str, seed: int
+) -> np.ndarray:
+    """Per image: max over seeded perturbations of |map(x + noise) - map(x)| / |map(x)|
+    (Frobenius norms; NaN for an empty map)."""
+    rng = np.random.default_rng(seed)
+    norms = np.linalg.norm(maps.reshape(len(maps), -1), axis=1)
+    worst = np.zeros(len(images))
+    for _ in range(SENSITIVITY_DRAWS):
+        noise = rng.uniform(-1, 1, images.shape) * SENSITIVITY_RADIUS * 255
+        moved = explain_batch(probe, images + noise, targets, method, pad_to=len(images)).maps
+        change = np.linalg.norm((moved - maps).reshape(len(maps), -1), axis=1)
+        worst = np.maximum(worst, change)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norms > 0, worst / norms, np.nan)
+
+
 def other_classes(targets: np.ndarray, classes: int, rng: np.random.Generator) -> np.ndarray:
     """A random class other than each target (the other one, for two)."""
     shift = rng.integers(1, classes, size=len(targets))
@@ -91,6 +113,11 @@ def map_metric_rows(
     for method, found in every.items():
         masked = target_probabilities(model, images * found[..., None], targets)
         random_logit = [np.nan] * len(images)
+        sensitivity = (
+            max_sensitivity(probe, images, targets, found, method, seed)
+            if method in maps
+            else np.full(len(images), np.nan)
+        )
         if method in maps and others is not None:
             theirs = explain_batch(probe, images, others, method, pad_to=len(images)).maps
             random_logit = [
@@ -106,6 +133,7 @@ def map_metric_rows(
                     "sparseness": gini(found[i]),
                     "complexity": normalised_entropy(found[i]),
                     "random_logit_spearman": float(random_logit[i]),
+                    "max_sensitivity": float(sensitivity[i]),
                 }
             )
     return pd.DataFrame(rows)
@@ -125,5 +153,6 @@ def summarise_map_metrics(rows: pd.DataFrame) -> dict[str, MapMetrics]:
             sparseness=float(part["sparseness"].mean()),
             complexity=float(part["complexity"].mean()),
             random_logit_spearman=float(part["random_logit_spearman"].mean()),
+            max_sensitivity=float(part["max_sensitivity"].mean()),
         )
     return summary

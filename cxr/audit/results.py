@@ -57,6 +57,7 @@ class MapMetrics:
     sparseness: float  # Gini index, 0 even to 1 one pixel
     complexity: float  # entropy over its maximum, 1 uniform
     random_logit_spearman: float  # NaN for a baseline map; lower: the map follows the class
+    max_sensitivity: float  # NaN for a baseline map; lower: the map is robust to small noise
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,7 @@ def methods_table(summary: AuditSummary) -> pd.DataFrame:
             sparseness=found.sparseness,
             complexity=found.complexity,
             random_logit_spearman=found.random_logit_spearman,
+            max_sensitivity=found.max_sensitivity,
         )
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 
