@@ -211,3 +211,10 @@ def test_imagenet_weights_download_from_a_mirror(
 def test_model_config_errors(overrides: list[str], pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         build_model(load_config(None, overrides), 2)
+
+
+def test_every_model_is_known_to_the_config() -> None:
+    from cxr.config import MODEL_NAMES
+    from cxr.models.registry import MODELS
+
+    assert sorted(MODEL_NAMES) == sorted(MODELS)
