@@ -343,3 +343,5 @@ def test_fold_agreement_against_each_fold_model_alone(trained_run) -> None:
         spread = np.std([q[target[0]] for q in p])
         assert found.loc[row["image"], "probability_std"] == pytest.approx(spread, abs=1e-5)
     assert result.summary["fold_agreement"]["images"] == len(result.report)
+    # the gallery links the experiment's model card
+    assert "href='../../MODEL_CARD.html'" in (result.folder / "index.html").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -58,8 +59,11 @@ def write_montage(folder: Path, report: pd.DataFrame, per_row: int = 8) -> Path 
     return path
 
 
-def write_html(folder: Path, report: pd.DataFrame, classes: list[str]) -> Path:
-    """One self-contained page with relative links; every name from the data is escaped."""
+def write_html(
+    folder: Path, report: pd.DataFrame, classes: list[str], card: Path | None = None
+) -> Path:
+    """One self-contained page with relative links (to the experiment's model card too, when
+    `card` is given); every name from the data is escaped."""
     right, wrong = (
         int((report["correct"] == "right").sum()),
         int((report["correct"] == "wrong").sum()),
@@ -93,6 +97,9 @@ def write_html(folder: Path, report: pd.DataFrame, classes: list[str]) -> Path:
         f"<h1>{html.escape(str(report['method'].iloc[0]) if len(report) else '')} "
         "explanations</h1>",
         f"<p>{right} right, {wrong} wrong; classes: {html.escape(', '.join(classes))}</p>",
+        ""
+        if card is None
+        else f"<p><a href='{html.escape(quote(os.path.relpath(card, folder)))}'>model card</a></p>",
         f'<p>map peak: <select onchange="{show}"><option '
         f"value=''>anywhere</option>{choose}</select></p>"
         if regions

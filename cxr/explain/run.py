@@ -164,7 +164,7 @@ def explain_fold(
         json.dumps(summary, indent=2) + "\n",
     )
     write_montage(folder, report, options.montage_size)
-    write_html(folder, report, classes)
+    write_html(folder, report, classes, experiment_dir(cfg) / "MODEL_CARD.html")
     return FoldExplanation(fold, folder, report, summary)
 
 
