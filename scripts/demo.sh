@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 CONFIG=configs/synthetic.yaml
 .venv/bin/cxr download synthetic --overwrite
 .venv/bin/cxr train --config "$CONFIG" --overwrite

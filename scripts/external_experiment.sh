@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SOURCE=${1:?"give the folder of radiographs, e.g. ../shared/data/lung-masks"}
 FOLDS=${2:-0,1}
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 for site in shenzhen montgomery; do

@@ -3,7 +3,7 @@
 # (on 95% of positives, 5% of negatives) against the same data without it; train both, audit both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 for variant in biased clean; do
   bias=(); [ "$variant" = biased ] && bias=(--bias 0.95)
   .venv/bin/cxr download synthetic --name "synthetic-$variant" --size 128 --overwrite --quiet "${bias[@]}"
