@@ -407,3 +407,16 @@ def test_max_sensitivity_is_zero_for_a_map_noise_cannot_move() -> None:
     relu_probe = make_probe(relu, "c")
     relu_maps = explain_batch(relu_probe, images, targets, "gradcam").maps
     assert (max_sensitivity(relu_probe, images, targets, relu_maps, "gradcam", 0) > 0).all()
+
+
+def test_the_audit_names_only_the_figures_it_wrote(tmp_path, capsys) -> None:
+    from cxr.audit.results import AuditSummary, Shortcuts
+    from cxr.cli import print_audit
+
+    shortcuts = Shortcuts("gradcam", "border band", 0, 0.0, 0.0, {}, [])
+    summary = AuditSummary(0, [0], "features", {}, {}, {}, shortcuts)
+    print_audit(summary, tmp_path)  # no image had a box: no methods.png
+    assert capsys.readouterr().out.strip().endswith("(methods side by side: methods.csv)")
+    (tmp_path / "methods.png").write_bytes(b"")
+    print_audit(summary, tmp_path)
+    assert "methods.csv, methods.png)" in capsys.readouterr().out

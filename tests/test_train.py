@@ -47,6 +47,8 @@ def test_run_folder_holds_what_later_commands_need(trained_run) -> None:
     )
     summary = json.loads(run.summary.read_text())
     assert summary["best_value"] == history["val_auc"].max()
+    # counted from 1, as Keras prints "Epoch 2/2" and the CLI says "at epoch N"
+    assert summary["best_epoch"] == history.loc[history["val_auc"].idxmax(), "epoch"] + 1
     model = keras.models.load_model(run.model, compile=False)
     assert model.output.shape == (None, 2)
 
