@@ -20,6 +20,7 @@ import typer
 
 from cxr.audit.results import AuditSummary, RegionGroup, Regions
 from cxr.errors import ConfigError, CxrError, shorten
+from cxr.explain.registry import METHOD_NAMES
 
 # TensorFlow's C++ start-up lines (CUDA probing, oneDNN, CPU features) are noise to a CLI user;
 # set TF_CPP_MIN_LOG_LEVEL yourself (0) to see them. Set before any command imports TensorFlow.
@@ -546,10 +547,7 @@ def explain(
     all_folds: AllFoldsOption = False,
     method: Annotated[
         str | None,
-        typer.Option(
-            help="gradcam (default: explain.method), gradcam++, hirescam, scorecam, saliency, "
-            "smoothgrad, guided_gradcam, …"
-        ),
+        typer.Option(help=f"One of {', '.join(METHOD_NAMES)} (default: explain.method)."),
     ] = None,
     layer: Annotated[
         str | None,
@@ -635,7 +633,7 @@ def audit(
     fold: FoldOption = None,
     all_folds: AllFoldsOption = False,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated methods to compare.")
+        str, typer.Option(help=f"Comma-separated methods to compare, of {', '.join(METHOD_NAMES)}.")
     ] = "gradcam,gradcam++,hirescam",
     layer: Annotated[
         str | None,

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cxr.errors import ConfigError, shorten
+from cxr.explain.registry import METHOD_NAMES
 
 # Model names are checked here so that a typo fails at load time, before any
 # TensorFlow import; the model registry (issue #3) must use the same names.
@@ -26,23 +27,7 @@ MODEL_NAMES = (
     "tiny_cnn",
 )
 FAITHFULNESS_BASELINES = ("black", "blur")  # what removed pixels become in deletion / insertion
-EXPLAIN_METHODS = (
-    "gradcam",
-    "gradcam++",
-    "scorecam",
-    "hirescam",
-    "layercam",
-    "xgradcam",
-    "eigencam",
-    "occlusion",
-    "rise",
-    "saliency",
-    "smoothgrad",
-    "integrated_gradients",
-    "input_x_gradient",
-    "guided_backprop",
-    "guided_gradcam",
-)
+EXPLAIN_METHODS = METHOD_NAMES  # every method of cxr.explain.registry
 
 LoosePath = Annotated[Path, Field(strict=False)]
 

@@ -3,6 +3,8 @@ weights."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -478,11 +480,25 @@ def test_layercam_xgradcam_and_eigencam_match_per_image_references(model_and_dat
     np.testing.assert_allclose(other, found["eigencam"], atol=1e-6)
 
 
-def test_every_method_is_known_to_the_config() -> None:
-    from cxr.config import EXPLAIN_METHODS
-    from cxr.explain.methods import LAYER_METHODS, METHODS
+def test_every_method_in_the_registry_is_complete() -> None:
+    """Each entry: an engine function that cites the entry's paper in its docstring, named in the
+    README and offered by the config."""
+    import typing
 
-    assert sorted(EXPLAIN_METHODS) == sorted(METHODS) and set(LAYER_METHODS) <= set(METHODS)
+    from cxr.config import ExplainConfig
+    from cxr.explain.methods import METHODS
+    from cxr.explain.registry import METHOD_NAMES, METHOD_SPECS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    allowed = typing.get_args(ExplainConfig.model_fields["method"].annotation)
+    assert tuple(METHODS) == METHOD_NAMES == tuple(allowed)
+    for spec in METHOD_SPECS:
+        first_author = spec.paper.split()[0]
+        assert first_author in (METHODS[spec.name].__doc__ or ""), spec.name
+        assert f"`{spec.name}`" in readme, spec.name
+    from cxr.explain.registry import methods_markdown
+
+    assert methods_markdown() in readme  # the README's table is the registry's
 
 
 def linear_toy(size: int = 16) -> tuple[keras.Model, np.ndarray]:

@@ -25,6 +25,7 @@ from scipy.ndimage import zoom
 
 from cxr.errors import ConfigError, CxrError
 from cxr.explain.probe import Probe
+from cxr.explain.registry import METHOD_SPECS, METHODS_BY_NAME
 
 EMPTY_PEAK = 1e-12  # a raw map whose peak is at most this is flagged empty
 
@@ -337,33 +338,7 @@ def integrated_gradient_attributions(
 
 
 Method = Callable[[Probe, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
-METHODS: dict[str, Method] = {
-    "gradcam": gradcam,
-    "gradcam++": gradcam_plus_plus,
-    "hirescam": hirescam,
-    "scorecam": scorecam,
-    "layercam": layercam,
-    "xgradcam": xgradcam,
-    "eigencam": eigencam,
-    "occlusion": occlusion,
-    "rise": rise,
-    "saliency": saliency,
-    "input_x_gradient": input_x_gradient,
-    "smoothgrad": smoothgrad,
-    "integrated_gradients": integrated_gradients,
-    "guided_backprop": guided_backprop,
-    "guided_gradcam": guided_gradcam,
-}
-# the others explain in pixel space
-LAYER_METHODS = (
-    "gradcam",
-    "gradcam++",
-    "hirescam",
-    "scorecam",
-    "layercam",
-    "xgradcam",
-    "eigencam",
-)
+METHODS: dict[str, Method] = {spec.name: globals()[spec.function] for spec in METHOD_SPECS}
 
 
 def get_method(name: str) -> Method:
@@ -432,7 +407,7 @@ def _compiled(probe: Probe, method: str) -> Callable:
     """
     if method not in probe.compiled:
         function = get_method(method)
-        if method.startswith("guided"):
+        if METHODS_BY_NAME[method].guided:
             probe.guided()  # cloning copies weights eagerly: do it before tracing
         # a partial, not a lambda: TensorFlow's retracing warning then counts each probe's function
         # on its own,

@@ -32,10 +32,11 @@ from cxr.errors import ConfigError, DataError
 from cxr.evaluate import choose_positive_class
 from cxr.explain.agreement import fold_agreement, summarise_agreement
 from cxr.explain.gallery import write_html, write_montage
-from cxr.explain.methods import LAYER_METHODS, Explanation, explain_batch, get_method
+from cxr.explain.methods import Explanation, explain_batch, get_method
 from cxr.explain.options import ExplainOptions, in_shard
 from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
 from cxr.explain.probe import coarse_map_note, make_probe
+from cxr.explain.registry import LAYER_METHODS
 from cxr.explain.report import (
     box_energy_share,
     inside,

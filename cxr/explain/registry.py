@@ -1,0 +1,115 @@
+"""Every explanation method cxr has, one entry each, holding every property of the method.
+
+The config's allowed values, the CLI's help, the engine's function table and which methods take a
+target layer all come from here (a test checks that the README names each one), so adding a method
+is one function in cxr.explain.methods and one line below. This module imports nothing heavy: the
+config and the CLI read it before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str  # what --method and explain.method take
+    function: str  # its function in cxr.explain.methods
+    layer: bool  # explains a target layer's channels (else the input pixels)
+    gradients: bool  # needs the target logit's gradients (else forward passes only)
+    cost: str  # per batch of images
+    paper: str
+    guided: bool = False  # runs on the copy whose ReLUs pass back only positive gradients
+    class_specific: bool = True  # False: the same map whatever class is asked for
+
+
+METHOD_SPECS = (
+    MethodSpec("gradcam", "gradcam", True, True, "1 backward pass", "Selvaraju et al. 2017"),
+    MethodSpec(
+        "gradcam++", "gradcam_plus_plus", True, True, "1 backward pass", "Chattopadhyay et al. 2018"
+    ),
+    MethodSpec(
+        "scorecam", "scorecam", True, False, "1 forward pass per channel", "Wang et al. 2020"
+    ),
+    MethodSpec("hirescam", "hirescam", True, True, "1 backward pass", "Draelos & Carin 2020"),
+    MethodSpec("layercam", "layercam", True, True, "1 backward pass", "Jiang et al. 2021"),
+    MethodSpec("xgradcam", "xgradcam", True, True, "1 backward pass", "Fu et al. 2020"),
+    MethodSpec(
+        "eigencam",
+        "eigencam",
+        True,
+        False,
+        "1 forward pass and an SVD per image",
+        "Muhammad & Yeasin 2020",
+        class_specific=False,
+    ),
+    MethodSpec(
+        "occlusion",
+        "occlusion",
+        False,
+        False,
+        "1 forward pass per position",
+        "Zeiler & Fergus 2014",
+    ),
+    MethodSpec(
+        "rise", "rise", False, False, "1 forward pass per mask (512)", "Petsiuk et al. 2018"
+    ),
+    MethodSpec("saliency", "saliency", False, True, "1 backward pass", "Simonyan et al. 2014"),
+    MethodSpec(
+        "smoothgrad", "smoothgrad", False, True, "1 backward pass per sample", "Smilkov et al. 2017"
+    ),
+    MethodSpec(
+        "integrated_gradients",
+        "integrated_gradients",
+        False,
+        True,
+        "1 backward pass per step",
+        "Sundararajan et al. 2017",
+    ),
+    MethodSpec(
+        "input_x_gradient",
+        "input_x_gradient",
+        False,
+        True,
+        "1 backward pass",
+        "Shrikumar et al. 2016",
+    ),
+    MethodSpec(
+        "guided_backprop",
+        "guided_backprop",
+        False,
+        True,
+        "1 backward pass",
+        "Springenberg et al. 2015",
+        guided=True,
+    ),
+    MethodSpec(
+        "guided_gradcam",
+        "guided_gradcam",
+        False,
+        True,
+        "2 backward passes",
+        "Selvaraju et al. 2017",
+        guided=True,
+    ),
+)
+METHODS_BY_NAME = {spec.name: spec for spec in METHOD_SPECS}
+METHOD_NAMES = tuple(METHODS_BY_NAME)
+LAYER_METHODS = tuple(spec.name for spec in METHOD_SPECS if spec.layer)
+
+
+def methods_markdown() -> str:
+    """The README's table of methods, made from the entries (a test checks the README has it)."""
+    rows = [
+        "| method | explains | needs gradients | cost per batch | paper |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for spec in METHOD_SPECS:
+        explains = "a target layer" if spec.layer else "the input pixels"
+        if spec.guided:
+            explains += " (guided ReLUs)"
+        if not spec.class_specific:
+            explains += "; the same map for every class"
+        gradients = "yes" if spec.gradients else "no"
+        rows.append(f"| `{spec.name}` | {explains} | {gradients} | {spec.cost} | {spec.paper} |")
+    return "\n".join(rows)
