@@ -149,7 +149,7 @@ def test_xla_and_padded_batches_give_the_plain_report(trained_run, explained) ->
 def test_overlays_reuse_the_decoded_pixels_and_match_the_files(trained_run, monkeypatch) -> None:
     """Stored size = model size (64 px): the overlays are drawn from the pipeline's pixels, with no
     second read of the source images, and are identical to overlays drawn from the files."""
-    from cxr.explain import run as explain_run
+    from cxr.explain import rows as explain_rows
 
     dataset, original_open = trained_run.data.dataset_dir, Image.open
 
@@ -160,7 +160,7 @@ def test_overlays_reuse_the_decoded_pixels_and_match_the_files(trained_run, monk
         return original_open(path, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(explain_run.Image, "open", no_source_reading)
+        patch.setattr(explain_rows.Image, "open", no_source_reading)
         reused = explain_fold(trained_run, 1, ExplainOptions(overwrite=True))
     drawn = {
         row.overlay: np.asarray(Image.open(reused.folder / row.overlay))
@@ -168,7 +168,7 @@ def test_overlays_reuse_the_decoded_pixels_and_match_the_files(trained_run, monk
     }
     with monkeypatch.context() as patch:
         patch.setattr(
-            explain_run,
+            explain_rows,
             "stored_pixels",
             lambda path, row, pixels: np.asarray(original_open(path).convert("L")),
         )

@@ -1,5 +1,6 @@
 """explain_fold(cfg, fold, options): every validation image of a fold through that fold's best
-model.
+model. This module is the fold loop; the rows and overlays are cxr.explain.rows, resuming is
+cxr.explain.resume, maps.npz is cxr.explain.mapsfile, fold agreement cxr.explain.agreement.
 
 Streams batches from disk; the map of one batch is computed while a thread pool writes the previous
 batch's overlays, so memory stays flat and PNG encoding overlaps with the gradients. Writes into
@@ -12,41 +13,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from PIL import Image
 
 from cxr.atomic import write_text_atomic
-from cxr.audit.regions import REGIONS, region_codes
 from cxr.card import write_model_card
 from cxr.config import Config
 from cxr.data.download import file_digest
-from cxr.data.labels import decode_boxes, from_spreadsheet_safe, split_labels, spreadsheet_safe
+from cxr.data.labels import spreadsheet_safe
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.errors import ConfigError, DataError
 from cxr.evaluate import choose_positive_class
 from cxr.explain.agreement import fold_agreement, summarise_agreement
 from cxr.explain.gallery import write_html, write_montage
-from cxr.explain.methods import Explanation, explain_batch, get_method
+from cxr.explain.mapsfile import MapsWriter
+from cxr.explain.methods import explain_batch, get_method
 from cxr.explain.options import ExplainOptions, in_shard
-from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
 from cxr.explain.probe import coarse_map_note, make_probe
 from cxr.explain.registry import LAYER_METHODS
-from cxr.explain.report import (
-    box_energy_share,
-    inside,
-    outcome,
-    output_probabilities,
-    peak_location,
-    summarise_fold,
-)
+from cxr.explain.report import summarise_fold
+from cxr.explain.resume import read_previous_rows
+from cxr.explain.rows import FoldContext, image_row, target_indices, with_boxes
 from cxr.external import External, analysis_settings, analysis_table, output_root
-from cxr.lungs.run import lung_region
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, experiment_dir, open_trained_fold, trained_folds
@@ -68,36 +59,6 @@ class FoldExplanation:
 
 def explain_dir(cfg: Config, fold: int) -> Path:
     return experiment_dir(cfg) / "explain" / f"fold{fold}"
-
-
-def target_indices(option: str, labels: np.ndarray, classes: list[str]) -> np.ndarray | None:
-    """None for 'predicted' (chosen in the forward pass), the true classes, or one named class for
-    all.
-
-    `labels` are class indices, or multi-hot rows for multi-label data (then 'true' is the first
-    true finding).
-    """
-    true_index = labels.argmax(axis=1) if labels.ndim == 2 else labels
-    if option == "predicted":
-        return None
-    if option == "true":
-        return true_index
-    if option not in classes:
-        raise ConfigError(
-            f"--target {option!r}: use predicted, true or a class name ({', '.join(classes)})"
-        )
-    return np.full(len(true_index), classes.index(option))
-
-
-def overlay_name(image: str) -> str:
-    """The source image's path below images/ (or its whole relative path), as a PNG."""
-    parts = PurePosixPath(image).parts
-    relative = (
-        PurePosixPath(*parts[1:])
-        if parts[0] == "images" and len(parts) > 1
-        else PurePosixPath(image)
-    )
-    return str(relative.with_suffix(".png"))
 
 
 def explain_fold(
@@ -137,14 +98,9 @@ def explain_fold(
         layer,
     )
 
+    ctx = FoldContext(cfg, fold_cfg, run, classes, positive, layer, settings, options, folder)
     with images_named_on_failure(fold_cfg.data.dataset_dir, todo):
-        rows = (
-            explain_rows(
-                cfg, fold_cfg, run, todo, classes, positive, layer, settings, options, folder
-            )
-            if len(todo)
-            else []
-        )
+        rows = explain_rows(ctx, todo) if len(todo) else []
     report = pd.concat([previous, pd.DataFrame(rows)], ignore_index=True) if rows else previous
     report = (
         report[report["image"].isin(table["image"])].sort_values("image").reset_index(drop=True)
@@ -190,55 +146,12 @@ def agreement_of(
     return fold_agreement(run, others, settings, report, classes, options.method, target_layer)
 
 
-def read_previous_rows(folder: Path, settings: dict) -> pd.DataFrame:
-    """Rows of earlier runs (any shard) with the same settings whose overlay still exists."""
-    text_columns = {"image": str, "patient_id": str, "outcome": str}
-    frames = [pd.read_csv(path, dtype=text_columns) for path in sorted(folder.glob("report*.csv"))]
-    if not frames:
-        return pd.DataFrame()
-    rows = from_spreadsheet_safe(
-        pd.concat(frames, ignore_index=True).drop_duplicates("image", keep="last")
-    )
-    rows[["patient_id", "outcome"]] = rows[["patient_id", "outcome"]].fillna("")
-    if not set(settings) <= set(rows.columns):
-        return pd.DataFrame()
-    same = np.logical_and.reduce(
-        [rows[key].astype(str) == str(value) for key, value in settings.items()]
-    )
-    exists = rows["overlay"].map(lambda p: (folder / p).is_file())
-    return rows[same & exists].reset_index(drop=True)
-
-
-def with_boxes(report: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """Attach decoded boxes and sizes (for the localisation summary)."""
-    info = table.set_index("image")
-    boxes = (
-        info["boxes"].map(decode_boxes)
-        if "boxes" in info
-        else pd.Series([[]] * len(info), index=info.index)
-    )
-    return report.assign(
-        boxes=report["image"].map(boxes),
-        width=report["image"].map(info.get("width")),
-        height=report["image"].map(info.get("height")),
-    )
-
-
-def explain_rows(
-    cfg: Config,
-    fold_cfg: Config,
-    run: FoldRun,
-    todo: pd.DataFrame,
-    classes: list[str],
-    positive: int | None,
-    layer: str,
-    settings: dict,
-    options: ExplainOptions,
-    folder: Path,
-) -> list[dict]:
+def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
     """The streaming loop: one batch of maps at a time, overlays written by a thread pool
     meanwhile."""
-    model = run.load_model()
+    cfg, options, classes = ctx.cfg, ctx.options, ctx.classes
+    layer, folder = ctx.layer, ctx.folder
+    model = ctx.run.load_model()
     if use_mixed_precision(cfg.explain.mixed_precision, "explain.mixed_precision"):
         model = with_policy(model, "mixed_float16")
     probe = make_probe(
@@ -249,7 +162,7 @@ def explain_rows(
         _NOTED.add(note)
         log.warning("%s", note)
     batch_size = cfg.explain.batch_size
-    ds = fold_dataset(fold_cfg, todo, classes, batch_size)
+    ds = fold_dataset(ctx.fold_cfg, todo, classes, batch_size)
     rows: list[dict] = []
     maps_name = (
         "maps.npz"
@@ -270,20 +183,7 @@ def explain_rows(
                 ..., 0
             ]  # the decoded images: the overlays reuse them when the stored size is the model's
             pending = [
-                pool.submit(
-                    image_row,
-                    fold_cfg,
-                    run.fold,
-                    row,
-                    result,
-                    i,
-                    classes,
-                    positive,
-                    settings,
-                    cfg,
-                    folder,
-                    pixels[i],
-                )
+                pool.submit(image_row, ctx, row, result, i, pixels[i])
                 for i, row in enumerate(part.to_dict("records"))
             ]
             if maps_file:
@@ -292,103 +192,6 @@ def explain_rows(
     if maps_file:
         maps_file.close()
     return rows
-
-
-def image_row(
-    fold_cfg: Config,
-    fold: int,
-    row: dict,
-    result: Explanation,
-    i: int,
-    classes: list[str],
-    positive: int | None,
-    settings: dict,
-    cfg: Config,
-    folder: Path,
-    pixels: np.ndarray | None = None,
-) -> dict:
-    """Overlay and report row for one image (runs in a worker thread)."""
-    logits = result.logits[i]
-    multi_label = fold_cfg.data.multi_label
-    probs = output_probabilities(logits[None], multi_label)[0]
-    predicted = int(np.argmax(probs))  # multi-label: the most probable finding
-    true_names = split_labels(row["label"]) if multi_label else [row["label"]]
-    grey = stored_pixels(fold_cfg.data.dataset_dir / row["image"], row, pixels)
-    heatmap = resize_map(result.maps[i], *grey.shape)
-    boxes = decode_boxes(row.get("boxes"))
-    x, y = peak_location(heatmap)
-    # None when unknown or implausible
-    lungs = lung_region(fold_cfg.data.dataset_dir, row, grey.shape)
-    correct = "right" if classes[predicted] in true_names else "wrong"
-    overlay = f"{correct}/{overlay_name(row['image'])}"
-    outline = lungs if cfg.explain.lungs else None
-    pixels = draw_overlay(
-        grey,
-        heatmap,
-        cfg.explain.colormap,
-        cfg.explain.alpha,
-        bool(result.empty[i]),
-        boxes,
-        outline,
-    )
-    write_overlay(pixels, folder / overlay)
-    return {
-        "fold": fold,
-        "image": row["image"],
-        "patient_id": row["patient_id"],
-        "true_class": row["label"],
-        "predicted_class": classes[predicted],
-        "confidence": float(probs[predicted]),
-        "correct": correct,
-        "outcome": "" if multi_label else outcome(classes.index(row["label"]), predicted, positive),
-        **{f"prob_{name}": float(p) for name, p in zip(classes, probs, strict=True)},
-        **settings,
-        "target_class": classes[int(result.class_index[i])],
-        "raw_peak": float(result.raw_peak[i]),
-        "empty": bool(result.empty[i]),
-        "peak_x": x,
-        "peak_y": y,
-        "peak_in_box": float(inside(x, y, boxes))
-        if boxes and not result.empty[i]
-        else float("nan"),  # 1/0; NaN: no box
-        "box_energy_share": box_energy_share(heatmap, boxes),
-        "peak_region": REGIONS[region_codes(lungs)[y, x]]
-        if lungs is not None and not result.empty[i]
-        else "",
-        "overlay": overlay,
-    }
-
-
-def stored_pixels(path: Path, row: dict, pixels: np.ndarray | None) -> np.ndarray:
-    """The stored image as uint8 grey: the pipeline's decoded pixels when they are at the stored
-    size (resizing to the same size changes nothing), else the file read again."""
-    try:
-        stored = (int(row["height"]), int(row["width"]))
-    except (KeyError, TypeError, ValueError):
-        stored = None
-    if pixels is not None and stored == pixels.shape:
-        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
-    return np.asarray(Image.open(path).convert("L"))
-
-
-class MapsWriter:
-    """An .npz written entry by entry (as numpy.savez lays it out), so memory does not grow with the
-    fold."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.tmp = path, path.with_name(path.name + ".partial")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_DEFLATED)
-
-    def add(self, images: list[str], result: Explanation) -> None:
-        for i, image in enumerate(images):
-            for kind, array in (("raw", result.raw_maps[i]), ("upsampled", result.maps[i])):
-                with self.zip.open(f"{image}/{kind}.npy", "w", force_zip64=True) as handle:
-                    np.lib.format.write_array(handle, np.asarray(array, dtype=np.float32))
-
-    def close(self) -> None:
-        self.zip.close()
-        self.tmp.replace(self.path)
 
 
 def explain_folds(

@@ -1,0 +1,161 @@
+"""One report row and one overlay per image, and what they are made from.
+
+`FoldContext` holds what every image of a fold shares (settings, run, classes, output folder), so
+the functions below take it instead of long argument lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from cxr.audit.regions import REGIONS, region_codes
+from cxr.config import Config
+from cxr.data.labels import decode_boxes, split_labels
+from cxr.errors import ConfigError
+from cxr.explain.methods import Explanation
+from cxr.explain.options import ExplainOptions
+from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
+from cxr.explain.report import (
+    box_energy_share,
+    inside,
+    outcome,
+    output_probabilities,
+    peak_location,
+)
+from cxr.lungs.run import lung_region
+from cxr.runs import FoldRun
+
+
+@dataclass(frozen=True)
+class FoldContext:
+    """What every image of one fold's explanation shares."""
+
+    cfg: Config  # the command line's (explain settings: colours, alpha, lungs, batch size)
+    fold_cfg: Config  # the fold's settings (FoldRun.settings), reading the images' dataset
+    run: FoldRun
+    classes: list[str]
+    positive: int | None
+    layer: str
+    recorded: dict  # method, layer, target, model digest: written in every row, for resuming
+    options: ExplainOptions
+    folder: Path
+
+
+def target_indices(option: str, labels: np.ndarray, classes: list[str]) -> np.ndarray | None:
+    """None for 'predicted' (chosen in the forward pass), the true classes, or one named class for
+    all.
+
+    `labels` are class indices, or multi-hot rows for multi-label data (then 'true' is the first
+    true finding).
+    """
+    true_index = labels.argmax(axis=1) if labels.ndim == 2 else labels
+    if option == "predicted":
+        return None
+    if option == "true":
+        return true_index
+    if option not in classes:
+        raise ConfigError(
+            f"--target {option!r}: use predicted, true or a class name ({', '.join(classes)})"
+        )
+    return np.full(len(true_index), classes.index(option))
+
+
+def overlay_name(image: str) -> str:
+    """The source image's path below images/ (or its whole relative path), as a PNG."""
+    parts = PurePosixPath(image).parts
+    relative = (
+        PurePosixPath(*parts[1:])
+        if parts[0] == "images" and len(parts) > 1
+        else PurePosixPath(image)
+    )
+    return str(relative.with_suffix(".png"))
+
+
+def with_boxes(report: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Attach decoded boxes and sizes (for the localisation summary)."""
+    info = table.set_index("image")
+    boxes = (
+        info["boxes"].map(decode_boxes)
+        if "boxes" in info
+        else pd.Series([[]] * len(info), index=info.index)
+    )
+    return report.assign(
+        boxes=report["image"].map(boxes),
+        width=report["image"].map(info.get("width")),
+        height=report["image"].map(info.get("height")),
+    )
+
+
+def image_row(
+    ctx: FoldContext, row: dict, result: Explanation, i: int, pixels: np.ndarray | None = None
+) -> dict:
+    """Overlay and report row for one image (runs in a worker thread)."""
+    fold_cfg, cfg, classes, folder = ctx.fold_cfg, ctx.cfg, ctx.classes, ctx.folder
+    logits = result.logits[i]
+    multi_label = fold_cfg.data.multi_label
+    probs = output_probabilities(logits[None], multi_label)[0]
+    predicted = int(np.argmax(probs))  # multi-label: the most probable finding
+    true_names = split_labels(row["label"]) if multi_label else [row["label"]]
+    grey = stored_pixels(fold_cfg.data.dataset_dir / row["image"], row, pixels)
+    heatmap = resize_map(result.maps[i], *grey.shape)
+    boxes = decode_boxes(row.get("boxes"))
+    x, y = peak_location(heatmap)
+    # None when unknown or implausible
+    lungs = lung_region(fold_cfg.data.dataset_dir, row, grey.shape)
+    correct = "right" if classes[predicted] in true_names else "wrong"
+    overlay = f"{correct}/{overlay_name(row['image'])}"
+    outline = lungs if cfg.explain.lungs else None
+    pixels = draw_overlay(
+        grey,
+        heatmap,
+        cfg.explain.colormap,
+        cfg.explain.alpha,
+        bool(result.empty[i]),
+        boxes,
+        outline,
+    )
+    write_overlay(pixels, folder / overlay)
+    return {
+        "fold": ctx.run.fold,
+        "image": row["image"],
+        "patient_id": row["patient_id"],
+        "true_class": row["label"],
+        "predicted_class": classes[predicted],
+        "confidence": float(probs[predicted]),
+        "correct": correct,
+        "outcome": ""
+        if multi_label
+        else outcome(classes.index(row["label"]), predicted, ctx.positive),
+        **{f"prob_{name}": float(p) for name, p in zip(classes, probs, strict=True)},
+        **ctx.recorded,
+        "target_class": classes[int(result.class_index[i])],
+        "raw_peak": float(result.raw_peak[i]),
+        "empty": bool(result.empty[i]),
+        "peak_x": x,
+        "peak_y": y,
+        "peak_in_box": float(inside(x, y, boxes))
+        if boxes and not result.empty[i]
+        else float("nan"),  # 1/0; NaN: no box
+        "box_energy_share": box_energy_share(heatmap, boxes),
+        "peak_region": REGIONS[region_codes(lungs)[y, x]]
+        if lungs is not None and not result.empty[i]
+        else "",
+        "overlay": overlay,
+    }
+
+
+def stored_pixels(path: Path, row: dict, pixels: np.ndarray | None) -> np.ndarray:
+    """The stored image as uint8 grey: the pipeline's decoded pixels when they are at the stored
+    size (resizing to the same size changes nothing), else the file read again."""
+    try:
+        stored = (int(row["height"]), int(row["width"]))
+    except (KeyError, TypeError, ValueError):
+        stored = None
+    if pixels is not None and stored == pixels.shape:
+        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return np.asarray(Image.open(path).convert("L"))
