@@ -116,9 +116,11 @@ class ExplainConfig(_Section):
     alpha: float = Field(0.4, ge=0, le=1)
     xla: bool = False  # compile the maps with XLA (jit_compile)
     mixed_precision: bool = False  # explain a float16 copy of the model (GPU only)
-    lungs: bool = (
-        False  # outline the lung fields (the dataset's own, or from `cxr lungs`) on the overlays
-    )
+    occlusion_patch: float = Field(0.125, gt=0, le=1)  # the square's side, a share of the image
+    occlusion_stride: float = Field(0.0625, gt=0, le=1)  # its step, likewise
+    rise_masks: int = Field(512, ge=8, le=100_000)  # random masks per image (one forward pass each)
+    # outline the lung fields (the dataset's own, or from `cxr lungs`) on the overlays
+    lungs: bool = False
 
     @field_validator("colormap")
     @classmethod

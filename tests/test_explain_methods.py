@@ -551,3 +551,34 @@ def test_rise_finds_the_region_a_toy_model_reads() -> None:
     probability = np.exp(out[:, 1]) / np.exp(out).sum(axis=1)
     expected = (probability[:, None, None] * masks).sum(axis=0) / (len(masks) * RISE_KEEP)
     np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_occlusion_and_rise_take_their_settings_from_the_config() -> None:
+    """explain.occlusion_* and explain.rise_masks reach the traced functions through the probe."""
+    from cxr.config import load_config
+    from cxr.explain.methods import occlusion_patches
+    from cxr.explain.registry import method_parameters
+
+    cfg = load_config(
+        None,
+        ["explain.occlusion_patch=0.25", "explain.occlusion_stride=0.25", "explain.rise_masks=16"],
+    )
+    parameters = method_parameters(cfg.explain)
+    assert parameters == {"occlusion": {"patch": 0.25, "stride": 0.25}, "rise": {"masks": 16}}
+    model, weights = linear_toy()
+    image = np.random.default_rng(10).uniform(0, 1, (1, 16, 16, 1)).astype("float32")
+    probe = make_probe(model, "features", parameters=parameters)
+    found = explain_batch(probe, image, np.array([1]), "occlusion").raw_maps[0]
+    # 4 x 4 squares in steps of 4: a tiling, each pixel covered once
+    assert len(occlusion_patches(16, 16, 0.25, 0.25)) == 16
+    contribution = (weights[:, 1] * image.reshape(-1)).reshape(16, 16)
+    tiles = contribution.reshape(4, 4, 4, 4).sum(axis=(1, 3))
+    np.testing.assert_allclose(found, np.maximum(np.kron(tiles, np.ones((4, 4))), 0), atol=1e-5)
+    from cxr.explain.methods import RISE_KEEP, rise_masks
+
+    rise_map = explain_batch(probe, image, np.array([1]), "rise").raw_maps[0]
+    masks = rise_masks(16, 16, 16)  # sixteen masks, not the default 512
+    out = model.predict(masks[..., None] * image, verbose=0)
+    probability = np.exp(out[:, 1]) / np.exp(out).sum(axis=1)
+    expected = (probability[:, None, None] * masks).sum(axis=0) / (16 * RISE_KEEP)
+    np.testing.assert_allclose(rise_map, expected, rtol=1e-4, atol=1e-6)

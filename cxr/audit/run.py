@@ -34,6 +34,7 @@ from cxr.errors import ConfigError
 from cxr.evaluate import plt, save_figure
 from cxr.explain.methods import get_method
 from cxr.explain.probe import make_probe
+from cxr.explain.registry import method_parameters
 from cxr.external import External, analysis_settings, analysis_table, output_root
 from cxr.lungs.run import compute_lungs, has_lung_fields
 from cxr.models.registry import get_model_spec
@@ -107,7 +108,7 @@ def _audit_fold(
     classes = run.read_classes()
     layer = layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
     model = run.load_model()
-    probe = make_probe(model, layer)
+    probe = make_probe(model, layer, parameters=method_parameters(cfg.explain))
     seen = sweep_fold(fold_cfg, probe, table, classes, methods, SANITY_IMAGES)
     images, targets, maps = seen.sample.arrays()
     cascade = Cascade(model, layer, probe)

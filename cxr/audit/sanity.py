@@ -63,7 +63,9 @@ class Cascade:
         """`trained` reuses a probe of `model` already made (and traced)."""
         self.model, self.layer = model, layer
         self.trained = trained or make_probe(model, layer)
-        self.randomised = make_probe(keras.models.clone_model(model), layer)
+        copy = keras.models.clone_model(model)
+        # the same method settings as the trained probe's, or the maps would not be comparable
+        self.randomised = make_probe(copy, layer, parameters=self.trained.parameters)
 
     def run(
         self,

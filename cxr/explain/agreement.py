@@ -18,6 +18,7 @@ from cxr.config import Config
 from cxr.data.pipeline import fold_dataset
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import make_probe
+from cxr.explain.registry import method_parameters
 from cxr.explain.report import output_probabilities
 from cxr.runs import FoldRun
 
@@ -36,7 +37,7 @@ def maps_and_probabilities(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One fold model's maps of the given classes for every image, and those classes'
     probabilities."""
-    probe = make_probe(run.load_model(), layer)
+    probe = make_probe(run.load_model(), layer, parameters=method_parameters(settings.explain))
     maps, probs = [], []
     ds = fold_dataset(settings, table, classes, BATCH)
     for start, (images, _) in zip(range(0, len(table), BATCH), ds, strict=False):

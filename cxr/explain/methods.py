@@ -166,11 +166,13 @@ OCCLUSION_STRIDE = 0.0625  # its step, likewise
 RISE_MASKS, RISE_CELLS, RISE_KEEP, RISE_SEED = 512, 8, 0.5, 0
 
 
-def occlusion_patches(height: int, width: int) -> np.ndarray:
+def occlusion_patches(
+    height: int, width: int, patch: float = OCCLUSION_PATCH, stride: float = OCCLUSION_STRIDE
+) -> np.ndarray:
     """(P, H, W) float32: one square of ones per position of the sliding occluder, zeros
     elsewhere; the last row and column of positions reach the image's edges."""
-    side = max(1, round(OCCLUSION_PATCH * min(height, width)))
-    step = max(1, round(OCCLUSION_STRIDE * min(height, width)))
+    side = max(1, round(patch * min(height, width)))
+    step = max(1, round(stride * min(height, width)))
     tops = sorted({*range(0, height - side + 1, step), height - side})
     lefts = sorted({*range(0, width - side + 1, step), width - side})
     patches = np.zeros((len(tops) * len(lefts), height, width), np.float32)
@@ -179,7 +181,14 @@ def occlusion_patches(height: int, width: int) -> np.ndarray:
     return patches
 
 
-def occlusion(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int = 32):
+def occlusion(
+    probe: Probe,
+    images: tf.Tensor,
+    class_index: tf.Tensor,
+    patch: float = OCCLUSION_PATCH,
+    stride: float = OCCLUSION_STRIDE,
+    chunk: int = 32,
+):
     """Zeiler & Fergus 2014: the drop of the target logit when a square is set to black, slid
     over the image; each pixel gets the mean drop of the squares that cover it. Costs one forward
     pass per position."""
@@ -188,7 +197,7 @@ def occlusion(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: in
     class_index = resolve_targets(logits, class_index)
     base = _target_logits(logits, class_index)  # (B,)
     batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
-    patches = occlusion_patches(height, width)
+    patches = occlusion_patches(height, width, patch, stride)
     drops = []
     for start in range(0, len(patches), chunk):
         keep = tf.constant(1.0 - patches[start : start + chunk])  # (c, H, W)
@@ -205,26 +214,32 @@ def occlusion(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: in
 
 
 @functools.cache
-def rise_masks(height: int, width: int) -> np.ndarray:
+def rise_masks(height: int, width: int, count: int = RISE_MASKS) -> np.ndarray:
     """(N, H, W) float32 smooth random masks (Petsiuk et al. 2018): a coarse grid of cells kept
     with probability RISE_KEEP, upsampled bilinearly and shifted by a random fraction of a cell;
     seeded, so every run and every batch uses the same masks."""
     rng = np.random.default_rng(RISE_SEED)
     cell_h, cell_w = -(-height // RISE_CELLS), -(-width // RISE_CELLS)
-    grid = (rng.uniform(size=(RISE_MASKS, RISE_CELLS, RISE_CELLS)) < RISE_KEEP).astype("float32")
+    grid = (rng.uniform(size=(count, RISE_CELLS, RISE_CELLS)) < RISE_KEEP).astype("float32")
     # numpy, not TensorFlow: the masks are made while the method is traced
     big = zoom(
         grid,
         (1, (RISE_CELLS + 1) * cell_h / RISE_CELLS, (RISE_CELLS + 1) * cell_w / RISE_CELLS),
         order=1,
     )
-    shifts = rng.integers(0, [cell_h, cell_w], size=(RISE_MASKS, 2))
+    shifts = rng.integers(0, [cell_h, cell_w], size=(count, 2))
     return np.stack(
         [big[i, y : y + height, x : x + width] for i, (y, x) in enumerate(shifts)]
     ).astype("float32")
 
 
-def rise(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int = 64):
+def rise(
+    probe: Probe,
+    images: tf.Tensor,
+    class_index: tf.Tensor,
+    masks: int = RISE_MASKS,
+    chunk: int = 64,
+):
     """Petsiuk et al. 2018: the mean of random masks weighted by the target class's probability
     on the image seen through each, over the keep probability; model-agnostic. Costs one forward
     pass per mask."""
@@ -232,7 +247,7 @@ def rise(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int = 6
     logits = tf.cast(logits, tf.float32)
     class_index = resolve_targets(logits, class_index)
     batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
-    masks = rise_masks(height, width)
+    masks = rise_masks(height, width, masks)
     scores = []
     for start in range(0, len(masks), chunk):
         part = tf.constant(masks[start : start + chunk])  # (c, H, W)
@@ -414,6 +429,8 @@ def _compiled(probe: Probe, method: str) -> Callable:
         # instead of adding up the first traces of every probe made from the same lambda (as the
         # audit makes several)
         probe.compiled[method] = tf.function(
-            functools.partial(function, probe), reduce_retracing=True, jit_compile=probe.jit_compile
+            functools.partial(function, probe, **probe.parameters.get(method, {})),
+            reduce_retracing=True,
+            jit_compile=probe.jit_compile,
         )
     return probe.compiled[method]

@@ -38,9 +38,10 @@ class Probe:
         self.layer_name = layer_name
         self.jit_compile = jit_compile  # trace the methods with XLA
         self._call = call
-        self.compiled: dict[
-            str, Callable
-        ] = {}  # traced methods, kept with the probe they belong to
+        # traced methods, kept with the probe they belong to
+        self.compiled: dict[str, Callable] = {}
+        # per method, the keyword arguments its function is traced with (explain.occlusion_*, ...)
+        self.parameters: dict[str, dict] = {}
         self._guided: Probe | None = None
 
     def guided(self) -> Probe:
@@ -51,7 +52,9 @@ class Probe:
                 raise CxrError("guided backpropagation needs a flat model (no nested backbone)")
             copy = keras.models.clone_model(self.model, clone_function=_guided_layer)
             copy.set_weights(self.model.get_weights())
-            self._guided = make_probe(copy, self.layer_name, jit_compile=self.jit_compile)
+            self._guided = make_probe(
+                copy, self.layer_name, jit_compile=self.jit_compile, parameters=self.parameters
+            )
         return self._guided
 
     def set_weights(self, weights: list) -> None:
@@ -89,10 +92,19 @@ def find_target_layer(model: keras.Model) -> str:
 
 
 def make_probe(
-    model: keras.Model, layer_name: str | None = None, jit_compile: bool = False
+    model: keras.Model,
+    layer_name: str | None = None,
+    jit_compile: bool = False,
+    parameters: dict[str, dict] | None = None,
 ) -> Probe:
     """Probe `model` at `layer_name` (found automatically when None), flat or nested; `jit_compile`
-    traces with XLA."""
+    traces with XLA; `parameters` (method -> keyword arguments) tune the methods that take any."""
+    probe = _make_probe(model, layer_name, jit_compile)
+    probe.parameters = dict(parameters or {})
+    return probe
+
+
+def _make_probe(model: keras.Model, layer_name: str | None, jit_compile: bool) -> Probe:
     name = layer_name or find_target_layer(model)
     top = {layer.name: layer for layer in model.layers}
     if name in top:

@@ -21,6 +21,8 @@ class MethodSpec:
     paper: str
     guided: bool = False  # runs on the copy whose ReLUs pass back only positive gradients
     class_specific: bool = True  # False: the same map whatever class is asked for
+    # (the function's keyword, the explain config key that sets it)
+    parameters: tuple[tuple[str, str], ...] = ()
 
 
 METHOD_SPECS = (
@@ -50,9 +52,16 @@ METHOD_SPECS = (
         False,
         "1 forward pass per position",
         "Zeiler & Fergus 2014",
+        parameters=(("patch", "occlusion_patch"), ("stride", "occlusion_stride")),
     ),
     MethodSpec(
-        "rise", "rise", False, False, "1 forward pass per mask (512)", "Petsiuk et al. 2018"
+        "rise",
+        "rise",
+        False,
+        False,
+        "1 forward pass per mask",
+        "Petsiuk et al. 2018",
+        parameters=(("masks", "rise_masks"),),
     ),
     MethodSpec("saliency", "saliency", False, True, "1 backward pass", "Simonyan et al. 2014"),
     MethodSpec(
@@ -98,6 +107,15 @@ METHOD_NAMES = tuple(METHODS_BY_NAME)
 LAYER_METHODS = tuple(spec.name for spec in METHOD_SPECS if spec.layer)
 
 
+def method_parameters(explain: object) -> dict[str, dict]:
+    """Per method that takes any, its keyword arguments from the explain config section."""
+    return {
+        spec.name: {arg: getattr(explain, key) for arg, key in spec.parameters}
+        for spec in METHOD_SPECS
+        if spec.parameters
+    }
+
+
 def methods_markdown() -> str:
     """The README's table of methods, made from the entries (a test checks the README has it)."""
     rows = [
@@ -110,6 +128,8 @@ def methods_markdown() -> str:
             explains += " (guided ReLUs)"
         if not spec.class_specific:
             explains += "; the same map for every class"
+        if spec.parameters:
+            explains += "; set by " + ", ".join(f"`explain.{key}`" for _, key in spec.parameters)
         gradients = "yes" if spec.gradients else "no"
         rows.append(f"| `{spec.name}` | {explains} | {gradients} | {spec.cost} | {spec.paper} |")
     return "\n".join(rows)

@@ -33,7 +33,7 @@ from cxr.explain.mapsfile import MapsWriter
 from cxr.explain.methods import explain_batch, get_method
 from cxr.explain.options import ExplainOptions, in_shard
 from cxr.explain.probe import coarse_map_note, make_probe
-from cxr.explain.registry import LAYER_METHODS
+from cxr.explain.registry import LAYER_METHODS, method_parameters
 from cxr.explain.report import summarise_fold
 from cxr.explain.resume import read_previous_rows
 from cxr.explain.rows import FoldContext, image_row, target_indices, with_boxes
@@ -155,7 +155,10 @@ def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
     if use_mixed_precision(cfg.explain.mixed_precision, "explain.mixed_precision"):
         model = with_policy(model, "mixed_float16")
     probe = make_probe(
-        model, layer if options.method in LAYER_METHODS else None, jit_compile=cfg.explain.xla
+        model,
+        layer if options.method in LAYER_METHODS else None,
+        jit_compile=cfg.explain.xla,
+        parameters=method_parameters(cfg.explain),
     )
     note = coarse_map_note(model, probe.layer_name) if options.method in LAYER_METHODS else None
     if note and note not in _NOTED:  # once per process, not once per fold
