@@ -582,3 +582,33 @@ def test_occlusion_and_rise_take_their_settings_from_the_config() -> None:
     probability = np.exp(out[:, 1]) / np.exp(out).sum(axis=1)
     expected = (probability[:, None, None] * masks).sum(axis=0) / (16 * RISE_KEEP)
     np.testing.assert_allclose(rise_map, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_ablationcam_matches_a_per_image_per_channel_loop(model_and_data) -> None:
+    """Each channel of each image zeroed on its own, the head run on it: (y - y_k) / y."""
+    model, images, targets, _ = model_and_data
+    found = explain_batch(make_probe(model, "features"), images[:3], targets[:3], "ablationcam")
+    features = keras.Model(model.input, model.get_layer("features").output)
+    head = keras.Model(model.get_layer("features").output, model.output)
+    for i in range(3):
+        a = features(images[i : i + 1], training=False).numpy()[0].astype("float64")
+        y = head(a[None].astype("float32"), training=False).numpy()[0, targets[i]]
+        weights = []
+        for k in range(a.shape[-1]):
+            ablated = a.copy()
+            ablated[..., k] = 0
+            y_k = head(ablated[None].astype("float32"), training=False).numpy()[0, targets[i]]
+            weights.append((y - y_k) / y if y != 0 else 0.0)
+        expected = np.maximum((a * np.array(weights)).sum(-1), 0)
+        np.testing.assert_allclose(found.raw_maps[i], expected, rtol=1e-3, atol=1e-5)
+
+
+def test_ablationcam_needs_the_logits_to_follow_from_the_layer() -> None:
+    inputs = keras.Input((8, 8, 1))
+    a = keras.layers.Conv2D(2, 3, padding="same", name="a")(inputs)
+    b = keras.layers.Conv2D(2, 3, padding="same", name="b")(a)
+    merged = keras.layers.Concatenate()([keras.layers.Flatten()(a), keras.layers.Flatten()(b)])
+    model = keras.Model(inputs, keras.layers.Dense(2)(merged))
+    images = np.zeros((1, 8, 8, 1), "float32")
+    with pytest.raises(CxrError, match="depend on more than layer 'b'"):
+        explain_batch(make_probe(model, "b"), images, np.array([0]), "ablationcam")

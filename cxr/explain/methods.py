@@ -135,6 +135,28 @@ def eigencam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     return tf.nn.relu(tf.reshape(projection, shape[:3])), logits
 
 
+def ablationcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int = 8):
+    """Desai & Ramaswamy 2020: each channel weighted by the relative drop of the target logit when
+    that channel alone is zeroed, (y - y_k) / y; one pass of the model's head per channel."""
+    activations, logits = probe(images)
+    activations, logits = tf.cast(activations, tf.float32), tf.cast(logits, tf.float32)
+    class_index = resolve_targets(logits, class_index)
+    base = _target_logits(logits, class_index)  # (B,)
+    head = probe.head()
+    batch, channels = tf.shape(activations)[0], activations.shape[-1]
+    height, width = activations.shape[1], activations.shape[2]
+    drops = []
+    for start in range(0, channels, chunk):
+        count = min(chunk, channels - start)
+        keep = 1.0 - tf.one_hot(tf.range(start, start + count), channels)  # (c, K)
+        ablated = activations[:, None] * keep[None, :, None, None, :]  # (B, c, h, w, K)
+        out = head(tf.reshape(ablated, (-1, height, width, channels)), training=False)
+        target = _target_logits(tf.cast(out, tf.float32), tf.repeat(class_index, count))
+        drops.append(base[:, None] - tf.reshape(target, (batch, count)))
+    weights = tf.math.divide_no_nan(tf.concat(drops, axis=1), base[:, None])  # (B, K)
+    return tf.nn.relu(tf.reduce_sum(weights[:, None, None, :] * activations, axis=-1)), logits
+
+
 def scorecam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int = 8):
     """Wang et al. 2020: weight each channel by the target's probability when the input is masked by
     that channel's upsampled, min-max normalised activation; no gradients. Costs one forward pass

@@ -43,6 +43,27 @@ class Probe:
         # per method, the keyword arguments its function is traced with (explain.occlusion_*, ...)
         self.parameters: dict[str, dict] = {}
         self._guided: Probe | None = None
+        self._head: keras.Model | None = None
+
+    def head(self) -> keras.Model:
+        """The part of the model from the target layer's output to the logits (built once), for
+        methods that change the activations (AblationCAM); a flat model only."""
+        if self._head is None:
+            if any(isinstance(layer, keras.Model) for layer in self.model.layers):
+                raise CxrError(
+                    "this method runs the model on from the target layer, which needs a flat model "
+                    "(no nested backbone)"
+                )
+            try:
+                self._head = keras.Model(
+                    self.model.get_layer(self.layer_name).output, self.model.output
+                )
+            except ValueError as exc:  # the logits need more than the target layer (a skip)
+                raise CxrError(
+                    f"the logits of {self.model.name!r} depend on more than layer "
+                    f"{self.layer_name!r} ({exc}); choose a later --layer"
+                ) from None
+        return self._head
 
     def guided(self) -> Probe:
         """The same probe on a copy of the model whose ReLUs pass back only positive gradients

@@ -34,6 +34,14 @@ METHOD_SPECS = (
         "scorecam", "scorecam", True, False, "1 forward pass per channel", "Wang et al. 2020"
     ),
     MethodSpec("hirescam", "hirescam", True, True, "1 backward pass", "Draelos & Carin 2020"),
+    MethodSpec(
+        "ablationcam",
+        "ablationcam",
+        True,
+        False,
+        "1 pass of the model's head per channel",
+        "Desai & Ramaswamy 2020",
+    ),
     MethodSpec("layercam", "layercam", True, True, "1 backward pass", "Jiang et al. 2021"),
     MethodSpec("xgradcam", "xgradcam", True, True, "1 backward pass", "Fu et al. 2020"),
     MethodSpec(
