@@ -17,7 +17,7 @@ import pandas as pd
 from cxr.atomic import write_text_atomic
 from cxr.config import Config, load_config
 from cxr.data.dataset import METADATA_FILE
-from cxr.runs import experiment_dir, fold_run, pooled_evaluation_dir, trained_folds
+from cxr.runs import command_dir, experiment_dir, fold_run, pooled_evaluation_dir, trained_folds
 
 Section = tuple[str, list[str]]  # a heading and its lines (markdown: bullets or table rows)
 
@@ -159,7 +159,7 @@ def external_section(cfg: Config) -> Section:
 def explanation_section(cfg: Config, folds: list[int]) -> list[Section]:
     lines = []
     for fold in folds:
-        summary = read_json(experiment_dir(cfg) / "explain" / f"fold{fold}" / "summary.json")
+        summary = read_json(command_dir(experiment_dir(cfg), "explain", fold) / "summary.json")
         if summary is None:
             continue
         text = (
@@ -174,14 +174,10 @@ def explanation_section(cfg: Config, folds: list[int]) -> list[Section]:
                 f"{loc['centre_baseline']:.0%}, random {loc['random_baseline']:.0%})"
             )
         lines.append(text)
-    audit = read_json(experiment_dir(cfg) / "audit" / "summary.json")
-    audits = [audit] if audit else []
-    if not audits:
-        audits = [
-            found
-            for fold in folds
-            if (found := read_json(experiment_dir(cfg) / "audit" / f"fold{fold}" / "summary.json"))
-        ]
+    root = experiment_dir(cfg)
+    pooled = read_json(command_dir(root, "audit") / "summary.json")
+    per_fold = [read_json(command_dir(root, "audit", fold) / "summary.json") for fold in folds]
+    audits = [pooled] if pooled else [found for found in per_fold if found]
     audit_lines = [line for found in audits for line in audit_lines_of(found)]
     return [
         ("Explanations", lines or ["- Not explained yet: `cxr explain --all-folds`"]),

@@ -5,6 +5,9 @@ runs/<experiment>/
              history.csv, summary.json, logs/ (TensorBoard),
              evaluation/ (predictions.csv, metrics.json, roc.png, confusion.png)
   evaluation/  the same over all evaluated folds, pooled, plus mean and std
+  explain/fold<K>/, audit/fold<K>/  what explain and audit write for a fold (audit/ also pooled)
+  external/<dataset>/  the same for another dataset (evaluate --on, explain --on, audit --on)
+  MODEL_CARD.md, MODEL_CARD.html
   .training/fold<K>/  a fold while it trains; it replaces fold<K>/ only once it has its checkpoint
 """
 
@@ -146,6 +149,12 @@ class FoldRun:
 
 def experiment_dir(cfg: Config) -> Path:
     return cfg.experiment.output_dir / cfg.experiment.name
+
+
+def command_dir(root: Path, command: str, fold: int | None = None) -> Path:
+    """root/explain/ or root/audit/ (fold None: over folds), or its fold<K>/; root is the
+    experiment's folder, or its external/<dataset>/."""
+    return root / command if fold is None else root / command / f"fold{fold}"
 
 
 def fold_run(cfg: Config, fold: int) -> FoldRun:

@@ -605,14 +605,14 @@ def test_truncated_archive_is_removed_as_said(world: Path) -> None:
 
 def test_outputs_follow_the_umask(world: Path) -> None:
     """Case 17: datasets, tables and run files get the mode a plain open() gives, not 0600/0700."""
-    result = run_cli(download_args("--name", "shared"))
+    result = run_cli(download_args("--name", "team"))
     assert result.exit_code == 0, result.output
     mask = os.umask(0o022)  # read the umask independently of cxr.atomic
     os.umask(mask)
-    assert (world / "data" / "shared").stat().st_mode & 0o777 == 0o777 & ~mask == FOLDER_MODE
+    assert (world / "data" / "team").stat().st_mode & 0o777 == 0o777 & ~mask == FOLDER_MODE
     for path in (
-        world / "data" / "shared" / "labels.csv",
-        next((world / "data" / "shared" / "images").rglob("*.png")),
+        world / "data" / "team" / "labels.csv",
+        next((world / "data" / "team" / "images").rglob("*.png")),
         world / FOLD0 / "model.keras",
         world / FOLD0 / "split.csv",
     ):

@@ -20,8 +20,8 @@ from cxr.config import dump_config
 from cxr.errors import CxrError, DataError
 from cxr.explain.options import ExplainOptions, parse_shard
 from cxr.explain.overlay import blend
-from cxr.explain.run import explain_dir, explain_fold, explain_folds
-from cxr.runs import fold_run
+from cxr.explain.run import explain_fold, explain_folds
+from cxr.runs import command_dir, experiment_dir, fold_run
 
 REQUIRED = [
     "fold",
@@ -178,7 +178,7 @@ def test_overlays_reuse_the_decoded_pixels_and_match_the_files(trained_run, monk
 
 
 def test_shards_partition_the_fold_and_merge(trained_run) -> None:
-    folder = explain_dir(trained_run, 0)
+    folder = command_dir(experiment_dir(trained_run), "explain", 0)
     first = explain_fold(trained_run, 0, ExplainOptions(shard=(1, 2), overwrite=True))
     second = explain_fold(trained_run, 0, ExplainOptions(shard=(2, 2), overwrite=True))
     a, b = set(first.report["image"]), set(second.report["image"])

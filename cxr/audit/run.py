@@ -38,7 +38,7 @@ from cxr.explain.registry import method_parameters
 from cxr.external import External, analysis_settings, analysis_table, output_root
 from cxr.lungs.run import compute_lungs, has_lung_fields
 from cxr.models.registry import get_model_spec
-from cxr.runs import FoldRun, experiment_dir, open_trained_fold
+from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold
 
 log = logging.getLogger(__name__)
 SANITY_IMAGES = 16  # also the batch size of every step, padded: one traced shape per method
@@ -84,7 +84,7 @@ def audit_fold(
         )
         compute_lungs(fold_cfg.data.dataset_dir)
     table = analysis_table(run, fold_cfg, on)
-    folder = output_root(cfg, on) / "audit" / f"fold{fold}"
+    folder = command_dir(output_root(cfg, on), "audit", fold)
     with images_named_on_failure(fold_cfg.data.dataset_dir, table):
         return _audit_fold(
             cfg, run, fold_cfg, table, methods, layer, sanity_stages, baseline, folder
@@ -289,7 +289,7 @@ def audit_folds(
         write_model_card(cfg)
         return results, None
     pooled = pool_audits(results, baseline)
-    folder = experiment_dir(cfg) / "audit"
+    folder = command_dir(experiment_dir(cfg), "audit")
     by_fold = pd.concat([methods_table(r.summary).assign(fold=r.summary.fold) for r in results])
     write_text_atomic(folder / "methods_by_fold.csv", by_fold.to_csv())
     write_text_atomic(folder / "methods.csv", methods_table(pooled).to_csv())

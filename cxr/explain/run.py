@@ -40,7 +40,7 @@ from cxr.explain.rows import FoldContext, image_row, target_indices, with_boxes
 from cxr.external import External, analysis_settings, analysis_table, output_root
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
-from cxr.runs import FoldRun, experiment_dir, open_trained_fold, trained_folds
+from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold, trained_folds
 
 log = logging.getLogger(__name__)
 _NOTED: set[str] = set()
@@ -57,10 +57,6 @@ class FoldExplanation:
     summary: dict
 
 
-def explain_dir(cfg: Config, fold: int) -> Path:
-    return experiment_dir(cfg) / "explain" / f"fold{fold}"
-
-
 def explain_fold(
     cfg: Config, fold: int, options: ExplainOptions, on: External | None = None
 ) -> FoldExplanation:
@@ -71,7 +67,7 @@ def explain_fold(
     fold_cfg = analysis_settings(cfg, run, on)
     classes = run.read_classes()
     positive = choose_positive_class(classes, fold_cfg.data.positive_class)
-    folder = output_root(cfg, on) / "explain" / f"fold{fold}"
+    folder = command_dir(output_root(cfg, on), "explain", fold)
     layer = options.layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
     table = analysis_table(run, fold_cfg, on)
     table = table[[in_shard(image, options.shard) for image in table["image"]]].reset_index(
@@ -212,7 +208,7 @@ def explain_folds(
         return results, None
     combined = pd.concat([r.report for r in results], ignore_index=True)
     write_text_atomic(
-        output_root(cfg, on) / "explain" / "report.csv",
+        command_dir(output_root(cfg, on), "explain") / "report.csv",
         spreadsheet_safe(combined).to_csv(index=False),
     )
     return results, combined
