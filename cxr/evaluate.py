@@ -21,7 +21,7 @@ from cxr import stats
 from cxr.atomic import atomic_path, write_text_atomic
 from cxr.card import write_model_card
 from cxr.config import Config, EvaluateConfig
-from cxr.data.labels import is_negative_class, read_labels, spreadsheet_safe
+from cxr.data.labels import is_negative_class, patient_keys, read_labels, spreadsheet_safe
 from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failure
 from cxr.errors import DataError
 from cxr.explain.report import output_probabilities
@@ -273,11 +273,7 @@ def subgroup_table(
     truth = (predictions["true_label"] == classes[positive]).to_numpy()
     score = predictions[f"prob_{classes[positive]}"].to_numpy()
     overall = float(stats.weighted_auc(score, truth, np.ones((1, len(score))))[0])
-    patients = (
-        predictions["patient_id"]
-        .astype(str)
-        .where(predictions["patient_id"].astype(str) != "", predictions["image"].astype(str))
-    )
+    patients = patient_keys(predictions)
     rows = []
     for column in (c for c in SUBGROUP_COLUMNS if c in predictions.columns):
         for value, part in predictions.groupby(predictions[column].astype(str)):
@@ -285,9 +281,10 @@ def subgroup_table(
                 continue
             mine = part.index.to_numpy()
             auc = float(stats.weighted_auc(score[mine], truth[mine], np.ones((1, len(mine))))[0])
-            weights = stats.patient_weights(patients[mine].to_numpy(), settings.bootstrap, seed)
             low, high = (
-                stats.interval(stats.weighted_auc(score[mine], truth[mine], weights))
+                stats.auc_intervals(
+                    truth[mine, None], score[mine, None], patients[mine], settings.bootstrap, seed
+                )[0]
                 if settings.bootstrap
                 else (float("nan"), float("nan"))
             )
@@ -387,11 +384,7 @@ def uncertainty(
     task every headline metric and the positive class's probability; for multi-label data each
     finding's AUC and every finding's probability; otherwise accuracy and the top-label
     confidence."""
-    patients = (
-        predictions["patient_id"]
-        .astype(str)
-        .where(predictions["patient_id"].astype(str) != "", predictions["image"].astype(str))
-    )
+    patients = patient_keys(predictions)
     rounds, bins = settings.bootstrap, settings.calibration_bins
     out: dict = {}
     if truth.ndim == 2:  # multi-label
@@ -415,8 +408,8 @@ def uncertainty(
         return out
     correct = probs.argmax(axis=1) == truth
     if rounds:
-        weights = stats.patient_weights(patients, rounds, seed)
-        out["ci95"] = {"accuracy": stats.interval(weights @ correct / weights.sum(axis=1))}
+        accuracy = stats.resampled_means(correct.astype(float), patients, rounds, seed)
+        out["ci95"] = {"accuracy": stats.interval(accuracy)}
     out["calibration"] = stats.calibration(probs.max(axis=1), correct, bins)
     out["calibration"]["of"] = "the predicted class's probability"
     return out

@@ -2,24 +2,56 @@
 
 Images of one patient are not independent, so every interval resamples patients with replacement
 and keeps all of a drawn patient's images (each resample is a weight per image: how many times
-its patient was drawn). Metrics are computed for all resamples at once from those weights.
+its patient was drawn). Metrics are computed for many resamples at once from those weights, in
+chunks that keep resamples x images under BUDGET values, so a pooled NIH evaluation (112,120
+images) needs tens of megabytes, not gigabytes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 CONFIDENCE = 0.95
+BUDGET = 4_000_000  # resamples x images held at once
+
+
+def patient_resamples(
+    patients: np.ndarray, rounds: int, seed: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(index of each image's patient, draws (n, patients): the patients each of n resamples
+    takes), chunk by chunk; the same seed gives the same resamples whatever the chunking."""
+    keys, index = np.unique(np.asarray(patients).astype(str), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    step = max(1, BUDGET // max(len(index), 1))
+    for start in range(0, rounds, step):
+        yield index, rng.integers(0, len(keys), size=(min(step, rounds - start), len(keys)))
+
+
+def weights_of(index: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """(n, images): how many times each image's patient is drawn in each resample."""
+    counts = np.zeros(draws.shape)
+    np.add.at(counts, (np.arange(len(draws))[:, None], draws), 1.0)
+    return counts[:, index]
 
 
 def patient_weights(patients: np.ndarray, rounds: int, seed: int = 0) -> np.ndarray:
     """(rounds, images): how many times each image's patient is drawn in each resample."""
-    keys, index = np.unique(np.asarray(patients).astype(str), return_inverse=True)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(keys), size=(rounds, len(keys)))
-    counts = np.zeros((rounds, len(keys)))
-    np.add.at(counts, (np.arange(rounds)[:, None], draws), 1.0)
-    return counts[:, index]
+    return np.concatenate([weights_of(i, d) for i, d in patient_resamples(patients, rounds, seed)])
+
+
+def resampled_means(
+    values: np.ndarray, patients: np.ndarray, rounds: int, seed: int = 0
+) -> np.ndarray:
+    """The mean of `values` in each resample of patients (from per-patient sums: no weights)."""
+    means = []
+    for index, draws in patient_resamples(patients, rounds, seed):
+        size = draws.shape[1]
+        sums = np.bincount(index, weights=values, minlength=size)
+        counts = np.bincount(index, minlength=size)
+        means.append(sums[draws].sum(axis=1) / counts[draws].sum(axis=1))
+    return np.concatenate(means)
 
 
 def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -78,18 +110,24 @@ def binary_intervals(
     seed: int = 0,
 ) -> dict[str, tuple[float, float]]:
     """95% intervals of every headline metric, resampling patients."""
-    weights = patient_weights(patients, rounds, seed)
-    return {k: interval(v) for k, v in binary_metrics(truth, score, predicted, weights).items()}
+    chunks = [
+        binary_metrics(truth, score, predicted, weights_of(index, draws))
+        for index, draws in patient_resamples(patients, rounds, seed)
+    ]
+    return {k: interval(np.concatenate([c[k] for c in chunks])) for k in chunks[0]}
 
 
 def auc_intervals(
     truth: np.ndarray, scores: np.ndarray, patients: np.ndarray, rounds: int = 2000, seed: int = 0
 ) -> list[tuple[float, float]]:
-    """95% intervals of each column's ROC AUC (one finding per column), resampling patients."""
-    weights = patient_weights(patients, rounds, seed)
-    return [
-        interval(weighted_auc(scores[:, c], truth[:, c], weights)) for c in range(truth.shape[1])
-    ]
+    """95% intervals of each column's ROC AUC (one finding per column), resampling patients; one
+    set of resamples serves every column."""
+    per_column: list[list[np.ndarray]] = [[] for _ in range(truth.shape[1])]
+    for index, draws in patient_resamples(patients, rounds, seed):
+        weights = weights_of(index, draws)
+        for c, found in enumerate(per_column):
+            found.append(weighted_auc(scores[:, c], truth[:, c], weights))
+    return [interval(np.concatenate(found)) for found in per_column]
 
 
 def equal_count_bins(probability: np.ndarray, bins: int) -> list[np.ndarray]:

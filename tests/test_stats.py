@@ -165,3 +165,17 @@ def test_temperature_scaling_undoes_over_confidence_out_of_fold() -> None:
     flipped[folds == 0] = 1 - flipped[folds == 0]
     _, again = cross_fitted_temperature(sharp, flipped, folds)
     assert again["0"] == pytest.approx(temperatures["0"]) and again["1"] != temperatures["1"]
+
+
+def test_resamples_in_chunks_are_the_same_resamples(monkeypatch) -> None:
+    """Memory is bounded by doing the resamples a chunk at a time; the intervals do not move."""
+    import cxr.stats as stats
+
+    rng = np.random.default_rng(7)
+    truth = rng.uniform(size=300) < 0.4
+    score = np.clip(truth * 0.3 + rng.uniform(size=300) * 0.7, 0, 1)
+    patients = rng.integers(0, 120, 300)
+    whole = binary_intervals(truth, score, score > 0.5, patients, rounds=500)
+    monkeypatch.setattr(stats, "BUDGET", 300 * 7)  # seven resamples a chunk
+    assert binary_intervals(truth, score, score > 0.5, patients, rounds=500) == whole
+    assert stats.patient_weights(patients, 20).shape == (20, 300)

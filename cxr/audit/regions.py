@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cxr import stats
 from cxr.audit.results import Estimate, Excess, RegionGroup, Regions, Share
 
 # of the image as stored (the film's own sides)
@@ -110,11 +111,7 @@ def patient_bootstrap(
     values: np.ndarray, patients: np.ndarray, seed: int = 0
 ) -> tuple[float, float]:
     """95% interval of the mean of `values`, resampling patients (not images) with replacement."""
-    keys, index = np.unique(patients, return_inverse=True)
-    sums, counts = np.bincount(index, weights=values), np.bincount(index)
-    draws = np.random.default_rng(seed).integers(0, len(keys), size=(BOOTSTRAP, len(keys)))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    return stats.interval(stats.resampled_means(values, patients, BOOTSTRAP, seed))
 
 
 def summarise_group(part: pd.DataFrame) -> RegionGroup:

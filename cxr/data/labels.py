@@ -111,6 +111,12 @@ def clean_boxes(text: object, width: float, height: float, where: str) -> tuple[
     return kept, empty
 
 
+def patient_keys(table: pd.DataFrame) -> np.ndarray:
+    """Each row's patient: its patient_id, or (empty) its image, which is then its own patient."""
+    named = table["patient_id"].fillna("").astype(str)
+    return named.where(named != "", table["image"].astype(str)).to_numpy()
+
+
 def split_labels(label: str) -> list[str]:
     """'A|B' -> ['A', 'B'] (a single-label cell gives one item)."""
     return [part for part in str(label).split(LABEL_SEPARATOR) if part]
