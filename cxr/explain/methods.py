@@ -186,6 +186,18 @@ def scorecam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int
 OCCLUSION_PATCH = 0.125  # the occluding square's side, as a share of the image's side
 OCCLUSION_STRIDE = 0.0625  # its step, likewise
 RISE_MASKS, RISE_CELLS, RISE_KEEP, RISE_SEED = 512, 8, 0.5, 0
+# occluders and masks become constants of the traced function: TensorFlow refuses more than 2 GB
+CONSTANT_LIMIT = 2**30
+
+
+def check_constant(count: int, height: int, width: int, what: str) -> None:
+    """A clear error for perturbations too many to hold (and the setting that makes them)."""
+    size = count * height * width * 4
+    if size > CONSTANT_LIMIT:
+        raise ConfigError(
+            f"{what}: {count} of {height}x{width} would take {size / 2**30:.1f} GB (at most "
+            f"{CONSTANT_LIMIT / 2**30:.0f} GB); lower it, or explain at a smaller data.image_size"
+        )
 
 
 def occlusion_patches(
@@ -197,6 +209,12 @@ def occlusion_patches(
     step = max(1, round(stride * min(height, width)))
     tops = sorted({*range(0, height - side + 1, step), height - side})
     lefts = sorted({*range(0, width - side + 1, step), width - side})
+    check_constant(
+        len(tops) * len(lefts),
+        height,
+        width,
+        f"occlusion squares (explain.occlusion_patch {patch:g}, occlusion_stride {stride:g})",
+    )
     patches = np.zeros((len(tops) * len(lefts), height, width), np.float32)
     for i, (top, left) in enumerate((t, w) for t in tops for w in lefts):
         patches[i, top : top + side, left : left + side] = 1.0
@@ -240,6 +258,7 @@ def rise_masks(height: int, width: int, count: int = RISE_MASKS) -> np.ndarray:
     """(N, H, W) float32 smooth random masks (Petsiuk et al. 2018): a coarse grid of cells kept
     with probability RISE_KEEP, upsampled bilinearly and shifted by a random fraction of a cell;
     seeded, so every run and every batch uses the same masks."""
+    check_constant(count, height, width, f"RISE masks (explain.rise_masks {count})")
     rng = np.random.default_rng(RISE_SEED)
     cell_h, cell_w = -(-height // RISE_CELLS), -(-width // RISE_CELLS)
     grid = (rng.uniform(size=(count, RISE_CELLS, RISE_CELLS)) < RISE_KEEP).astype("float32")
@@ -411,7 +430,10 @@ def explain_batch(
     if padding:
         images = tf.concat([images, tf.zeros((padding, *images.shape[1:]), images.dtype)], axis=0)
         class_index = np.concatenate([class_index, np.full(padding, -1, np.int32)])
-    raw, logits = _compiled(probe, method)(images, tf.constant(class_index))
+    try:
+        raw, logits = _compiled(probe, method)(images, tf.constant(class_index))
+    except CxrError as exc:  # raised while tracing: TensorFlow prefixes its own stack to the text
+        raise type(exc)(str(exc).rsplit(f"{type(exc).__name__}: ", 1)[-1].strip()) from None
     raw, logits, images, class_index = (
         raw[:count],
         logits[:count],

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from cxr.errors import CxrError
+from cxr.errors import ConfigError, CxrError
 
 POOLING_TYPES = (
     keras.layers.GlobalAveragePooling2D,
@@ -59,7 +59,7 @@ class Probe:
                     self.model.get_layer(self.layer_name).output, self.model.output
                 )
             except ValueError as exc:  # the logits need more than the target layer (a skip)
-                raise CxrError(
+                raise ConfigError(
                     f"the logits of {self.model.name!r} depend on more than layer "
                     f"{self.layer_name!r} ({exc}); choose a later --layer"
                 ) from None
