@@ -17,7 +17,14 @@ import pandas as pd
 from cxr.atomic import write_text_atomic
 from cxr.config import Config, load_config
 from cxr.data.dataset import METADATA_FILE
-from cxr.runs import command_dir, experiment_dir, fold_run, pooled_evaluation_dir, trained_folds
+from cxr.runs import (
+    command_dir,
+    experiment_dir,
+    external_dir,
+    fold_run,
+    pooled_evaluation_dir,
+    trained_folds,
+)
 
 Section = tuple[str, list[str]]  # a heading and its lines (markdown: bullets or table rows)
 
@@ -137,11 +144,14 @@ def performance_section(cfg: Config) -> list[Section]:
     return sections
 
 
+def external_reports(cfg: Config) -> list[Path]:
+    """The metrics.json of every dataset the experiment was run on with --on."""
+    return sorted(external_dir(cfg).glob("*/metrics.json"))
+
+
 def external_section(cfg: Config) -> Section:
-    folder = experiment_dir(cfg) / "external"
-    reports = sorted(folder.glob("*/metrics.json")) if folder.is_dir() else []
     lines = []
-    for path in reports:
+    for path in external_reports(cfg):
         report = read_json(path) or {}
         ensemble = report.get("ensemble", {})
         lines.append(
@@ -226,8 +236,7 @@ def limitations_section(cfg: Config, trained: Config) -> Section:
         lines.append("- Synthetic phantoms: the figures prove the pipeline, not a clinical model")
     if info.get("source") == "nih-cxr14":
         lines.append("- NIH ChestX-ray14 labels were text-mined from reports: some are wrong")
-    external = experiment_dir(cfg) / "external"
-    if not (external.is_dir() and any(external.glob("*/metrics.json"))):
+    if not external_reports(cfg):
         lines.append("- One data source and no external validation: performance elsewhere unknown")
     lines.append(
         "- Binary labels per image; no localisation ground truth beyond the boxes the data has"

@@ -17,12 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from cxr.config import Config
-from cxr.data.labels import read_labels
+from cxr.data.labels import IMAGE_COLUMNS, LABEL_SEPARATOR, LABELS_FILE, read_labels, split_labels
 from cxr.data.sources import check_dataset_name
 from cxr.errors import ConfigError, DataError
-from cxr.runs import FoldRun, experiment_dir
-
-TABLE_COLUMNS = ("boxes", "width", "height", "lungs", "lung_mask", "lung_mask_plausible")
+from cxr.runs import FoldRun, experiment_dir, external_dir
 
 
 def parse_renames(items: list[str] | None) -> dict[str, str]:
@@ -66,7 +64,7 @@ class External:
         labels = read_labels(self.dataset_dir)
 
         def split(text: str) -> list[str]:
-            return [c for c in text.split("|") if c] if multi_label else [text]
+            return split_labels(text) if multi_label else [text]
 
         theirs = {c for text in labels["label"] for c in split(text)}
         unused = sorted(set(self.renames) - theirs)
@@ -75,7 +73,9 @@ class External:
                 f"--map names {', '.join(unused)}, not a class of {self.dataset_dir} (its "
                 f"classes: {', '.join(sorted(theirs))})"
             )
-        renamed = labels["label"].map(lambda t: "|".join(self.renames.get(c, c) for c in split(t)))
+        renamed = labels["label"].map(
+            lambda t: LABEL_SEPARATOR.join(self.renames.get(c, c) for c in split(t))
+        )
         strangers = sorted({c for t in renamed for c in split(t)} - set(classes))
         if strangers:
             raise DataError(
@@ -83,7 +83,7 @@ class External:
                 f"(the model's: {', '.join(classes)}); rename them with --map "
                 f"{strangers[0]}=<a model class>"
             )
-        extra = [c for c in TABLE_COLUMNS if c in labels.columns]
+        extra = [c for c in IMAGE_COLUMNS if c in labels.columns]
         return labels.assign(label=renamed)[["image", "label", "patient_id", *extra]]
 
 
@@ -94,14 +94,14 @@ def open_external(cfg: Config, on: str, renames: list[str] | None = None) -> Ext
         dataset_dir = Path(on)
     else:
         dataset_dir = cfg.data.root / check_dataset_name(on, "--on")
-    if not (dataset_dir / "labels.csv").is_file():
+    if not (dataset_dir / LABELS_FILE).is_file():
         raise DataError(
             f"--on {on}: no dataset in {dataset_dir} (no labels.csv); make one in the standard "
             f"layout first with `cxr download ... --name NAME` (a name is looked up under "
             f"data.root = {cfg.data.root}; a path with '/' is taken as it is)"
         )
     name = dataset_dir.resolve().name
-    folder = experiment_dir(cfg) / "external" / name
+    folder = external_dir(cfg, name)
     return External(name, dataset_dir, folder, parse_renames(renames))
 
 

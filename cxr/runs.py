@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxr.config import Config, fixed_differences, load_config, with_analysis_settings
-from cxr.data.labels import LABELS_FILE, check_image_files, read_labels
+from cxr.data.labels import IMAGE_COLUMNS, LABELS_FILE, check_image_files, read_labels
 from cxr.errors import ConfigError, DataError, shorten
 
 STAGING = ".training"
@@ -140,8 +140,7 @@ class FoldRun:
                 f"{fold_cfg.data.dataset_dir / 'labels.csv'}: {', '.join(gone[:5])}; retrain the "
                 "fold or restore them"
             )
-        known = ("boxes", "width", "height", "lungs", "lung_mask", "lung_mask_plausible")
-        extra = [c for c in known if c in labels.columns]
+        extra = [c for c in IMAGE_COLUMNS if c in labels.columns]
         table = validation.merge(labels[["image", *extra]], on="image", how="left")
         check_image_files(fold_cfg.data.dataset_dir, table, fold_cfg.data.dataset_dir / LABELS_FILE)
         return table.reset_index(drop=True)
@@ -149,6 +148,12 @@ class FoldRun:
 
 def experiment_dir(cfg: Config) -> Path:
     return cfg.experiment.output_dir / cfg.experiment.name
+
+
+def external_dir(cfg: Config, dataset: str | None = None) -> Path:
+    """Where evaluate, explain and audit --on write for another dataset (None: for them all)."""
+    root = experiment_dir(cfg) / "external"
+    return root if dataset is None else root / dataset
 
 
 def command_dir(root: Path, command: str, fold: int | None = None) -> Path:

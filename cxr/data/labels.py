@@ -27,6 +27,8 @@ LABELS_FILE = "labels.csv"
 SKIPPED_FILE = "skipped.csv"
 REQUIRED_COLUMNS = ("image", "label", "patient_id", "fold")
 LABEL_SEPARATOR = "|"
+# what explain and audit read of each image beside its label: annotations and the stored size
+IMAGE_COLUMNS = ("boxes", "width", "height", "lungs", "lung_mask", "lung_mask_plausible")
 
 
 @dataclass(frozen=True)
