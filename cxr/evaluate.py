@@ -326,7 +326,11 @@ def add_subgroups(
 
 
 def temperature_scaling(
-    predictions: pd.DataFrame, classes: list[str], positive: int | None, multi_label: bool
+    predictions: pd.DataFrame,
+    classes: list[str],
+    positive: int | None,
+    multi_label: bool,
+    bins: int = 10,
 ) -> dict:
     """Calibration before and after temperature scaling cross-fitted over folds (each fold's
     temperature fitted on the other folds' predictions); adds calibrated_prob_<class> columns.
@@ -346,10 +350,8 @@ def temperature_scaling(
         predictions[f"calibrated_prob_{name}"] = calibrated[:, i]
 
     def judged(p: np.ndarray) -> dict:
-        if positive is not None:
-            found = stats.calibration(p[:, positive], truth == positive)
-        else:
-            found = stats.calibration(p.max(axis=1), p.argmax(axis=1) == truth)
+        probability, happened, _ = calibration_subject(p, truth, classes, positive)
+        found = stats.calibration(probability, happened, bins)
         return {
             "ece": found["ece"],
             "brier": found["brier"],
@@ -398,21 +400,25 @@ def uncertainty(
         out["calibration"] = stats.calibration(probs.ravel(), truth.ravel(), bins)
         out["calibration"]["of"] = "every finding's probability"
         return out
-    if positive is not None:
-        hit, score = truth == positive, probs[:, positive]
+    probability, happened, subject = calibration_subject(probs, truth, classes, positive)
+    out["calibration"] = stats.calibration(probability, happened, bins) | {"of": subject}
+    if rounds and positive is not None:
         said = probs.argmax(axis=1) == positive
-        if rounds:
-            out["ci95"] = stats.binary_intervals(hit, score, said, patients, rounds, seed)
-        out["calibration"] = stats.calibration(score, hit, bins)
-        out["calibration"]["of"] = f"P({classes[positive]})"
-        return out
-    correct = probs.argmax(axis=1) == truth
-    if rounds:
-        accuracy = stats.resampled_means(correct.astype(float), patients, rounds, seed)
+        out["ci95"] = stats.binary_intervals(happened, probability, said, patients, rounds, seed)
+    elif rounds:
+        accuracy = stats.resampled_means(happened.astype(float), patients, rounds, seed)
         out["ci95"] = {"accuracy": stats.interval(accuracy)}
-    out["calibration"] = stats.calibration(probs.max(axis=1), correct, bins)
-    out["calibration"]["of"] = "the predicted class's probability"
     return out
+
+
+def calibration_subject(
+    probs: np.ndarray, truth: np.ndarray, classes: list[str], positive: int | None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """What a single-label task's calibration judges: the positive class's probability against
+    the truth (binary), else the predicted class's probability against being right."""
+    if positive is not None:
+        return probs[:, positive], truth == positive, f"P({classes[positive]})"
+    return probs.max(axis=1), probs.argmax(axis=1) == truth, "the predicted class's probability"
 
 
 def patient_metrics(
@@ -577,7 +583,9 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
     if chosen:
         pooled["operating_points"] = chosen
     if cfg.evaluate.calibrate == "temperature":
-        scaled = temperature_scaling(pooled_predictions, classes, positive, multi_label)
+        scaled = temperature_scaling(
+            pooled_predictions, classes, positive, multi_label, cfg.evaluate.calibration_bins
+        )
         if scaled:
             pooled["temperature"] = scaled
     summary = mean_and_std(per_fold)
