@@ -425,6 +425,24 @@ CASES: dict[str, Case] = {
     "10 lung mask leaving the dataset": Case(
         lung_mask_outside, 1, "column lung_mask: path", ("runs",)
     ),
+    "#13 fold agreement without another fold": Case(
+        lambda r: ["explain", "--config", "base.yaml", "--fold-agreement"],
+        2,
+        "has no other trained fold",
+        ("runs",),
+    ),
+    "#14 more RISE masks than fit": Case(
+        lambda r: [
+            "explain",
+            "--config",
+            "base.yaml",
+            "--method",
+            "rise",
+            "explain.rise_masks=99999",
+        ],
+        2,
+        "RISE masks (explain.rise_masks 99999)",
+    ),
     "#12 explain with another image size": Case(
         lambda r: ["explain", "--config", "base.yaml", "data.image_size=128"],
         2,

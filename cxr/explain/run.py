@@ -64,6 +64,7 @@ def explain_fold(
     image of an external dataset)."""
     get_method(options.method)
     run = open_trained_fold(cfg, fold)
+    others = other_folds(cfg, run) if options.fold_agreement else []
     fold_cfg = analysis_settings(cfg, run, on)
     classes = run.read_classes()
     positive = choose_positive_class(classes, fold_cfg.data.positive_class)
@@ -103,7 +104,7 @@ def explain_fold(
     )
     summary = summarise_fold(with_boxes(report, table)) | {"fold": fold, **settings}
     if options.fold_agreement:
-        found = agreement_of(cfg, run, report, classes, options, layer, on)
+        found = agreement_of(cfg, run, others, report, classes, options, layer, on)
         write_text_atomic(folder / "fold_agreement.csv", found.to_csv(index=False))
         summary["fold_agreement"] = summarise_agreement(found)
     name = (
@@ -121,9 +122,21 @@ def explain_fold(
     return FoldExplanation(fold, folder, report, summary)
 
 
+def other_folds(cfg: Config, run: FoldRun) -> list[FoldRun]:
+    """The experiment's other trained folds, for --fold-agreement (checked before any work)."""
+    others = [open_trained_fold(cfg, k) for k in trained_folds(cfg) if k != run.fold]
+    if not others:
+        raise ConfigError(
+            f"--fold-agreement compares fold {run.fold}'s maps with other folds' models, and "
+            f"experiment {cfg.experiment.name!r} has no other trained fold; train one first"
+        )
+    return others
+
+
 def agreement_of(
     cfg: Config,
     run: FoldRun,
+    others: list[FoldRun],
     report: pd.DataFrame,
     classes: list[str],
     options: ExplainOptions,
@@ -131,12 +144,6 @@ def agreement_of(
     on: External | None,
 ) -> pd.DataFrame:
     """The report's images explained again by every other trained fold (cxr.explain.agreement)."""
-    others = [open_trained_fold(cfg, k) for k in trained_folds(cfg) if k != run.fold]
-    if not others:
-        raise ConfigError(
-            f"--fold-agreement compares fold {run.fold}'s maps with other folds' models, and "
-            f"experiment {cfg.experiment.name!r} has no other trained fold; train one first"
-        )
     settings = {r.fold: analysis_settings(cfg, r, on) for r in [run, *others]}
     target_layer = layer if options.method in LAYER_METHODS else None
     return fold_agreement(run, others, settings, report, classes, options.method, target_layer)
