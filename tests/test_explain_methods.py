@@ -481,17 +481,13 @@ def test_layercam_xgradcam_and_eigencam_match_per_image_references(model_and_dat
 
 
 def test_every_method_in_the_registry_is_complete() -> None:
-    """Each entry: an engine function that cites the entry's paper in its docstring, named in the
-    README and offered by the config."""
-    import typing
-
-    from cxr.config import ExplainConfig
+    """Each entry: an engine function that cites the entry's paper in its docstring, and a name
+    the README gives. (The config's and the engine's lists are made from the registry, so they
+    need no check of their own.)"""
     from cxr.explain.methods import METHODS
-    from cxr.explain.registry import METHOD_NAMES, METHOD_SPECS
+    from cxr.explain.registry import METHOD_SPECS
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    allowed = typing.get_args(ExplainConfig.model_fields["method"].annotation)
-    assert tuple(METHODS) == METHOD_NAMES == tuple(allowed)
     for spec in METHOD_SPECS:
         first_author = spec.paper.split()[0]
         assert first_author in (METHODS[spec.name].__doc__ or ""), spec.name
