@@ -169,6 +169,11 @@ def last_trained_config(runs: Path = Path("runs")) -> Path | None:
     return models[-1].parent / "config.yaml"
 
 
+def probability(help: str):  # -> typer's OptionInfo
+    """An option that takes a probability, 0 to 1."""
+    return typer.Option(min=0.0, max=1.0, help=help)
+
+
 @app.command()
 @friendly_errors
 def download(
@@ -196,16 +201,10 @@ def download(
     ] = 10,
     seed: Annotated[int, typer.Option(min=0, help="Seed for folds and synthetic images.")] = 0,
     n: Annotated[int, typer.Option(min=2, help="synthetic: number of images.")] = 400,
-    positive_fraction: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="synthetic: share of positive images.")
-    ] = 0.5,
+    positive_fraction: Annotated[float, probability("synthetic: share of positive images.")] = 0.5,
     bias: Annotated[
         float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="synthetic: marker on positives with probability P, negatives 1-P.",
-        ),
+        probability("synthetic: marker on positives with probability P, negatives 1-P."),
     ] = None,
     from_dir: Annotated[
         Path | None,
@@ -240,11 +239,7 @@ def download(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     inject_marker: Annotated[
         float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="folder: burn a corner tag into positives with probability P, negatives 1-P.",
-        ),
+        probability("folder: burn a corner tag into positives with probability P, negatives 1-P."),
     ] = None,
 ) -> None:
     """Fetch or create a dataset and write it in the standard layout (images/ + labels.csv with
@@ -435,6 +430,8 @@ FoldOption = Annotated[
     typer.Option("--fold", "-f", min=0, help="Validation fold (default: data.fold of the config)."),
 ]
 AllFoldsOption = Annotated[bool, typer.Option("--all-folds", help="Every fold in turn.")]
+
+
 OnOption = Annotated[
     str | None,
     typer.Option(
