@@ -105,6 +105,16 @@ class TrainConfig(_Section):
     devices: list[str] | None = Field(None, min_length=2)
 
 
+# explain.overlay_format -> the overlay's suffix and Pillow's save options. Encoding is most of an
+# overlay's cost: on a 512 px radiograph PNG takes 15 ms and 300 KB, JPEG 1 ms and 60 KB.
+OVERLAY_FORMATS: dict[str, tuple[str, dict]] = {
+    # quality 95 without chroma subsampling: thin box outlines and colour edges stay sharp
+    "jpeg": (".jpg", {"format": "JPEG", "quality": 95, "subsampling": 0}),
+    # lossless; Huffman-only deflate is faster than level 1 and smaller on radiograph overlays
+    "png": (".png", {"format": "PNG", "compress_level": 1, "compress_type": 2}),
+}
+
+
 class ExplainConfig(_Section):
     """Explanation defaults; `layer: null` finds the last spatial layer itself."""
 
@@ -114,6 +124,7 @@ class ExplainConfig(_Section):
     batch_size: int = Field(32, ge=1, le=4096)
     colormap: str = "jet"
     alpha: float = Field(0.4, ge=0, le=1)
+    overlay_format: Literal[tuple(OVERLAY_FORMATS)] = "jpeg"  # type: ignore[valid-type]
     xla: bool = False  # compile the maps with XLA (jit_compile)
     mixed_precision: bool = False  # explain a float16 copy of the model (GPU only)
     occlusion_patch: float = Field(0.125, gt=0, le=1)  # the square's side, a share of the image

@@ -61,14 +61,14 @@ def test_every_validation_image_gets_an_overlay_and_a_row(trained_run, explained
     assert [c for c in REQUIRED if c not in report.columns] == []
     for row in report.itertuples():
         assert (
-            row.overlay == f"{row.correct}/{Path(row.image).name}"
+            row.overlay == f"{row.correct}/{Path(row.image).with_suffix('.jpg').name}"
             and (explained.folder / row.overlay).is_file()
         )
         assert (row.correct == "right") == (row.true_class == row.predicted_class)
     on_disk = sorted(
-        p.name for kind in ("right", "wrong") for p in (explained.folder / kind).glob("*.png")
+        p.name for kind in ("right", "wrong") for p in (explained.folder / kind).glob("*.jpg")
     )
-    assert on_disk == sorted(Path(i).name for i in validation)
+    assert on_disk == sorted(Path(i).with_suffix(".jpg").name for i in validation)
     np.testing.assert_allclose(report["prob_normal"] + report["prob_pneumonia"], 1, atol=1e-5)
     assert (report["target_class"] == report["predicted_class"]).all()
     assert set(report["outcome"]) <= {"TP", "FP", "TN", "FN"}
@@ -187,10 +187,11 @@ def test_shards_partition_the_fold_and_merge(trained_run) -> None:
     assert (folder / "report.shard1of2.csv").is_file() and (
         folder / "report.shard2of2.csv"
     ).is_file()
-    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/*.png")}
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/*.jpg")}
+    assert len(stamps) == len(a | b)
     merged = explain_fold(trained_run, 0, ExplainOptions())
     assert set(merged.report["image"]) == a | b
-    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/*.png")} == stamps  # nothing recomputed
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/*.jpg")} == stamps  # nothing recomputed
     assert explain_fold(trained_run, 0, ExplainOptions(shard=(1, 2))).report[
         "image"
     ].tolist() == sorted(a)  # deterministic
@@ -250,6 +251,36 @@ def test_explain_without_config_uses_the_last_trained_run(
     result = CliRunner().invoke(app, ["explain", "--fold", "1"])
     assert result.exit_code == 0, result.output
     assert "using the last trained experiment" in result.output and "fold 1:" in result.output
+
+
+def test_overlay_formats_keep_the_pixels(tmp_path: Path) -> None:
+    """PNG gives back the drawn pixels exactly; JPEG (quality 95, no chroma subsampling) within a
+    few levels, thin white box outlines included."""
+    from cxr.data.labels import Box
+    from cxr.explain.overlay import draw_overlay, write_overlay
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(40, 200, (96, 128), dtype=np.uint8)
+    heat = np.outer(np.hanning(96), np.hanning(128)).astype(np.float32)
+    pixels = draw_overlay(grey, heat, "jet", 0.4, False, [Box(20, 30, 40, 25)])
+    write_overlay(pixels, tmp_path / "a.png")
+    write_overlay(pixels, tmp_path / "a.jpg")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), pixels)
+    jpeg = np.asarray(Image.open(tmp_path / "a.jpg")).astype(int)
+    assert Image.open(tmp_path / "a.jpg").format == "JPEG"
+    error = np.abs(jpeg - pixels.astype(int))
+    assert error.mean() < 3 and np.percentile(error, 99) < 16
+    assert (jpeg[30, 20:60] > 200).all()  # the box's top edge is still white
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "a.png"]  # no temporary left
+
+
+def test_png_overlays_when_asked(trained_run) -> None:
+    cfg = trained_run.model_copy(
+        update={"explain": trained_run.explain.model_copy(update={"overlay_format": "png"})}
+    )
+    result = explain_fold(cfg, 1, ExplainOptions(overwrite=True))
+    assert result.report["overlay"].str.endswith(".png").all()
+    assert all(Image.open(result.folder / o).format == "PNG" for o in result.report["overlay"])
 
 
 def test_blend_extremes() -> None:

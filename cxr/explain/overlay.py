@@ -1,4 +1,4 @@
-"""Heatmaps on radiographs: resize a map to the stored image, colour it, blend, write PNG."""
+"""Heatmaps on radiographs: resize a map to the stored image, colour it, blend, write the file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from cxr.data.images import write_png
+from cxr.atomic import atomic_path
+from cxr.config import OVERLAY_FORMATS
 from cxr.data.labels import Box
 
 
@@ -74,5 +75,7 @@ def draw_overlay(
 
 
 def write_overlay(pixels: np.ndarray, path: Path) -> None:
-    """Atomic PNG with fast compression (PNG encoding dominates overlay cost)."""
-    write_png(pixels, path, compress_level=1)
+    """Atomic write in the format the path's suffix names (one of OVERLAY_FORMATS)."""
+    options = next(kw for suffix, kw in OVERLAY_FORMATS.values() if suffix == path.suffix)
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, **options)

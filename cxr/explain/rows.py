@@ -19,7 +19,7 @@ from cxr.data.labels import decode_boxes, split_labels
 from cxr.errors import ConfigError
 from cxr.explain.methods import Explanation
 from cxr.explain.options import ExplainOptions
-from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
+from cxr.explain.overlay import OVERLAY_FORMATS, draw_overlay, resize_map, write_overlay
 from cxr.explain.report import (
     box_energy_share,
     inside,
@@ -65,15 +65,16 @@ def target_indices(option: str, labels: np.ndarray, classes: list[str]) -> np.nd
     return np.full(len(true_index), classes.index(option))
 
 
-def overlay_name(image: str) -> str:
-    """The source image's path below images/ (or its whole relative path), as a PNG."""
+def overlay_name(image: str, suffix: str = ".png") -> str:
+    """The source image's path below images/ (or its whole relative path), with the overlay's
+    suffix."""
     parts = PurePosixPath(image).parts
     relative = (
         PurePosixPath(*parts[1:])
         if parts[0] == "images" and len(parts) > 1
         else PurePosixPath(image)
     )
-    return str(relative.with_suffix(".png"))
+    return str(relative.with_suffix(suffix))
 
 
 def with_boxes(report: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
@@ -108,7 +109,8 @@ def image_row(
     # None when unknown or implausible
     lungs = lung_region(fold_cfg.data.dataset_dir, row, grey.shape)
     correct = "right" if classes[predicted] in true_names else "wrong"
-    overlay = f"{correct}/{overlay_name(row['image'])}"
+    suffix = OVERLAY_FORMATS[cfg.explain.overlay_format][0]
+    overlay = f"{correct}/{overlay_name(row['image'], suffix)}"
     outline = lungs if cfg.explain.lungs else None
     pixels = draw_overlay(
         grey,
