@@ -752,6 +752,13 @@ def print_audit(summary: AuditSummary, folder: Path) -> None:
             f"{found.increase_in_confidence:.0f}%, sparseness {found.sparseness:.2f}, complexity "
             f"{found.complexity:.2f}{logit}"
         )
+    for method, road in summary.road.items():
+        typer.echo(
+            f"{method:>12}: ROAD, target probability with "
+            f"{road.shares[0]:.0%}-{road.shares[-1]:.0%} of pixels imputed: most relevant first "
+            f"{road.morf:.3f} (lower is better), least relevant first {road.lerf:.3f}, gap "
+            f"{road.gap:+.3f} (higher is better)"
+        )
     shortcuts = summary.shortcuts
     if shortcuts.regions is not None:
         print_regions(shortcuts.regions)

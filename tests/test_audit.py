@@ -123,9 +123,12 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
 
-def test_audit_on_a_trained_fold(trained_run) -> None:
+def test_audit_on_a_trained_fold(trained_run, capsys) -> None:
+    from cxr.cli import print_audit
+
     result = audit_fold(trained_run, 1, ["gradcam", "hirescam"], sanity_stages=3)
     for name in (
+        "road.csv",
         "localisation.csv",
         "sanity.csv",
         "summary.json",
@@ -150,6 +153,19 @@ def test_audit_on_a_trained_fold(trained_run) -> None:
     saved = json.loads((result.folder / "summary.json").read_text())
     assert saved["localisation"]["gradcam"]["scores"]["pointing_hit"]["mean"] == gradcam.mean
     assert saved["best_method_by_pointing_game"] == result.summary.best_method
+    # ROAD beside the baselines, in summary.json, methods.csv and the printed table
+    road = pd.read_csv(result.folder / "road.csv")
+    assert set(road["method"]) == {"gradcam", "hirescam", "random", "centre"}
+    assert len(road) == 4 * 5 * len(result.summary.sample)
+    for method in ("gradcam", "random"):
+        found = result.summary.road[method]
+        part = road[road["method"] == method]
+        assert found.morf == pytest.approx(part["morf"].mean())
+        assert saved["road"][method]["gap"] == pytest.approx(found.lerf - found.morf)
+        assert table.loc[method, "road_gap"] == pytest.approx(found.gap)
+    print_audit(result.summary, result.folder)
+    printed = capsys.readouterr().out
+    assert all(f"{m}: ROAD" in printed for m in ("gradcam", "hirescam", "random", "centre"))
 
 
 def test_shortcut_region_share_and_flags() -> None:

@@ -75,6 +75,15 @@ def baseline_maps(shape: tuple[int, int], rng: np.random.Generator) -> dict[str,
     return {"random": rng.uniform(0, 1, shape), "centre": centre / centre.max()}
 
 
+def with_baseline_maps(
+    maps: dict[str, np.ndarray], count: int, shape: tuple[int, int], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """The methods' (count, H, W) maps and, after them, a random and a centre map per image: the
+    baselines every metric of the audit is read against."""
+    drawn = [baseline_maps(shape, rng) for _ in range(count)]
+    return dict(maps) | {name: np.stack([d[name] for d in drawn]) for name in ("random", "centre")}
+
+
 def bootstrap_interval(
     values: np.ndarray, rng: np.random.Generator, rounds: int = 1000
 ) -> tuple[float, float]:

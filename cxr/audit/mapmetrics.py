@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from cxr.audit.localisation import baseline_maps
+from cxr.audit.localisation import with_baseline_maps
 from cxr.audit.results import MapMetrics
 from cxr.audit.sanity import ranked, ranked_correlation
 from cxr.explain.methods import explain_batch
@@ -103,11 +103,7 @@ def map_metric_rows(
     correlation."""
     rng = np.random.default_rng(seed)
     full = target_probabilities(model, images, targets)
-    shape = images.shape[1:3]
-    baselines = [baseline_maps(shape, rng) for _ in images]
-    every = dict(maps) | {
-        name: np.stack([b[name] for b in baselines]) for name in ("random", "centre")
-    }
+    every = with_baseline_maps(maps, len(images), images.shape[1:3], rng)
     others = other_classes(targets, classes, rng) if classes > 1 else None
     rows = []
     for method, found in every.items():

@@ -48,6 +48,18 @@ class Faithfulness:
 
 
 @dataclass(frozen=True)
+class Road:
+    """ROAD (cxr.audit.road): the target probability with pixels imputed, most relevant first
+    (MoRF, lower is more faithful) and least relevant first (LeRF, higher), means over shares."""
+
+    images: int
+    shares: list[float]
+    morf: float
+    lerf: float
+    gap: float  # LeRF - MoRF: higher is more faithful; about 0 for a map that knows nothing
+
+
+@dataclass(frozen=True)
 class MapMetrics:
     """One method's (or baseline map's) maps on the sample (cxr.audit.mapmetrics)."""
 
@@ -142,6 +154,7 @@ class AuditSummary:
     shortcuts: Shortcuts
     sample: list[str] = field(default_factory=list)  # the sanity and faithfulness images
     maps: dict[str, MapMetrics] = field(default_factory=dict)  # properties of the maps
+    road: dict[str, Road] = field(default_factory=dict)  # faithfulness with debiased removal
 
     @property
     def best_method(self) -> str | None:

@@ -3,7 +3,8 @@ boxes, the randomisation sanity check, faithfulness and shortcuts, per method, f
 the fold's images (cxr.audit.sweep).
 
 Writes runs/<experiment>/audit/fold<K>/: localisation.csv (per image, per method and baseline),
-sanity.csv (per method and stage), faithfulness.csv and .png (deletion / insertion), shortcuts.csv,
+sanity.csv (per method and stage), faithfulness.csv and .png (deletion / insertion), road.csv (ROAD:
+per image, method or baseline map, and share removed), map_metrics.csv, shortcuts.csv,
 methods.csv and .png (methods side by side), and summary.json: the typed AuditSummary
 (cxr.audit.results) that the printed summary also comes from.
 """
@@ -20,9 +21,10 @@ import pandas as pd
 
 from cxr.atomic import write_text_atomic
 from cxr.audit.faithfulness import baseline_images, curve_area, perturbation_curves
-from cxr.audit.localisation import bootstrap_interval
+from cxr.audit.localisation import bootstrap_interval, with_baseline_maps
 from cxr.audit.mapmetrics import map_metric_rows, summarise_map_metrics
 from cxr.audit.results import AuditSummary, Estimate, Faithfulness, Localisation, Sanity
+from cxr.audit.road import road_rows, summarise_road
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import summarise_shortcuts
 from cxr.audit.sweep import Sample, sweep_fold
@@ -54,6 +56,7 @@ class AuditResult:
     faithfulness: pd.DataFrame
     shortcuts: pd.DataFrame
     map_metrics: pd.DataFrame
+    road: pd.DataFrame
 
 
 def audit_fold(
@@ -119,6 +122,8 @@ def _audit_fold(
     map_rows = map_metric_rows(
         model, probe, images, targets, maps, seen.sample.names, len(classes), seed=fold
     )
+    every = with_baseline_maps(maps, len(images), images.shape[1:3], np.random.default_rng(fold))
+    road = road_rows(model, images, targets, every, seen.sample.names, seed=fold)
     if not len(seen.localisation):
         log.warning("fold %d has no image with a box: localisation skipped", fold)
     summary = AuditSummary(
@@ -131,8 +136,10 @@ def _audit_fold(
         shortcuts=summarise_shortcuts(seen.shortcuts, methods[0]),
         sample=seen.sample.names,
         maps=summarise_map_metrics(map_rows),
+        road=summarise_road(road),
     )
     write_text_atomic(folder / "map_metrics.csv", map_rows.to_csv(index=False))
+    write_text_atomic(folder / "road.csv", road.to_csv(index=False))
     write_text_atomic(folder / "faithfulness.csv", faithfulness.to_csv(index=False))
     plot_curves(curves, folder / "faithfulness.png")
     write_text_atomic(folder / "methods.csv", methods_table(summary).to_csv())
@@ -143,7 +150,7 @@ def _audit_fold(
     write_text_atomic(folder / "sanity.csv", sanity.to_csv(index=False))
     write_summary(folder, summary)
     return AuditResult(
-        folder, seen.localisation, sanity, summary, faithfulness, seen.shortcuts, map_rows
+        folder, seen.localisation, sanity, summary, faithfulness, seen.shortcuts, map_rows, road
     )
 
 
@@ -242,6 +249,10 @@ def methods_table(summary: AuditSummary) -> pd.DataFrame:
             random_logit_spearman=found.random_logit_spearman,
             max_sensitivity=found.max_sensitivity,
         )
+    for method, found in summary.road.items():
+        rows.setdefault(method, {}).update(
+            road_morf=found.morf, road_lerf=found.lerf, road_gap=found.gap
+        )
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 
 
@@ -315,7 +326,7 @@ def pool_audits(results: list[AuditResult], baseline: str = "black") -> AuditSum
         )
     pooled = {
         part: pd.concat([getattr(r, part) for r in results], ignore_index=True)
-        for part in ("localisation", "faithfulness", "shortcuts", "map_metrics")
+        for part in ("localisation", "faithfulness", "shortcuts", "map_metrics", "road")
     }
     return AuditSummary(
         fold=None,
@@ -327,6 +338,7 @@ def pool_audits(results: list[AuditResult], baseline: str = "black") -> AuditSum
         shortcuts=summarise_shortcuts(pooled["shortcuts"], results[0].summary.shortcuts.method),
         sample=[name for r in results for name in r.summary.sample],
         maps=summarise_map_metrics(pooled["map_metrics"]),
+        road=summarise_road(pooled["road"]),
     )
 
 

@@ -1,0 +1,130 @@
+"""ROAD (cxr.audit.road) against an independent imputation and a closed-form toy model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxr.audit.road import impute, removal_masks, road_rows, summarise_road
+
+DIRECT, DIAGONAL = 1 / 6, 1 / 12
+
+
+def reference_imputation(image: np.ndarray, removed: np.ndarray, sweeps: int = 5000) -> np.ndarray:
+    """Gauss-Seidel, pixel by pixel: each removed pixel becomes the weighted mean of its neighbours
+    inside the image until nothing moves (the fixed point the linear system defines)."""
+    out = image.astype(np.float64).copy()
+    out[removed] = image[~removed].mean()
+    height, width = removed.shape
+    for _ in range(sweeps):
+        change = 0.0
+        for y, x in zip(*np.nonzero(removed), strict=True):
+            total = weight = 0.0
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if (dy, dx) != (0, 0) and 0 <= ny < height and 0 <= nx < width:
+                        w = DIRECT if dy == 0 or dx == 0 else DIAGONAL
+                        total, weight = total + w * out[ny, nx], weight + w
+            new = total / weight
+            change = max(change, float(np.abs(new - out[y, x]).max()))
+            out[y, x] = new
+        if change < 1e-11:
+            break
+    return out
+
+
+def test_one_removed_pixel_is_the_weighted_mean_of_its_neighbours() -> None:
+    image = np.arange(9, dtype=np.float64).reshape(3, 3, 1)
+    removed = np.zeros((3, 3), bool)
+    removed[1, 1] = True
+    direct = image[0, 1] + image[1, 0] + image[1, 2] + image[2, 1]
+    diagonal = image[0, 0] + image[0, 2] + image[2, 0] + image[2, 2]
+    expected = DIRECT * direct + DIAGONAL * diagonal  # the weights add up to 1
+    filled = impute(image, removed, np.random.default_rng(0), noise=0.0)
+    assert filled[1, 1, 0] == pytest.approx(expected[0])
+    assert (filled[~removed] == image[~removed]).all()
+    corner = np.zeros((3, 3), bool)
+    corner[0, 0] = True  # two direct neighbours and one diagonal inside the image
+    at_corner = impute(image, corner, np.random.default_rng(0), noise=0.0)[0, 0, 0]
+    by_hand = (DIRECT * (1 + 3) + DIAGONAL * 4) / (2 * DIRECT + DIAGONAL)
+    assert at_corner == pytest.approx(by_hand)
+
+
+def test_many_removed_pixels_equal_the_fixed_point_of_local_averaging() -> None:
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 255, (10, 12, 2))
+    removed = rng.uniform(size=(10, 12)) < 0.6  # neighbouring holes: one system
+    filled = impute(image, removed, rng, noise=0.0)
+    for channel in range(2):
+        expected = reference_imputation(image[..., channel], removed)
+        np.testing.assert_allclose(filled[..., channel], expected, atol=1e-6)
+
+
+def test_noise_is_seeded_and_scaled_to_the_image() -> None:
+    rng = np.random.default_rng(2)
+    image = rng.uniform(0, 255, (64, 64, 1))
+    removed = rng.uniform(size=(64, 64)) < 0.5
+    clean = impute(image, removed, np.random.default_rng(0), noise=0.0)
+    noisy = impute(image, removed, np.random.default_rng(0), noise=0.01)
+    again = impute(image, removed, np.random.default_rng(0), noise=0.01)
+    assert (noisy == again).all()
+    added = (noisy - clean)[removed]
+    assert added.std() == pytest.approx(0.01 * image.std(), rel=0.1)
+    with pytest.raises(ValueError, match="at least one pixel"):
+        impute(image, np.ones((64, 64), bool), rng)
+
+
+def test_removal_masks_take_the_top_and_the_bottom_share() -> None:
+    heatmap = np.arange(10, dtype=float).reshape(2, 5)  # 0 .. 9
+    most, least = removal_masks(heatmap, 0.3)
+    assert sorted(heatmap[most]) == [7, 8, 9] and sorted(heatmap[least]) == [0, 1, 2]
+
+
+def mean_model(size: int) -> keras.Model:
+    """Logits (2m, -2m) for the image mean m: p(class 0) = 1 / (1 + exp(-4m))."""
+    inputs = keras.Input((size, size, 1))
+    model = keras.Model(
+        inputs, keras.layers.Dense(2, use_bias=False)(keras.layers.GlobalAveragePooling2D()(inputs))
+    )
+    model.layers[-1].set_weights([np.array([[2.0, -2.0]])])
+    return model
+
+
+def test_road_rows_on_a_closed_form_model() -> None:
+    """Each row's probabilities equal p(mean of the image imputed by the reference), and a map
+    that points at the bright pixels the model counts has a positive gap, its inverse a negative
+    one."""
+    size = 8
+    rng = np.random.default_rng(3)
+    image = rng.uniform(-0.2, 0.0, (1, size, size, 1))
+    image[0, 2:5, 2:5, 0] = 1.0  # what raises class 0's probability
+    right = image[0, ..., 0].copy()
+    maps = {"right": right[None], "inverted": -right[None]}
+    rows = road_rows(mean_model(size), image, np.array([0]), maps, ["a"], noise=0.0)
+    assert len(rows) == 2 * 5
+    for row in rows.itertuples():
+        most, least = removal_masks(maps[row.method][0], row.share)
+        for kind, removed in (("morf", most), ("lerf", least)):
+            m = reference_imputation(image[0, ..., 0], removed).mean()
+            assert getattr(row, kind) == pytest.approx(1 / (1 + np.exp(-4 * m)), abs=1e-5)
+    summary = summarise_road(rows)
+    assert summary["right"].gap > 0 > summary["inverted"].gap
+    assert summary["right"].shares == [0.1, 0.3, 0.5, 0.7, 0.9]
+
+
+def test_summarise_road_by_hand() -> None:
+    rows = pd.DataFrame(
+        {
+            "image": ["a", "a", "b", "b"],
+            "method": ["gradcam"] * 4,
+            "share": [0.1, 0.9, 0.1, 0.9],
+            "morf": [0.6, 0.2, 0.4, 0.0],
+            "lerf": [0.9, 0.7, 0.8, 0.6],
+        }
+    )
+    found = summarise_road(rows)["gradcam"]
+    assert found.images == 2 and found.morf == pytest.approx(0.3)
+    assert found.lerf == pytest.approx(0.75) and found.gap == pytest.approx(0.45)
