@@ -13,6 +13,7 @@ import tensorflow as tf
 from cxr.errors import CxrError
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import find_target_layer, make_probe
+from cxr.explain.registry import LAYER_METHODS, METHOD_NAMES, METHOD_SPECS
 
 RNG = np.random.default_rng(0)
 
@@ -191,7 +192,7 @@ def test_single_logit_head_explains_the_negative_class_with_minus_logit() -> Non
 
 def test_target_count_must_match_the_batch() -> None:
     probe = make_probe(identity_toy(np.ones((2, 2), "float32")), "identity")
-    with pytest.raises(CxrError, match="3 targets for 2 images"):
+    with pytest.raises(CxrError, match=r"targets of shape \(3,\) for 2 images"):
         explain_batch(probe, np.zeros((2, 8, 8, 2), "float32"), np.array([0, 1, 1]))
 
 
@@ -619,3 +620,80 @@ def test_perturbations_too_many_to_hold_are_a_clear_error() -> None:
         occlusion_patches(1024, 1024, 0.001, 0.001)
     with pytest.raises(CxrError, match=r"RISE masks \(explain.rise_masks 100000\): 100000 of"):
         rise_masks(256, 256, 100_000)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_several_classes_per_image_equal_one_run_per_class(method: str) -> None:
+    """(B, K) targets give, image-major, the maps of K separate single-target runs; -2 is each
+    image's second most probable class."""
+    model = small_cnn()
+    probe = make_probe(
+        model, "features" if method in LAYER_METHODS else None, parameters={"rise": {"masks": 64}}
+    )
+    images = RNG.uniform(0, 255, (3, 32, 32, 1)).astype("float32")
+    targets = np.array([[-1, -2], [0, 2], [2, -1]])
+    several = explain_batch(probe, images, targets, method, pad_to=4)
+    assert several.maps.shape == (6, 32, 32) and several.logits.shape == (6, 3)
+    ranked = np.argsort(-model.predict(images, verbose=0), axis=1, kind="stable")
+    expected = np.array([[ranked[0, 0], ranked[0, 1]], [0, 2], [2, ranked[2, 0]]])
+    np.testing.assert_array_equal(several.class_index, expected.ravel())
+    for k in range(2):
+        one = explain_batch(probe, images, expected[:, k], method, pad_to=4)
+        np.testing.assert_allclose(several.maps[k::2], one.maps, atol=1e-5)
+        np.testing.assert_allclose(several.raw_peak[k::2], one.raw_peak, rtol=1e-5, atol=1e-9)
+
+
+def test_second_class_gradcam_equals_a_per_image_tape() -> None:
+    model = small_cnn()
+    images = RNG.uniform(0, 255, (2, 32, 32, 1)).astype("float32")
+    result = explain_batch(make_probe(model, "features"), images, np.array([[-2], [-2]]))
+    second = np.argsort(-model.predict(images, verbose=0), axis=1, kind="stable")[:, 1]
+    for i in range(2):
+        raw, up = reference_gradcam(model, "features", images[i], int(second[i]))
+        np.testing.assert_allclose(result.raw_maps[i], raw, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(result.maps[i], up, atol=1e-5)
+
+
+class ImageCounter(keras.layers.Layer):
+    """Adds the batch size of every call to a variable: the images that went through the model."""
+
+    def build(self, input_shape) -> None:
+        self.seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="seen")
+
+    def call(self, x):
+        self.seen.assign_add(tf.cast(tf.shape(x)[0], "float32"))
+        return x
+
+
+@pytest.mark.parametrize("method", [spec.name for spec in METHOD_SPECS if spec.shared_targets])
+def test_shared_targets_take_one_forward_pass(method: str) -> None:
+    """Three classes per image: the model sees each image once (one backward pass per class), not
+    three times as with three runs."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 1))
+    counter = ImageCounter()
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="features")(
+        counter(inputs)
+    )
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    probe = make_probe(model, "features" if method in LAYER_METHODS else None)
+    images = RNG.uniform(0, 255, (4, 16, 16, 1)).astype("float32")
+    counter.seen.assign(0.0)
+    explain_batch(probe, images, np.tile([0, 1, 2], (4, 1)), method)
+    assert float(counter.seen.numpy()) == 4
+    counter.seen.assign(0.0)
+    for k in range(3):
+        explain_batch(probe, images, np.full(4, k), method)
+    assert float(counter.seen.numpy()) == 12
+
+
+def test_ranked_targets_of_a_single_logit_head() -> None:
+    from cxr.explain.methods import resolve_targets
+
+    logits = tf.constant([[2.0], [-1.0]])
+    codes = tf.constant([[-1, -2], [-1, -2]])
+    np.testing.assert_array_equal(resolve_targets(logits, codes).numpy(), [[1, 0], [0, 1]])
+    logits = tf.constant([[0.1, 3.0, 2.0]])
+    np.testing.assert_array_equal(
+        resolve_targets(logits, tf.constant([[-1, -2, -3, 0]])).numpy(), [[1, 2, 0, 0]]
+    )

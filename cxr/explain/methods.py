@@ -34,6 +34,7 @@ EMPTY_PEAK = 1e-12  # a raw map whose peak is at most this is flagged empty
 class Explanation:
     """Maps for one batch; arrays are numpy, first axis = image."""
 
+    # B = images, or images x classes for several classes per image (image-major)
     maps: np.ndarray  # (B, H, W) in [0, 1] at the input size
     # (B, h, w) before upsampling and normalisation, at the target layer's size
     raw_maps: np.ndarray
@@ -44,14 +45,47 @@ class Explanation:
 
 
 def resolve_targets(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
-    """Class index -1 means 'the predicted class' (argmax; for a single-logit head, logit > 0)."""
-    single = logits.shape[-1] == 1
-    predicted = (
-        tf.cast(logits[:, 0] > 0, tf.int32)
-        if single
-        else tf.argmax(logits, axis=-1, output_type=tf.int32)
-    )
-    return tf.where(class_index < 0, predicted, class_index)
+    """Class index -1 means the predicted class, -2 the second most probable, -(r + 1) the r-th
+    (argsort of the logits; a single-logit head ranks its two classes by the logit's sign).
+    `class_index` is (B,) or, for several targets per image, (B, K)."""
+    if logits.shape[-1] == 1:
+        predicted = tf.cast(logits[:, 0] > 0, tf.int32)
+        ranked = tf.stack([predicted, 1 - predicted], axis=1)
+    else:
+        ranked = tf.argsort(logits, axis=-1, direction="DESCENDING", stable=True)
+    rank = tf.clip_by_value(-class_index - 1, 0, ranked.shape[-1] - 1)
+    picked = tf.gather(tf.cast(ranked, tf.int32), rank, axis=1, batch_dims=1)
+    return tf.where(class_index < 0, picked, class_index)
+
+
+def several_targets(class_index: tf.Tensor) -> int:
+    """K for (B, K) targets per image, 0 for one target per image."""
+    return class_index.shape[1] if class_index.shape.rank == 2 else 0
+
+
+def per_target(tensor: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
+    """The batch once per target, image-major (image b's k-th target at b * K + k), for (B, K)
+    targets; unchanged for one target per image."""
+    count = several_targets(class_index)
+    return tf.repeat(tensor, count, axis=0) if count else tensor
+
+
+def _target_columns(logits: tf.Tensor, class_index: tf.Tensor) -> list[tf.Tensor]:
+    """The (B,) target logits of each target column (one column for one target per image); to be
+    computed under the gradient tape."""
+    if not several_targets(class_index):
+        return [_target_logits(logits, class_index)]
+    return [_target_logits(logits, column) for column in tf.unstack(class_index, axis=1)]
+
+
+def _gradients_per_target(tape, targets: list[tf.Tensor], source: tf.Tensor) -> tf.Tensor:
+    """d(target)/d(source) for each target column, image-major like `per_target`: one backward
+    pass per target from the same forward pass."""
+    grads = [tape.gradient(target, source) for target in targets]
+    if len(grads) == 1:
+        return grads[0]
+    stacked = tf.stack(grads, axis=1)
+    return tf.reshape(stacked, tf.concat([[-1], tf.shape(source)[1:]], axis=0))
 
 
 def _target_logits(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
@@ -65,13 +99,17 @@ def _target_logits(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
 
 def _activations_and_grads(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     """Target-layer activations and the target logit's gradients, both float32 (also for a float16
-    model)."""
-    with tf.GradientTape() as tape:
+    model). For (B, K) targets: one forward pass and K backward passes, returned per target."""
+    with tf.GradientTape(persistent=bool(several_targets(class_index))) as tape:
         activations, logits = probe(images)
         logits = tf.cast(logits, tf.float32)
-        target = _target_logits(logits, class_index)
-    grads = tape.gradient(target, activations)
-    return tf.cast(activations, tf.float32), tf.cast(grads, tf.float32), logits
+        targets = _target_columns(logits, class_index)
+    grads = _gradients_per_target(tape, targets, activations)
+    return (
+        per_target(tf.cast(activations, tf.float32), class_index),
+        tf.cast(grads, tf.float32),
+        per_target(logits, class_index),
+    )
 
 
 def gradcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
@@ -313,12 +351,15 @@ def _class_probabilities(logits: tf.Tensor) -> tf.Tensor:
 
 
 def _input_gradients(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
-    with tf.GradientTape() as tape:
+    """The target logit's gradients with respect to the pixels (per target for (B, K) targets,
+    from one forward pass), and the logits."""
+    with tf.GradientTape(persistent=bool(several_targets(class_index))) as tape:
         tape.watch(images)
         _, logits = probe(images)
         logits = tf.cast(logits, tf.float32)
-        target = _target_logits(logits, class_index)
-    return tape.gradient(target, images), logits
+        targets = _target_columns(logits, class_index)
+    grads = _gradients_per_target(tape, targets, images)
+    return grads, per_target(logits, class_index)
 
 
 def saliency(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
@@ -331,7 +372,7 @@ def saliency(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
 def input_x_gradient(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     """Shrikumar et al. 2016: pixel value times gradient (magnitude)."""
     grads, logits = _input_gradients(probe, images, class_index)
-    return tf.reduce_max(tf.abs(grads * images), axis=-1), logits
+    return tf.reduce_max(tf.abs(grads * per_target(images, class_index)), axis=-1), logits
 
 
 def guided_backprop(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
@@ -366,7 +407,9 @@ def smoothgrad(
     )
     total = tf.zeros(tf.shape(images)[:3])
     for i in range(samples):
-        noisy = images + spread * tf.random.stateless_normal(tf.shape(images), seed=(i, 0))
+        # one draw per sample, the same for every image: an image's map does not depend on its
+        # place in the batch
+        noisy = images + spread * tf.random.stateless_normal(tf.shape(images)[1:], seed=(i, 0))
         grads, _ = _input_gradients(probe, noisy, class_index)
         total += tf.reduce_max(tf.abs(grads), axis=-1)
     return total / samples, logits
@@ -412,34 +455,38 @@ def explain_batch(
 ) -> Explanation:
     """Maps for a batch of images (B, H, W, C) in the model's input range.
 
-    `class_index` gives the class to explain per image; None (or -1 for an image) explains the
-    predicted class, chosen inside the same forward pass. `pad_to` pads a short batch with blank
-    images up to that size, so that the last batch of a fold reuses the traced (or XLA-compiled)
-    function instead of tracing a new one; the padding is dropped from the result (images do not
-    interact in inference).
+    `class_index` gives the class to explain per image, (B,); None (or -1 for an image) explains
+    the predicted class, chosen inside the same forward pass, and -(r + 1) the r-th most probable.
+    (B, K) explains K classes per image: the result then holds B * K maps, image-major (image b's
+    k-th class at b * K + k). Methods whose registry entry has `shared_targets` take one forward
+    pass and one backward pass per class; a class-blind method computes its map once; the others
+    run once per class on a repeated batch. `pad_to` pads a short batch with blank images up to that
+    size, so that the last batch of a fold reuses the traced (or XLA-compiled) function instead of
+    tracing a new one; the padding is dropped from the result (images do not interact in
+    inference).
     """
     images = tf.convert_to_tensor(images, tf.float32)
     count = images.shape[0]
-    class_index = np.full(count, -1) if class_index is None else np.asarray(class_index).reshape(-1)
+    class_index = np.full(count, -1) if class_index is None else np.asarray(class_index)
     class_index = class_index.astype(np.int32)
-    if class_index.shape[0] != count:
+    if class_index.shape[0] != count or class_index.ndim not in (1, 2):
         raise CxrError(
-            f"{class_index.shape[0]} targets for {count} images: give exactly one target per image"
+            f"targets of shape {class_index.shape} for {count} images: give one target per image "
+            "(B,) or K per image (B, K)"
         )
     padding = max(0, (pad_to or 0) - count)
     if padding:
         images = tf.concat([images, tf.zeros((padding, *images.shape[1:]), images.dtype)], axis=0)
-        class_index = np.concatenate([class_index, np.full(padding, -1, np.int32)])
+        class_index = np.concatenate(
+            [class_index, np.full((padding, *class_index.shape[1:]), -1, np.int32)]
+        )
+    per_image = class_index.shape[1] if class_index.ndim == 2 else 1
     try:
-        raw, logits = _compiled(probe, method)(images, tf.constant(class_index))
+        raw, logits, asked = _run_method(probe, method, images, class_index)
     except CxrError as exc:  # raised while tracing: TensorFlow prefixes its own stack to the text
         raise type(exc)(str(exc).rsplit(f"{type(exc).__name__}: ", 1)[-1].strip()) from None
-    raw, logits, images, class_index = (
-        raw[:count],
-        logits[:count],
-        images[:count],
-        class_index[:count],
-    )
+    count *= per_image  # image-major: the padding's maps come last
+    raw, logits, asked = raw[:count], logits[:count], asked[:count]
     raw = tf.cast(raw, tf.float32)
     peak = tf.reduce_max(raw, axis=(1, 2))
     upsampled = tf.image.resize(raw[..., None], images.shape[1:3], method="bilinear")[..., 0]
@@ -447,14 +494,37 @@ def explain_batch(
     upsampled = tf.nn.relu(upsampled)
     top = tf.reduce_max(upsampled, axis=(1, 2), keepdims=True)
     maps = tf.math.divide_no_nan(upsampled, top)  # an all-zero map stays zero, never NaN
+    logits = tf.cast(logits, tf.float32)
     return Explanation(
         maps=maps.numpy(),
         raw_maps=raw.numpy(),
         raw_peak=peak.numpy(),
         empty=(peak <= EMPTY_PEAK).numpy(),
-        logits=tf.cast(logits, tf.float32).numpy(),
-        class_index=resolve_targets(tf.cast(logits, tf.float32), tf.constant(class_index)).numpy(),
+        logits=logits.numpy(),
+        class_index=resolve_targets(logits, tf.constant(asked)).numpy(),
     )
+
+
+def _run_method(
+    probe: Probe, method: str, images: tf.Tensor, class_index: np.ndarray
+) -> tuple[tf.Tensor, tf.Tensor, np.ndarray]:
+    """(raw maps, logits, the target codes they answer), one per image, or per image and class,
+    image-major, for (B, K) targets."""
+    spec = METHODS_BY_NAME[method]
+    function = _compiled(probe, method)
+    if class_index.ndim == 1 or spec.shared_targets:
+        raw, logits = function(images, tf.constant(class_index))
+        return raw, logits, class_index.reshape(-1)
+    per_image = class_index.shape[1]
+    if not spec.class_specific:  # the same map whatever the class: computed once
+        raw, logits = function(images, tf.constant(np.full(len(class_index), -1, np.int32)))
+        return (
+            tf.repeat(raw, per_image, axis=0),
+            tf.repeat(logits, per_image, axis=0),
+            class_index.reshape(-1),
+        )
+    raw, logits = function(tf.repeat(images, per_image, axis=0), tf.constant(class_index.ravel()))
+    return raw, logits, class_index.reshape(-1)
 
 
 def _compiled(probe: Probe, method: str) -> Callable:

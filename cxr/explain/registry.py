@@ -21,19 +21,44 @@ class MethodSpec:
     paper: str
     guided: bool = False  # runs on the copy whose ReLUs pass back only positive gradients
     class_specific: bool = True  # False: the same map whatever class is asked for
+    # several classes per image share one forward pass, with one backward pass per class (else the
+    # method runs once per class)
+    shared_targets: bool = False
     # (the function's keyword, the explain config key that sets it)
     parameters: tuple[tuple[str, str], ...] = ()
 
 
 METHOD_SPECS = (
-    MethodSpec("gradcam", "gradcam", True, True, "1 backward pass", "Selvaraju et al. 2017"),
     MethodSpec(
-        "gradcam++", "gradcam_plus_plus", True, True, "1 backward pass", "Chattopadhyay et al. 2018"
+        "gradcam",
+        "gradcam",
+        True,
+        True,
+        "1 backward pass",
+        "Selvaraju et al. 2017",
+        shared_targets=True,
+    ),
+    MethodSpec(
+        "gradcam++",
+        "gradcam_plus_plus",
+        True,
+        True,
+        "1 backward pass",
+        "Chattopadhyay et al. 2018",
+        shared_targets=True,
     ),
     MethodSpec(
         "scorecam", "scorecam", True, False, "1 forward pass per channel", "Wang et al. 2020"
     ),
-    MethodSpec("hirescam", "hirescam", True, True, "1 backward pass", "Draelos & Carin 2020"),
+    MethodSpec(
+        "hirescam",
+        "hirescam",
+        True,
+        True,
+        "1 backward pass",
+        "Draelos & Carin 2020",
+        shared_targets=True,
+    ),
     MethodSpec(
         "ablationcam",
         "ablationcam",
@@ -42,8 +67,18 @@ METHOD_SPECS = (
         "1 pass of the model's head per channel",
         "Desai & Ramaswamy 2020",
     ),
-    MethodSpec("layercam", "layercam", True, True, "1 backward pass", "Jiang et al. 2021"),
-    MethodSpec("xgradcam", "xgradcam", True, True, "1 backward pass", "Fu et al. 2020"),
+    MethodSpec(
+        "layercam",
+        "layercam",
+        True,
+        True,
+        "1 backward pass",
+        "Jiang et al. 2021",
+        shared_targets=True,
+    ),
+    MethodSpec(
+        "xgradcam", "xgradcam", True, True, "1 backward pass", "Fu et al. 2020", shared_targets=True
+    ),
     MethodSpec(
         "eigencam",
         "eigencam",
@@ -71,7 +106,15 @@ METHOD_SPECS = (
         "Petsiuk et al. 2018",
         parameters=(("masks", "rise_masks"),),
     ),
-    MethodSpec("saliency", "saliency", False, True, "1 backward pass", "Simonyan et al. 2014"),
+    MethodSpec(
+        "saliency",
+        "saliency",
+        False,
+        True,
+        "1 backward pass",
+        "Simonyan et al. 2014",
+        shared_targets=True,
+    ),
     MethodSpec(
         "smoothgrad", "smoothgrad", False, True, "1 backward pass per sample", "Smilkov et al. 2017"
     ),
@@ -90,6 +133,7 @@ METHOD_SPECS = (
         True,
         "1 backward pass",
         "Shrikumar et al. 2016",
+        shared_targets=True,
     ),
     MethodSpec(
         "guided_backprop",
@@ -127,8 +171,9 @@ def method_parameters(explain: object) -> dict[str, dict]:
 def methods_markdown() -> str:
     """The README's table of methods, made from the entries (a test checks the README has it)."""
     rows = [
-        "| method | explains | needs gradients | cost per batch | paper |",
-        "| --- | --- | --- | --- | --- |",
+        "| method | explains | needs gradients | cost per batch | several classes per image "
+        "| paper |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for spec in METHOD_SPECS:
         explains = "a target layer" if spec.layer else "the input pixels"
@@ -139,5 +184,14 @@ def methods_markdown() -> str:
         if spec.parameters:
             explains += "; set by " + ", ".join(f"`explain.{key}`" for _, key in spec.parameters)
         gradients = "yes" if spec.gradients else "no"
-        rows.append(f"| `{spec.name}` | {explains} | {gradients} | {spec.cost} | {spec.paper} |")
+        several = (
+            "one forward pass, one backward pass per class"
+            if spec.shared_targets
+            else "one map for all"
+            if not spec.class_specific
+            else "one run per class"
+        )
+        rows.append(
+            f"| `{spec.name}` | {explains} | {gradients} | {spec.cost} | {several} | {spec.paper} |"
+        )
     return "\n".join(rows)
