@@ -20,6 +20,7 @@ import typer
 
 from cxr.audit.results import AuditSummary, RegionGroup, Regions
 from cxr.errors import ConfigError, CxrError, shorten
+from cxr.explain.options import TARGET_HELP
 from cxr.explain.registry import METHOD_NAMES
 
 # TensorFlow's C++ start-up lines (CUDA probing, oneDNN, CPU features) are noise to a CLI user;
@@ -551,7 +552,8 @@ def explain(
         typer.Option(help="Target layer (default: explain.layer, else the model's own)."),
     ] = None,
     target: Annotated[
-        str | None, typer.Option(help="predicted, true, or a class name (default: explain.target).")
+        str | None,
+        typer.Option(help=f"{TARGET_HELP} (default: explain.target)."),
     ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Recompute images already explained with the same settings.")

@@ -208,8 +208,18 @@ def test_target_options(trained_run) -> None:
     assert (true["target_class"] == true["true_class"]).all()
     named = explain_fold(trained_run, 1, ExplainOptions(target="pneumonia", overwrite=True)).report
     assert (named["target_class"] == "pneumonia").all()
-    with pytest.raises(CxrError, match="--target 'covid': use predicted, true or a class name"):
+    with pytest.raises(CxrError, match="--target 'covid': use predicted, true, a class name"):
         explain_fold(trained_run, 1, ExplainOptions(target="covid", overwrite=True))
+    # both classes of a binary model, the predicted one first; its row is the single run's
+    both = explain_fold(trained_run, 1, ExplainOptions(target="top2", overwrite=True)).report
+    assert len(both) == 2 * len(true)
+    for image, rows in both.groupby("image"):
+        assert rows["target_class"].tolist()[0] == rows["predicted_class"].iloc[0]
+        assert set(rows["target_class"]) == {"normal", "pneumonia"}
+        first = named if rows["target_class"].iloc[0] == "pneumonia" else None
+        if first is not None:
+            single = first.set_index("image").loc[image]
+            assert rows["raw_peak"].iloc[0] == pytest.approx(single["raw_peak"], rel=1e-5)
 
 
 def test_other_methods_run_through_the_same_path(trained_run) -> None:

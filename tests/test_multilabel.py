@@ -75,3 +75,65 @@ def test_nih_multilabel_train_evaluate_explain(nih_sample: Path, tmp_path: Path)
     assert (
         set(report["correct"]) <= {"right", "wrong"} and (report["outcome"].fillna("") == "").all()
     )
+
+
+def test_several_classes_per_image(nih_sample: Path, tmp_path: Path) -> None:
+    """--target top2 and all-positive on a multi-label model: a row, an overlay and a saved map per
+    (image, class), the classes those the probabilities name, a verdict per class, and a rerun
+    that recomputes nothing."""
+    import zipfile
+
+    from cxr.errors import ConfigError
+
+    folder = download(
+        "nih-cxr14",
+        DownloadOptions(
+            dest=tmp_path, from_dir=nih_sample, task="all", size=64, folds=2, show_progress=False
+        ),
+    )
+    cfg = tiny_config(
+        folder,
+        tmp_path / "runs",
+        "data.multi_label=true",
+        "train.epochs=1",
+        "train.monitor=val_loss",
+    )
+    train(cfg, fold=0)
+    top2 = explain_fold(cfg, 0, ExplainOptions(target="top2", save_maps=True)).report
+    validation = pd.read_csv(tmp_path / "runs" / "tiny" / "fold0" / "split.csv").query(
+        "split == 'validation'"
+    )
+    assert len(top2) == 2 * len(validation) and top2["image"].nunique() == len(validation)
+    probs = top2.filter(like="prob_")
+    classes = [c.removeprefix("prob_") for c in probs.columns]
+    for _, rows in top2.groupby("image", sort=False):
+        p = probs.loc[rows.index[0]].to_numpy()
+        assert rows["target_class"].tolist() == [classes[k] for k in np.argsort(-p)[:2]]
+        for row in rows.itertuples():
+            said = (
+                p[classes.index(row.target_class)] > 0.5
+                or row.target_class == rows.iloc[0]["target_class"]
+            )
+            right = said == (row.target_class in row.true_class.split("|"))
+            assert row.correct == ("right" if right else "wrong")
+            assert row.overlay.endswith(f".{row.target_class}.jpg".replace(" ", "_"))
+    explained = tmp_path / "runs" / "tiny" / "explain" / "fold0"
+    assert all((explained / o).is_file() for o in top2["overlay"])
+    with zipfile.ZipFile(explained / "maps.npz") as saved:
+        keys = {n.removesuffix("/raw.npy") for n in saved.namelist() if n.endswith("/raw.npy")}
+    assert keys == {f"{r.image}/{r.target_class}" for r in top2.itertuples()}
+    stamps = {o: (explained / o).stat().st_mtime_ns for o in top2["overlay"]}
+    again = explain_fold(cfg, 0, ExplainOptions(target="top2")).report
+    assert len(again) == len(top2)
+    assert {o: (explained / o).stat().st_mtime_ns for o in top2["overlay"]} == stamps
+
+    positive = explain_fold(cfg, 0, ExplainOptions(target="all-positive", overwrite=True)).report
+    assert positive["image"].nunique() == len(validation)
+    for _, row in positive.iterrows():
+        p = row[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
+        k = classes.index(row["target_class"])
+        assert p[k] > 0.5 or k == int(np.argmax(p))
+    with pytest.raises(ConfigError, match="topK takes K from 1 to 15"):
+        explain_fold(cfg, 0, ExplainOptions(target="top16"))
+    with pytest.raises(ConfigError, match="--fold-agreement compares one map per image"):
+        explain_fold(cfg, 0, ExplainOptions(target="top2", fold_agreement=True))

@@ -81,7 +81,7 @@ def write_html(
         "peak region",
     ]
     regions = sorted(
-        {str(r) for r in report.get("peak_region", pd.Series(dtype=str)).fillna("") if str(r)}
+        {str(r) for r in report.get("peak_region", pd.Series(dtype=str)).dropna() if str(r)}
     )
     show = (
         "for (const r of document.querySelectorAll('tr[data-region]')) "

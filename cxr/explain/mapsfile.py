@@ -19,10 +19,12 @@ class MapsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_DEFLATED)
 
-    def add(self, images: list[str], result: Explanation) -> None:
-        for i, image in enumerate(images):
+    def add(self, entries: list[tuple[str, int]], result: Explanation) -> None:
+        """(key, index in the result) pairs: the key is the image, or image/class when several
+        classes are explained per image."""
+        for key, i in entries:
             for kind, array in (("raw", result.raw_maps[i]), ("upsampled", result.maps[i])):
-                with self.zip.open(f"{image}/{kind}.npy", "w", force_zip64=True) as handle:
+                with self.zip.open(f"{key}/{kind}.npy", "w", force_zip64=True) as handle:
                     np.lib.format.write_array(handle, np.asarray(array, dtype=np.float32))
 
     def close(self) -> None:

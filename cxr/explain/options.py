@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 from cxr.errors import ConfigError
 
+TARGET_HELP = "predicted, true, a class name, topK (the K most probable classes) or all-positive"
+
 
 @dataclass(frozen=True)
 class ExplainOptions:
     method: str = "gradcam"
     layer: str | None = None
-    target: str = "predicted"  # predicted | true | a class name
+    target: str = "predicted"  # TARGET_HELP
     overwrite: bool = False
     shard: tuple[int, int] | None = None  # (I, N): the I-th of N deterministic parts, 1-based
     save_maps: bool = False

@@ -28,11 +28,11 @@ def resize_map(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 @functools.cache
-def colour_table(colormap: str) -> np.ndarray:
-    """The colour map's N entries as float32 RGB in [0, 255]: indexing it is what matplotlib does,
-    4x faster."""
+def colour_table(colormap: str, alpha: float = 1.0) -> np.ndarray:
+    """The colour map's N entries as float32 RGB in [0, 255], times `alpha`: indexing it is what
+    matplotlib does, 4x faster, and the blend's product is made once, not per pixel."""
     cmap = matplotlib.colormaps[colormap]
-    return (cmap(np.arange(cmap.N))[:, :3] * 255.0).astype(np.float32)
+    return (cmap(np.arange(cmap.N))[:, :3] * 255.0).astype(np.float32) * np.float32(alpha)
 
 
 def blend(
@@ -40,11 +40,12 @@ def blend(
 ) -> np.ndarray:
     """(H, W) uint8 image + (H, W) map in [0, 1] -> (H, W, 3) uint8; alpha 0 gives the image, 1 the
     coloured map."""
-    table = colour_table(colormap)
+    table = colour_table(colormap, alpha)
     # matplotlib's float -> entry rule
     index = np.clip((heatmap * len(table)).astype(np.int32), 0, len(table) - 1)
-    base = grey[..., None].astype(np.float32)
-    return np.round((1 - alpha) * base + alpha * table[index]).astype(np.uint8)
+    out = table[index]
+    out += grey[..., None].astype(np.float32) * np.float32(1 - alpha)
+    return np.rint(out, out=out).astype(np.uint8)
 
 
 def draw_overlay(

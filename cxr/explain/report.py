@@ -63,7 +63,8 @@ def summarise_fold(report: pd.DataFrame) -> dict:
     random pixel (mean over 100 draws per image, fixed seed).
     """
     summary: dict = {
-        "images": len(report),
+        "images": int(report["image"].nunique()) if len(report) else 0,
+        "rows": len(report),  # more than images when several classes are explained per image
         "right": int((report["correct"] == "right").sum()),
         "wrong": int((report["correct"] == "wrong").sum()),
         "empty_maps": int(report["empty"].sum()),

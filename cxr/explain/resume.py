@@ -17,14 +17,17 @@ def read_previous_rows(folder: Path, settings: dict) -> pd.DataFrame:
     frames = [pd.read_csv(path, dtype=text_columns) for path in sorted(folder.glob("report*.csv"))]
     if not frames:
         return pd.DataFrame()
-    rows = from_spreadsheet_safe(
-        pd.concat(frames, ignore_index=True).drop_duplicates("image", keep="last")
-    )
-    rows[["patient_id", "outcome"]] = rows[["patient_id", "outcome"]].fillna("")
+    rows = pd.concat(frames, ignore_index=True)
+    key = [c for c in ("image", "target_class") if c in rows.columns]  # a row per image and class
+    rows = from_spreadsheet_safe(rows.drop_duplicates(key, keep="last"))
+    for column in ("patient_id", "outcome"):  # all empty reads as float NaN
+        rows[column] = rows[column].astype(object).where(rows[column].notna(), "")
     if not set(settings) <= set(rows.columns):
         return pd.DataFrame()
     same = np.logical_and.reduce(
         [rows[key].astype(str) == str(value) for key, value in settings.items()]
     )
-    exists = rows["overlay"].map(lambda p: (folder / p).is_file())
-    return rows[same & exists].reset_index(drop=True)
+    rows = rows[same].reset_index(drop=True)
+    # an image explained for several classes is done only if every one of its overlays is there
+    lost = rows.loc[~rows["overlay"].map(lambda p: (folder / p).is_file()), "image"]
+    return rows[~rows["image"].isin(lost)].reset_index(drop=True)

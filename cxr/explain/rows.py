@@ -6,6 +6,7 @@ the functions below take it instead of long argument lists.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -18,7 +19,7 @@ from cxr.config import Config
 from cxr.data.labels import decode_boxes, split_labels
 from cxr.errors import ConfigError
 from cxr.explain.methods import Explanation
-from cxr.explain.options import ExplainOptions
+from cxr.explain.options import TARGET_HELP, ExplainOptions
 from cxr.explain.overlay import OVERLAY_FORMATS, draw_overlay, resize_map, write_overlay
 from cxr.explain.report import (
     box_energy_share,
@@ -44,36 +45,68 @@ class FoldContext:
     recorded: dict  # method, layer, target, model digest: written in every row, for resuming
     options: ExplainOptions
     folder: Path
+    several: bool = False  # several classes per image: a row, an overlay and a verdict per class
+
+
+def classes_per_image(option: str, classes: list[str]) -> int:
+    """How many classes each image's maps explain: K for topK, every class for all-positive
+    (those not positive are dropped after the pass), else 1."""
+    if option == "all-positive":
+        return max(2, len(classes))
+    if option.startswith("top") and option not in classes:
+        count = option[3:]
+        if not count.isdigit() or not 1 <= int(count) <= max(2, len(classes)):
+            raise ConfigError(
+                f"--target {option!r}: topK takes K from 1 to {max(2, len(classes))}, the number "
+                f"of classes; or use {TARGET_HELP}"
+            )
+        return int(count)
+    return 1
 
 
 def target_indices(option: str, labels: np.ndarray, classes: list[str]) -> np.ndarray | None:
-    """None for 'predicted' (chosen in the forward pass), the true classes, or one named class for
-    all.
+    """None for 'predicted' (chosen in the forward pass), the true classes, one named class for
+    all, or (B, K) targets for several classes per image: ranks for topK (-1 the most probable,
+    -2 the next...), every class for all-positive.
 
     `labels` are class indices, or multi-hot rows for multi-label data (then 'true' is the first
     true finding).
     """
     true_index = labels.argmax(axis=1) if labels.ndim == 2 else labels
-    if option == "predicted":
+    several = classes_per_image(option, classes)
+    if option == "all-positive":
+        return np.tile(np.arange(several), (len(true_index), 1))
+    if several > 1:
+        return np.tile(-np.arange(1, several + 1), (len(true_index), 1))
+    if option in ("predicted", "top1"):
         return None
     if option == "true":
         return true_index
     if option not in classes:
-        raise ConfigError(
-            f"--target {option!r}: use predicted, true or a class name ({', '.join(classes)})"
-        )
+        raise ConfigError(f"--target {option!r}: use {TARGET_HELP} ({', '.join(classes)})")
     return np.full(len(true_index), classes.index(option))
 
 
-def overlay_name(image: str, suffix: str = ".png") -> str:
+def is_positive(probabilities: np.ndarray, index: int) -> bool:
+    """Whether the model calls class `index` present: above 0.5, or the most probable class when
+    no class is (so that all-positive explains every image at least once)."""
+    top = int(np.argmax(probabilities))
+    return bool(probabilities[index] > 0.5 or index == top)
+
+
+def overlay_name(image: str, suffix: str = ".png", target: str | None = None) -> str:
     """The source image's path below images/ (or its whole relative path), with the overlay's
-    suffix."""
+    suffix; with several classes per image, the explained class joins the name
+    (images/a.png -> a.Effusion.jpg)."""
     parts = PurePosixPath(image).parts
     relative = (
         PurePosixPath(*parts[1:])
         if parts[0] == "images" and len(parts) > 1
         else PurePosixPath(image)
     )
+    if target is not None:
+        safe = re.sub(r"[^A-Za-z0-9_-]+", "_", target)
+        return str(relative.with_suffix(f".{safe}{suffix}"))
     return str(relative.with_suffix(suffix))
 
 
@@ -108,9 +141,15 @@ def image_row(
     x, y = peak_location(heatmap)
     # None when unknown or implausible
     lungs = lung_region(fold_cfg.data.dataset_dir, row, grey.shape)
-    correct = "right" if classes[predicted] in true_names else "wrong"
+    target = classes[int(result.class_index[i])]
+    if ctx.several:  # the verdict on this class: said present (or not), and is it?
+        right = is_positive(probs, classes.index(target)) == (target in true_names)
+    else:  # the verdict on the image: is the most probable class a true one?
+        right = classes[predicted] in true_names
+    correct = "right" if right else "wrong"
     suffix = OVERLAY_FORMATS[cfg.explain.overlay_format][0]
-    overlay = f"{correct}/{overlay_name(row['image'], suffix)}"
+    name = overlay_name(row["image"], suffix, target if ctx.several else None)
+    overlay = f"{correct}/{name}"
     outline = lungs if cfg.explain.lungs else None
     pixels = draw_overlay(
         grey,
@@ -135,7 +174,7 @@ def image_row(
         else outcome(classes.index(row["label"]), predicted, ctx.positive),
         **{f"prob_{name}": float(p) for name, p in zip(classes, probs, strict=True)},
         **ctx.recorded,
-        "target_class": classes[int(result.class_index[i])],
+        "target_class": target,
         "raw_peak": float(result.raw_peak[i]),
         "empty": bool(result.empty[i]),
         "peak_x": x,

@@ -30,13 +30,20 @@ from cxr.evaluate import choose_positive_class
 from cxr.explain.agreement import fold_agreement, summarise_agreement
 from cxr.explain.gallery import write_html, write_montage
 from cxr.explain.mapsfile import MapsWriter
-from cxr.explain.methods import explain_batch, get_method
+from cxr.explain.methods import Explanation, explain_batch, get_method
 from cxr.explain.options import ExplainOptions, in_shard
 from cxr.explain.probe import coarse_map_note, make_probe
 from cxr.explain.registry import LAYER_METHODS, method_parameters
-from cxr.explain.report import summarise_fold
+from cxr.explain.report import output_probabilities, summarise_fold
 from cxr.explain.resume import read_previous_rows
-from cxr.explain.rows import FoldContext, image_row, target_indices, with_boxes
+from cxr.explain.rows import (
+    FoldContext,
+    classes_per_image,
+    image_row,
+    is_positive,
+    target_indices,
+    with_boxes,
+)
 from cxr.external import External, analysis_settings, analysis_table, output_root
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
@@ -64,6 +71,11 @@ def explain_fold(
     image of an external dataset)."""
     get_method(options.method)
     run = open_trained_fold(cfg, fold)
+    if options.fold_agreement and classes_per_image(options.target, run.read_classes()) > 1:
+        raise ConfigError(
+            f"--fold-agreement compares one map per image; --target {options.target} explains "
+            "several: use predicted, true or a class name with it"
+        )
     others = other_folds(cfg, run) if options.fold_agreement else []
     fold_cfg = analysis_settings(cfg, run, on)
     classes = run.read_classes()
@@ -95,12 +107,17 @@ def explain_fold(
         layer,
     )
 
-    ctx = FoldContext(cfg, fold_cfg, run, classes, positive, layer, settings, options, folder)
+    several = classes_per_image(options.target, classes) > 1
+    ctx = FoldContext(
+        cfg, fold_cfg, run, classes, positive, layer, settings, options, folder, several
+    )
     with images_named_on_failure(fold_cfg.data.dataset_dir, todo):
         rows = explain_rows(ctx, todo) if len(todo) else []
     report = pd.concat([previous, pd.DataFrame(rows)], ignore_index=True) if rows else previous
     report = (
-        report[report["image"].isin(table["image"])].sort_values("image").reset_index(drop=True)
+        report[report["image"].isin(table["image"])]
+        .sort_values("image", kind="stable")  # several classes of an image keep their order
+        .reset_index(drop=True)
     )
     summary = summarise_fold(with_boxes(report, table)) | {"fold": fold, **settings}
     if options.fold_agreement:
@@ -188,16 +205,37 @@ def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
             pixels = images.numpy()[
                 ..., 0
             ]  # the decoded images: the overlays reuse them when the stored size is the model's
+            chosen = explained_entries(ctx, part["image"].tolist(), result)
+            records = part.to_dict("records")
             pending = [
-                pool.submit(image_row, ctx, row, result, i, pixels[i])
-                for i, row in enumerate(part.to_dict("records"))
+                pool.submit(image_row, ctx, records[i], result, j, pixels[i]) for i, j, _ in chosen
             ]
             if maps_file:
-                maps_file.add(part["image"].tolist(), result)
+                maps_file.add([(key, j) for _, j, key in chosen], result)
         rows.extend(done.result() for done in pending)
     if maps_file:
         maps_file.close()
     return rows
+
+
+def explained_entries(
+    ctx: FoldContext, images: list[str], result: Explanation
+) -> list[tuple[int, int, str]]:
+    """(image's place in the batch, its map's place in the result, the maps.npz key) for every
+    map to keep: one per image, or one per image and class (all-positive: the classes the model
+    calls present)."""
+    if not ctx.several:
+        return [(i, i, image) for i, image in enumerate(images)]
+    per_image = len(result.class_index) // len(images)
+    multi_label = ctx.fold_cfg.data.multi_label
+    probabilities = output_probabilities(result.logits, multi_label)
+    kept = []
+    for i, image in enumerate(images):
+        for j in range(i * per_image, (i + 1) * per_image):
+            index = int(result.class_index[j])
+            if ctx.options.target != "all-positive" or is_positive(probabilities[j], index):
+                kept.append((i, j, f"{image}/{ctx.classes[index]}"))
+    return kept
 
 
 def explain_folds(
