@@ -15,17 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cxr.errors import ConfigError, shorten
 from cxr.explain.registry import METHOD_NAMES
+from cxr.models.catalog import MODEL_NAMES
 
-# Model names are checked here so that a typo fails at load time, before any
-# TensorFlow import; the model registry (issue #3) must use the same names.
-MODEL_NAMES = (
-    "pna_cnn",
-    "vgg16_cardiomegaly",
-    "resnet50",
-    "densenet121",
-    "inception_v3",
-    "tiny_cnn",
-)
 FAITHFULNESS_BASELINES = ("black", "blur")  # what removed pixels become in deletion / insertion
 EXPLAIN_METHODS = METHOD_NAMES  # every method of cxr.explain.registry
 
@@ -78,7 +69,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """Which architecture (see MODEL_NAMES) and its options."""
+    """Which architecture (one of cxr.models.catalog) and its options."""
 
     name: Literal[MODEL_NAMES] = "pna_cnn"  # type: ignore[valid-type]
     weights: str | None = None

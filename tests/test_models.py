@@ -3,6 +3,7 @@ keras.applications, weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -172,17 +173,9 @@ def test_imagenet_weights_download_from_a_mirror(
     weights = write_legacy_h5(published, tmp_path / "notop.h5", np.random.default_rng(0))
     data = (tmp_path / "notop.h5").read_bytes()
     # the test's file stands in for the published one: same name, its own md5
+    own = dataclasses.replace(spec.imagenet, md5=hashlib.md5(data).hexdigest())
     monkeypatch.setitem(
-        registry.MODELS,
-        "vgg16_cardiomegaly",
-        spec.__class__(
-            **{
-                **spec.__dict__,
-                "imagenet": spec.imagenet.__class__(
-                    spec.imagenet.url, spec.imagenet.filename, md5=hashlib.md5(data).hexdigest()
-                ),
-            }
-        ),
+        registry.MODELS, "vgg16_cardiomegaly", dataclasses.replace(spec, imagenet=own)
     )
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     with serve({spec.imagenet.filename: data}) as base:
@@ -213,8 +206,18 @@ def test_model_config_errors(overrides: list[str], pattern: str) -> None:
         build_model(load_config(None, overrides), 2)
 
 
-def test_every_model_is_known_to_the_config() -> None:
-    from cxr.config import MODEL_NAMES
-    from cxr.models.registry import MODELS
+def test_every_model_builds_with_its_explain_layer_and_the_readme_lists_it() -> None:
+    """Each catalog entry builds at its smallest size through its body function, has the layer its
+    entry names, and fails one pixel smaller; the README carries the generated table."""
+    from cxr.models.catalog import MODEL_SPECS, models_markdown
 
-    assert sorted(MODEL_NAMES) == sorted(MODELS)
+    for spec in MODEL_SPECS:
+        channels = 3 if spec.imagenet else 1
+        smallest = max(spec.min_size, 16)  # the config's own floor
+        model = build_model(config(spec.name, smallest, channels), 2)
+        assert len(model.get_layer(spec.explain_layer).output.shape) == 4, spec.name
+        if spec.min_size > 16:
+            with pytest.raises(ConfigError, match="too small"):
+                build_model(config(spec.name, spec.min_size - 1, channels), 2)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert models_markdown() in readme

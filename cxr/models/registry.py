@@ -1,4 +1,4 @@
-"""Every architecture cxr can build, in one plain dict keyed by the config's `model.name`.
+"""Builds the architectures of cxr.models.catalog, keyed by the config's `model.name`.
 
 Models take greyscale images in [0, 255] (1 channel, or 3 when the config asks)
 and do their own preprocessing as their first layers, so a saved model is
@@ -14,7 +14,6 @@ import dataclasses
 import difflib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -25,8 +24,8 @@ from cxr.config import Config
 from cxr.data.download import RemoteFile, fetch, mirror_url
 from cxr.errors import ConfigError, shorten
 from cxr.models.applications import backbone
-from cxr.models.pna_cnn import FEATURE_LAYER, pna_cnn, tiny_cnn
-from cxr.models.vgg16_cardiomegaly import FEATURE_LAYER as VGG_FEATURE_LAYER
+from cxr.models.catalog import MODELS_BY_NAME, ModelSpec
+from cxr.models.pna_cnn import pna_cnn, tiny_cnn
 from cxr.models.vgg16_cardiomegaly import vgg16_cardiomegaly
 
 KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications"
@@ -34,109 +33,40 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # VGG16 and ResNet50 subtract these
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
 
-# body(x, num_outputs, cfg, weights) -> logits tensor, where x is the preprocessed input
+
+def pna_cnn_body(x: keras.KerasTensor, n: int, cfg: Config, weights: str | None):
+    return pna_cnn(x, n, cfg.model.widths, cfg.model.batchnorm_momentum)
+
+
+def tiny_cnn_body(x: keras.KerasTensor, n: int, cfg: Config, weights: str | None):
+    return tiny_cnn(x, n, cfg.model.widths, cfg.model.batchnorm_momentum)
+
+
+def vgg16_cardiomegaly_body(x: keras.KerasTensor, n: int, cfg: Config, weights: str | None):
+    return vgg16_cardiomegaly(x, n, weights, cfg.model.dropout)
+
+
+def applications_body(x: keras.KerasTensor, n: int, cfg: Config, weights: str | None):
+    return backbone(cfg.model.name, x, n, weights)
+
+
+# model.name -> its entry (cxr.models.catalog) and body function
+MODELS: dict[str, ModelSpec] = dict(MODELS_BY_NAME)
 Body = Callable[[keras.KerasTensor, int, Config, str | None], keras.KerasTensor]
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build one architecture and where its explanations look."""
+def body_of(spec: ModelSpec) -> Body:
+    return globals()[spec.builder]
 
-    body: Body
-    preprocessing: str  # unit | caffe | torch | tf
-    explain_layer: str
-    min_size: int
-    imagenet: RemoteFile | None = (
-        None  # the no-top ImageNet weights that keras.applications publishes
+
+def imagenet_file(spec: ModelSpec) -> RemoteFile | None:
+    """Where the backbone's published ImageNet weights are, md5 included."""
+    if spec.imagenet is None:
+        return None
+    found = spec.imagenet
+    return RemoteFile(
+        f"{KERAS_WEIGHTS}/{found.folder}/{found.filename}", found.filename, md5=found.md5
     )
-    widths: tuple[int, int | None] | None = (
-        None  # how many model.widths it takes (fewest, most); None: none
-    )
-
-    def check_widths(self, name: str, widths: list[int] | None) -> None:
-        """A ConfigError naming what model.widths this architecture takes."""
-        if widths is None:
-            return
-        if self.widths is None:
-            raise ConfigError(
-                f"model.widths = {widths} is not used by {name}: remove it (set it to null)"
-            )
-        fewest, most = self.widths
-        if len(widths) < fewest or (most is not None and len(widths) > most):
-            count = (
-                f"exactly {fewest}"
-                if fewest == most
-                else f"at least {fewest}"
-                if most is None
-                else f"{fewest} to {most}"
-            )
-            raise ConfigError(f"model.widths = {widths}: {name} takes {count} widths")
-
-
-def _imagenet(folder: str, filename: str, md5: str) -> RemoteFile:
-    return RemoteFile(f"{KERAS_WEIGHTS}/{folder}/{filename}", filename, md5=md5)
-
-
-MODELS: dict[str, ModelSpec] = {
-    "pna_cnn": ModelSpec(
-        lambda x, n, c, w: pna_cnn(x, n, c.model.widths, c.model.batchnorm_momentum),
-        "unit",
-        FEATURE_LAYER,
-        32,
-        widths=(2, None),  # a stem, then one width per stage
-    ),
-    "tiny_cnn": ModelSpec(
-        lambda x, n, c, w: tiny_cnn(x, n, c.model.widths, c.model.batchnorm_momentum),
-        "unit",
-        FEATURE_LAYER,
-        8,
-        widths=(2, 2),
-    ),
-    "vgg16_cardiomegaly": ModelSpec(
-        lambda x, n, c, w: vgg16_cardiomegaly(x, n, w, c.model.dropout),
-        "caffe",
-        VGG_FEATURE_LAYER,
-        256,
-        _imagenet(
-            "vgg16",
-            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "6d6bbae143d832006294945121d1f1fc",
-        ),
-    ),
-    "resnet50": ModelSpec(
-        lambda x, n, c, w: backbone("resnet50", x, n, w),
-        "caffe",
-        "conv5_block3_out",
-        32,
-        _imagenet(
-            "resnet",
-            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "4d473c1dd8becc155b73f8504c6f6626",
-        ),
-    ),
-    "densenet121": ModelSpec(
-        lambda x, n, c, w: backbone("densenet121", x, n, w),
-        "torch",
-        "relu",
-        32,
-        _imagenet(
-            "densenet",
-            "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "30ee3e1110167f948a6b9946edeeb738",
-        ),
-    ),
-    "inception_v3": ModelSpec(
-        lambda x, n, c, w: backbone("inception_v3", x, n, w),
-        "tf",
-        "mixed10",
-        75,
-        _imagenet(
-            "inception_v3",
-            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "bcbd6486424b2319ff4ef7d526e38f63",
-        ),
-    ),
-}
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -157,12 +87,14 @@ def build_model(cfg: Config, num_outputs: int) -> keras.Model:
             f"data.image_size = {size} is too small for {cfg.model.name}: it needs at least "
             f"{spec.min_size}"
         )
-    spec.check_widths(cfg.model.name, cfg.model.widths)
+    spec.check_widths(cfg.model.widths)
     weights = resolve_weights(cfg.model.weights, cfg.model.name, spec)
     inputs = keras.Input((size, size, cfg.data.channels), name="pixels")
     backbone_weights = weights if spec.imagenet is not None else None
     try:
-        body = spec.body(preprocess(inputs, spec.preprocessing), num_outputs, cfg, backbone_weights)
+        body = body_of(spec)(
+            preprocess(inputs, spec.preprocessing), num_outputs, cfg, backbone_weights
+        )
         model = keras.Model(inputs, body, name=cfg.model.name)
         if weights is not None and spec.imagenet is None:
             model.load_weights(weights)
@@ -209,7 +141,7 @@ def resolve_weights(weights: str | None, model_name: str, spec: ModelSpec) -> st
                 f"model.weights = 'imagenet' is not available for {model_name}: use null or a "
                 "weights file"
             )
-        remote = spec.imagenet
+        remote = imagenet_file(spec)
         mirror = os.environ.get("CXR_WEIGHTS_MIRROR")
         if mirror:
             remote = dataclasses.replace(remote, url=mirror_url(mirror, remote.filename))

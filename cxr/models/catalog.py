@@ -1,0 +1,159 @@
+"""Every architecture cxr can build, one entry each, holding every property of the model.
+
+The config's allowed `model.name` values, the README's table of models and the builder that
+cxr.models.registry calls all come from here, so adding a model is one body function in
+cxr.models.registry and one entry below. This module imports nothing heavy: the config reads it
+before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cxr.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ImagenetWeights:
+    """The no-top ImageNet weights keras.applications publishes for a backbone."""
+
+    folder: str  # below https://storage.googleapis.com/tensorflow/keras-applications
+    filename: str
+    md5: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # what model.name takes
+    builder: str  # its body function in cxr.models.registry: (x, outputs, cfg, weights) -> logits
+    preprocessing: str  # unit | caffe | torch | tf (cxr.models.registry.preprocess)
+    explain_layer: str  # where its explanations look by default
+    min_size: int  # the smallest data.image_size it can take
+    after: str  # where the architecture comes from
+    notes: str  # for the README's table
+    imagenet: ImagenetWeights | None = None  # model.weights: imagenet
+    widths: tuple[int, int | None] | None = None  # how many model.widths (fewest, most); None: none
+
+    def check_widths(self, widths: list[int] | None) -> None:
+        """A ConfigError naming what model.widths this architecture takes."""
+        if widths is None:
+            return
+        if self.widths is None:
+            raise ConfigError(
+                f"model.widths = {widths} is not used by {self.name}: remove it (set it to null)"
+            )
+        fewest, most = self.widths
+        if len(widths) < fewest or (most is not None and len(widths) > most):
+            count = (
+                f"exactly {fewest}"
+                if fewest == most
+                else f"at least {fewest}"
+                if most is None
+                else f"{fewest} to {most}"
+            )
+            raise ConfigError(f"model.widths = {widths}: {self.name} takes {count} widths")
+
+
+BACKBONE_NOTES = (
+    "keras.applications backbone built flat, its own ImageNet preprocessing, global average "
+    "pooling, logits"
+)
+
+MODEL_SPECS = (
+    ModelSpec(
+        "pna_cnn",
+        "pna_cnn_body",
+        "unit",
+        "features",
+        32,
+        "seed 000",
+        "3×3 stem (16), five stages of [stride-2, stride-1] 3×3 convs (32, 48, 64, 80, 96), BN + "
+        "ReLU after each, global average pooling; 16 × 16 last map at 512 px; `model.widths`, "
+        "`model.batchnorm_momentum`",
+        widths=(2, None),  # a stem, then one width per stage
+    ),
+    ModelSpec(
+        "vgg16_cardiomegaly",
+        "vgg16_cardiomegaly_body",
+        "caffe",
+        "block6_conv3",
+        256,
+        "seed 003",
+        "VGG16 base (14,714,688 parameters) + three 512-filter 3×3 convs + max-pool, dense 100 → "
+        "dropout → dense 20 → dropout → logits",
+        ImagenetWeights(
+            "vgg16",
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "6d6bbae143d832006294945121d1f1fc",
+        ),
+    ),
+    ModelSpec(
+        "resnet50",
+        "applications_body",
+        "caffe",
+        "conv5_block3_out",
+        32,
+        "seeds 002, 004",
+        BACKBONE_NOTES,
+        ImagenetWeights(
+            "resnet",
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "4d473c1dd8becc155b73f8504c6f6626",
+        ),
+    ),
+    ModelSpec(
+        "densenet121",
+        "applications_body",
+        "torch",
+        "relu",
+        32,
+        "seeds 002, 004",
+        BACKBONE_NOTES,
+        ImagenetWeights(
+            "densenet",
+            "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "30ee3e1110167f948a6b9946edeeb738",
+        ),
+    ),
+    ModelSpec(
+        "inception_v3",
+        "applications_body",
+        "tf",
+        "mixed10",
+        75,
+        "seeds 002, 004",
+        BACKBONE_NOTES,
+        ImagenetWeights(
+            "inception_v3",
+            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "bcbd6486424b2319ff4ef7d526e38f63",
+        ),
+    ),
+    ModelSpec(
+        "tiny_cnn",
+        "tiny_cnn_body",
+        "unit",
+        "features",
+        8,
+        "tests",
+        "two small stages",
+        widths=(2, 2),
+    ),
+)
+MODELS_BY_NAME = {spec.name: spec for spec in MODEL_SPECS}
+MODEL_NAMES = tuple(MODELS_BY_NAME)
+
+
+def models_markdown() -> str:
+    """The README's table of models, made from the entries (a test checks the README has it)."""
+    rows = [
+        "| `model.name` | after | explains at | smallest size | ImageNet weights | notes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for spec in MODEL_SPECS:
+        imagenet = "yes" if spec.imagenet else "no"
+        rows.append(
+            f"| `{spec.name}` | {spec.after} | `{spec.explain_layer}` | {spec.min_size} px | "
+            f"{imagenet} | {spec.notes} |"
+        )
+    return "\n".join(rows)
