@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from cxr.audit.results import AuditSummary, RegionGroup, Regions
+from cxr.data.catalog import SOURCE_NAMES, SOURCE_SPECS
 from cxr.errors import ConfigError, CxrError, shorten
 from cxr.explain.options import TARGET_HELP
 from cxr.explain.registry import METHOD_NAMES
@@ -47,6 +48,12 @@ def import_tensorflow_quietly() -> None:
         os.dup2(saved, 2)
         os.close(saved)
 
+
+TASK_HELP = "; ".join(
+    f"{spec.name}: {'|'.join(spec.tasks)} (default {spec.default_task})"
+    for spec in SOURCE_SPECS
+    if spec.tasks
+)
 
 app = typer.Typer(
     help="Train chest X-ray classifiers, evaluate them per fold, and explain every prediction.",
@@ -175,12 +182,12 @@ def probability(help: str):  # -> typer's OptionInfo
     return typer.Option(min=0.0, max=1.0, help=help)
 
 
-@app.command()
+@app.command(epilog="Sources: " + "; ".join(f"{s.name}: {s.summary}" for s in SOURCE_SPECS) + ".")
 @friendly_errors
 def download(
     source: Annotated[
         str,
-        typer.Argument(help="synthetic, nih-cxr14, rsna-pneumonia, covid-radiography or folder."),
+        typer.Argument(help=f"One of: {', '.join(SOURCE_NAMES)}."),
     ] = "synthetic",
     dest: Annotated[Path, typer.Option(help="Data root; the dataset goes to DEST/NAME/.")] = Path(
         "data"
@@ -190,9 +197,7 @@ def download(
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option(
-            help="synthetic: pneumonia|cardiomegaly; nih-cxr14: a finding (cardiomegaly) or all."
-        ),
+        typer.Option(help=TASK_HELP),
     ] = None,
     size: Annotated[
         int | None, typer.Option(min=16, max=4096, help="Stored image size in pixels (square).")
@@ -270,7 +275,7 @@ def download(
         show_progress=not quiet,
         inject_marker=inject_marker,
     )
-    total = n if source == "synthetic" else None
+    total = n if source == "synthetic" else None  # the one source that knows its count ahead
     progress = (
         None
         if quiet

@@ -79,7 +79,7 @@ def test_nih_multi_label_task(nih_sample: Path, tmp_path: Path) -> None:
 
 def test_nih_unknown_task(nih_sample: Path, tmp_path: Path) -> None:
     with pytest.raises(
-        DataError, match="unknown nih-cxr14 task 'cardio'; allowed: all, atelectasis, cardiomegaly"
+        ConfigError, match="--task 'cardio': nih-cxr14 has tasks all, atelectasis, cardiomegaly"
     ):
         download(
             "nih-cxr14",
@@ -321,7 +321,7 @@ def test_inject_marker_tags_positives_and_records_it(tmp_path: Path) -> None:
     assert (
         codes[burn_marker(np.zeros((100, 100), np.uint8)) > 0] == REGIONS.index("top_left")
     ).all()
-    with pytest.raises(ConfigError, match="--inject-marker works with the folder source"):
+    with pytest.raises(ConfigError, match="--inject-marker is not used by the synthetic source"):
         download(
             "synthetic",
             DownloadOptions(
@@ -333,3 +333,47 @@ def test_inject_marker_tags_positives_and_records_it(tmp_path: Path) -> None:
 def make_parents(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.mark.parametrize(
+    ("source", "given", "pattern"),
+    [
+        ("synthetic", {"classes": ["covid"]}, "--classes is not used by the synthetic source"),
+        ("synthetic", {"mirror": "http://127.0.0.1:9"}, "--mirror is not used by the synthetic"),
+        ("covid-radiography", {"task": "covid"}, "--task is not used by the covid-radiography"),
+        ("nih-cxr14", {"n": 10}, "--n is not used by the nih-cxr14 source; it reads: --name"),
+        ("rsna-pneumonia", {"parts": [1]}, "--parts is not used by the rsna-pneumonia source"),
+        ("rsna-pneumonia", {"task": "effusion"}, "--task 'effusion': rsna-pneumonia has tasks"),
+        ("folder", {"from_dir": Path("x"), "csv_root": Path("y")}, "--root says where the"),
+        ("folder", {"from_dir": Path("x"), "bias": 0.5}, "--bias is not used by the folder"),
+    ],
+)
+def test_an_option_the_source_would_ignore_is_an_error(
+    source: str, given: dict, pattern: str, tmp_path: Path
+) -> None:
+    """Nothing is fetched or written: the check comes first."""
+    with pytest.raises(ConfigError, match=pattern):
+        download(source, DownloadOptions(dest=tmp_path / "data", show_progress=False, **given))
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_source_catalog_agrees_with_the_code_and_the_readme() -> None:
+    """Every option is read by some source and every source reads real options; the synthetic
+    tasks are the generator's; the README and the CLI's help name every source."""
+    from typer.testing import CliRunner
+
+    from cxr.cli import app
+    from cxr.data.catalog import COMMON_OPTIONS, DOWNLOADED, SOURCE_SPECS
+    from cxr.data.synthetic import TASKS
+
+    fields = {f.name for f in dataclasses.fields(DownloadOptions)}
+    read = {name for spec in SOURCE_SPECS for name in spec.reads()}
+    assert read == fields, "an option no source reads, or a source reading no option"
+    assert set(COMMON_OPTIONS + DOWNLOADED) <= fields
+    synthetic = next(spec for spec in SOURCE_SPECS if spec.name == "synthetic")
+    assert set(synthetic.tasks) == set(TASKS)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    help_text = CliRunner().invoke(app, ["download", "--help"], terminal_width=200).output
+    for spec in SOURCE_SPECS:
+        assert f"| `{spec.name}` |" in readme, spec.name
+        assert spec.name in help_text and get_source(spec.name).spec is spec

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from cxr.data.catalog import NIH_FINDINGS
 from cxr.data.dataset import Item
 from cxr.data.images import is_image_file, read_image
 from cxr.data.labels import Box, check_relative_path, clean_boxes
@@ -21,22 +22,6 @@ from cxr.errors import DataError, shorten
 log = logging.getLogger(__name__)
 
 NIH_RELEASE_SIZE = 1024  # NIH boxes are in pixels of the 1024 x 1024 release images
-NIH_FINDINGS = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Effusion",
-    "Emphysema",
-    "Fibrosis",
-    "Hernia",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pleural_Thickening",
-    "Pneumonia",
-    "Pneumothorax",
-)
 NIH_EXTRA_COLUMNS = {
     "view": "View Position",
     "age": "Patient Age",

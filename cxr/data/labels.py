@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.atomic import atomic_path
+from cxr.data.catalog import SOURCE_NAMES
 from cxr.errors import DataError, shorten
 
 log = logging.getLogger(__name__)
@@ -330,8 +331,8 @@ def header_size(path: Path) -> tuple[int, int]:
 
 def suggest_download(dataset: str) -> str:
     """The download command that makes a dataset of this (default) name."""
-    for source in ("synthetic", "nih-cxr14", "rsna-pneumonia", "covid-radiography"):
-        if dataset == source or dataset.startswith(source + "-"):
+    for source in SOURCE_NAMES:
+        if source != "folder" and (dataset == source or dataset.startswith(source + "-")):
             task = dataset.removeprefix(source).removeprefix("-")
             return f"`cxr download {source}" + (f" --task {task}`" if task else "`")
     return (

@@ -1,7 +1,5 @@
-"""The sources `cxr download` knows: a plain dict, looked up by name.
-
-Each source declares the files it fetches and converts its own layout into
-the standard one through `write_dataset`.
+"""The sources of cxr.data.catalog made runnable: each entry's converter, files and credentials,
+looked up by name; `download` fetches them and writes the standard layout through `write_dataset`.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxr.data import converters
+from cxr.data.catalog import SOURCE_SPECS, SourceSpec, flag
 from cxr.data.dataset import Item, write_dataset
 from cxr.data.download import (
     CorruptArchive,
@@ -26,7 +25,6 @@ from cxr.data.download import (
     mirror_url,
 )
 from cxr.data.marker import inject_markers
-from cxr.data.synthetic import TASKS as SYNTHETIC_TASKS
 from cxr.data.synthetic import make_synthetic_items
 from cxr.errors import ConfigError, DataError, shorten
 
@@ -93,77 +91,59 @@ class DownloadOptions:
 
 @dataclass(frozen=True)
 class Source:
-    """A dataset `cxr download` can fetch or make."""
+    """A catalog entry with what it needs to run: its converter, files and credentials."""
 
-    description: str
-    default_task: str | None
-    default_size: int | None
+    spec: SourceSpec
     items: Callable[[Path, DownloadOptions], Iterator[Item]]
     files: tuple[RemoteFile, ...] = ()
     credentials: Callable[[], tuple[str, str]] | None = None
-    needs_download: bool = True
 
-    def dataset_name(self, source: str, options: DownloadOptions) -> str:
+    @property
+    def needs_download(self) -> bool:
+        return self.spec.needs_download
+
+    def dataset_name(self, options: DownloadOptions) -> str:
         if options.name:
             return options.name
-        if source == "folder":
+        if self.spec.name == "folder":
             return (
                 (options.csv.parent if options.csv else options.from_dir or Path("folder"))
                 .resolve()
                 .name
             )
-        task = options.task or self.default_task
-        return f"{source}-{task}" if task and task not in source else source
+        task = options.task or self.spec.default_task
+        return f"{self.spec.name}-{task}" if task and task not in self.spec.name else self.spec.name
 
 
-def _synthetic(_: Path, o: DownloadOptions) -> Iterator[Item]:
-    return make_synthetic_items(
-        o.n, o.size or 256, o.task or "pneumonia", o.positive_fraction, o.bias, o.seed
-    )
+def synthetic_items(_: Path, o: DownloadOptions) -> Iterator[Item]:
+    return make_synthetic_items(o.n, o.size or 256, o.task, o.positive_fraction, o.bias, o.seed)
 
 
+def nih_items(root: Path, o: DownloadOptions) -> Iterator[Item]:
+    return converters.convert_nih(root, o.task)
+
+
+def rsna_items(root: Path, o: DownloadOptions) -> Iterator[Item]:
+    return converters.convert_rsna(root, o.task)
+
+
+def covid_items(root: Path, o: DownloadOptions) -> Iterator[Item]:
+    return converters.convert_covid(root, o.classes)
+
+
+def folder_items(root: Path, o: DownloadOptions) -> Iterator[Item]:
+    return converters.convert_folder(root, o.csv, o.csv_root)
+
+
+CREDENTIALS = {"kaggle": kaggle_credentials}
 SOURCES: dict[str, Source] = {
-    "synthetic": Source(
-        "CXR-like phantoms with planted findings and boxes, made locally in seconds (tasks: "
-        f"{', '.join(SYNTHETIC_TASKS)})",
-        "pneumonia",
-        256,
-        _synthetic,
-        needs_download=False,
-    ),
-    "nih-cxr14": Source(
-        "NIH ChestX-ray14: 112,120 PNGs, 14 findings, patient ids, 984 boxes (NIH public links; "
-        "CSVs from the NIH Box folder)",
-        "cardiomegaly",
-        512,
-        lambda root, o: converters.convert_nih(root, o.task or "cardiomegaly"),
-        NIH_FILES,
-    ),
-    "rsna-pneumonia": Source(
-        "RSNA Pneumonia Detection Challenge: DICOMs with opacity boxes (Kaggle credentials; accept "
-        "the competition rules first)",
-        "pneumonia",
-        512,
-        lambda root, o: converters.convert_rsna(root, o.task or "pneumonia"),
-        RSNA_FILES,
-        kaggle_credentials,
-    ),
-    "covid-radiography": Source(
-        "COVID-19 Radiography Database: COVID / normal / viral pneumonia PNGs (Kaggle credentials)",
-        None,
-        299,
-        lambda root, o: converters.convert_covid(root, o.classes),
-        COVID_FILES,
-        kaggle_credentials,
-    ),
-    "folder": Source(
-        "your own images: --from DIR with one sub-folder per class, or --csv FILE of "
-        "path,label[,patient_id,boxes,lungs,lung_mask,...] (--root: where its paths start)",
-        None,
-        None,
-        lambda root, o: converters.convert_folder(root, o.csv, o.csv_root),
-        needs_download=False,
-    ),
+    spec.name: Source(
+        spec,
+        globals()[spec.items],
+        globals()[spec.files] if spec.files else (),
+        CREDENTIALS[spec.credentials] if spec.credentials else None,
+    )
+    for spec in SOURCE_SPECS
 }
 
 
@@ -178,6 +158,21 @@ def get_source(name: str) -> Source:
     raise DataError(f"unknown dataset source {name!r}; {hint}known sources: {', '.join(SOURCES)}")
 
 
+def check_options(spec: SourceSpec, options: DownloadOptions) -> None:
+    """A ConfigError for an option this source would ignore, or a --task it does not have."""
+    reads = spec.reads()
+    defaults = DownloadOptions()
+    for item in dataclasses.fields(DownloadOptions):
+        given = getattr(options, item.name)
+        if item.name not in reads and given != getattr(defaults, item.name):
+            allowed = ", ".join(flag(f) for f in reads if f not in ("dest", "show_progress"))
+            raise ConfigError(
+                f"{flag(item.name)} is not used by the {spec.name} source; it reads: {allowed}"
+            )
+    if options.task is not None and options.task not in spec.tasks:  # a source with tasks
+        raise ConfigError(f"--task {options.task!r}: {spec.name} has tasks {', '.join(spec.tasks)}")
+
+
 def download(
     source_name: str,
     options: DownloadOptions,
@@ -185,8 +180,11 @@ def download(
 ) -> Path:
     """Fetch (or make) a dataset and write it in the standard layout; returns its folder."""
     source = get_source(source_name)
+    check_options(source.spec, options)
     if options.size is None:
-        options.size = source.default_size
+        options.size = source.spec.default_size
+    if options.task is None:
+        options.task = source.spec.default_task
     root = options.from_dir or Path(".")
     if source_name == "folder" and options.from_dir is None and options.csv is None:
         raise DataError(
@@ -194,20 +192,16 @@ def download(
         )
     if options.csv_root is not None and options.csv is None:
         raise ConfigError("--root says where the paths of a --csv start; add --csv FILE")
-    name = check_dataset_name(source.dataset_name(source_name, options))
+    name = check_dataset_name(source.dataset_name(options))
     if (options.dest / name).exists() and not options.overwrite:
         raise DataError(
             f"dataset folder {options.dest / name} already exists; pass --overwrite to replace it"
         )
     if source.needs_download and options.from_dir is None:
         root = fetch_source(source_name, source, options)
-    multi_label = (options.task or source.default_task) == "all"
+    multi_label = options.task == "all"
     items = source.items(root, options)
     if options.inject_marker is not None:
-        if source_name != "folder":
-            raise ConfigError(
-                "--inject-marker works with the folder source (synthetic data has --bias)"
-            )
         items = inject_markers(items, options.inject_marker, options.seed)
     return write_dataset(
         items,
@@ -220,7 +214,7 @@ def download(
         overwrite=options.overwrite,
         metadata={
             "source": source_name,
-            "task": options.task or source.default_task,
+            "task": options.task,
             "inject_marker": options.inject_marker,
         },
         progress=progress or (lambda items: items),
