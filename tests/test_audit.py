@@ -153,7 +153,13 @@ def test_audit_on_a_trained_fold(trained_run, capsys) -> None:
     saved = json.loads((result.folder / "summary.json").read_text())
     assert saved["localisation"]["gradcam"]["scores"]["pointing_hit"]["mean"] == gradcam.mean
     assert saved["best_method_by_pointing_game"] == result.summary.best_method
-    # ROAD beside the baselines, in summary.json, methods.csv and the printed table
+    # deletion / insertion and ROAD beside the baselines, in summary.json, methods.csv and the
+    # printed table
+    faithful = pd.read_csv(result.folder / "faithfulness.csv")
+    assert set(faithful["method"]) == {"gradcam", "hirescam", "random", "centre"}
+    assert table.loc["centre", "deletion_auc"] == pytest.approx(
+        faithful.query("method == 'centre'")["deletion_auc"].mean()
+    )
     road = pd.read_csv(result.folder / "road.csv")
     assert set(road["method"]) == {"gradcam", "hirescam", "random", "centre"}
     assert len(road) == 4 * 5 * len(result.summary.sample)
@@ -292,8 +298,9 @@ def test_audit_command_on_all_trained_folds(trained_run, tmp_path) -> None:
     ]["passes"] == all(verdicts)
     faithful = pd.concat([pd.read_csv(audit / f"fold{k}" / "faithfulness.csv") for k in (0, 1)])
     assert pooled["faithfulness"]["gradcam"]["deletion_auc"] == pytest.approx(
-        faithful["deletion_auc"].mean()
+        faithful.query("method == 'gradcam'")["deletion_auc"].mean()
     )
+    assert set(pooled["faithfulness"]) == {"gradcam", "random", "centre"}
     by_fold = pd.read_csv(audit / "methods_by_fold.csv")
     assert sorted(by_fold["fold"].unique()) == [0, 1] and (audit / "methods.csv").is_file()
     bad = CliRunner().invoke(app, ["audit", "--config", str(config), "--fold", "3"])

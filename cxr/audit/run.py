@@ -116,13 +116,15 @@ def _audit_fold(
     images, targets, maps = seen.sample.arrays()
     cascade = Cascade(model, layer, probe)
     sanity = pd.DataFrame(cascade.run(images, targets, methods, sanity_stages, trained=maps))
+    # the methods' maps, then a random and a centre map per image: what every number is read
+    # against (the same draws as the map metrics', which are seeded alike)
+    every = with_baseline_maps(maps, len(images), images.shape[1:3], np.random.default_rng(fold))
     faithfulness, curves = faithfulness_rows(
-        model, images, targets, maps, seen.sample.names, baseline
+        model, images, targets, every, seen.sample.names, baseline
     )
     map_rows = map_metric_rows(
         model, probe, images, targets, maps, seen.sample.names, len(classes), seed=fold
     )
-    every = with_baseline_maps(maps, len(images), images.shape[1:3], np.random.default_rng(fold))
     road = road_rows(model, images, targets, every, seen.sample.names, seed=fold)
     if not len(seen.localisation):
         log.warning("fold %d has no image with a box: localisation skipped", fold)
