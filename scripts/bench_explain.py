@@ -1,21 +1,24 @@
 """Benchmark: the batched explanation engine against inference, a per-image loop, tf-keras-vis
-and the whole `cxr explain`.
+and the whole `cxr explain`, in interleaved rounds.
 
-For each model it runs, each in a fresh process so that peak memory is its own (random weights:
-speed does not depend on them):
+Each round runs every mode once, each in a fresh process so that peak memory is its own (random
+weights: speed does not depend on them), and each mode's ratio is taken against the inference of
+its own round; the median and range over rounds are printed, so one noisy run does not decide:
   inference     a tf.function forward pass over the batches: the ceiling;
-  engine        cxr's explain_batch, Grad-CAM of the predicted class;
+  engine        cxr's explain_batch for every method of the registry (or --methods), the class
+                predicted in the same pass; methods that cost more than one pass per batch run on
+                --slow-images images;
   loop          the keras.io / seed 004 style: one predict and one tape per image;
   tf-keras-vis  its Gradcam on the same model, layer and batches (targets given, found outside
                 the clock);
-  cxr explain   explain_fold on a saved run of the same model and a synthetic fold of
-                --explain-images images: model loading and tracing, reading PNGs, maps, overlays,
-                report, montage; each of two runs does all of it, and the faster counts.
-Prints images/s, the ratios, and each mode's extra peak resident memory above the process after
-building the model (sampled every 2 ms). tf-keras-vis is needed only here:
-`.venv/bin/pip install tf-keras-vis`.
-    .venv/bin/python scripts/bench_explain.py [--images 64] [--batch 32] \\
-        [--models pna_cnn:256 ...] [--xla]
+  cxr explain   explain_fold on a saved run of the same model and a synthetic fold of each
+                --explain-images size: model loading and tracing, reading PNGs, maps, overlays,
+                report, montage, all of it in every run.
+Prints images/s, the ratios, and the extra peak resident memory above the process after building
+the model (sampled every 2 ms) of inference, Grad-CAM and tf-keras-vis. tf-keras-vis is needed
+only here: `.venv/bin/pip install tf-keras-vis`.
+    .venv/bin/python scripts/bench_explain.py [--rounds 3] [--images 64] [--batch 32] \\
+        [--models pna_cnn:256 ...] [--methods gradcam ...] [--explain-images 256 1024] [--xla]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import atexit
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,8 +37,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-MODES = ("inference", "engine", "loop", "tf-keras-vis", "cxr explain")
-EXTRA_MODES = ("engine xla",)  # with --xla
+# a method whose cost is one of these runs on all --images; the others on --slow-images
+ONE_PASS = ("1 backward pass", "1 forward pass and an SVD per image")
 # VGG16 + three valid 3x3 convs + 2x2 pool needs 256 px or more
 CASES = (
     "pna_cnn:256",
@@ -119,26 +123,58 @@ def child(mode: str, name: str, size: int, args: argparse.Namespace) -> dict:
     if mode == "inference":
         forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         run = lambda: [forward(b).numpy() for b in batches]  # noqa: E731
-    elif mode in ("engine", "engine xla"):
-        probe = make_probe(model, layer, jit_compile=mode == "engine xla")
+    elif mode == "engine":
+        return engine_rates(cfg, model, layer, images, args)
+    elif mode == "engine xla":
+        probe = make_probe(model, layer, jit_compile=True)
         run = lambda: [explain_batch(probe, b, pad_to=args.batch) for b in batches]  # noqa: E731
     elif mode == "loop":
         count = min(args.loop_images, args.images)
         run = lambda: per_image_loop(model, layer, images[:count])  # noqa: E731
     elif mode == "tf-keras-vis":
         run = tf_keras_vis_run(model, layer, batches)
-    else:
-        run = explain_run(cfg, model, args)
+    else:  # cxr explain N: one whole run, cold (loading and tracing included)
+        run = explain_run(cfg, model, args, int(mode.split()[-1]))
+        count = args.images
+        os.sync()  # the fold just written is on disk before the clock starts, not flushed meanwhile
     with PeakMemory() as memory:
         seconds = (
-            min(timed(run), timed(run))
-            if mode == "cxr explain"
+            timed(run)
+            if mode.startswith("cxr explain")
             else best_of(1 if mode == "loop" else 2, run)
         )
     return {
-        "rate": (args.images if mode == "cxr explain" else count) / seconds,
+        "rate": count / seconds,
         "extra_mb": memory.peak - memory.base,
     }
+
+
+def engine_rates(cfg, model, layer: str, images, args: argparse.Namespace) -> dict:
+    """images/s of explain_batch for each method (Grad-CAM first, with its extra peak memory)."""
+    from cxr.explain.methods import explain_batch
+    from cxr.explain.probe import make_probe
+    from cxr.explain.registry import METHODS_BY_NAME, method_parameters
+
+    rates, extra_mb = {}, 0.0
+    for name in args.methods:
+        spec = METHODS_BY_NAME[name]
+        count = args.images if spec.cost in ONE_PASS else min(args.slow_images, args.images)
+        batch = min(args.batch, count)
+        batches = [images[i : i + batch] for i in range(0, count, batch)]
+        probe = make_probe(
+            model, layer if spec.layer else None, parameters=method_parameters(cfg.explain)
+        )
+
+        def run(probe=probe, batches=batches, batch=batch, name=name) -> None:
+            for b in batches:
+                explain_batch(probe, b, method=name, pad_to=batch)
+
+        with PeakMemory() as memory:
+            seconds = best_of(2 if spec.cost in ONE_PASS else 1, run)
+        if name == "gradcam":
+            extra_mb = memory.peak - memory.base
+        rates[name] = count / seconds
+    return {"rates": rates, "extra_mb": extra_mb}
 
 
 def per_image_loop(model, layer: str, images) -> None:
@@ -180,9 +216,9 @@ def tf_keras_vis_run(model, layer: str, batches: list) -> Callable[[], object]:
     ]
 
 
-def explain_run(cfg, model, args: argparse.Namespace) -> Callable[[], object]:
-    """A run folder holding `model` and a synthetic fold of args.images validation images; returns
-    the explain call."""
+def explain_run(cfg, model, args: argparse.Namespace, size: int) -> Callable[[], object]:
+    """A run folder holding `model` and a synthetic fold of about `size` validation images; returns
+    the explain call (and sets args.images to the fold's size)."""
     from cxr.data.labels import read_labels
     from cxr.data.pipeline import checked_split
     from cxr.data.sources import DownloadOptions, download
@@ -196,7 +232,7 @@ def explain_run(cfg, model, args: argparse.Namespace) -> Callable[[], object]:
         "synthetic",
         DownloadOptions(
             dest=root / "data",
-            n=2 * args.explain_images,
+            n=2 * size,
             size=cfg.data.image_size,
             folds=2,
             show_progress=False,
@@ -218,7 +254,7 @@ def explain_run(cfg, model, args: argparse.Namespace) -> Callable[[], object]:
     run.folder.mkdir(parents=True)
     write_run_inputs(run, cfg, 0, classes, training, validation)
     model.save(run.model)
-    args.images = len(validation)  # the fold's size, near args.explain_images
+    args.images = len(validation)  # the fold's size, near `size`
     return lambda: explain_fold(cfg, 0, ExplainOptions(overwrite=True))
 
 
@@ -237,8 +273,10 @@ def measure(mode: str, case: str, args: argparse.Namespace) -> dict:
         str(args.batch),
         "--loop-images",
         str(args.loop_images),
-        "--explain-images",
-        str(args.explain_images),
+        "--slow-images",
+        str(args.slow_images),
+        "--methods",
+        *args.methods,
     ]
     done = subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -248,66 +286,110 @@ def measure(mode: str, case: str, args: argparse.Namespace) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def one_round(case: str, args: argparse.Namespace) -> dict[str, dict]:
+    """Every mode once, in this order, each in its own process."""
+    modes = ["inference", "engine", "loop", "tf-keras-vis"]
+    modes += [f"cxr explain {n}" for n in args.explain_images]
+    modes += ["engine xla"] if args.xla else []
+    return {mode: measure(mode, case, args) for mode in modes}
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    """'median [min, max]' over the rounds."""
+    return (
+        f"{statistics.median(values):.{digits}f} "
+        f"[{min(values):.{digits}f}, {max(values):.{digits}f}]"
+    )
+
+
+def report(case: str, rounds: list[dict[str, dict]], args: argparse.Namespace) -> None:
+    """One line per mode and per method: images/s, and its ratio to the same round's inference."""
+    inference = [r["inference"]["rate"] for r in rounds]
+    lines: list[tuple[str, list[float]]] = []
+    for mode in rounds[0]:
+        if mode == "engine":
+            lines += [
+                (f"engine {m}", [r["engine"]["rates"][m] for r in rounds]) for m in args.methods
+            ]
+        else:
+            lines.append((mode, [r[mode]["rate"] for r in rounds]))
+    print(f"\n{case}: median [min, max] of {len(rounds)} interleaved rounds")
+    print(f"{'mode':>34} | {'images/s':>24} | {'ratio to inference':>22}")
+    for mode, rates in lines:
+        ratios = [rate / base for rate, base in zip(rates, inference, strict=True)]
+        print(f"{mode:>34} | {spread(rates, 1):>24} | {spread(ratios):>22}")
+    rate = {mode: rates for mode, rates in lines}
+    for other, label in (("loop", "per-image loop"), ("tf-keras-vis", "tf-keras-vis")):
+        ratios = [g / o for g, o in zip(rate["engine gradcam"], rate[other], strict=True)]
+        print(f"{'engine gradcam / ' + label:>34} | {'':>24} | {spread(ratios, 1):>22}")
+    memory = {
+        mode: statistics.median(r[mode]["extra_mb"] for r in rounds)
+        for mode in ("inference", "engine", "tf-keras-vis")
+    }
+    print(
+        f"{'extra peak MB (median)':>34} | inference {memory['inference']:.0f}, Grad-CAM "
+        f"{memory['engine']:.0f}, tf-keras-vis {memory['tf-keras-vis']:.0f}",
+        flush=True,
+    )
+
+
 def main() -> None:
+    from cxr.explain.registry import METHOD_NAMES
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (at least 3)")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument(
         "--loop-images", type=int, default=16, help="images for the (slow) per-image loop"
     )
     parser.add_argument(
+        "--slow-images",
+        type=int,
+        default=8,
+        help="images for methods that cost more than one pass per batch",
+    )
+    parser.add_argument(
         "--explain-images",
         type=int,
-        default=256,
-        help="the fold's size for the whole `cxr explain`",
+        nargs="+",
+        default=[256],
+        help="fold sizes for the whole `cxr explain`",
     )
     parser.add_argument("--models", nargs="+", default=list(CASES), help="NAME:SIZE cases")
     parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHOD_NAMES),
+        choices=METHOD_NAMES,
+        metavar="METHOD",
+        help="engine rows (default: every method of the registry)",
+    )
+    parser.add_argument(
         "--xla", action="store_true", help="also the engine compiled with XLA (explain.xla)"
     )
-    parser.add_argument("--child", choices=MODES + EXTRA_MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         name, size = args.models[0].split(":")
         print(json.dumps(child(args.child, name, int(size), args)))
         return
+    if args.rounds < 3:
+        parser.error("--rounds: at least 3, so that a median means something")
+    if "gradcam" not in args.methods:
+        args.methods.insert(0, "gradcam")  # the engine's reference row and its memory
     import tensorflow as tf
 
     devices = ", ".join(d.device_type for d in tf.config.list_logical_devices())
     print(
         f"TensorFlow {tf.__version__} on {devices}, {os.cpu_count()} CPU cores; {args.images} "
-        f"images, batch {args.batch}"
-    )
-    print(
-        f"{'model':>24} | {'img/s: inference':>16} {'engine':>7} {'loop':>6} {'tkv':>6} "
-        f"{'explain':>7} | "
-        f"{'engine/inference':>16} {'engine/loop':>11} {'engine/tkv':>10} "
-        f"{'explain/inference':>17} | "
-        f"{'extra MB: inference':>19} {'engine':>6} {'tkv':>6}"
+        f"images, batch {args.batch}; {args.slow_images} images for multi-pass methods"
     )
     for case in args.models:
-        results = {mode: measure(mode, case, args) for mode in MODES}
-        rate = {mode: r["rate"] for mode, r in results.items()}
-        extra = {mode: r["extra_mb"] for mode, r in results.items()}
-        print(
-            f"{case:>24} | {rate['inference']:>16.1f} {rate['engine']:>7.1f} {rate['loop']:>6.1f} "
-            f"{rate['tf-keras-vis']:>6.1f} "
-            f"{rate['cxr explain']:>7.1f} | {rate['engine'] / rate['inference']:>16.2f} "
-            f"{rate['engine'] / rate['loop']:>10.1f}x "
-            f"{rate['engine'] / rate['tf-keras-vis']:>9.1f}x "
-            f"{rate['cxr explain'] / rate['inference']:>17.2f} | "
-            f"{extra['inference']:>19.0f} {extra['engine']:>6.0f} {extra['tf-keras-vis']:>6.0f}",
-            flush=True,
-        )
-        if args.xla:
-            xla = measure("engine xla", case, args)["rate"]
-            print(
-                f"{case:>24} | engine with XLA: {xla:.1f} img/s, {xla / rate['engine']:.2f}x the "
-                "plain engine",
-                flush=True,
-            )
+        rounds = [one_round(case, args) for _ in range(args.rounds)]
+        report(case, rounds, args)
 
 
 if __name__ == "__main__":
