@@ -36,25 +36,29 @@ def test_multilabel_metrics_by_hand() -> None:
     assert m["confusion_matrices"]["b"] == [[1, 1], [1, 1]]
 
 
-def test_nih_multilabel_train_evaluate_explain(nih_sample: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def nih_multilabel(nih_sample: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The NIH fixture with every finding (multi-label), 64 px, 2 folds; tiny_cnn trained one epoch
+    on fold 0. Returns (dataset folder, config, train result)."""
+    root = tmp_path_factory.mktemp("nih")
     folder = download(
         "nih-cxr14",
         DownloadOptions(
-            dest=tmp_path, from_dir=nih_sample, task="all", size=64, folds=2, show_progress=False
+            dest=root, from_dir=nih_sample, task="all", size=64, folds=2, show_progress=False
         ),
     )
+    cfg = tiny_config(
+        folder, root / "runs", "data.multi_label=true", "train.epochs=1", "train.monitor=val_loss"
+    )
+    return folder, cfg, train(cfg, fold=0)
+
+
+def test_nih_multilabel_train_evaluate_explain(nih_multilabel, tmp_path: Path) -> None:
+    folder, cfg, result = nih_multilabel
     with pytest.raises(
         DataError, match=r"dataset nih-cxr14-all is multi-label: set data\.multi_label: true"
     ):
         train(tiny_config(folder, tmp_path / "runs"), fold=0)
-    cfg = tiny_config(
-        folder,
-        tmp_path / "runs",
-        "data.multi_label=true",
-        "train.epochs=1",
-        "train.monitor=val_loss",
-    )
-    result = train(cfg, fold=0)
     assert len(json.loads(result.run.classes.read_text())) == 15  # 14 findings + No Finding
     evaluation = evaluate(cfg, [0])
     metrics = evaluation.per_fold[0]
@@ -77,7 +81,7 @@ def test_nih_multilabel_train_evaluate_explain(nih_sample: Path, tmp_path: Path)
     )
 
 
-def test_several_classes_per_image(nih_sample: Path, tmp_path: Path) -> None:
+def test_several_classes_per_image(nih_multilabel) -> None:
     """--target top2 and all-positive on a multi-label model: a row, an overlay and a saved map per
     (image, class), the classes those the probabilities name, a verdict per class, and a rerun
     that recomputes nothing."""
@@ -85,24 +89,9 @@ def test_several_classes_per_image(nih_sample: Path, tmp_path: Path) -> None:
 
     from cxr.errors import ConfigError
 
-    folder = download(
-        "nih-cxr14",
-        DownloadOptions(
-            dest=tmp_path, from_dir=nih_sample, task="all", size=64, folds=2, show_progress=False
-        ),
-    )
-    cfg = tiny_config(
-        folder,
-        tmp_path / "runs",
-        "data.multi_label=true",
-        "train.epochs=1",
-        "train.monitor=val_loss",
-    )
-    train(cfg, fold=0)
+    _, cfg, result = nih_multilabel
     top2 = explain_fold(cfg, 0, ExplainOptions(target="top2", save_maps=True)).report
-    validation = pd.read_csv(tmp_path / "runs" / "tiny" / "fold0" / "split.csv").query(
-        "split == 'validation'"
-    )
+    validation = pd.read_csv(result.run.split).query("split == 'validation'")
     assert len(top2) == 2 * len(validation) and top2["image"].nunique() == len(validation)
     probs = top2.filter(like="prob_")
     classes = [c.removeprefix("prob_") for c in probs.columns]
@@ -117,7 +106,7 @@ def test_several_classes_per_image(nih_sample: Path, tmp_path: Path) -> None:
             right = said == (row.target_class in row.true_class.split("|"))
             assert row.correct == ("right" if right else "wrong")
             assert row.overlay.endswith(f".{row.target_class}.jpg".replace(" ", "_"))
-    explained = tmp_path / "runs" / "tiny" / "explain" / "fold0"
+    explained = cfg.experiment.output_dir / "tiny" / "explain" / "fold0"
     assert all((explained / o).is_file() for o in top2["overlay"])
     with zipfile.ZipFile(explained / "maps.npz") as saved:
         keys = {n.removesuffix("/raw.npy") for n in saved.namelist() if n.endswith("/raw.npy")}
