@@ -173,8 +173,10 @@ def explanation_section(cfg: Config, folds: list[int]) -> list[Section]:
         if summary is None:
             continue
         text = (
-            f"- Fold {fold}, {summary['method']} at `{summary['layer']}`: {summary['images']} "
-            f"images, {summary['right']} right, {summary['empty_maps']} empty maps"
+            f"- Fold {fold}, {summary['method']} at `{summary['layer']}` (target "
+            f"{summary['target']}): {summary['images']} images, {summary['right']} of "
+            f"{summary.get('rows', summary['images'])} maps right, {summary['empty_maps']} empty "
+            "maps"
         )
         loc = summary.get("localisation")
         if loc:

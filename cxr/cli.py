@@ -607,6 +607,9 @@ def explain(
     for result in results:
         s = result.summary
         counts = f"{s['images']} images, {s['right']} right, {s['wrong']} wrong"
+        if s.get("rows", s["images"]) != s["images"]:  # several classes per image
+            counts = f"{s['images']} images, {s['rows']} (image, class) rows: {s['right']} right, "
+            counts += f"{s['wrong']} wrong"
         counts += f", {s['empty_maps']} empty maps"
         typer.echo(f"fold {result.fold}: {counts} -> {result.folder}")
         if "localisation" in s:

@@ -90,8 +90,12 @@ def test_several_classes_per_image(nih_multilabel) -> None:
     from cxr.errors import ConfigError
 
     _, cfg, result = nih_multilabel
-    top2 = explain_fold(cfg, 0, ExplainOptions(target="top2", save_maps=True)).report
+    explained_top2 = explain_fold(cfg, 0, ExplainOptions(target="top2", save_maps=True))
+    top2 = explained_top2.report
     validation = pd.read_csv(result.run.split).query("split == 'validation'")
+    summary = explained_top2.summary
+    assert summary["images"] == len(validation) and summary["rows"] == 2 * len(validation)
+    assert summary["right"] + summary["wrong"] == summary["rows"]
     assert len(top2) == 2 * len(validation) and top2["image"].nunique() == len(validation)
     probs = top2.filter(like="prob_")
     classes = [c.removeprefix("prob_") for c in probs.columns]
