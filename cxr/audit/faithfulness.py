@@ -28,6 +28,12 @@ def baseline_images(images: np.ndarray, kind: str = "black") -> np.ndarray:
     return gaussian_filter(images, sigma=(0, sigma, sigma, 0), mode="reflect")
 
 
+def most_salient_first(values: np.ndarray) -> np.ndarray:
+    """Indices that order the last axis from the most salient value down, ties by position: the
+    ranking every removal metric (deletion, insertion, ROAD) removes pixels in."""
+    return np.argsort(-values, axis=-1, kind="stable")
+
+
 def perturbation_curves(
     model: keras.Model,
     images: np.ndarray,
@@ -44,8 +50,7 @@ def perturbation_curves(
     """
     baseline = np.zeros_like(images) if baseline is None else baseline
     count, height, width = maps.shape
-    # most salient first, ties by position
-    order = np.argsort(-maps.reshape(count, -1), axis=1, kind="stable")
+    order = most_salient_first(maps.reshape(count, -1))
     pixels = height * width
     probs = []  # per step: (2 B, classes), the deleted images then the inserted ones
     for k in range(steps + 1):  # one step's variants at a time: memory stays O(B)

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
+from cxr.audit.faithfulness import most_salient_first
 from cxr.audit.mapmetrics import target_probabilities
 from cxr.audit.results import Road
 
@@ -82,7 +83,7 @@ def impute(
 
 def removal_masks(heatmap: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
     """(most relevant, least relevant) `share` of the pixels; ties broken by position."""
-    order = np.argsort(-heatmap.ravel(), kind="stable")
+    order = most_salient_first(heatmap.ravel())
     count = round(share * order.size)
     most = np.zeros(order.size, dtype=bool)
     least = np.zeros(order.size, dtype=bool)

@@ -98,10 +98,6 @@ class Source:
     files: tuple[RemoteFile, ...] = ()
     credentials: Callable[[], tuple[str, str]] | None = None
 
-    @property
-    def needs_download(self) -> bool:
-        return self.spec.needs_download
-
     def dataset_name(self, options: DownloadOptions) -> str:
         if options.name:
             return options.name
@@ -111,7 +107,7 @@ class Source:
                 .resolve()
                 .name
             )
-        task = options.task or self.spec.default_task
+        task = options.task  # download() has put the default in
         return f"{self.spec.name}-{task}" if task and task not in self.spec.name else self.spec.name
 
 
@@ -197,7 +193,7 @@ def download(
         raise DataError(
             f"dataset folder {options.dest / name} already exists; pass --overwrite to replace it"
         )
-    if source.needs_download and options.from_dir is None:
+    if source.spec.needs_download and options.from_dir is None:
         root = fetch_source(source_name, source, options)
     multi_label = options.task == "all"
     items = source.items(root, options)

@@ -71,14 +71,15 @@ def explain_fold(
     image of an external dataset)."""
     get_method(options.method)
     run = open_trained_fold(cfg, fold)
-    if options.fold_agreement and classes_per_image(options.target, run.read_classes()) > 1:
+    classes = run.read_classes()
+    several = classes_per_image(options.target, classes) > 1  # checks --target first
+    if options.fold_agreement and several:
         raise ConfigError(
             f"--fold-agreement compares one map per image; --target {options.target} explains "
             "several: use predicted, true or a class name with it"
         )
     others = other_folds(cfg, run) if options.fold_agreement else []
     fold_cfg = analysis_settings(cfg, run, on)
-    classes = run.read_classes()
     positive = choose_positive_class(classes, fold_cfg.data.positive_class)
     folder = command_dir(output_root(cfg, on), "explain", fold)
     layer = options.layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
@@ -107,7 +108,6 @@ def explain_fold(
         layer,
     )
 
-    several = classes_per_image(options.target, classes) > 1
     ctx = FoldContext(
         cfg, fold_cfg, run, classes, positive, layer, settings, options, folder, several
     )
