@@ -27,6 +27,10 @@ def test_validation_batches_match_the_files_in_order(synthetic_dataset: Path) ->
     assert images.shape == (len(table), 64, 64, 1) and images.dtype == np.float32
     np.testing.assert_allclose(images[..., 0], source_images(synthetic_dataset, table), atol=1e-6)
     assert labels.tolist() == [names.index(label) for label in table["label"]]
+    # read front to back once: the autotuner's thread is off (it could hold the iterator's end ~2 s)
+    assert ds.options().autotune.enabled is False
+    training = make_dataset(synthetic_dataset, table, names, image_size=64, training=True)
+    assert training.options().autotune.enabled is not False
 
 
 def test_flips_in_training_only(synthetic_dataset: Path) -> None:

@@ -28,11 +28,14 @@ def resize_map(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 @functools.cache
-def colour_table(colormap: str, alpha: float = 1.0) -> np.ndarray:
-    """The colour map's N entries as float32 RGB in [0, 255], times `alpha`: indexing it is what
-    matplotlib does, 4x faster, and the blend's product is made once, not per pixel."""
+def blend_table(colormap: str, alpha: float) -> np.ndarray:
+    """(N * 256, 3) uint8: the colour map's N entries, as matplotlib gives them, blended with each
+    of the 256 grey levels. Blending is then one lookup per pixel, 4x faster than the arithmetic,
+    and its result is the same to the bit (the same float32 sums, made once)."""
     cmap = matplotlib.colormaps[colormap]
-    return (cmap(np.arange(cmap.N))[:, :3] * 255.0).astype(np.float32) * np.float32(alpha)
+    colours = (cmap(np.arange(cmap.N))[:, :3] * 255.0).astype(np.float32) * np.float32(alpha)
+    greys = np.arange(256, dtype=np.float32) * np.float32(1 - alpha)
+    return np.rint(colours[:, None, :] + greys[None, :, None]).astype(np.uint8).reshape(-1, 3)
 
 
 def blend(
@@ -40,12 +43,13 @@ def blend(
 ) -> np.ndarray:
     """(H, W) uint8 image + (H, W) map in [0, 1] -> (H, W, 3) uint8; alpha 0 gives the image, 1 the
     coloured map."""
-    table = colour_table(colormap, alpha)
-    # matplotlib's float -> entry rule
-    index = np.clip((heatmap * len(table)).astype(np.int32), 0, len(table) - 1)
-    out = table[index]
-    out += grey[..., None].astype(np.float32) * np.float32(1 - alpha)
-    return np.rint(out, out=out).astype(np.uint8)
+    table = blend_table(colormap, alpha)
+    entries = len(table) // 256
+    # matplotlib's float -> entry rule, then the row of that entry and this grey level
+    index = np.clip((heatmap * entries).astype(np.int32), 0, entries - 1)
+    index <<= 8
+    index += grey
+    return np.take(table, index, axis=0)
 
 
 def draw_overlay(
