@@ -3,6 +3,7 @@ targets, errors."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -18,9 +19,10 @@ from typer.testing import CliRunner
 from cxr.cli import app
 from cxr.config import dump_config
 from cxr.errors import CxrError, DataError
+from cxr.explain import run as explain_run
 from cxr.explain.options import ExplainOptions, parse_shard
 from cxr.explain.overlay import blend
-from cxr.explain.run import explain_fold, explain_folds
+from cxr.explain.run import explain_fold, explain_folds, frozen_heap
 from cxr.runs import command_dir, experiment_dir, fold_run
 
 REQUIRED = [
@@ -232,6 +234,29 @@ def test_other_methods_run_through_the_same_path(trained_run) -> None:
         )
     with pytest.raises(CxrError, match="unknown explanation method 'lime'"):
         explain_fold(trained_run, 1, ExplainOptions(method="lime"))
+
+
+def test_the_heap_is_frozen_for_the_fold_only(trained_run, monkeypatch) -> None:
+    """The collector skips the libraries' objects while a fold runs, and gets them back after; a
+    caller's own freeze is left as it was."""
+    seen, real = [], explain_run.explain_rows
+
+    def spy(ctx, todo):
+        seen.append(gc.get_freeze_count())
+        return real(ctx, todo)
+
+    monkeypatch.setattr(explain_run, "explain_rows", spy)
+    assert gc.get_freeze_count() == 0
+    explain_fold(trained_run, 1, ExplainOptions(overwrite=True))
+    assert seen[0] > 1000 and gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        theirs = gc.get_freeze_count()
+        with frozen_heap():
+            assert gc.get_freeze_count() == theirs
+        assert gc.get_freeze_count() == theirs
+    finally:
+        gc.unfreeze()
 
 
 def test_all_folds_report(trained_run) -> None:

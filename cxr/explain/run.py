@@ -10,10 +10,13 @@ montage.png, index.html, and maps.npz with --save-maps.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +59,21 @@ _NOTED: set[str] = set()
 OVERLAY_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Keep what is alive now (TensorFlow and Keras: 400,000 objects, all outliving the fold) out of
+    the garbage collector's full passes while the block runs; each pass walked them all, 0.2 s of a
+    3.4 s run of 256 images. Left alone when the caller froze objects of its own."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 @dataclass(frozen=True)
 class FoldExplanation:
     fold: int
@@ -64,6 +82,7 @@ class FoldExplanation:
     summary: dict
 
 
+@frozen_heap()
 def explain_fold(
     cfg: Config, fold: int, options: ExplainOptions, on: External | None = None
 ) -> FoldExplanation:
