@@ -326,6 +326,8 @@ def test_blend_extremes() -> None:
 
     expected = np.round(matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
     assert np.abs(blend(grey, heat, "jet", 1.0).astype(int) - expected).max() <= 1
+    with pytest.raises(TypeError, match="uint8 grey image, not uint16"):
+        blend(grey.astype(np.uint16) * 256, heat)  # 16-bit levels would index past the table's rows
 
 
 @pytest.mark.parametrize("colormap", ["jet", "viridis", "magma_r"])

@@ -43,6 +43,8 @@ def blend(
 ) -> np.ndarray:
     """(H, W) uint8 image + (H, W) map in [0, 1] -> (H, W, 3) uint8; alpha 0 gives the image, 1 the
     coloured map."""
+    if grey.dtype != np.uint8:  # the table has 256 grey levels: other values would pick wrong rows
+        raise TypeError(f"blend takes a uint8 grey image, not {grey.dtype}")
     table = blend_table(colormap, alpha)
     entries = len(table) // 256
     # matplotlib's float -> entry rule, then the row of that entry and this grey level

@@ -3,9 +3,9 @@ model. This module is the fold loop; the rows and overlays are cxr.explain.rows,
 cxr.explain.resume, maps.npz is cxr.explain.mapsfile, fold agreement cxr.explain.agreement.
 
 Streams batches from disk; the map of one batch is computed while a thread pool writes the previous
-batch's overlays, so memory stays flat and PNG encoding overlaps with the gradients. Writes into
-runs/<experiment>/explain/fold<K>/: right/ and wrong/ overlays, report.csv, summary.json,
-montage.png, index.html, and maps.npz with --save-maps.
+batch's overlays, so memory stays flat and encoding them (JPEG or PNG) overlaps with the gradients.
+Writes into runs/<experiment>/explain/fold<K>/: right/ and wrong/ overlays, report.csv,
+summary.json, montage.png, index.html, and maps.npz with --save-maps.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold, tr
 
 log = logging.getLogger(__name__)
 _NOTED: set[str] = set()
-# PNG encoding and decoding release the GIL: with a GPU busy on the maps, the CPU cores draw the
-# overlays
+# JPEG / PNG encoding and decoding release the GIL: with a GPU busy on the maps, the CPU cores draw
+# the overlays
 OVERLAY_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 

@@ -50,7 +50,8 @@ def applications_body(x: keras.KerasTensor, n: int, cfg: Config, weights: str | 
     return backbone(cfg.model.name, x, n, weights)
 
 
-# model.name -> its entry (cxr.models.catalog) and body function
+# model.name -> its catalog entry (a copy of the catalog's, which tests may patch); body_of()
+# finds the entry's body function
 MODELS: dict[str, ModelSpec] = dict(MODELS_BY_NAME)
 Body = Callable[[keras.KerasTensor, int, Config, str | None], keras.KerasTensor]
 
