@@ -106,6 +106,20 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
 
 
+def test_bytes_written_whole_with_the_umask_mode_or_not_at_all(tmp_path: Path) -> None:
+    from cxr.atomic import FILE_MODE, write_bytes_atomic
+
+    path = tmp_path / "sub" / "o.jpg"
+    write_bytes_atomic(path, b"first")
+    write_bytes_atomic(path, memoryview(b"second"))
+    assert path.read_bytes() == b"second" and path.stat().st_mode & 0o777 == FILE_MODE
+
+    with pytest.raises(TypeError):  # the write fails after the temporary file was made
+        write_bytes_atomic(path, "text, not bytes")  # type: ignore[arg-type]
+    assert path.read_bytes() == b"second"
+    assert [p.name for p in path.parent.iterdir()] == ["o.jpg"]
+
+
 def test_missing_labels_are_left_out_with_their_lines_named(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

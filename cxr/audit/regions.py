@@ -65,9 +65,11 @@ def region_codes(lungs: np.ndarray) -> np.ndarray:
     """(H, W) int array: the index in REGIONS of every pixel, from a boolean lung mask."""
     height, width = lungs.shape
     codes = np.full(lungs.shape, REGIONS.index("beside"), dtype=np.int8)
-    rows, cols = np.nonzero(lungs)
+    # the lungs' bounding box from their rows and columns (nonzero over every pixel took 0.17 ms of
+    # each overlay's 2)
+    rows, cols = np.flatnonzero(lungs.any(axis=1)), np.flatnonzero(lungs.any(axis=0))
     if len(rows):
-        top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+        top, bottom, left, right = rows[0], rows[-1], cols[0], cols[-1]
         codes[:, left : right + 1] = REGIONS.index("between")
         codes[:top] = REGIONS.index("above")
         codes[bottom + 1 :] = REGIONS.index("below")

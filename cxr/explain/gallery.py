@@ -21,8 +21,14 @@ def taking_turns(part: pd.DataFrame, key: str, n: int, seed: int = 0) -> pd.Data
     """Up to `n` rows, taking turns between the groups of `key`, each group shuffled with a fixed
     seed: a sample that shows every kind, not the first images in path order."""
     groups = [g.sample(frac=1, random_state=seed) for _, g in part.groupby(key, sort=True)]
-    order = [g.iloc[i : i + 1] for i in range(max(map(len, groups), default=0)) for g in groups]
-    return pd.concat([*order, part.iloc[:0]]).head(n)
+    if not groups:
+        return part.iloc[:0]
+    # each row's turn is its place in its shuffled group; one sort, not a slice per row (which took
+    # 0.07 s of a 256-image fold's run)
+    turns = np.concatenate([np.arange(len(g)) for g in groups])
+    group = np.concatenate([np.full(len(g), k) for k, g in enumerate(groups)])
+    order = np.lexsort((group, turns))[:n]
+    return pd.concat(groups).iloc[order]
 
 
 def write_montage(folder: Path, report: pd.DataFrame, per_row: int = 8) -> Path | None:

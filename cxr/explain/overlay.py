@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 from pathlib import Path
 
 import matplotlib
@@ -10,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from cxr.atomic import atomic_path
+from cxr.atomic import write_bytes_atomic
 from cxr.config import OVERLAY_FORMATS
 from cxr.data.labels import Box
 
@@ -63,13 +64,18 @@ def draw_overlay(
     boxes: list[Box],
     lungs: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The overlay PNG's pixels: boxes outlined in white, lung fields (when given) in cyan; an empty
-    map is stated, never a silent blank."""
-    pixels = grey if empty else blend(grey, heatmap, colormap, alpha)
+    """The overlay's pixels: boxes outlined in white, lung fields (when given) in cyan; an empty map
+    is stated, never a silent blank."""
+    # a new (H, W, 3) array either way, drawn on in place
+    if empty:
+        pixels = np.repeat(grey[..., None], 3, axis=-1)
+    else:
+        pixels = blend(grey, heatmap, colormap, alpha)
     if lungs is not None:
-        pixels = np.array(Image.fromarray(pixels).convert("RGB"))
         pixels[lungs & ~ndimage.binary_erosion(lungs)] = (0, 255, 255)
-    image = Image.fromarray(pixels).convert("RGB")
+    if not boxes and not empty:  # nothing for Pillow to draw
+        return pixels
+    image = Image.fromarray(pixels)
     draw = ImageDraw.Draw(image)
     for box in boxes:
         draw.rectangle(
@@ -84,5 +90,6 @@ def draw_overlay(
 def write_overlay(pixels: np.ndarray, path: Path) -> None:
     """Atomic write in the format the path's suffix names (one of OVERLAY_FORMATS)."""
     options = next(kw for suffix, kw in OVERLAY_FORMATS.values() if suffix == path.suffix)
-    with atomic_path(path) as tmp:
-        Image.fromarray(pixels).save(tmp, **options)
+    encoded = io.BytesIO()
+    Image.fromarray(pixels).save(encoded, **options)
+    write_bytes_atomic(path, encoded.getbuffer())
