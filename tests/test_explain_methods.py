@@ -230,6 +230,29 @@ def test_nested_backbone_matches_the_flat_model() -> None:
             np.testing.assert_allclose(result.maps[i], up, atol=1e-5, rtol=1e-4)
 
 
+def test_a_skip_past_the_layer_is_differentiated_through_the_whole_model() -> None:
+    """Logits that read an earlier layer too cannot be cut at the target layer: the CAM methods
+    then take the gradient through the whole model, and still match a per-image tape; a plain
+    model is cut, so that the tape records its head only."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((32, 32, 1))
+    early = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="e")(
+        inputs
+    )
+    late = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="late")(early)
+    pooled = [keras.layers.GlobalAveragePooling2D()(t) for t in (early, late)]
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Concatenate()(pooled)))
+    probe = make_probe(model, "late")
+    assert probe.split is None and make_probe(small_cnn(), "features").split is not None
+    images = RNG.uniform(0, 1, (4, 32, 32, 1)).astype("float32")
+    targets = np.array([0, 1, 2, 1])
+    result = explain_batch(probe, images, targets)
+    for i in range(4):
+        raw, up = reference_gradcam(model, "late", images[i], int(targets[i]))
+        np.testing.assert_allclose(result.raw_maps[i], raw, atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(result.maps[i], up, atol=1e-5, rtol=1e-4)
+
+
 def test_target_layer_is_found_and_bad_names_are_clear() -> None:
     model = small_cnn()
     assert find_target_layer(model) == "features"

@@ -100,8 +100,16 @@ def _target_logits(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
 def _activations_and_grads(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     """Target-layer activations and the target logit's gradients, both float32 (also for a float16
     model). For (B, K) targets: one forward pass and K backward passes, returned per target."""
+    split = probe.split
+    # with a split model the tape records the head only; else the whole model, differentiated at
+    # the target layer
+    activations = split[0](images, training=False) if split else None
     with tf.GradientTape(persistent=bool(several_targets(class_index))) as tape:
-        activations, logits = probe(images)
+        if split:
+            tape.watch(activations)
+            logits = split[1](activations, training=False)
+        else:
+            activations, logits = probe(images)
         logits = tf.cast(logits, tf.float32)
         targets = _target_columns(logits, class_index)
     grads = _gradients_per_target(tape, targets, activations)

@@ -35,7 +35,7 @@ from cxr.explain.gallery import write_html, write_montage
 from cxr.explain.mapsfile import MapsWriter
 from cxr.explain.methods import Explanation, explain_batch, get_method
 from cxr.explain.options import ExplainOptions, in_shard
-from cxr.explain.probe import coarse_map_note, make_probe
+from cxr.explain.probe import Probe, coarse_map_note, make_probe
 from cxr.explain.registry import LAYER_METHODS, method_parameters
 from cxr.explain.report import output_probabilities, summarise_fold
 from cxr.explain.resume import read_previous_rows
@@ -188,33 +188,19 @@ def agreement_of(
 def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
     """The streaming loop: one batch of maps at a time, overlays written by a thread pool
     meanwhile."""
-    cfg, options, classes = ctx.cfg, ctx.options, ctx.classes
-    layer, folder = ctx.layer, ctx.folder
-    model = ctx.run.load_model()
-    if use_mixed_precision(cfg.explain.mixed_precision, "explain.mixed_precision"):
-        model = with_policy(model, "mixed_float16")
-    probe = make_probe(
-        model,
-        layer if options.method in LAYER_METHODS else None,
-        jit_compile=cfg.explain.xla,
-        parameters=method_parameters(cfg.explain),
-    )
-    note = coarse_map_note(model, probe.layer_name) if options.method in LAYER_METHODS else None
-    if note and note not in _NOTED:  # once per process, not once per fold
-        _NOTED.add(note)
-        log.warning("%s", note)
-    batch_size = cfg.explain.batch_size
-    ds = fold_dataset(ctx.fold_cfg, todo, classes, batch_size)
-    rows: list[dict] = []
+    options, classes, batch_size = ctx.options, ctx.classes, ctx.cfg.explain.batch_size
+    probe = fold_probe(ctx)
+    batches = fold_dataset(ctx.fold_cfg, todo, classes, batch_size)
     maps_name = (
         "maps.npz"
         if options.shard is None
         else f"maps.shard{options.shard[0]}of{options.shard[1]}.npz"
     )
-    maps_file = MapsWriter(folder / maps_name) if options.save_maps else None
+    maps_file = MapsWriter(ctx.folder / maps_name) if options.save_maps else None
+    rows: list[dict] = []
     pending: list[Future] = []
     with ThreadPoolExecutor(max_workers=OVERLAY_THREADS) as pool:
-        for start, (images, labels) in zip(range(0, len(todo), batch_size), ds, strict=False):
+        for start, (images, labels) in zip(range(0, len(todo), batch_size), batches, strict=False):
             part = todo.iloc[start : start + batch_size]
             targets = target_indices(options.target, labels.numpy(), classes)
             # one shape: one trace
@@ -235,6 +221,26 @@ def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
     if maps_file:
         maps_file.close()
     return rows
+
+
+def fold_probe(ctx: FoldContext) -> Probe:
+    """The fold's model (as float16 with explain.mixed_precision), probed at the fold's layer; a
+    note, once per process, when that layer's maps are coarse."""
+    cfg, options = ctx.cfg, ctx.options
+    model = ctx.run.load_model()
+    if use_mixed_precision(cfg.explain.mixed_precision, "explain.mixed_precision"):
+        model = with_policy(model, "mixed_float16")
+    probe = make_probe(
+        model,
+        ctx.layer if options.method in LAYER_METHODS else None,
+        jit_compile=cfg.explain.xla,
+        parameters=method_parameters(cfg.explain),
+    )
+    note = coarse_map_note(model, probe.layer_name) if options.method in LAYER_METHODS else None
+    if note and note not in _NOTED:  # once per process, not once per fold
+        _NOTED.add(note)
+        log.warning("%s", note)
+    return probe
 
 
 def explained_entries(
