@@ -226,6 +226,27 @@ def test_deletion_and_insertion_curves_by_hand() -> None:
     assert curve_area(deletion)[0] == pytest.approx(expected)
 
 
+def test_a_multi_label_model_is_scored_by_the_findings_own_sigmoid() -> None:
+    """Read as multi-label, the same toy's finding 0 has probability 1 / (1 + exp(-2m)), its own
+    logit's sigmoid, not the softmax against finding 1, in the curves and in the map metrics'
+    target probabilities."""
+    from cxr.audit.faithfulness import perturbation_curves
+    from cxr.audit.mapmetrics import target_probabilities
+
+    model, image, saliency, _ = mean_pooling_toy()
+    q = lambda m: 1 / (1 + np.exp(-2 * m))  # noqa: E731
+    deletion, insertion = perturbation_curves(
+        model, image, saliency, np.array([0]), steps=4, multi_label=True
+    )
+    np.testing.assert_allclose(deletion[0], [q(2.5), q(2.0), q(1.25), q(0.25), q(0.0)], rtol=1e-6)
+    np.testing.assert_allclose(insertion[0], [q(0.0), q(0.5), q(1.25), q(2.25), q(2.5)], rtol=1e-6)
+    both = np.concatenate([image, -image])  # means 2.5 and -2.5; finding 1's logit is -2m
+    found = target_probabilities(model, both, np.array([0, 1]), multi_label=True)
+    np.testing.assert_allclose(found, [q(2.5), q(2.5)], rtol=1e-6)  # sigmoid(5) both
+    softmax = target_probabilities(model, both, np.array([0, 1]))
+    np.testing.assert_allclose(softmax, [1 / (1 + np.exp(-10)), 1 / (1 + np.exp(-10))], rtol=1e-6)
+
+
 def test_curves_with_another_baseline_by_hand() -> None:
     """The same mean-pooling model with removed pixels set to a baseline of 1.0: the curves follow
     the new means."""

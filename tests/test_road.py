@@ -115,6 +115,21 @@ def test_road_rows_on_a_closed_form_model() -> None:
     assert summary["right"].shares == [0.1, 0.3, 0.5, 0.7, 0.9]
 
 
+def test_road_scores_a_multi_label_model_by_the_findings_own_sigmoid() -> None:
+    """Multi-label: class 0's probability is the sigmoid of its own logit 2m, not the softmax."""
+    size = 8
+    image = np.random.default_rng(4).uniform(-1.0, 1.0, (1, size, size, 1))
+    maps = {"m": image[:, ..., 0].copy()}
+    rows = road_rows(
+        mean_model(size), image, np.array([0]), maps, ["a"], noise=0.0, multi_label=True
+    )
+    for row in rows.itertuples():
+        most, least = removal_masks(maps["m"][0], row.share)
+        for kind, removed in (("morf", most), ("lerf", least)):
+            m = reference_imputation(image[0, ..., 0], removed).mean()
+            assert getattr(row, kind) == pytest.approx(1 / (1 + np.exp(-2 * m)), abs=1e-5)
+
+
 def test_summarise_road_by_hand() -> None:
     rows = pd.DataFrame(
         {

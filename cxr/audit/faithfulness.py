@@ -15,7 +15,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cxr.config import check_baseline
-from cxr.explain.report import class_probabilities
+from cxr.explain.report import output_probabilities
 
 
 def baseline_images(images: np.ndarray, kind: str = "black") -> np.ndarray:
@@ -42,9 +42,10 @@ def perturbation_curves(
     steps: int = 16,
     batch: int = 32,
     baseline: np.ndarray | None = None,
+    multi_label: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(deletion, insertion), each (B, steps + 1): the target probability after 0, 1/steps, ..., all
-    pixels changed.
+    pixels changed (for a multi-label model, the finding's own sigmoid).
 
     `baseline` (like `images`) holds what removed pixels become; None is black.
     """
@@ -66,7 +67,7 @@ def perturbation_curves(
                 for i in range(0, len(variants), batch)
             ]
         )
-        probs.append(class_probabilities(logits.astype(np.float64)))
+        probs.append(output_probabilities(logits.astype(np.float64), multi_label))
     target = np.stack(probs, axis=1)[np.arange(2 * count), :, np.tile(class_index, 2)]
     return target[:count], target[count:]
 

@@ -25,7 +25,7 @@ from cxr.audit.results import MapMetrics
 from cxr.audit.sanity import ranked, ranked_correlation
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import Probe
-from cxr.explain.report import class_probabilities
+from cxr.explain.report import output_probabilities
 
 
 def gini(heatmap: np.ndarray) -> float:
@@ -49,16 +49,21 @@ def normalised_entropy(heatmap: np.ndarray) -> float:
 
 
 def target_probabilities(
-    model: keras.Model, images: np.ndarray, targets: np.ndarray, batch: int = 32
+    model: keras.Model,
+    images: np.ndarray,
+    targets: np.ndarray,
+    batch: int = 32,
+    multi_label: bool = False,
 ) -> np.ndarray:
-    """Each image's probability of its target class."""
+    """Each image's probability of its target class: a softmax over the classes, or for a
+    multi-label model the finding's own sigmoid (the findings do not compete)."""
     logits = np.concatenate(
         [
             keras.ops.convert_to_numpy(model.predict_on_batch(images[i : i + batch]))
             for i in range(0, len(images), batch)
         ]
     )
-    probs = class_probabilities(logits.astype(np.float64))
+    probs = output_probabilities(logits.astype(np.float64), multi_label)
     return probs[np.arange(len(images)), targets]
 
 
@@ -97,17 +102,20 @@ def map_metric_rows(
     names: list[str],
     classes: int,
     seed: int = 0,
+    multi_label: bool = False,
 ) -> pd.DataFrame:
     """One row per image and method (and baseline map): the target probability on the image and
     on the image times the map, sparseness, complexity, and (methods only) the random-logit rank
     correlation."""
     rng = np.random.default_rng(seed)
-    full = target_probabilities(model, images, targets)
+    full = target_probabilities(model, images, targets, multi_label=multi_label)
     every = with_baseline_maps(maps, len(images), images.shape[1:3], rng)
     others = other_classes(targets, classes, rng) if classes > 1 else None
     rows = []
     for method, found in every.items():
-        masked = target_probabilities(model, images * found[..., None], targets)
+        masked = target_probabilities(
+            model, images * found[..., None], targets, multi_label=multi_label
+        )
         random_logit = [np.nan] * len(images)
         sensitivity = (
             max_sensitivity(probe, images, targets, found, method, seed)

@@ -101,6 +101,7 @@ def road_rows(
     seed: int = 0,
     batch: int = 32,
     noise: float = NOISE,
+    multi_label: bool = False,
 ) -> pd.DataFrame:
     """One row per image, method and share: the target probability with the most relevant pixels
     imputed (morf) and with the least relevant ones imputed (lerf).
@@ -124,7 +125,7 @@ def road_rows(
 
                 variants = [v for pair in pool.map(both, range(len(images))) for v in pair]
                 probs = target_probabilities(
-                    model, np.stack(variants), np.repeat(targets, 2), batch
+                    model, np.stack(variants), np.repeat(targets, 2), batch, multi_label
                 )
                 rows += [
                     {

@@ -119,13 +119,17 @@ def _audit_fold(
     # the methods' maps, then a random and a centre map per image: what every number is read
     # against (the same draws as the map metrics', which are seeded alike)
     every = with_baseline_maps(maps, len(images), images.shape[1:3], np.random.default_rng(fold))
+    # the target's probability: a softmax, or a multi-label model's own sigmoid per finding
+    multi_label = fold_cfg.data.multi_label
     faithfulness, curves = faithfulness_rows(
-        model, images, targets, every, seen.sample.names, baseline
+        model, images, targets, every, seen.sample.names, baseline, multi_label
     )
     map_rows = map_metric_rows(
-        model, probe, images, targets, maps, seen.sample.names, len(classes), seed=fold
+        model, probe, images, targets, maps, seen.sample.names, len(classes), fold, multi_label
     )
-    road = road_rows(model, images, targets, every, seen.sample.names, seed=fold)
+    road = road_rows(
+        model, images, targets, every, seen.sample.names, seed=fold, multi_label=multi_label
+    )
     if not len(seen.localisation):
         log.warning("fold %d has no image with a box: localisation skipped", fold)
     summary = AuditSummary(
@@ -167,6 +171,7 @@ def faithfulness_rows(
     maps: dict[str, np.ndarray],
     names: list[str],
     baseline: str = "black",
+    multi_label: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """Deletion and insertion areas per image and method (the maps of the true class), and the
     mean curves."""
@@ -174,7 +179,7 @@ def faithfulness_rows(
     canvas = baseline_images(images, baseline)
     for method, method_maps in maps.items():
         deletion, insertion = perturbation_curves(
-            model, images, method_maps, targets, baseline=canvas
+            model, images, method_maps, targets, baseline=canvas, multi_label=multi_label
         )
         curves[method] = (deletion.mean(axis=0), insertion.mean(axis=0))
         for image, d, i in zip(names, curve_area(deletion), curve_area(insertion), strict=True):
