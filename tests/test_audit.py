@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr.audit.localisation import bootstrap_interval, iobb, localisation_scores
-from cxr.audit.run import audit_fold
+from cxr.audit.localisation import iobb, localisation_scores
+from cxr.audit.run import audit_fold, summarise_localisation
 from cxr.audit.sanity import randomised_copy, weighted_layers_top_down
 from cxr.data.labels import Box
 from cxr.errors import CxrError
@@ -53,10 +53,23 @@ def test_iobb_of_a_region_twice_the_box() -> None:
     assert iobb(region, target) == pytest.approx(0.5)
 
 
-def test_bootstrap_interval_brackets_the_mean() -> None:
-    values = np.array([0, 1] * 50, dtype=float)
-    low, high = bootstrap_interval(values, np.random.default_rng(0))
-    assert low < 0.5 < high and high - low < 0.25
+def test_localisation_intervals_resample_patients() -> None:
+    """Patient a's four images all hit, patient b's one misses: a resample of two patients has a
+    mean of 1, 0.8 or 0 (both b: one time in four), so the interval runs from 0 to 1; resampling
+    the five images would put all five on b once in 3,125 draws, and the low end near 0.4."""
+    rows = pd.DataFrame(
+        {
+            "image": list("vwxyz"),
+            "patient_id": ["a"] * 4 + ["b"],
+            "label": "p",
+            "method": "gradcam",
+            "pointing_hit": [1.0, 1.0, 1.0, 1.0, 0.0],
+        }
+    )
+    found = summarise_localisation(rows)["gradcam"].scores["pointing_hit"]
+    assert (found.mean, found.low, found.high) == (0.8, 0.0, 1.0)
+    alone = summarise_localisation(rows.assign(patient_id=list("vwxyz")))
+    assert alone["gradcam"].scores["pointing_hit"].low > 0.2
 
 
 def test_randomisation_really_changes_the_chosen_layers_only() -> None:

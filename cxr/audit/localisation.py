@@ -82,14 +82,3 @@ def with_baseline_maps(
     baselines every metric of the audit is read against."""
     drawn = [baseline_maps(shape, rng) for _ in range(count)]
     return dict(maps) | {name: np.stack([d[name] for d in drawn]) for name in ("random", "centre")}
-
-
-def bootstrap_interval(
-    values: np.ndarray, rng: np.random.Generator, rounds: int = 1000
-) -> tuple[float, float]:
-    """95% percentile interval of the mean, resampling images with replacement."""
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    means = values[rng.integers(0, len(values), (rounds, len(values)))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

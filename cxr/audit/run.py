@@ -21,8 +21,9 @@ import pandas as pd
 
 from cxr.atomic import write_text_atomic
 from cxr.audit.faithfulness import baseline_images, curve_area, perturbation_curves
-from cxr.audit.localisation import bootstrap_interval, with_baseline_maps
+from cxr.audit.localisation import with_baseline_maps
 from cxr.audit.mapmetrics import map_metric_rows, summarise_map_metrics
+from cxr.audit.regions import patient_bootstrap
 from cxr.audit.results import AuditSummary, Estimate, Faithfulness, Localisation, Sanity
 from cxr.audit.road import road_rows, summarise_road
 from cxr.audit.sanity import Cascade
@@ -366,18 +367,22 @@ def summarise_sanity(sanity: pd.DataFrame) -> dict[str, Sanity]:
 
 
 def summarise_localisation(localisation: pd.DataFrame) -> dict[str, Localisation]:
-    """Per method and baseline: each score's mean with a bootstrap 95% interval."""
-    rng = np.random.default_rng(0)
+    """Per method and baseline: each score's mean with a bootstrap 95% interval over patients (a
+    patient's images rise and fall together; resampling images would narrow the interval)."""
     if not len(localisation):
         return {}
-    scores = [c for c in localisation.columns if c not in ("image", "label", "method")]
+    scores = [
+        c for c in localisation.columns if c not in ("image", "patient_id", "label", "method")
+    ]
     return {
         str(method): Localisation(
             images=len(part),
             scores={
                 score: Estimate(
                     float(part[score].mean()),
-                    *bootstrap_interval(part[score].to_numpy(), rng),
+                    *patient_bootstrap(
+                        part[score].to_numpy(dtype=float), part["patient_id"].astype(str).to_numpy()
+                    ),
                 )
                 for score in scores
             },

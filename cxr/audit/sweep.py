@@ -159,7 +159,12 @@ def sweep_fold(
                 resized = {m: resize_map(own[m], *size) for m in methods}
                 for name, heatmap in (resized | baseline_maps(size, baselines_rng)).items():
                     localisation.append(
-                        {"image": row["image"], "label": row["label"], "method": name}
+                        {
+                            "image": row["image"],
+                            "patient_id": row.get("patient_id") or row["image"],
+                            "label": row["label"],
+                            "method": name,
+                        }
                         | localisation_scores(heatmap, boxes)
                     )
             shortcut = shortcut_row(dataset_dir, row, size, of_predicted[i])
