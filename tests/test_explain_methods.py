@@ -328,11 +328,15 @@ def test_integrated_gradients_are_complete() -> None:
         assert float(tf.reduce_sum(attributions[i])) == pytest.approx(gap, rel=0.02, abs=1e-3)
 
 
-def test_scorecam_matches_a_per_channel_loop() -> None:
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_scorecam_matches_a_per_channel_loop(multi_label: bool) -> None:
+    """Each channel weighted by the target's probability: the softmax's, or for a multi-label model
+    the finding's own sigmoid."""
     model = small_cnn()
     images = RNG.uniform(0, 1, (3, 32, 32, 1)).astype("float32")
     targets = np.array([2, 0, 1])
-    result = explain_batch(make_probe(model, "features"), images, targets, method="scorecam")
+    probe = make_probe(model, "features", multi_label=multi_label)
+    result = explain_batch(probe, images, targets, method="scorecam")
     features = keras.Model(model.input, model.get_layer("features").output)
     for i, c in enumerate(targets):
         activations = features.predict(images[i : i + 1], verbose=0)[0]
@@ -344,7 +348,8 @@ def test_scorecam_matches_a_per_channel_loop() -> None:
             span = mask.max() - mask.min()
             mask = (mask - mask.min()) / span if span > 0 else np.zeros_like(mask)
             logits = model.predict((images[i, ..., 0] * mask)[None, ..., None], verbose=0)[0]
-            weights.append(np.exp(logits[c]) / np.exp(logits).sum())
+            softmax = np.exp(logits[c]) / np.exp(logits).sum()
+            weights.append(1 / (1 + np.exp(-logits[c])) if multi_label else softmax)
         expected = np.maximum((activations * np.array(weights)).sum(-1), 0)
         np.testing.assert_allclose(result.raw_maps[i], expected, atol=1e-5, rtol=1e-4)
 
@@ -570,6 +575,12 @@ def test_rise_finds_the_region_a_toy_model_reads() -> None:
     out = model.predict(masks[..., None] * image, verbose=0)
     probability = np.exp(out[:, 1]) / np.exp(out).sum(axis=1)
     expected = (probability[:, None, None] * masks).sum(axis=0) / (len(masks) * RISE_KEEP)
+    np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-6)
+    # read as two independent findings: class 1's own sigmoid weighs each mask
+    probe = make_probe(model, "features", multi_label=True)
+    found = explain_batch(probe, image, np.array([1]), "rise").raw_maps[0]
+    sigmoid = 1 / (1 + np.exp(-out[:, 1]))
+    expected = (sigmoid[:, None, None] * masks).sum(axis=0) / (len(masks) * RISE_KEEP)
     np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-6)
 
 

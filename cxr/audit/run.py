@@ -112,7 +112,12 @@ def _audit_fold(
     classes = run.read_classes()
     layer = layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
     model = run.load_model()
-    probe = make_probe(model, layer, parameters=method_parameters(cfg.explain))
+    probe = make_probe(
+        model,
+        layer,
+        parameters=method_parameters(cfg.explain),
+        multi_label=fold_cfg.data.multi_label,
+    )
     seen = sweep_fold(fold_cfg, probe, table, classes, methods, SANITY_IMAGES)
     images, targets, maps = seen.sample.arrays()
     cascade = Cascade(model, layer, probe)

@@ -65,7 +65,9 @@ class Cascade:
         self.trained = trained or make_probe(model, layer)
         copy = keras.models.clone_model(model)
         # the same method settings as the trained probe's, or the maps would not be comparable
-        self.randomised = make_probe(copy, layer, parameters=self.trained.parameters)
+        self.randomised = make_probe(
+            copy, layer, parameters=self.trained.parameters, multi_label=self.trained.multi_label
+        )
 
     def run(
         self,

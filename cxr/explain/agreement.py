@@ -37,7 +37,12 @@ def maps_and_probabilities(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One fold model's maps of the given classes for every image, and those classes'
     probabilities."""
-    probe = make_probe(run.load_model(), layer, parameters=method_parameters(settings.explain))
+    probe = make_probe(
+        run.load_model(),
+        layer,
+        parameters=method_parameters(settings.explain),
+        multi_label=settings.data.multi_label,
+    )
     maps, probs = [], []
     ds = fold_dataset(settings, table, classes, BATCH)
     for start, (images, _) in zip(range(0, len(table), BATCH), ds, strict=False):

@@ -222,7 +222,7 @@ def scorecam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor, chunk: int
         count = part.shape[-1]
         masked = tf.transpose(masks, (0, 3, 1, 2))[..., None] * images[:, None]  # (B, c, H, W, C)
         _, masked_logits = probe(tf.reshape(masked, (-1, height, width, images.shape[-1])))
-        probs = _class_probabilities(tf.cast(masked_logits, tf.float32))  # (B * c, n)
+        probs = _class_probabilities(tf.cast(masked_logits, tf.float32), probe.multi_label)
         targets = tf.repeat(class_index, count)
         scores.append(tf.reshape(tf.gather(probs, targets, axis=1, batch_dims=1), (batch, count)))
     weights = tf.concat(scores, axis=1)[:, None, None, :]
@@ -341,7 +341,7 @@ def rise(
         count = part.shape[0]
         masked = part[None, :, :, :, None] * tf.cast(images, tf.float32)[:, None]
         _, out = probe(tf.reshape(masked, (-1, height, width, images.shape[-1])))
-        probs = _class_probabilities(tf.cast(out, tf.float32))
+        probs = _class_probabilities(tf.cast(out, tf.float32), probe.multi_label)
         picked = tf.gather(probs, tf.repeat(class_index, count), axis=1, batch_dims=1)
         scores.append(tf.reshape(picked, (batch, count)))
     weights = tf.concat(scores, axis=1)  # (B, N)
@@ -350,8 +350,11 @@ def rise(
     return tf.reshape(total, (batch, height, width)), logits
 
 
-def _class_probabilities(logits: tf.Tensor) -> tf.Tensor:
-    """Softmax, or for a single-logit head [1 - sigmoid, sigmoid]."""
+def _class_probabilities(logits: tf.Tensor, multi_label: bool = False) -> tf.Tensor:
+    """Softmax, or for a single-logit head [1 - sigmoid, sigmoid]; a multi-label model's findings
+    each their own sigmoid."""
+    if multi_label:
+        return tf.sigmoid(logits)
     if logits.shape[-1] == 1:
         p = tf.sigmoid(logits)
         return tf.concat([1 - p, p], axis=-1)

@@ -43,6 +43,9 @@ class Probe:
         self.compiled: dict[str, Callable] = {}
         # per method, the keyword arguments its function is traced with (explain.occlusion_*, ...)
         self.parameters: dict[str, dict] = {}
+        # the model's outputs are independent findings (a sigmoid each), not one softmax: the
+        # methods that weigh by a probability (Score-CAM, RISE) take the finding's own
+        self.multi_label = False
         self._guided: Probe | None = None
         self._head: keras.Model | None = None
 
@@ -88,7 +91,11 @@ class Probe:
             copy = keras.models.clone_model(self.model, clone_function=_guided_layer)
             copy.set_weights(self.model.get_weights())
             self._guided = make_probe(
-                copy, self.layer_name, jit_compile=self.jit_compile, parameters=self.parameters
+                copy,
+                self.layer_name,
+                jit_compile=self.jit_compile,
+                parameters=self.parameters,
+                multi_label=self.multi_label,
             )
         return self._guided
 
@@ -131,11 +138,14 @@ def make_probe(
     layer_name: str | None = None,
     jit_compile: bool = False,
     parameters: dict[str, dict] | None = None,
+    multi_label: bool = False,
 ) -> Probe:
     """Probe `model` at `layer_name` (found automatically when None), flat or nested; `jit_compile`
-    traces with XLA; `parameters` (method -> keyword arguments) tune the methods that take any."""
+    traces with XLA; `parameters` (method -> keyword arguments) tune the methods that take any;
+    `multi_label` says the logits are independent findings (data.multi_label)."""
     probe = _make_probe(model, layer_name, jit_compile)
     probe.parameters = dict(parameters or {})
+    probe.multi_label = multi_label
     return probe
 
 

@@ -235,6 +235,7 @@ def fold_probe(ctx: FoldContext) -> Probe:
         ctx.layer if options.method in LAYER_METHODS else None,
         jit_compile=cfg.explain.xla,
         parameters=method_parameters(cfg.explain),
+        multi_label=ctx.fold_cfg.data.multi_label,
     )
     note = coarse_map_note(model, probe.layer_name) if options.method in LAYER_METHODS else None
     if note and note not in _NOTED:  # once per process, not once per fold
