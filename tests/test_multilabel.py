@@ -12,6 +12,7 @@ import pytest
 from conftest import tiny_config
 from sklearn.metrics import roc_auc_score
 
+from cxr.data.labels import decode_boxes, read_labels
 from cxr.data.sources import DownloadOptions, download
 from cxr.errors import DataError
 from cxr.evaluate import compute_multilabel_metrics, evaluate
@@ -130,3 +131,19 @@ def test_several_classes_per_image(nih_multilabel) -> None:
         explain_fold(cfg, 0, ExplainOptions(target="top16"))
     with pytest.raises(ConfigError, match="--fold-agreement compares one map per image"):
         explain_fold(cfg, 0, ExplainOptions(target="top2", fold_agreement=True))
+    # each finding's map is judged against that finding's own boxes, never another finding's: the
+    # top-2 rows, and the rows of a boxed finding explained by name
+    boxes = read_labels(nih_multilabel[0]).set_index("image")["boxes"].map(decode_boxes)
+    finding = next(boxes[i][0].label for i in top2["image"] if boxes[i])
+    named = explain_fold(cfg, 0, ExplainOptions(target=finding, overwrite=True)).report
+    counts = {"judged": 0, "other finding's box": 0}
+    for row in pd.concat([top2, named]).itertuples():
+        own = [b for b in boxes[row.image] if b.label == row.target_class]
+        if not own or row.empty:
+            assert np.isnan(row.peak_in_box), row
+            counts["other finding's box"] += bool(boxes[row.image])
+        else:
+            counts["judged"] += 1
+            hit = any(b.x <= row.peak_x < b.x + b.w and b.y <= row.peak_y < b.y + b.h for b in own)
+            assert row.peak_in_box == float(hit)
+    assert min(counts.values()) > 0, counts  # both branches were tried

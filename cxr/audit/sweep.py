@@ -23,7 +23,7 @@ from cxr.audit.localisation import baseline_maps, localisation_scores
 from cxr.audit.regions import map_regions
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share
 from cxr.config import Config
-from cxr.data.labels import decode_boxes
+from cxr.data.labels import boxes_for, decode_boxes
 from cxr.data.pipeline import fold_dataset
 from cxr.evaluate import choose_positive_class
 from cxr.explain.methods import explain_batch
@@ -153,6 +153,8 @@ def sweep_fold(
             item = (row["image"], images[i], int(targets[i]), own, row)
             sampler.offer(truth or str(row["label"]), float(keys[start + i]), start + i, item)
             boxes = decode_boxes(row.get("boxes", "[]"))
+            if multi_label:  # the explained finding's own boxes
+                boxes = boxes_for(boxes, classes[int(targets[i])])
             if boxes:
                 if len(figure.names) < FIGURE_IMAGES:
                     figure.add(*item[:4], row | {"stored_size": size})

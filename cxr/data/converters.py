@@ -135,6 +135,10 @@ def convert_nih(root: Path, task: str) -> Iterator[Item]:
         )
 
 
+# the box list's names for findings that Data_Entry_2017.csv (the labels) spells otherwise
+NIH_BOX_FINDINGS = {"Infiltrate": "Infiltration"}
+
+
 def read_nih_boxes(root: Path) -> dict[str, list[Box]]:
     """Image name -> boxes from BBox_List_2017.csv (the header has trailing empty columns)."""
     matches = sorted(root.rglob("BBox_List_2017.csv"))
@@ -145,8 +149,9 @@ def read_nih_boxes(root: Path) -> dict[str, list[Box]]:
     table.columns = ["image", "label", "x", "y", "w", "h"]
     result: dict[str, list[Box]] = {}
     for row in table.itertuples(index=False):
+        label = NIH_BOX_FINDINGS.get(row.label, row.label)
         result.setdefault(row.image, []).append(
-            Box(float(row.x), float(row.y), float(row.w), float(row.h), row.label)
+            Box(float(row.x), float(row.y), float(row.w), float(row.h), label)
         )
     return result
 

@@ -64,6 +64,12 @@ def decode_boxes(text: object) -> list[Box]:
     return [Box(**item) for item in json.loads(str(text))]
 
 
+def boxes_for(boxes: list[Box], finding: str) -> list[Box]:
+    """The boxes drawn around `finding`: a multi-label model's map of one finding is judged against
+    that finding's boxes, not those of another finding on the same film."""
+    return [b for b in boxes if b.label == finding]
+
+
 def box_mask(shape: tuple[int, int], boxes: list[Box]) -> np.ndarray:
     """Pixels covered by any box (pixel (x, y) is inside when x0 <= x < x0 + w); parts outside the
     image count not."""

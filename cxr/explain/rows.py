@@ -16,7 +16,7 @@ from PIL import Image
 
 from cxr.audit.regions import REGIONS, region_codes
 from cxr.config import Config
-from cxr.data.labels import decode_boxes, split_labels
+from cxr.data.labels import boxes_for, decode_boxes, split_labels
 from cxr.errors import ConfigError
 from cxr.explain.methods import Explanation
 from cxr.explain.options import TARGET_HELP, ExplainOptions
@@ -142,6 +142,9 @@ def image_row(
     # None when unknown or implausible
     lungs = lung_region(fold_cfg.data.dataset_dir, row, grey.shape)
     target = classes[int(result.class_index[i])]
+    # a finding's map against its own boxes (all are drawn); a single-label task's boxes are its
+    # positive class's
+    judged = boxes_for(boxes, target) if multi_label else boxes
     if ctx.several:  # the verdict on this class: said present (or not), and is it?
         right = is_positive(probs, classes.index(target)) == (target in true_names)
     else:  # the verdict on the image: is the most probable class a true one?
@@ -179,10 +182,10 @@ def image_row(
         "empty": bool(result.empty[i]),
         "peak_x": x,
         "peak_y": y,
-        "peak_in_box": float(inside(x, y, boxes))
-        if boxes and not result.empty[i]
+        "peak_in_box": float(inside(x, y, judged))
+        if judged and not result.empty[i]
         else float("nan"),  # 1/0; NaN: no box
-        "box_energy_share": box_energy_share(heatmap, boxes),
+        "box_energy_share": box_energy_share(heatmap, judged),
         "peak_region": REGIONS[region_codes(lungs)[y, x]]
         if lungs is not None and not result.empty[i]
         else "",
