@@ -106,6 +106,17 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
 
 
+def test_a_findings_boxes_under_the_labels_name_or_the_box_lists() -> None:
+    """NIH's box list says Infiltrate where its labels say Infiltration; a dataset converted
+    before the converter renamed it still matches."""
+    from cxr.data.labels import boxes_for
+
+    old, new = Box(0, 0, 1, 1, "Infiltrate"), Box(1, 1, 1, 1, "Infiltration")
+    other = Box(2, 2, 1, 1, "Nodules")
+    assert boxes_for([old, new, other], "Infiltration") == [old, new]
+    assert boxes_for([old, new, other], "Nodule") == [] and boxes_for([other], "Nodules") == [other]
+
+
 def test_bytes_written_whole_with_the_umask_mode_or_not_at_all(tmp_path: Path) -> None:
     from cxr.atomic import FILE_MODE, write_bytes_atomic
 

@@ -16,7 +16,7 @@ import pandas as pd
 from cxr.data.catalog import NIH_FINDINGS
 from cxr.data.dataset import Item
 from cxr.data.images import is_image_file, read_image
-from cxr.data.labels import Box, check_relative_path, clean_boxes
+from cxr.data.labels import BOX_FINDING_NAMES, Box, check_relative_path, clean_boxes
 from cxr.errors import DataError, shorten
 
 log = logging.getLogger(__name__)
@@ -135,10 +135,6 @@ def convert_nih(root: Path, task: str) -> Iterator[Item]:
         )
 
 
-# the box list's names for findings that Data_Entry_2017.csv (the labels) spells otherwise
-NIH_BOX_FINDINGS = {"Infiltrate": "Infiltration"}
-
-
 def read_nih_boxes(root: Path) -> dict[str, list[Box]]:
     """Image name -> boxes from BBox_List_2017.csv (the header has trailing empty columns)."""
     matches = sorted(root.rglob("BBox_List_2017.csv"))
@@ -149,7 +145,7 @@ def read_nih_boxes(root: Path) -> dict[str, list[Box]]:
     table.columns = ["image", "label", "x", "y", "w", "h"]
     result: dict[str, list[Box]] = {}
     for row in table.itertuples(index=False):
-        label = NIH_BOX_FINDINGS.get(row.label, row.label)
+        label = BOX_FINDING_NAMES.get(row.label, row.label)
         result.setdefault(row.image, []).append(
             Box(float(row.x), float(row.y), float(row.w), float(row.h), label)
         )

@@ -64,10 +64,16 @@ def decode_boxes(text: object) -> list[Box]:
     return [Box(**item) for item in json.loads(str(text))]
 
 
+# names a source's box list gives findings that its labels spell otherwise (NIH's BBox_List_2017.csv
+# against Data_Entry_2017.csv): the converters write the labels' name, and boxes_for also reads
+# datasets converted before they did
+BOX_FINDING_NAMES = {"Infiltrate": "Infiltration"}
+
+
 def boxes_for(boxes: list[Box], finding: str) -> list[Box]:
     """The boxes drawn around `finding`: a multi-label model's map of one finding is judged against
     that finding's boxes, not those of another finding on the same film."""
-    return [b for b in boxes if b.label == finding]
+    return [b for b in boxes if BOX_FINDING_NAMES.get(b.label, b.label) == finding]
 
 
 def box_mask(shape: tuple[int, int], boxes: list[Box]) -> np.ndarray:
