@@ -53,6 +53,16 @@ def test_iobb_of_a_region_twice_the_box() -> None:
     assert iobb(region, target) == pytest.approx(0.5)
 
 
+def test_a_multi_label_image_is_explained_for_its_boxed_finding() -> None:
+    """Findings a, b, c: an image with a and c true and a box around c is explained for c; one
+    with no box of a true finding (or none at all) for its first true finding."""
+    from cxr.audit.sweep import explained_findings
+
+    labels = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0]], dtype="float32")
+    boxes = [[Box(0, 0, 2, 2, "c")], [Box(0, 0, 2, 2, "a")], []]
+    assert explained_findings(labels, boxes, ["a", "b", "c"]).tolist() == [2, 1, 0]
+
+
 def test_localisation_intervals_resample_patients() -> None:
     """Patient a's four images all hit, patient b's one misses: a resample of two patients has a
     mean of 1, 0.8 or 0 (both b: one time in four), so the interval runs from 0 to 1; resampling

@@ -23,7 +23,7 @@ from cxr.audit.localisation import baseline_maps, localisation_scores
 from cxr.audit.regions import map_regions
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share
 from cxr.config import Config
-from cxr.data.labels import boxes_for, decode_boxes
+from cxr.data.labels import Box, boxes_for, decode_boxes
 from cxr.data.pipeline import fold_dataset
 from cxr.evaluate import choose_positive_class
 from cxr.explain.methods import explain_batch
@@ -78,6 +78,19 @@ def predicted_classes(logits: np.ndarray) -> np.ndarray:
     if logits.shape[-1] == 1:
         return (logits[:, 0] > 0).astype(int)
     return logits.argmax(axis=-1)
+
+
+def explained_findings(
+    labels: np.ndarray, boxes: list[list[Box]], classes: list[str]
+) -> np.ndarray:
+    """The class each multi-hot row is explained for: its first true finding that has a box on the
+    film (so localisation has something to measure), else its first true finding."""
+    targets = labels.argmax(axis=1)
+    for i, found in enumerate(boxes):
+        boxed = [k for k in np.flatnonzero(labels[i]) if boxes_for(found, classes[k])]
+        if boxed:
+            targets[i] = boxed[0]
+    return targets
 
 
 def stored_size(dataset_dir: Path, row: dict) -> tuple[int, int]:
@@ -135,7 +148,12 @@ def sweep_fold(
     ds = fold_dataset(fold_cfg, table, classes, BATCH)
     for start, (images, labels) in zip(range(0, len(table), BATCH), ds, strict=False):
         labels = labels.numpy()
-        targets = labels.argmax(axis=1) if labels.ndim == 2 else labels.astype(int)
+        rows = table.iloc[start : start + BATCH].to_dict("records")
+        if multi_label:
+            boxes = [decode_boxes(r.get("boxes")) for r in rows]
+            targets = explained_findings(labels, boxes, classes)
+        else:
+            targets = labels.argmax(axis=1) if labels.ndim == 2 else labels.astype(int)
         explained = {m: explain_batch(probe, images, targets, m, pad_to=BATCH) for m in methods}
         maps = {m: e.maps for m, e in explained.items()}
         predicted = predicted_classes(explained[methods[0]].logits)
@@ -146,7 +164,7 @@ def sweep_fold(
                 probe, images.numpy()[wrong], predicted[wrong], methods[0], pad_to=BATCH
             ).maps
         images = images.numpy()
-        for i, row in enumerate(table.iloc[start : start + BATCH].to_dict("records")):
+        for i, row in enumerate(rows):
             size = stored_size(dataset_dir, row)
             truth = outcome(int(targets[i]), int(predicted[i]), positive)
             own = {m: maps[m][i] for m in methods}
