@@ -26,16 +26,22 @@ FILE_MODE = 0o666 & ~UMASK
 FOLDER_MODE = 0o777 & ~UMASK
 
 
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A new hidden file in `path`'s folder (made if needed), keeping the final suffix (Keras and
+    Pillow choose formats by it): its descriptor and name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}"
+    )
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it becomes `path` only if the block succeeds.
 
     The temporary name keeps the final suffix (Keras and Pillow choose formats by it).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}"
-    )
+    fd, name = _temporary_beside(path)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -51,10 +57,7 @@ def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
     """Temporary file then rename, for bytes made in memory (an encoded overlay): written through
     the descriptor the temporary file was made with, where reopening it by name cost a quarter of
     a small image's write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}"
-    )
+    fd, name = _temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -112,11 +112,10 @@ def _audit_fold(
     classes = run.read_classes()
     layer = layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
     model = run.load_model()
+    # the target's probability: a softmax, or a multi-label model's own sigmoid per finding
+    multi_label = fold_cfg.data.multi_label
     probe = make_probe(
-        model,
-        layer,
-        parameters=method_parameters(cfg.explain),
-        multi_label=fold_cfg.data.multi_label,
+        model, layer, parameters=method_parameters(cfg.explain), multi_label=multi_label
     )
     seen = sweep_fold(fold_cfg, probe, table, classes, methods, SANITY_IMAGES)
     images, targets, maps = seen.sample.arrays()
@@ -125,8 +124,6 @@ def _audit_fold(
     # the methods' maps, then a random and a centre map per image: what every number is read
     # against (the same draws as the map metrics', which are seeded alike)
     every = with_baseline_maps(maps, len(images), images.shape[1:3], np.random.default_rng(fold))
-    # the target's probability: a softmax, or a multi-label model's own sigmoid per finding
-    multi_label = fold_cfg.data.multi_label
     faithfulness, curves = faithfulness_rows(
         model, images, targets, every, seen.sample.names, baseline, multi_label
     )

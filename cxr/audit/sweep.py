@@ -149,9 +149,9 @@ def sweep_fold(
     for start, (images, labels) in zip(range(0, len(table), BATCH), ds, strict=False):
         labels = labels.numpy()
         rows = table.iloc[start : start + BATCH].to_dict("records")
+        boxes_of = [decode_boxes(r.get("boxes")) for r in rows]  # read once, for targets and scores
         if multi_label:
-            boxes = [decode_boxes(r.get("boxes")) for r in rows]
-            targets = explained_findings(labels, boxes, classes)
+            targets = explained_findings(labels, boxes_of, classes)
         else:
             targets = labels.argmax(axis=1) if labels.ndim == 2 else labels.astype(int)
         explained = {m: explain_batch(probe, images, targets, m, pad_to=BATCH) for m in methods}
@@ -170,7 +170,7 @@ def sweep_fold(
             own = {m: maps[m][i] for m in methods}
             item = (row["image"], images[i], int(targets[i]), own, row)
             sampler.offer(truth or str(row["label"]), float(keys[start + i]), start + i, item)
-            boxes = decode_boxes(row.get("boxes", "[]"))
+            boxes = boxes_of[i]
             if multi_label:  # the explained finding's own boxes
                 boxes = boxes_for(boxes, classes[int(targets[i])])
             if boxes:
