@@ -26,6 +26,7 @@ from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failu
 from cxr.errors import DataError
 from cxr.explain.report import output_probabilities
 from cxr.external import External
+from cxr.models.folding import fold_batch_norm
 from cxr.runs import FoldRun, open_trained_fold, pooled_evaluation_dir
 
 matplotlib.use("Agg")
@@ -145,7 +146,7 @@ def predict_table(
     """Images of `cfg`'s dataset (a table with image, label, patient_id) through the fold's best
     model."""
     classes = run.read_classes()
-    model = run.load_model()
+    model = fold_batch_norm(run.load_model())  # the same logits, sooner
     ds = fold_dataset(cfg, table, classes, batch_size)
     with images_named_on_failure(cfg.data.dataset_dir, table):
         logits = model.predict(ds.map(lambda x, y: x), verbose=0).astype("float32")

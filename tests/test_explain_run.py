@@ -259,6 +259,32 @@ def test_the_heap_is_frozen_for_the_fold_only(trained_run, monkeypatch) -> None:
         gc.unfreeze()
 
 
+def test_the_fold_is_explained_with_its_batch_norms_folded(trained_run, monkeypatch) -> None:
+    """The folded copy is what runs, and its probabilities are the saved model's."""
+    seen, real = [], explain_run.fold_batch_norm
+
+    def spy(model, keep=()):
+        seen.append(real(model, keep))
+        return seen[-1]
+
+    monkeypatch.setattr(explain_run, "fold_batch_norm", spy)
+    report = explain_fold(trained_run, 1, ExplainOptions(overwrite=True)).report
+    kinds = {type(layer).__name__ for layer in seen[0].layers}
+    assert "Identity" in kinds and "BatchNormalization" not in kinds
+    model = keras.models.load_model(fold_run(trained_run, 1).model, compile=False)
+    dataset = trained_run.data.dataset_dir
+    images = np.stack(
+        [
+            np.asarray(keras.utils.load_img(dataset / name, color_mode="grayscale"), "float32")
+            for name in report["image"]
+        ]
+    )[..., None]
+    probabilities = tf.nn.softmax(model(images, training=False)).numpy()
+    np.testing.assert_allclose(
+        report[["prob_normal", "prob_pneumonia"]].to_numpy(), probabilities, atol=1e-6
+    )
+
+
 def test_all_folds_report(trained_run) -> None:
     _, combined = explain_folds(trained_run, [0, 1], ExplainOptions())
     assert sorted(combined["fold"].unique()) == [0, 1]

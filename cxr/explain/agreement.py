@@ -20,6 +20,7 @@ from cxr.explain.methods import explain_batch
 from cxr.explain.probe import make_probe
 from cxr.explain.registry import method_parameters
 from cxr.explain.report import output_probabilities
+from cxr.models.folding import fold_batch_norm
 from cxr.runs import FoldRun
 
 BATCH = 16
@@ -38,7 +39,7 @@ def maps_and_probabilities(
     """One fold model's maps of the given classes for every image, and those classes'
     probabilities."""
     probe = make_probe(
-        run.load_model(),
+        fold_batch_norm(run.load_model(), keep=[layer] if layer else []),
         layer,
         parameters=method_parameters(settings.explain),
         multi_label=settings.data.multi_label,

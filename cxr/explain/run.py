@@ -48,6 +48,7 @@ from cxr.explain.rows import (
     with_boxes,
 )
 from cxr.external import External, analysis_settings, analysis_table, output_root
+from cxr.models.folding import fold_batch_norm
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold, trained_folds
@@ -189,8 +190,9 @@ def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
     """The streaming loop: one batch of maps at a time, overlays written by a thread pool
     meanwhile."""
     options, classes, batch_size = ctx.options, ctx.classes, ctx.cfg.explain.batch_size
+    # the iterator starts decoding the first batches on tf.data's threads while the model loads
+    batches = iter(fold_dataset(ctx.fold_cfg, todo, classes, batch_size))
     probe = fold_probe(ctx)
-    batches = fold_dataset(ctx.fold_cfg, todo, classes, batch_size)
     maps_name = (
         "maps.npz"
         if options.shard is None
@@ -224,20 +226,22 @@ def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
 
 
 def fold_probe(ctx: FoldContext) -> Probe:
-    """The fold's model (as float16 with explain.mixed_precision), probed at the fold's layer; a
-    note, once per process, when that layer's maps are coarse."""
+    """The fold's model, its batch norms folded into the convolutions before them (as float16
+    with explain.mixed_precision), probed at the fold's layer; a note, once per process, when that
+    layer's maps are coarse."""
     cfg, options = ctx.cfg, ctx.options
-    model = ctx.run.load_model()
+    layer = ctx.layer if options.method in LAYER_METHODS else None
+    model = fold_batch_norm(ctx.run.load_model(), keep=[layer] if layer else [])
     if use_mixed_precision(cfg.explain.mixed_precision, "explain.mixed_precision"):
         model = with_policy(model, "mixed_float16")
     probe = make_probe(
         model,
-        ctx.layer if options.method in LAYER_METHODS else None,
+        layer,
         jit_compile=cfg.explain.xla,
         parameters=method_parameters(cfg.explain),
         multi_label=ctx.fold_cfg.data.multi_label,
     )
-    note = coarse_map_note(model, probe.layer_name) if options.method in LAYER_METHODS else None
+    note = coarse_map_note(model, probe.layer_name) if layer else None
     if note and note not in _NOTED:  # once per process, not once per fold
         _NOTED.add(note)
         log.warning("%s", note)

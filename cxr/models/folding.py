@@ -1,0 +1,93 @@
+"""Batch norm folded into the layer before it, for inference-only work (explaining).
+
+In inference a BatchNormalization after a convolution or dense layer is an affine map per
+channel, so it can live in that layer's kernel and bias: k' = k * s, b' = (b - mean) * s + beta,
+with s = gamma / sqrt(variance + epsilon) (Ioffe & Szegedy 2015; the fold every inference
+compiler does). Keras 3 computes batch norm as separate multiply and add ops that oneDNN does not
+fuse into the convolution; folded, the convolution, its bias and the ReLU run as one kernel:
+pna_cnn at 256 px, 32 images on 2 CPU cores, 230 -> 175 ms a batch, logits equal within 1e-6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import keras
+import numpy as np
+
+FOLDABLE = (keras.layers.Conv2D, keras.layers.Dense)
+
+
+def foldable_pairs(model: keras.Model, keep: Collection[str] = ()) -> dict[str, str]:
+    """{batch norm layer name: the layer it folds into} for each BatchNormalization whose input is
+    a plain Conv2D or Dense (no activation, channels last) that feeds nothing else; a layer named
+    in `keep` (whose own output is read, e.g. a target layer at the convolution) is never
+    folded."""
+    pairs = {}
+    outputs = {id(tensor) for tensor in model.outputs}
+    for norm in model.layers:
+        if not isinstance(norm, keras.layers.BatchNormalization) or len(norm._inbound_nodes) != 1:
+            continue
+        source = norm.input._keras_history.operation
+        if (
+            type(source) not in FOLDABLE
+            or source.name in keep
+            or source.activation is not keras.activations.linear
+            or getattr(source, "data_format", "channels_last") != "channels_last"
+            or norm.axis not in (-1, len(norm.input.shape) - 1)
+            or len(source._inbound_nodes) != 1
+            or len(source._outbound_nodes) != 1
+            or id(source.output) in outputs
+        ):
+            continue
+        pairs[norm.name] = source.name
+    return pairs
+
+
+def fold_batch_norm(model: keras.Model, keep: Collection[str] = ()) -> keras.Model:
+    """A copy of a flat model with each foldable batch norm (see `foldable_pairs`) folded into the
+    layer before it and replaced by an Identity of the same name, so every layer's output keeps its
+    name and value; the model itself when there is nothing to fold. Inference only: the copy has no
+    batch statistics to train."""
+    if any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model
+    pairs = foldable_pairs(model, keep)
+    if not pairs:
+        return model
+    folded_into = set(pairs.values())
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layer.name in pairs:
+            return keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy.name)
+        config = layer.get_config()
+        # every weight is set below: drawing random initial values first cost 50 ms of a cold run
+        config |= {key: "zeros" for key in config if key.endswith("_initializer")}
+        if layer.name in folded_into:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    def call(layer: keras.layers.Layer, inputs, *args, **kwargs):
+        # the batch norm's node holds training and mask arguments, which Identity does not take
+        return layer(inputs) if layer.name in pairs else layer(inputs, *args, **kwargs)
+
+    copy = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    weights = {layer.name: layer.get_weights() for layer in model.layers}
+    for norm_name, name in pairs.items():
+        weights[name] = _folded(model.get_layer(name), model.get_layer(norm_name))
+    for layer in copy.layers:
+        if layer.weights:
+            layer.set_weights(weights[layer.name])
+    return copy
+
+
+def _folded(layer: keras.layers.Layer, norm: keras.layers.BatchNormalization) -> list[np.ndarray]:
+    """[kernel, bias] of `layer` followed by `norm` in inference mode, in float64 then cast back."""
+    kernel = np.asarray(layer.kernel, np.float64)
+    bias = np.asarray(layer.bias, np.float64) if layer.use_bias else 0.0
+    mean = np.asarray(norm.moving_mean, np.float64)
+    scale = 1.0 / np.sqrt(np.asarray(norm.moving_variance, np.float64) + norm.epsilon)
+    if norm.gamma is not None:
+        scale = scale * np.asarray(norm.gamma, np.float64)
+    shift = np.asarray(norm.beta, np.float64) if norm.beta is not None else 0.0
+    dtype = np.asarray(layer.kernel).dtype
+    return [(kernel * scale).astype(dtype), ((bias - mean) * scale + shift).astype(dtype)]
