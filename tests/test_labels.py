@@ -12,6 +12,8 @@ from cxr.data.labels import (
     check_relative_path,
     decode_boxes,
     encode_boxes,
+    patient_keys,
+    patient_of,
     read_labels,
     write_csv_atomic,
 )
@@ -143,3 +145,13 @@ def test_missing_labels_are_left_out_with_their_lines_named(
         table = read_labels(make_dataset(tmp_path, rows), check_files=False)
     assert table["image"].tolist() == ["images/a.png"]
     assert "2 row(s) without a label left out (lines 3, 4)" in caplog.text
+
+
+def test_a_row_without_a_patient_is_its_own_patient() -> None:
+    table = pd.DataFrame(
+        {"image": ["images/a.png", "images/b.png", "images/c.png"], "patient_id": ["p1", "", "p1"]}
+    )
+    rows = table.to_dict("records")
+    assert [patient_of(row) for row in rows] == ["p1", "images/b.png", "p1"]
+    assert [patient_of(row) for row in rows] == patient_keys(table).tolist()
+    assert patient_of({"image": "images/d.png"}) == "images/d.png"  # no patient column at all

@@ -40,6 +40,7 @@ from cxr.explain.probe import make_probe
 from cxr.explain.registry import method_parameters
 from cxr.external import External, analysis_settings, analysis_table, output_root
 from cxr.lungs.run import compute_lungs, has_lung_fields
+from cxr.models.folding import fold_batch_norm
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold
 
@@ -112,10 +113,13 @@ def _audit_fold(
     classes = run.read_classes()
     layer = layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
     model = run.load_model()
+    # the sweep and the metrics run the model with its batch norms folded (the same outputs,
+    # sooner); the sanity cascade randomises the saved model's own layers, batch norms included
+    folded = fold_batch_norm(model, keep=[layer])
     # the target's probability: a softmax, or a multi-label model's own sigmoid per finding
     multi_label = fold_cfg.data.multi_label
     probe = make_probe(
-        model, layer, parameters=method_parameters(cfg.explain), multi_label=multi_label
+        folded, layer, parameters=method_parameters(cfg.explain), multi_label=multi_label
     )
     seen = sweep_fold(fold_cfg, probe, table, classes, methods, SANITY_IMAGES)
     images, targets, maps = seen.sample.arrays()
@@ -125,13 +129,13 @@ def _audit_fold(
     # against (the same draws as the map metrics', which are seeded alike)
     every = with_baseline_maps(maps, len(images), images.shape[1:3], np.random.default_rng(fold))
     faithfulness, curves = faithfulness_rows(
-        model, images, targets, every, seen.sample.names, baseline, multi_label
+        folded, images, targets, every, seen.sample.names, baseline, multi_label
     )
     map_rows = map_metric_rows(
-        model, probe, images, targets, maps, seen.sample.names, len(classes), fold, multi_label
+        folded, probe, images, targets, maps, seen.sample.names, len(classes), fold, multi_label
     )
     road = road_rows(
-        model, images, targets, every, seen.sample.names, seed=fold, multi_label=multi_label
+        folded, images, targets, every, seen.sample.names, seed=fold, multi_label=multi_label
     )
     if not len(seen.localisation):
         log.warning("fold %d has no image with a box: localisation skipped", fold)

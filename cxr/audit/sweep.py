@@ -23,7 +23,7 @@ from cxr.audit.localisation import baseline_maps, localisation_scores
 from cxr.audit.regions import map_regions
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share
 from cxr.config import Config
-from cxr.data.labels import Box, boxes_for, decode_boxes
+from cxr.data.labels import Box, boxes_for, decode_boxes, patient_of
 from cxr.data.pipeline import fold_dataset
 from cxr.evaluate import choose_positive_class
 from cxr.explain.methods import explain_batch
@@ -181,7 +181,7 @@ def sweep_fold(
                     localisation.append(
                         {
                             "image": row["image"],
-                            "patient_id": row.get("patient_id") or row["image"],
+                            "patient_id": patient_of(row),
                             "label": row["label"],
                             "method": name,
                         }
@@ -207,7 +207,7 @@ def shortcut_row(dataset_dir: Path, row: dict, size: tuple[int, int], heatmap) -
     share = outside_share(heatmap, allowed_region(size, lungs))
     return {
         "image": row["image"],
-        "patient_id": row.get("patient_id") or row["image"],
+        "patient_id": patient_of(row),
         "label": row["label"],
         "outside_share": share,
         "flagged": bool(share > DOMINATES),

@@ -134,6 +134,11 @@ def patient_keys(table: pd.DataFrame) -> np.ndarray:
     return named.where(named != "", table["image"].astype(str)).to_numpy()
 
 
+def patient_of(row: dict) -> str:
+    """One row's patient, by the rule of `patient_keys`: its patient_id, or its image."""
+    return str(row.get("patient_id") or row["image"])
+
+
 def split_labels(label: str) -> list[str]:
     """'A|B' -> ['A', 'B'] (a single-label cell gives one item)."""
     return [part for part in str(label).split(LABEL_SEPARATOR) if part]

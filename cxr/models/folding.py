@@ -33,6 +33,9 @@ def foldable_pairs(model: keras.Model, keep: Collection[str] = ()) -> dict[str, 
             type(source) not in FOLDABLE
             or source.name in keep
             or source.activation is not keras.activations.linear
+            # a quantized or LoRA kernel is not one array to scale
+            or getattr(source, "quantization_mode", None)
+            or getattr(source, "lora_enabled", False)
             or getattr(source, "data_format", "channels_last") != "channels_last"
             or norm.axis not in (-1, len(norm.input.shape) - 1)
             or len(source._inbound_nodes) != 1
