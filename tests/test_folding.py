@@ -109,3 +109,8 @@ def test_nothing_to_fold_returns_the_model_itself() -> None:
     assert fold_batch_norm(plain) is plain
     nested = keras.Sequential([keras.Input((12, 12, 3)), branching_model()])
     assert fold_batch_norm(nested) is nested
+    layers = keras.layers
+    sequential = keras.Sequential(
+        [keras.Input((8, 8, 1)), layers.Conv2D(2, 3), layers.BatchNormalization(), layers.ReLU()]
+    )
+    assert fold_batch_norm(sequential) is sequential

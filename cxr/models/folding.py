@@ -1,4 +1,4 @@
-"""Batch norm folded into the layer before it, for inference-only work (explaining).
+"""Batch norm folded into the layer before it, for inference-only work (evaluate, explain, audit).
 
 In inference a BatchNormalization after a convolution or dense layer is an affine map per
 channel, so it can live in that layer's kernel and bias: k' = k * s, b' = (b - mean) * s + beta,
@@ -50,9 +50,12 @@ def foldable_pairs(model: keras.Model, keep: Collection[str] = ()) -> dict[str, 
 def fold_batch_norm(model: keras.Model, keep: Collection[str] = ()) -> keras.Model:
     """A copy of a flat model with each foldable batch norm (see `foldable_pairs`) folded into the
     layer before it and replaced by an Identity of the same name, so every layer's output keeps its
-    name and value; the model itself when there is nothing to fold. Inference only: the copy has no
-    batch statistics to train."""
-    if any(isinstance(layer, keras.Model) for layer in model.layers):
+    name and value. The model itself when there is nothing to fold, when a model is nested in it,
+    or when it is Sequential (whose Keras clone takes no call_function). Inference only: the copy
+    has no batch statistics to train."""
+    if isinstance(model, keras.Sequential) or any(
+        isinstance(layer, keras.Model) for layer in model.layers
+    ):
         return model
     pairs = foldable_pairs(model, keep)
     if not pairs:
