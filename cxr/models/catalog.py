@@ -134,7 +134,7 @@ MODEL_SPECS = (
         "tiny_cnn_body",
         "unit",
         "features",
-        8,
+        16,  # the config's floor for data.image_size (it would build at 8)
         "tests",
         "two small stages",
         widths=(2, 2),
