@@ -68,6 +68,7 @@ def test_only_exact_folds_are_chosen() -> None:
     }
     # a layer whose own output is read stays as it is, and so does its batch norm
     assert "biased_bn" not in foldable_pairs(model, keep=["biased_conv"])
+    assert foldable_pairs(model, keep=[None]) == foldable_pairs(model)  # an input method: no layer
 
 
 def test_folded_copy_computes_every_named_output_as_before() -> None:

@@ -155,3 +155,5 @@ def test_a_row_without_a_patient_is_its_own_patient() -> None:
     assert [patient_of(row) for row in rows] == ["p1", "images/b.png", "p1"]
     assert [patient_of(row) for row in rows] == patient_keys(table).tolist()
     assert patient_of({"image": "images/d.png"}) == "images/d.png"  # no patient column at all
+    with_gap = pd.DataFrame({"image": ["images/e.png"], "patient_id": [float("nan")]})
+    assert patient_of(with_gap.to_dict("records")[0]) == patient_keys(with_gap)[0] == "images/e.png"

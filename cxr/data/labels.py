@@ -135,8 +135,11 @@ def patient_keys(table: pd.DataFrame) -> np.ndarray:
 
 
 def patient_of(row: dict) -> str:
-    """One row's patient, by the rule of `patient_keys`: its patient_id, or its image."""
-    return str(row.get("patient_id") or row["image"])
+    """One row's patient, by the rule of `patient_keys`: its patient_id, or (missing, empty or
+    NaN) its image."""
+    value = row.get("patient_id")
+    named = "" if value is None or pd.isna(value) else str(value)
+    return named or str(row["image"])
 
 
 def split_labels(label: str) -> list[str]:

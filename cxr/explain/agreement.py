@@ -39,7 +39,7 @@ def maps_and_probabilities(
     """One fold model's maps of the given classes for every image, and those classes'
     probabilities."""
     probe = make_probe(
-        fold_batch_norm(run.load_model(), keep=[layer] if layer else []),
+        fold_batch_norm(run.load_model(), keep=[layer]),
         layer,
         parameters=method_parameters(settings.explain),
         multi_label=settings.data.multi_label,

@@ -231,7 +231,7 @@ def fold_probe(ctx: FoldContext) -> Probe:
     layer's maps are coarse."""
     cfg, options = ctx.cfg, ctx.options
     layer = ctx.layer if options.method in LAYER_METHODS else None
-    model = fold_batch_norm(ctx.run.load_model(), keep=[layer] if layer else [])
+    model = fold_batch_norm(ctx.run.load_model(), keep=[layer])
     if use_mixed_precision(cfg.explain.mixed_precision, "explain.mixed_precision"):
         model = with_policy(model, "mixed_float16")
     probe = make_probe(

@@ -18,11 +18,11 @@ import numpy as np
 FOLDABLE = (keras.layers.Conv2D, keras.layers.Dense)
 
 
-def foldable_pairs(model: keras.Model, keep: Collection[str] = ()) -> dict[str, str]:
+def foldable_pairs(model: keras.Model, keep: Collection[str | None] = ()) -> dict[str, str]:
     """{batch norm layer name: the layer it folds into} for each BatchNormalization whose input is
     a plain Conv2D or Dense (no activation, channels last) that feeds nothing else; a layer named
-    in `keep` (whose own output is read, e.g. a target layer at the convolution) is never
-    folded."""
+    in `keep` (whose own output is read, e.g. a target layer at the convolution; None names no
+    layer) is never folded."""
     pairs = {}
     outputs = {id(tensor) for tensor in model.outputs}
     for norm in model.layers:
@@ -47,7 +47,7 @@ def foldable_pairs(model: keras.Model, keep: Collection[str] = ()) -> dict[str, 
     return pairs
 
 
-def fold_batch_norm(model: keras.Model, keep: Collection[str] = ()) -> keras.Model:
+def fold_batch_norm(model: keras.Model, keep: Collection[str | None] = ()) -> keras.Model:
     """A copy of a flat model with each foldable batch norm (see `foldable_pairs`) folded into the
     layer before it and replaced by an Identity of the same name, so every layer's output keeps its
     name and value. The model itself when there is nothing to fold, when a model is nested in it,
