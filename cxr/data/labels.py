@@ -130,7 +130,9 @@ def clean_boxes(text: object, width: float, height: float, where: str) -> tuple[
 
 def patient_keys(table: pd.DataFrame) -> np.ndarray:
     """Each row's patient: its patient_id, or (empty) its image, which is then its own patient."""
-    named = table["patient_id"].fillna("").astype(str)
+    ids = table["patient_id"]
+    # "" for a gap, whatever the column's dtype (filling a float column with text is deprecated)
+    named = ids.astype(str).where(ids.notna(), "")
     return named.where(named != "", table["image"].astype(str)).to_numpy()
 
 
