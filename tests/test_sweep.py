@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr.audit.sweep import OutcomeSample, predicted_classes, shortcut_row, stored_size, sweep_fold
+from cxr.audit.sweep import OutcomeSample, shortcut_row, stored_size, sweep_fold
 
 
 def test_outcome_sample_keeps_the_smallest_keys_and_takes_turns() -> None:
@@ -24,11 +24,6 @@ def test_outcome_sample_keeps_the_smallest_keys_and_takes_turns() -> None:
     expected = [ranked["FP"][0], ranked["TN"][0], ranked["TP"][0], ranked["TN"][1], ranked["TP"][1]]
     sample = sampler.taking_turns()
     assert sample.names == expected and len(sample.maps["m"]) == 5
-
-
-def test_predicted_classes_of_both_heads() -> None:
-    assert predicted_classes(np.array([[0.3], [-0.2]])).tolist() == [1, 0]
-    assert predicted_classes(np.array([[0.1, 0.9, 0.0], [2.0, 1.0, 0.0]])).tolist() == [1, 0]
 
 
 def test_one_pass_reads_the_fold_once_and_matches_each_image_alone(

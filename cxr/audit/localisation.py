@@ -15,6 +15,7 @@ from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
 from cxr.data.labels import Box, box_mask
+from cxr.explain.report import peak_location
 
 THRESHOLDS = (0.25, 0.5)
 IOBB_LEVELS = (0.1, 0.25, 0.5)
@@ -24,7 +25,7 @@ def pointing_hit(heatmap: np.ndarray, boxes: list[Box]) -> bool:
     """Is the (first) maximum of the map inside a box? An all-zero map never hits."""
     if heatmap.max() <= 0:
         return False
-    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    x, y = peak_location(heatmap)
     return bool(box_mask(heatmap.shape, boxes)[y, x])
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from cxr import stats
 from cxr.audit.results import Estimate, Excess, RegionGroup, Regions, Share
+from cxr.explain.report import peak_location
 
 # of the image as stored (the film's own sides)
 CORNERS = (
@@ -91,7 +92,7 @@ def region_codes(lungs: np.ndarray) -> np.ndarray:
 def map_regions(heatmap: np.ndarray, lungs: np.ndarray) -> dict:
     """One map against its image's lung fields: peak region, energy shares, and a uniform map's."""
     codes = region_codes(lungs)
-    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    x, y = peak_location(heatmap)
     total = float(heatmap.sum())
     chest = (codes == REGIONS.index("lung")) | (codes == REGIONS.index("between"))
     row: dict = {

@@ -29,7 +29,7 @@ from cxr.evaluate import choose_positive_class
 from cxr.explain.methods import explain_batch
 from cxr.explain.overlay import resize_map
 from cxr.explain.probe import Probe
-from cxr.explain.report import outcome
+from cxr.explain.report import outcome, predicted_classes
 from cxr.lungs.run import lung_region
 
 BATCH = 16  # also every explain call's padded size: one traced shape per method
@@ -71,13 +71,6 @@ class FoldPass:
     shortcuts: pd.DataFrame  # per image: share outside, peak region, energy per region
     sample: Sample  # for the sanity check and faithfulness, across outcomes
     figure: Sample  # the first boxed images, for methods.png
-
-
-def predicted_classes(logits: np.ndarray) -> np.ndarray:
-    """The predicted class per image (a single-logit head: logit > 0)."""
-    if logits.shape[-1] == 1:
-        return (logits[:, 0] > 0).astype(int)
-    return logits.argmax(axis=-1)
 
 
 def explained_findings(

@@ -21,6 +21,16 @@ def class_probabilities(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def predicted_classes(logits: np.ndarray) -> np.ndarray:
+    """(N, C) logits -> each image's predicted class: the largest logit (the first of a tie), or
+    for a single-logit head class 1 when its logit is above 0. The rule of the maps' 'predicted'
+    target (cxr.explain.methods.resolve_targets, a test keeps the two in step), read from the
+    logits because probabilities can tie where the logits do not."""
+    if logits.shape[-1] == 1:
+        return (logits[:, 0] > 0).astype(int)
+    return logits.argmax(axis=-1)
+
+
 def output_probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     """(N, C) logits -> probabilities: one sigmoid per finding for multi-label models, else
     `class_probabilities`."""

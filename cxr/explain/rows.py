@@ -27,6 +27,7 @@ from cxr.explain.report import (
     outcome,
     output_probabilities,
     peak_location,
+    predicted_classes,
 )
 from cxr.lungs.run import lung_region
 from cxr.runs import FoldRun
@@ -133,7 +134,7 @@ def image_row(
     logits = result.logits[i]
     multi_label = fold_cfg.data.multi_label
     probs = output_probabilities(logits[None], multi_label)[0]
-    predicted = int(np.argmax(probs))  # multi-label: the most probable finding
+    predicted = int(predicted_classes(logits[None])[0])  # multi-label: the most probable finding
     true_names = split_labels(row["label"]) if multi_label else [row["label"]]
     grey = stored_pixels(fold_cfg.data.dataset_dir / row["image"], row, pixels)
     heatmap = resize_map(result.maps[i], *grey.shape)
