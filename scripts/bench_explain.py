@@ -39,8 +39,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# a method whose cost is one of these runs on all --images; the others on --slow-images
-ONE_PASS = ("1 backward pass", "1 forward pass and an SVD per image")
 # VGG16 + three valid 3x3 convs + 2x2 pool needs 256 px or more
 CASES = (
     "pna_cnn:256",
@@ -160,7 +158,8 @@ def engine_rates(cfg, model, layer: str, images, args: argparse.Namespace) -> di
     rates, extra_mb = {}, 0.0
     for name in args.methods:
         spec = METHODS_BY_NAME[name]
-        count = args.images if spec.cost in ONE_PASS else min(args.slow_images, args.images)
+        # a method whose passes repeat (per channel, mask...) runs on --slow-images only
+        count = min(args.slow_images, args.images) if spec.per else args.images
         batch = min(args.batch, count)
         batches = [images[i : i + batch] for i in range(0, count, batch)]
         probe = make_probe(
@@ -172,7 +171,7 @@ def engine_rates(cfg, model, layer: str, images, args: argparse.Namespace) -> di
                 explain_batch(probe, b, method=name, pad_to=batch)
 
         with PeakMemory() as memory:
-            seconds = best_of(2 if spec.cost in ONE_PASS else 1, run)
+            seconds = best_of(1 if spec.per else 2, run)
         if name == "gradcam":
             extra_mb = memory.peak - memory.base
         rates[name] = count / seconds

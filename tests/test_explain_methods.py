@@ -13,7 +13,7 @@ import tensorflow as tf
 from cxr.errors import CxrError
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import find_target_layer, make_probe
-from cxr.explain.registry import LAYER_METHODS, METHOD_NAMES, METHOD_SPECS
+from cxr.explain.registry import LAYER_METHODS, METHOD_NAMES, METHOD_SPECS, METHODS_BY_NAME
 
 RNG = np.random.default_rng(0)
 
@@ -719,6 +719,30 @@ def test_shared_targets_take_one_forward_pass(method: str) -> None:
     for k in range(3):
         explain_batch(probe, images, np.full(4, k), method)
     assert float(counter.seen.numpy()) == 12
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_the_registry_says_which_methods_repeat_their_passes(method: str) -> None:
+    """An entry without `per` runs a batch in at most two passes of the model's head (as cheap as
+    inference, give or take: the benchmark times it on every image); an entry with `per` (channel,
+    mask, ...) runs many, which the counter after the target layer sees."""
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((16, 16, 1))
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="features")(inputs)
+    counter = ImageCounter()
+    pooled = keras.layers.GlobalAveragePooling2D()(counter(features))
+    model = keras.Model(inputs, keras.layers.Dense(3)(pooled))
+    probe = make_probe(
+        model, "features" if method in LAYER_METHODS else None, parameters={"rise": {"masks": 8}}
+    )
+    images = RNG.uniform(0, 255, (4, 16, 16, 1)).astype("float32")
+    counter.seen.assign(0.0)
+    explain_batch(probe, images, np.zeros(4, int), method)
+    passes = float(counter.seen.numpy()) / len(images)
+    if METHODS_BY_NAME[method].per:
+        assert passes > 2, (method, passes)
+    else:
+        assert 1 <= passes <= 2, (method, passes)
 
 
 def test_ranked_targets_of_a_single_logit_head() -> None:

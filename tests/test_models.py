@@ -15,7 +15,7 @@ from helpers import serve
 
 from cxr.config import DataConfig, load_config
 from cxr.errors import ConfigError
-from cxr.models import registry
+from cxr.models import catalog
 from cxr.models.registry import build_model, get_model_spec
 
 
@@ -175,7 +175,7 @@ def test_imagenet_weights_download_from_a_mirror(
     # the test's file stands in for the published one: same name, its own md5
     own = dataclasses.replace(spec.imagenet, md5=hashlib.md5(data).hexdigest())
     monkeypatch.setitem(
-        registry.MODELS, "vgg16_cardiomegaly", dataclasses.replace(spec, imagenet=own)
+        catalog.MODELS_BY_NAME, "vgg16_cardiomegaly", dataclasses.replace(spec, imagenet=own)
     )
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     with serve({spec.imagenet.filename: data}) as base:

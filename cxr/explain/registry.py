@@ -17,7 +17,7 @@ class MethodSpec:
     function: str  # its function in cxr.explain.methods
     layer: bool  # explains a target layer's channels (else the input pixels)
     gradients: bool  # needs the target logit's gradients (else forward passes only)
-    cost: str  # per batch of images
+    passes: str  # what one batch of images costs (once, or once per `per`)
     paper: str
     guided: bool = False  # runs on the copy whose ReLUs pass back only positive gradients
     class_specific: bool = True  # False: the same map whatever class is asked for
@@ -26,6 +26,14 @@ class MethodSpec:
     shared_targets: bool = False
     # (the function's keyword, the explain config key that sets it)
     parameters: tuple[tuple[str, str], ...] = ()
+    # what the passes repeat for (channel, mask, ...): the method costs many times inference;
+    # empty for a fixed number of passes a batch
+    per: str = ""
+
+    @property
+    def cost(self) -> str:
+        """Its cost a batch, as the README's table says it."""
+        return f"{self.passes} per {self.per}" if self.per else self.passes
 
 
 METHOD_SPECS = (
@@ -48,7 +56,7 @@ METHOD_SPECS = (
         shared_targets=True,
     ),
     MethodSpec(
-        "scorecam", "scorecam", True, False, "1 forward pass per channel", "Wang et al. 2020"
+        "scorecam", "scorecam", True, False, "1 forward pass", "Wang et al. 2020", per="channel"
     ),
     MethodSpec(
         "hirescam",
@@ -64,8 +72,9 @@ METHOD_SPECS = (
         "ablationcam",
         True,
         False,
-        "1 pass of the model's head per channel",
+        "1 pass of the model's head",
         "Desai & Ramaswamy 2020",
+        per="channel",
     ),
     MethodSpec(
         "layercam",
@@ -93,18 +102,20 @@ METHOD_SPECS = (
         "occlusion",
         False,
         False,
-        "1 forward pass per position",
+        "1 forward pass",
         "Zeiler & Fergus 2014",
         parameters=(("patch", "occlusion_patch"), ("stride", "occlusion_stride")),
+        per="position",
     ),
     MethodSpec(
         "rise",
         "rise",
         False,
         False,
-        "1 forward pass per mask",
+        "1 forward pass",
         "Petsiuk et al. 2018",
         parameters=(("masks", "rise_masks"),),
+        per="mask",
     ),
     MethodSpec(
         "saliency",
@@ -116,15 +127,22 @@ METHOD_SPECS = (
         shared_targets=True,
     ),
     MethodSpec(
-        "smoothgrad", "smoothgrad", False, True, "1 backward pass per sample", "Smilkov et al. 2017"
+        "smoothgrad",
+        "smoothgrad",
+        False,
+        True,
+        "1 backward pass",
+        "Smilkov et al. 2017",
+        per="sample",
     ),
     MethodSpec(
         "integrated_gradients",
         "integrated_gradients",
         False,
         True,
-        "1 backward pass per step",
+        "1 backward pass",
         "Sundararajan et al. 2017",
+        per="step",
     ),
     MethodSpec(
         "input_x_gradient",

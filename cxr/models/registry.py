@@ -50,13 +50,11 @@ def applications_body(x: keras.KerasTensor, n: int, cfg: Config, weights: str | 
     return backbone(cfg.model.name, x, n, weights)
 
 
-# model.name -> its catalog entry (a copy of the catalog's, which tests may patch); body_of()
-# finds the entry's body function
-MODELS: dict[str, ModelSpec] = dict(MODELS_BY_NAME)
 Body = Callable[[keras.KerasTensor, int, Config, str | None], keras.KerasTensor]
 
 
 def body_of(spec: ModelSpec) -> Body:
+    """The catalog entry's body function, named by its `builder`."""
     return globals()[spec.builder]
 
 
@@ -72,11 +70,11 @@ def imagenet_file(spec: ModelSpec) -> RemoteFile | None:
 
 def get_model_spec(name: str) -> ModelSpec:
     """Look a model up, or fail with the valid names and the closest match."""
-    if name in MODELS:
-        return MODELS[name]
-    close = difflib.get_close_matches(name, list(MODELS), n=1)
+    if name in MODELS_BY_NAME:
+        return MODELS_BY_NAME[name]
+    close = difflib.get_close_matches(name, list(MODELS_BY_NAME), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(f"unknown model {name!r}; {hint}known models: {', '.join(MODELS)}")
+    raise ConfigError(f"unknown model {name!r}; {hint}known models: {', '.join(MODELS_BY_NAME)}")
 
 
 def build_model(cfg: Config, num_outputs: int) -> keras.Model:
