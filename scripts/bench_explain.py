@@ -8,8 +8,8 @@ its own round; the median and range over rounds are printed, so one noisy run do
   inference folded  the same with the batch norms folded into the convolutions, as `cxr explain`
                 and `cxr evaluate` run a model (cxr.models.folding): the ceiling of that model;
   engine        cxr's explain_batch for every method of the registry (or --methods), the class
-                predicted in the same pass; methods that cost more than one pass per batch run on
-                --slow-images images;
+                predicted in the same pass; methods whose passes repeat (per channel, mask...: the
+                registry's `per`) run on --slow-images images;
   loop          the keras.io / seed 004 style: one predict and one tape per image;
   tf-keras-vis  its Gradcam on the same model, layer and batches (targets given, found outside
                 the clock);
@@ -354,7 +354,7 @@ def main() -> None:
         "--slow-images",
         type=int,
         default=8,
-        help="images for methods that cost more than one pass per batch",
+        help="images for methods whose passes repeat per channel, mask, position...",
     )
     parser.add_argument(
         "--explain-images",
