@@ -88,12 +88,15 @@ def fold_batch_norm(model: keras.Model, keep: Collection[str | None] = ()) -> ke
 
 def _folded(layer: keras.layers.Layer, norm: keras.layers.BatchNormalization) -> list[np.ndarray]:
     """[kernel, bias] of `layer` followed by `norm` in inference mode, in float64 then cast back."""
-    kernel = np.asarray(layer.kernel, np.float64)
+    stored = np.asarray(layer.kernel)  # read once: its dtype is the result's
+    kernel = stored.astype(np.float64)
     bias = np.asarray(layer.bias, np.float64) if layer.use_bias else 0.0
     mean = np.asarray(norm.moving_mean, np.float64)
     scale = 1.0 / np.sqrt(np.asarray(norm.moving_variance, np.float64) + norm.epsilon)
     if norm.gamma is not None:
         scale = scale * np.asarray(norm.gamma, np.float64)
     shift = np.asarray(norm.beta, np.float64) if norm.beta is not None else 0.0
-    dtype = np.asarray(layer.kernel).dtype
-    return [(kernel * scale).astype(dtype), ((bias - mean) * scale + shift).astype(dtype)]
+    return [
+        (kernel * scale).astype(stored.dtype),
+        ((bias - mean) * scale + shift).astype(stored.dtype),
+    ]
