@@ -26,6 +26,7 @@ import pandas as pd
 from cxr.config import Config, fixed_differences, load_config, with_analysis_settings
 from cxr.data.labels import IMAGE_COLUMNS, LABELS_FILE, check_image_files, read_labels
 from cxr.errors import ConfigError, DataError, shorten
+from cxr.locks import check_free, hold
 
 STAGING = ".training"
 log = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ class FoldRun:
 
     def damaged(self, path: Path, problem: str) -> DataError:
         return DataError(
-            f"{path} is {problem}; train fold {self.fold} again with `cxr train --fold {self.fold} "
-            "--overwrite`"
+            f"{path} is {problem}; train fold {self.fold} again with `cxr train --config <your "
+            f"config> --fold {self.fold} --overwrite`"
         )
 
     def read_classes(self) -> list[str]:
@@ -176,9 +177,40 @@ def staging_run(cfg: Config, fold: int) -> FoldRun:
     return FoldRun(experiment_dir(cfg) / STAGING / f"fold{fold}")
 
 
-def check_fold_run(cfg: Config, fold: int, overwrite: bool = False, resume: bool = False) -> None:
-    """Can fold `fold` be trained (or resumed) here? Reads only: nothing is changed until training
-    starts."""
+def lock_path(cfg: Config, fold: int) -> Path:
+    """The lock a fold's training holds: beside its staging folder, which training empties."""
+    return experiment_dir(cfg) / STAGING / f"fold{fold}.lock"
+
+
+def fold_name(cfg: Config, fold: int) -> str:
+    return f"fold {fold} of experiment {cfg.experiment.name!r}"
+
+
+def training_lock(cfg: Config, fold: int):  # -> a context manager holding the fold's lock
+    """Held while a fold trains: a second train, resume or overwrite of it is refused."""
+    return hold(lock_path(cfg, fold), fold_name(cfg, fold))
+
+
+def check_not_training(cfg: Config, fold: int) -> None:
+    """A DataError naming the process when fold `fold` is being trained right now."""
+    check_free(lock_path(cfg, fold), fold_name(cfg, fold))
+
+
+def finished_staging(cfg: Config, fold: int) -> FoldRun | None:
+    """A staged fold whose training ended (its backup removed, its summary written) but that was
+    not moved into place: a kill during the final save. None otherwise."""
+    staging = staging_run(cfg, fold)
+    complete = (
+        staging.model.is_file()
+        and staging.summary.is_file()
+        and staging.config.is_file()
+        and not staging.backup.exists()
+    )
+    return staging if complete else None
+
+
+def check_run_options(cfg: Config, overwrite: bool = False, resume: bool = False) -> None:
+    """Options and output folder of a training, checked before its fold is locked."""
     if overwrite and resume:
         raise ConfigError(
             "--overwrite and --resume contradict each other: --resume continues an interrupted "
@@ -191,6 +223,12 @@ def check_fold_run(cfg: Config, fold: int, overwrite: bool = False, resume: bool
                 f"experiment.output_dir: {folder} is a file, not a folder; name a folder for the "
                 "runs"
             )
+
+
+def check_fold_run(cfg: Config, fold: int, overwrite: bool = False, resume: bool = False) -> None:
+    """Can fold `fold` be trained (or resumed) here? Reads only: nothing is changed until training
+    starts."""
+    check_run_options(cfg, overwrite, resume)
     final, staging = fold_run(cfg, fold), staging_run(cfg, fold)
     interrupted = staging.backup.is_dir()
     if resume:
@@ -242,12 +280,18 @@ def publish_run(staging: FoldRun, final: FoldRun) -> None:
         final.folder.rename(old)
     staging.folder.rename(final.folder)
     shutil.rmtree(old, ignore_errors=True)
+    remove_empty_staging(staging)
+
+
+def remove_empty_staging(staging: FoldRun) -> None:
     with contextlib.suppress(OSError):
         staging.folder.parent.rmdir()  # .training/ when no other fold is training
 
 
 def open_trained_fold(cfg: Config, fold: int) -> FoldRun:
-    """A fold that finished training, or a DataError saying how to train it."""
+    """A fold that finished training, or a DataError saying how to train it (or that it is being
+    trained right now)."""
+    check_not_training(cfg, fold)
     run = fold_run(cfg, fold)
     if not run.model.is_file():
         raise DataError(

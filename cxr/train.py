@@ -7,6 +7,7 @@ completed epoch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -43,7 +44,17 @@ from cxr.errors import ConfigError, CxrError, DataError
 from cxr.models.metrics import make_loss_and_metrics
 from cxr.models.precision import set_precision, use_mixed_precision
 from cxr.models.registry import build_model
-from cxr.runs import FoldRun, check_fold_run, fold_run, publish_run, staging_run, start_staging
+from cxr.runs import (
+    FoldRun,
+    check_fold_run,
+    check_run_options,
+    finished_staging,
+    fold_run,
+    publish_run,
+    staging_run,
+    start_staging,
+    training_lock,
+)
 
 log = logging.getLogger(__name__)
 MONITOR_MODES = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
@@ -130,6 +141,42 @@ def train(
         )
     # before any other TF op (multi-worker)
     strategy = make_strategy(tuple(cfg.train.devices) if cfg.train.devices else None)
+    # the chief (or a single machine) owns the fold; other workers write to a temporary copy
+    owner = cluster is None or cluster.is_chief
+    check_run_options(cfg, overwrite, resume)
+    with training_lock(cfg, fold) if owner else contextlib.nullcontext():
+        finished = finish_interrupted_save(cfg, fold) if owner else None
+        if finished is not None and not overwrite:
+            return finished
+        return _train_locked(cfg, fold, strategy, cluster, overwrite, resume)
+
+
+def finish_interrupted_save(cfg: Config, fold: int) -> TrainResult | None:
+    """A fold whose training ended but whose final save was cut (a kill between the last epoch and
+    the move into place) is moved into place now, rather than trained again."""
+    staged = finished_staging(cfg, fold)
+    if staged is None:
+        return None
+    log.warning(
+        "fold %d had finished training in %s but was stopped before it was moved into place: "
+        "moving it now",
+        fold,
+        staged.folder,
+    )
+    result = summarise(staged.read_config(), staged, fold)
+    save_portable(staged.model)
+    publish_run(staged, fold_run(cfg, fold))
+    return dataclasses.replace(result, run=fold_run(cfg, fold))
+
+
+def _train_locked(
+    cfg: Config,
+    fold: int,
+    strategy: tf.distribute.Strategy,
+    cluster: Cluster | None,
+    overwrite: bool,
+    resume: bool,
+) -> TrainResult:
     check_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
     if resume:
         check_resumable(cfg, staging_run(cfg, fold), fold)

@@ -23,7 +23,7 @@ from cxr.config import dump_config
 from cxr.data.pipeline import encode_labels, load_split, make_dataset
 from cxr.errors import DataError
 from cxr.models.metrics import SoftmaxAUC
-from cxr.runs import fold_run, staging_run
+from cxr.runs import fold_run, lock_path, staging_run
 from cxr.train import compute_class_weights, train
 
 
@@ -120,7 +120,9 @@ def test_resume_without_an_interrupted_run(synthetic_dataset: Path, tmp_path: Pa
         train(tiny_config(synthetic_dataset, tmp_path), fold=0, resume=True)
 
 
-def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) -> None:
+def test_kill_mid_training_then_resume(
+    synthetic_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = tiny_config(
         synthetic_dataset,
         tmp_path,
@@ -163,6 +165,8 @@ def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) 
             process.kill()
     done_before = pd.read_csv(staging.history)["epoch"].tolist()
     assert staging.backup.is_dir() and len(done_before) >= 2 and not run.folder.exists()
+    lock = lock_path(cfg, 0)
+    assert str(process.pid) in lock.read_text(), "the killed training's lock is left, stale"
     with pytest.raises(
         DataError, match=r"has an interrupted training in .*: pass --resume to continue it"
     ):
@@ -170,7 +174,10 @@ def test_kill_mid_training_then_resume(synthetic_dataset: Path, tmp_path: Path) 
     resumed_cfg = cfg.model_copy(
         update={"train": cfg.train.model_copy(update={"epochs": len(done_before) + 2})}
     )
-    result = train(resumed_cfg, fold=0, resume=True)
+    with caplog.at_level("WARNING"):
+        result = train(resumed_cfg, fold=0, resume=True)
+    assert f"a stale lock was taken over: process {process.pid} on" in caplog.text
+    assert not lock.exists() and not lock.parent.exists(), "the lock is released on exit"
     epochs = result.history["epoch"].tolist()
     # continued where it stopped: no epoch twice, none lost
     assert epochs == list(range(len(done_before) + 2)), epochs
@@ -465,3 +472,88 @@ def test_learning_rate_schedules_and_loss_jumps() -> None:
     history = pd.DataFrame({"epoch": [0, 1, 2, 3], "val_loss": [0.7, 0.6, 17.7, 0.5]})
     assert loss_jumps(history) == ["epoch 3: 0.6 -> 17.7"]
     assert loss_jumps(history.assign(val_loss=[0.7, 0.6, 5.9, 0.5])) == []
+
+
+def start_training(cfg, folder: Path, *args: str) -> subprocess.Popen:
+    """`cxr train` of `cfg` in a process of its own."""
+    (folder / "c.yaml").write_text(dump_config(cfg))
+    return subprocess.Popen(
+        [sys.executable, "-m", "cxr.cli", "train", "--config", str(folder / "c.yaml"), *args],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_fold_in_training_is_locked(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """#23: a second train, resume or overwrite of a fold that is training is refused with one
+    line naming the process, and so are evaluate, explain and audit of it; the first finishes
+    untouched."""
+    from typer.testing import CliRunner
+
+    from cxr.cli import app
+
+    cfg = tiny_config(
+        synthetic_dataset,
+        tmp_path,
+        "train.epochs=8",
+        "train.batch_size=2",
+        "train.early_stopping_patience=null",
+    )
+    first = start_training(cfg, tmp_path)
+    staging = staging_run(cfg, 0)
+    try:
+        deadline = time.time() + 120
+        while first.poll() is None and time.time() < deadline and not staging.history.is_file():
+            time.sleep(0.05)
+        assert first.poll() is None, first.communicate()[0]
+        running = f"is being trained by process {first.pid} on"
+        for kwargs in ({}, {"overwrite": True}, {"resume": True}):
+            with pytest.raises(DataError, match=running):
+                train(cfg, fold=0, **kwargs)
+        config = str(tmp_path / "c.yaml")
+        for args in (["evaluate"], ["explain"], ["audit"], ["train", "--overwrite"]):
+            result = CliRunner().invoke(app, [*args, "--config", config])
+            errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+            assert result.exit_code == 1 and len(errors) == 1 and running in errors[0], (
+                args,
+                result.output,
+            )
+            assert "Traceback" not in result.output
+        assert first.poll() is None, "the first training was still running during every refusal"
+        output, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, output
+    history = pd.read_csv(fold_run(cfg, 0).history)
+    assert history["epoch"].tolist() == list(range(8)), "no epoch lost or repeated"
+    assert fold_run(cfg, 0).model.is_file() and not lock_path(cfg, 0).exists()
+
+
+def test_a_training_killed_during_its_final_save_is_moved_into_place(
+    trained_run, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """#23: a staged fold with its model and summary but no backup had finished; the next train
+    (or --resume) moves it into place instead of training again from epoch 1."""
+    import shutil
+
+    for resume in (False, True):
+        cfg = trained_run.model_copy(
+            update={
+                "experiment": trained_run.experiment.model_copy(
+                    update={"output_dir": tmp_path / str(resume)}
+                )
+            }
+        )
+        staging = staging_run(cfg, 1)
+        shutil.copytree(fold_run(trained_run, 1).folder, staging.folder)  # as if killed before
+        weights = keras.models.load_model(staging.model, compile=False).get_weights()
+        with caplog.at_level("WARNING"):
+            result = train(cfg, fold=1, resume=resume)
+        assert "had finished training" in caplog.text
+        moved = keras.models.load_model(fold_run(cfg, 1).model, compile=False).get_weights()
+        assert all(np.array_equal(a, b) for a, b in zip(weights, moved, strict=True))
+        assert not staging.folder.exists()
+        assert result.history["epoch"].tolist() == [0, 1], "not trained again"
