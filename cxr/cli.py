@@ -770,6 +770,11 @@ def print_audit(summary: AuditSummary, folder: Path) -> None:
             f"{road.gap:+.3f} (higher is better)"
         )
     shortcuts = summary.shortcuts
+    if shortcuts.implausible_lungs:
+        typer.echo(
+            f"{shortcuts.implausible_lungs} of {shortcuts.images} image(s) have no plausible lung "
+            "fields: the region audit leaves them out and judges them by the border band"
+        )
     if shortcuts.regions is not None:
         print_regions(shortcuts.regions)
     for name, c in shortcuts.per_class.items():

@@ -126,8 +126,11 @@ def test_audit_finds_lung_fields_itself_on_real_radiographs(
         "split == 'validation'"
     )["image"]
     plausible = table.loc[validation, "lung_mask_plausible"].astype(int)
-    # implausible masks are left out, not trusted
-    assert len(result.shortcuts) == plausible.sum() > 0
+    # implausible masks are not trusted: those images have no regions, only the border band
+    shortcuts = result.shortcuts.set_index("image").loc[validation]
+    assert shortcuts["implausible_lungs"].tolist() == (plausible == 0).tolist()
+    assert (shortcuts.loc[(plausible == 0).to_numpy(), "peak_region"] == "").all()
+    assert (shortcuts.loc[(plausible == 1).to_numpy(), "peak_region"] != "").all()
     shares = result.shortcuts.set_index("image")["outside_share"]
     assert shares.between(0, 1).all()
     # explain then knows the lung fields too: each map's peak region in the report, contours on
@@ -164,3 +167,56 @@ def test_an_unreadable_image_is_skipped_and_listed(nih_lungs, tmp_path: Path) ->
         .loc[first]
     )
     assert row["lung_mask"] == "" and row["lung_mask_problem"].startswith("unreadable image")
+
+
+def test_an_interrupted_run_keeps_the_masks_it_wrote(nih_lungs, tmp_path: Path) -> None:
+    """#23: killed after writing masks but before labels.csv: the rerun reads them back."""
+    folder = shutil.copytree(nih_lungs[0], tmp_path / "killed")
+    done = pd.read_csv(folder / "labels.csv", dtype=str, keep_default_na=False)
+    done.drop(columns=["lung_mask", "lung_mask_plausible", "lung_mask_problem"]).to_csv(
+        folder / "labels.csv", index=False
+    )
+    (folder / done["lung_mask"].iloc[0]).unlink()  # one mask not written yet
+    result = compute_lungs(folder)
+    assert (result.computed, result.skipped) == (1, 39)
+    again = pd.read_csv(folder / "labels.csv", dtype=str, keep_default_na=False)
+    columns = ["image", "lung_mask", "lung_mask_plausible", "lung_mask_problem"]
+    assert again[columns].equals(done[columns])
+
+
+def test_audit_without_any_plausible_lung_field_finishes(tmp_path: Path) -> None:
+    """#23: noise films give no plausible lung mask; the audit judges them by the border band, says
+    how many once, and writes every other part."""
+    from conftest import tiny_config
+    from typer.testing import CliRunner
+
+    from cxr.cli import app
+    from cxr.config import dump_config
+    from cxr.train import train
+
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        pixels = rng.integers(0, 256, (64, 64), dtype=np.uint8) if i % 2 else np.full((64, 64), 255)
+        path = tmp_path / "noise" / ("a" if i < 12 else "b") / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+    folder = download(
+        "folder",
+        DownloadOptions(
+            dest=tmp_path / "data", from_dir=tmp_path / "noise", folds=2, show_progress=False
+        ),
+    )
+    cfg = tiny_config(folder, tmp_path / "runs", "train.epochs=1")
+    train(cfg, fold=0)
+    (tmp_path / "c.yaml").write_text(dump_config(cfg))
+    result = CliRunner().invoke(
+        app,
+        ["audit", "--config", str(tmp_path / "c.yaml"), "--methods", "gradcam", "--stages", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("have no plausible lung fields") == 1, result.output
+    assert "12 of 12 image(s) have no plausible lung fields" in result.output
+    assert "shortcut audit (border band rule" in result.output
+    audit = tmp_path / "runs" / "tiny" / "audit" / "fold0"
+    for name in ("sanity.csv", "faithfulness.csv", "road.csv", "shortcuts.csv", "summary.json"):
+        assert (audit / name).is_file(), name

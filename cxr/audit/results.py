@@ -135,6 +135,7 @@ class Shortcuts:
     per_class: dict[str, ClassShortcut]
     flagged_classes: list[str]
     regions: Regions | None = None
+    implausible_lungs: int = 0  # images whose lung mask failed the check: judged by the border band
 
     @property
     def model_flagged(self) -> bool:

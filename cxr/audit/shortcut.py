@@ -71,4 +71,7 @@ def summarise_shortcuts(rows: pd.DataFrame, method: str) -> Shortcuts:
         per_class=per_class,
         flagged_classes=flagged,
         regions=regions,
+        implausible_lungs=int(rows["implausible_lungs"].sum())
+        if "implausible_lungs" in rows
+        else 0,
     )

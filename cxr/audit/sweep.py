@@ -181,21 +181,19 @@ def sweep_fold(
                         | localisation_scores(heatmap, boxes)
                     )
             shortcut = shortcut_row(dataset_dir, row, size, of_predicted[i])
-            if shortcut is not None:
-                shortcuts.append(
-                    shortcut | {"predicted_class": classes[int(predicted[i])], "outcome": truth}
-                )
+            shortcuts.append(
+                shortcut | {"predicted_class": classes[int(predicted[i])], "outcome": truth}
+            )
     return FoldPass(
         pd.DataFrame(localisation), pd.DataFrame(shortcuts), sampler.taking_turns(), figure
     )
 
 
-def shortcut_row(dataset_dir: Path, row: dict, size: tuple[int, int], heatmap) -> dict | None:
+def shortcut_row(dataset_dir: Path, row: dict, size: tuple[int, int], heatmap) -> dict:
     """The map of the predicted class against the allowed region and, where the lung fields are
-    known, the regions; None for an implausible lung mask (left out rather than trusted)."""
+    known, the regions. An implausible lung mask is not trusted: that image has no regions and is
+    judged by the border band, like an image whose lung fields are unknown."""
     lungs = lung_region(dataset_dir, row, size)
-    if lungs is None and row.get("lung_mask"):
-        return None
     heatmap = resize_map(heatmap, *size)
     share = outside_share(heatmap, allowed_region(size, lungs))
     return {
@@ -204,5 +202,6 @@ def shortcut_row(dataset_dir: Path, row: dict, size: tuple[int, int], heatmap) -
         "label": row["label"],
         "outside_share": share,
         "flagged": bool(share > DOMINATES),
+        "implausible_lungs": lungs is None and bool(row.get("lung_mask")),
         **(map_regions(heatmap, lungs) if lungs is not None else {"peak_region": ""}),
     }

@@ -4,7 +4,9 @@ Writes `lungs/<image path>.png` (0/255 at the stored size) under the dataset fol
 columns of labels.csv: `lung_mask` (that path), `lung_mask_plausible` (1/0) and `lung_mask_problem`
 (why not). Lung fields the dataset already has take precedence and are never overwritten: boxes in
 the `lungs` column (the synthetic phantoms', or a user's) and a user's own masks (a `lung_mask`
-outside `lungs/`). A rerun skips images whose mask exists, unless `overwrite`.
+outside `lungs/`). A rerun skips images whose mask exists, unless `overwrite`: also the masks of a
+run stopped before it wrote labels.csv (each mask file is written whole, then renamed), which are
+read back and checked again.
 """
 
 from __future__ import annotations
@@ -89,6 +91,16 @@ def compute_lungs(
         if column not in raw.columns:
             raw[column] = ""
     todo = [i for i, row in raw.iterrows() if needs_mask(row, dataset_dir, overwrite)]
+    found = (
+        []
+        if overwrite
+        else [i for i in todo if (dataset_dir / mask_path(raw.at[i, "image"])).is_file()]
+    )
+    for i in found:  # written by a run that was stopped before it wrote labels.csv: kept
+        relative = mask_path(raw.at[i, "image"])
+        problem = mask_problem(read_image(dataset_dir / relative) > 127)
+        raw.loc[i, COLUMNS] = [relative, "0" if problem else "1", problem]
+    todo = sorted(set(todo) - set(found))
     model = load_lung_model() if todo else None
     starts = range(0, len(todo), batch_size)
     unreadable: list[str] = []
@@ -106,7 +118,7 @@ def compute_lungs(
             write_png(mask.astype(np.uint8) * 255, dataset_dir / relative)
             problem = mask_problem(mask)
             raw.loc[i, COLUMNS] = [relative, "0" if problem else "1", problem]
-    if todo:
+    if todo or found:
         write_csv_atomic(raw, dataset_dir / LABELS_FILE)
     ours = raw["lung_mask"].str.startswith(f"{MASK_FOLDER}/")
     implausible = raw.loc[ours & (raw["lung_mask_plausible"] == "0"), "image"].tolist()
