@@ -8,6 +8,8 @@ group can read what cxr writes.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -72,6 +74,23 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Temporary file then rename: a reader never sees half a file."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def json_ready(value: object) -> object:
+    """`value` with every NaN or infinite float as None: JSON has no NaN (Python's json writes a
+    bare NaN that other readers refuse), and an undefined metric is null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Standard JSON (undefined numbers as null), indented, whole or not at all."""
+    write_text_atomic(path, json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n")
 
 
 def make_work_folder(parent: Path, name: str) -> Path:

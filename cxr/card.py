@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import html
 import json
+import math
+import re
 from pathlib import Path
-
-import pandas as pd
 
 from cxr.atomic import write_text_atomic
 from cxr.config import Config, load_config
 from cxr.data.dataset import METADATA_FILE
+from cxr.data.labels import known_patients, patient_keys
 from cxr.runs import (
     command_dir,
     experiment_dir,
@@ -25,8 +26,26 @@ from cxr.runs import (
     pooled_evaluation_dir,
     trained_folds,
 )
+from cxr.tables import read_csv
 
 Section = tuple[str, list[str]]  # a heading and its lines (markdown: bullets or table rows)
+MARKDOWN_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|"}
+MARKDOWN_ESCAPES |= {c: "\\" + c for c in "\\`*_[]#"}
+UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
+
+
+def md(value: object) -> str:
+    """User text (class names, subgroup values, dataset and file names) as inert Markdown: HTML's
+    characters as entities, so a viewer that passes HTML (VS Code, Jupyter, MkDocs, pandoc) shows
+    `<svg onload=...>` rather than running it; `|` and emphasis marks escaped, so a value cannot
+    break a table or a line's markup; on one line."""
+    text = " ".join(str(value).split())
+    return "".join(MARKDOWN_ESCAPES.get(c, c) for c in text)
+
+
+def plain(markdown: str) -> str:
+    """A line of the card's Markdown as the text it shows (for the HTML card)."""
+    return html.unescape(re.sub(r"\\(.)", r"\1", markdown))
 
 
 def read_json(path: Path) -> dict | None:
@@ -39,8 +58,8 @@ def read_json(path: Path) -> dict | None:
 def estimate(metrics: dict, name: str) -> str:
     """'0.912 [0.884, 0.937]' from a metrics dict with its ci95, or the value alone."""
     value = metrics.get(name)
-    if value is None:
-        return "n/a"
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "undefined"
     text = f"{value:.3f}"
     if name in metrics.get("ci95", {}):
         low, high = metrics["ci95"][name]
@@ -51,15 +70,15 @@ def estimate(metrics: dict, name: str) -> str:
 def data_section(cfg: Config, trained: Config, folds: list[int]) -> Section:
     dataset_dir = trained.data.dataset_dir
     info = read_json(dataset_dir / METADATA_FILE) or {}
-    split = pd.read_csv(fold_run(cfg, folds[0]).split, dtype=str, keep_default_na=False)
-    named = (split["patient_id"] != "").mean()
+    split = read_csv(fold_run(cfg, folds[0]).split, dtype=str, keep_default_na=False)
+    named = (known_patients(split["patient_id"]) != "").mean()
     lines = [
-        f"- Dataset `{trained.data.dataset}` from source `{info.get('source', 'unknown')}`"
-        f" (task `{info.get('task')}`), made by cxr {info.get('cxr_version', '?')} on "
-        f"{info.get('created', '?')}",
-        f"- {len(split)} images, {split['patient_id'].nunique()} patients, "
+        f"- Dataset {md(trained.data.dataset)} from source {md(info.get('source', 'unknown'))}"
+        f" (task {md(info.get('task'))}), made by cxr {md(info.get('cxr_version', '?'))} on "
+        f"{md(info.get('created', '?'))}",
+        f"- {len(split)} images, {len(set(patient_keys(split)))} patients, "
         f"{info.get('folds', '?')} folds grouped by patient; classes: "
-        + ", ".join(f"{k} {v}" for k, v in (info.get("classes") or {}).items()),
+        + ", ".join(f"{md(k)} {md(v)}" for k, v in (info.get("classes") or {}).items()),
         f"- Trained folds: {', '.join(map(str, folds))}; each validated on its own fold only",
         f"- Patient ids known for {named:.0%} of the images"
         + ("" if named == 1 else " (an image without one counts as its own patient)"),
@@ -73,8 +92,8 @@ def model_section(trained: Config) -> Section:
     t = trained.train
     return "Model and training", [
         f"- `{trained.model.name}`, widths {trained.model.widths or 'default'}, weights "
-        f"{trained.model.weights or 'random initialisation'}; input {trained.data.image_size} px, "
-        f"{trained.data.channels} channel(s)",
+        f"{md(trained.model.weights or 'random initialisation')}; input "
+        f"{trained.data.image_size} px, {trained.data.channels} channel(s)",
         f"- {t.epochs} epochs at most, batch {t.batch_size}, Adam {t.learning_rate:g}, schedule "
         f"{t.lr_schedule}, class weights {t.class_weights}, flips {t.flip}, best by {t.monitor}",
     ]
@@ -89,13 +108,15 @@ def performance_section(cfg: Config) -> list[Section]:
     lines = [
         f"Out of fold, pooled over folds {', '.join(map(str, report['folds']))} "
         f"({pooled['n']} images); 95% intervals resample patients"
-        + (f"; positive class `{pooled['positive_class']}`" if "positive_class" in pooled else ""),
+        + (
+            f"; positive class {md(pooled['positive_class'])}" if "positive_class" in pooled else ""
+        ),
         "",
         "| metric | pooled | per fold (mean ± std) |",
         "| --- | --- | --- |",
         *(
-            f"| {name} | {estimate(pooled, name)} | {report['mean_std'][name]['mean']:.3f} ± "
-            f"{report['mean_std'][name]['std']:.3f} |"
+            f"| {name} | {estimate(pooled, name)} | {estimate(report['mean_std'][name], 'mean')} "
+            f"± {estimate(report['mean_std'][name], 'std')} |"
             for name in names
             if name in pooled
         ),
@@ -107,7 +128,7 @@ def performance_section(cfg: Config) -> list[Section]:
             (
                 "Calibration",
                 [
-                    f"- {c['of']}: expected calibration error {c['ece']:.3f} over {c['bins']} "
+                    f"- {md(c['of'])}: expected calibration error {c['ece']:.3f} over {c['bins']} "
                     f"equal-count bins, Brier score {c['brier']:.3f} (`calibration.png`)"
                 ],
             )
@@ -133,7 +154,8 @@ def performance_section(cfg: Config) -> list[Section]:
                     "| subgroup | images | positives | ROC AUC [95% CI] | below overall |",
                     "| --- | --- | --- | --- | --- |",
                     *(
-                        f"| {g['column']}={g['value']} | {g['images']} | {g['positives']} | "
+                        f"| {md(g['column'])}={md(g['value'])} | {g['images']} | "
+                        f"{g['positives']} | "
                         f"{g['roc_auc']:.3f} [{g['ci95_low']:.3f}, {g['ci95_high']:.3f}] | "
                         f"{'yes' if g['below_overall'] else 'no'} |"
                         for g in groups
@@ -155,7 +177,7 @@ def external_section(cfg: Config) -> Section:
         report = read_json(path) or {}
         ensemble = report.get("ensemble", {})
         lines.append(
-            f"- `{report.get('dataset', path.parent.name)}` ({ensemble.get('n', '?')} images), "
+            f"- {md(report.get('dataset', path.parent.name))} ({ensemble.get('n', '?')} images), "
             f"fold ensemble of {len(report.get('folds', []))}: ROC AUC "
             f"{estimate(ensemble, 'roc_auc')}, sensitivity {estimate(ensemble, 'sensitivity')}, "
             f"specificity {estimate(ensemble, 'specificity')}"
@@ -173,8 +195,8 @@ def explanation_section(cfg: Config, folds: list[int]) -> list[Section]:
         if summary is None:
             continue
         text = (
-            f"- Fold {fold}, {summary['method']} at `{summary['layer']}` (target "
-            f"{summary['target']}): {summary['images']} images, {summary['right']} of "
+            f"- Fold {fold}, {summary['method']} at {md(summary['layer'])} (target "
+            f"{md(summary['target'])}): {summary['images']} images, {summary['right']} of "
             f"{summary.get('rows', summary['images'])} maps right, {summary['empty_maps']} empty "
             "maps"
         )
@@ -219,11 +241,11 @@ def audit_lines_of(summary: dict) -> list[str]:
     shortcuts = summary.get("shortcuts", {})
     if shortcuts:
         flags = (shortcuts.get("regions") or {}).get("flags", {})
-        flagged = "; ".join(f"{k}: {', '.join(v)}" for k, v in flags.items())
+        flagged = "; ".join(f"{md(k)}: {', '.join(v)}" for k, v in flags.items())
         lines.append(
             f"- {where}, shortcuts ({shortcuts['rule']} rule): "
             + (
-                f"FLAGGED, {flagged or ', '.join(shortcuts['flagged_classes'])}"
+                f"FLAGGED, {flagged or ', '.join(map(md, shortcuts['flagged_classes']))}"
                 if shortcuts.get("model_flagged")
                 else "not flagged"
             )
@@ -272,7 +294,7 @@ def write_model_card(cfg: Config) -> Path | None:
     if not trained_folds(cfg):
         return None
     sections = card_sections(cfg)
-    title = f"Model card: {cfg.experiment.name}"
+    title = f"Model card: {md(cfg.experiment.name)}"
     markdown = "\n\n".join(
         [f"# {title}", *(f"## {head}\n\n" + "\n".join(lines) for head, lines in sections)]
     )
@@ -284,18 +306,21 @@ def write_model_card(cfg: Config) -> Path | None:
 
 def as_html(title: str, sections: list[Section]) -> str:
     """The same sections as a standalone page: bullets as lists, pipe rows as a table."""
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"]
-    parts.append(f"<h1>{html.escape(title)}</h1>")
+    title = html.escape(plain(title))
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{title}</title>", f"<h1>{title}</h1>"]
     for head, lines in sections:
         parts.append(f"<h2>{html.escape(head)}</h2>")
         bullets = [line[2:] for line in lines if line.startswith("- ")]
         rows = [line for line in lines if line.startswith("|") and "---" not in line]
         texts = [line for line in lines if line and not line.startswith(("- ", "|"))]
-        parts += [f"<p>{html.escape(text)}</p>" for text in texts]
+        parts += [f"<p>{html.escape(plain(text))}</p>" for text in texts]
         if bullets:
-            parts.append("<ul>" + "".join(f"<li>{html.escape(b)}</li>" for b in bullets) + "</ul>")
+            items = "".join(f"<li>{html.escape(plain(b))}</li>" for b in bullets)
+            parts.append(f"<ul>{items}</ul>")
         if rows:
-            cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+            cells = [
+                [plain(c.strip()) for c in UNESCAPED_PIPE.split(row.strip("|"))] for row in rows
+            ]
             head_row = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
             body = "".join(
                 "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"

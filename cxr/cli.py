@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import os
 import shlex
 import sys
@@ -339,10 +340,10 @@ def describe_metrics(metrics: dict) -> str:
     ci95 = metrics.get("ci95", {})
 
     def value(name: str, digits: int = 3) -> str:
-        text = f"{metrics[name]:.{digits}f}"
-        if name in ci95:
+        text = figure(metrics, name, digits)
+        if name in ci95 and defined(metrics[name]):
             low, high = ci95[name]
-            text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+            text += f" [{figure(ci95, name, digits, low)}, {figure(ci95, name, digits, high)}]"
         return text
 
     text = f"ROC AUC {value('roc_auc')}, accuracy {value('accuracy')} (n = {metrics['n']})"
@@ -361,14 +362,30 @@ def describe_metrics(metrics: dict) -> str:
     return text
 
 
+def defined(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+UNDEFINED_BECAUSE = {"precision": "nothing called positive"}  # else: one class only
+
+
+def figure(metrics: dict, name: str, digits: int = 3, value: object = "") -> str:
+    """A metric to `digits` places, or why it is undefined (NaN in memory, null in JSON): a set
+    with one class has no sensitivity or ROC AUC, never a 0.0."""
+    value = metrics.get(name) if value == "" else value
+    if defined(value):
+        return f"{value:.{digits}f}"
+    return f"undefined ({UNDEFINED_BECAUSE.get(name, 'one class')})"
+
+
 def describe_extras(metrics: dict) -> list[str]:
     """Patient-level figures and out-of-fold operating points, where the metrics have them."""
     lines = []
     for how, found in metrics.get("patients", {}).items():
         lines.append(
             f"per patient ({how} of the images' probabilities, {found['n']} patients): ROC AUC "
-            f"{found['roc_auc']:.3f}, sensitivity {found['sensitivity']:.3f}, specificity "
-            f"{found['specificity']:.3f}"
+            f"{figure(found, 'roc_auc')}, sensitivity {figure(found, 'sensitivity')}, specificity "
+            f"{figure(found, 'specificity')}"
         )
     scaled = metrics.get("temperature")
     if scaled:

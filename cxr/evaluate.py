@@ -7,7 +7,6 @@ resolved config names.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +17,17 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from cxr import stats
-from cxr.atomic import atomic_path, write_text_atomic
+from cxr.atomic import atomic_path, write_json_atomic
 from cxr.card import write_model_card
 from cxr.config import Config, EvaluateConfig
-from cxr.data.labels import is_negative_class, patient_keys, read_labels, spreadsheet_safe
+from cxr.data.labels import is_negative_class, known_patients, patient_keys, read_labels
 from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failure
 from cxr.errors import DataError
 from cxr.explain.report import output_probabilities
 from cxr.external import External
 from cxr.models.folding import fold_batch_norm
 from cxr.runs import FoldRun, open_trained_fold, pooled_evaluation_dir
+from cxr.tables import write_csv
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the file-only backend
@@ -106,10 +106,11 @@ def compute_metrics(
             if 0 < truth.sum() < len(truth)
             else float("nan")
         )
-        result["sensitivity"] = skm.recall_score(truth, guess, zero_division=0)
-        result["specificity"] = skm.recall_score(~truth, ~guess, zero_division=0)
-        result["precision"] = skm.precision_score(truth, guess, zero_division=0)
-        result["f1"] = skm.f1_score(truth, guess, zero_division=0)
+        # undefined (NaN, null in JSON) rather than 0: no positives, no negatives, none called
+        result["sensitivity"] = skm.recall_score(truth, guess, zero_division=np.nan)
+        result["specificity"] = skm.recall_score(~truth, ~guess, zero_division=np.nan)
+        result["precision"] = skm.precision_score(truth, guess, zero_division=np.nan)
+        result["f1"] = skm.f1_score(truth, guess, zero_division=np.nan)
     else:
         present = np.unique(y_true)
         result["roc_auc"] = (
@@ -322,7 +323,7 @@ def add_subgroups(
     table = subgroup_table(found, classes, positive, cfg.evaluate, cfg.experiment.seed)
     if table.empty:
         return
-    write_text_atomic(folder / "subgroups.csv", table.to_csv(index=False))
+    write_csv(table, folder / "subgroups.csv")
     metrics["subgroups"] = table.to_dict("records")
 
 
@@ -428,11 +429,12 @@ def patient_metrics(
     """A binary task's metrics per patient, with the patient's score the max or the mean of their
     images' probabilities and the patient positive when any image is; None when no patient has
     more than one image (the image-level figures say it all)."""
-    named = predictions[predictions["patient_id"].astype(str) != ""]
-    if named.empty or not named["patient_id"].duplicated().any():
+    ids = known_patients(predictions["patient_id"])
+    named = predictions.assign(patient=ids)[ids != ""]
+    if named.empty or not named["patient"].duplicated().any():
         return None
     column = f"prob_{classes[positive]}"
-    grouped = named.assign(case=named["true_label"] == classes[positive]).groupby("patient_id")
+    grouped = named.assign(case=named["true_label"] == classes[positive]).groupby("patient")
     truth = grouped["case"].any().to_numpy()
     result: dict[str, dict] = {}
     for how in ("max", "mean"):
@@ -475,8 +477,8 @@ def write_report(
     """predictions.csv, metrics.json (`report`), roc.png and confusion.png (from `metrics`) in
     `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "predictions.csv", spreadsheet_safe(predictions).to_csv(index=False))
-    write_text_atomic(folder / "metrics.json", json.dumps(report, indent=2) + "\n")
+    write_csv(predictions, folder / "predictions.csv")
+    write_json_atomic(folder / "metrics.json", report)
     multi_label = bool(metrics.get("multi_label"))
     probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
     truth = encode_labels(predictions["true_label"], classes, multi_label=multi_label)
@@ -545,12 +547,14 @@ def same_classes(runs: list[FoldRun]) -> list[str]:
 
 def mean_and_std(per_fold: dict[int, dict]) -> dict[str, dict[str, float]]:
     """Each scalar metric's mean and standard deviation over folds."""
-    return {
+    found = {m: np.array([f[m] for f in per_fold.values()], dtype=float) for m in SCALAR_METRICS}
+    defined = {m: values[np.isfinite(values)] for m, values in found.items()}
+    return {  # over the folds where the metric is defined; NaN (null) where it is nowhere
         m: {
-            "mean": float(np.nanmean([f[m] for f in per_fold.values()])),
-            "std": float(np.nanstd([f[m] for f in per_fold.values()])),
+            "mean": float(values.mean()) if len(values) else float("nan"),
+            "std": float(values.std()) if len(values) else float("nan"),
         }
-        for m in SCALAR_METRICS
+        for m, values in defined.items()
     }
 
 

@@ -27,6 +27,7 @@ from cxr.config import Config, fixed_differences, load_config, with_analysis_set
 from cxr.data.labels import IMAGE_COLUMNS, LABELS_FILE, check_image_files, read_labels
 from cxr.errors import ConfigError, DataError, shorten
 from cxr.locks import check_free, hold
+from cxr.tables import read_csv
 
 STAGING = ".training"
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class FoldRun:
     def read_split(self) -> pd.DataFrame:
         """split.csv: which images trained and which validated this fold."""
         try:
-            split = pd.read_csv(self.split, dtype=str, keep_default_na=False)
+            split = read_csv(self.split, dtype=str, keep_default_na=False)
         except (OSError, ValueError, pd.errors.ParserError):
             raise self.damaged(self.split, "missing or damaged") from None
         if (

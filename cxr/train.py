@@ -27,7 +27,7 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from cxr.atomic import FILE_MODE, atomic_path, write_text_atomic
+from cxr.atomic import FILE_MODE, atomic_path, write_json_atomic, write_text_atomic
 from cxr.config import Config, TrainConfig, dump_config, load_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import class_names as table_class_names
@@ -55,6 +55,7 @@ from cxr.runs import (
     start_staging,
     training_lock,
 )
+from cxr.tables import write_csv
 
 log = logging.getLogger(__name__)
 MONITOR_MODES = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
@@ -474,7 +475,10 @@ def repair_history(run: FoldRun) -> None:
     if not run.history.is_file():
         return
     history = read_history(run.history)
-    write_text_atomic(run.history, history.to_csv(index=False) if not history.empty else "")
+    if history.empty:
+        write_text_atomic(run.history, "")
+    else:
+        write_csv(history, run.history)
 
 
 def best_in_history(run: FoldRun, monitor: str) -> float | None:
@@ -494,7 +498,7 @@ def tidy_history(run: FoldRun) -> pd.DataFrame:
     tidy = read_history(run.history)
     if tidy.empty:
         raise DataError(f"{run.history} has no complete epoch: training wrote no history")
-    write_text_atomic(run.history, tidy.to_csv(index=False))
+    write_csv(tidy, run.history)
     return tidy
 
 
@@ -512,9 +516,7 @@ def write_run_inputs(
     write_text_atomic(run.config, dump_config(resolved))
     write_text_atomic(run.classes, json.dumps(classes) + "\n")
     split = pd.concat([train_table.assign(split="train"), val_table.assign(split="validation")])
-    write_text_atomic(
-        run.split, split[["image", "label", "patient_id", "fold", "split"]].to_csv(index=False)
-    )
+    write_csv(split[["image", "label", "patient_id", "fold", "split"]], run.split)
 
 
 def summarise(cfg: Config, run: FoldRun, fold: int) -> TrainResult:
@@ -554,7 +556,7 @@ def summarise(cfg: Config, run: FoldRun, fold: int) -> TrainResult:
         "epochs_run": len(history),
         "final": history.iloc[-1].to_dict(),
     }
-    write_text_atomic(run.summary, json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(run.summary, summary)
     return result
 
 

@@ -10,10 +10,13 @@ that need a server or a fault injected have their own tests below the table.
 
 from __future__ import annotations
 
+import csv
 import errno
 import hashlib
 import io
+import json
 import os
+import re
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -693,3 +696,87 @@ def test_user_csv_that_is_not_utf8_or_has_a_bom(world: Path) -> None:
         ["download", "folder", "--csv", "u/list.csv", "--folds", "2", "--quiet", "--name", "latin"]
     )
     assert result.exit_code == 1 and "not UTF-8 text" in result.output
+
+
+HOSTILE_CLASS = "<svg/onload=alert(1)>|x"
+FORMULAS = ["=cmd|' /C calc'!A0", "@SUM(1+1)", "+1+A1", "-A1", "a|b"]
+
+
+def runs_formula(cell: str) -> bool:
+    """What Excel or LibreOffice would run as a formula: by hand, not through cxr's own check."""
+    if cell[:1] not in ("=", "+", "-", "@", "\t", "\r"):
+        return False
+    try:
+        float(cell)
+    except ValueError:
+        return True
+    return False
+
+
+def test_user_text_is_inert_in_every_table_and_the_model_card(world: Path) -> None:
+    """#23: a class named like HTML with a pipe, subgroup values and patient ids that are formulas;
+    every CSV a run writes (listed, not named one by one) is spreadsheet-safe, header included,
+    and the Markdown and HTML cards show the text without running it or breaking a table."""
+    edit_labels(
+        lambda t: t.assign(
+            label=t["label"].replace("pneumonia", HOSTILE_CLASS),
+            patient_id="@" + t["patient_id"].astype(str),
+            site=[FORMULAS[i % len(FORMULAS)] for i in range(len(t))],
+        ).rename(columns={"ctr": "=ctr"})
+    )
+    for args in (
+        train_args("--overwrite"),
+        ["evaluate", "--config", "base.yaml"],
+        ["explain", "--config", "base.yaml"],
+        ["audit", "--config", "base.yaml", "--methods", "gradcam", "--stages", "1"],
+    ):
+        result = run_cli(args)
+        assert result.exit_code == 0, (args, result.output)
+    tables = sorted((world / "runs").rglob("*.csv"))  # labels.csv is the user's own edit here
+    names = {p.name for p in tables}
+    assert {"history.csv", "split.csv", "predictions.csv", "subgroups.csv", "report.csv"} <= names
+    assert {"localisation.csv", "shortcuts.csv", "sanity.csv", "road.csv"} <= names
+    for path in tables:
+        with path.open(newline="") as handle:
+            for line, row in enumerate(csv.reader(handle), start=1):
+                bad = [cell for cell in row if runs_formula(cell)]
+                assert not bad, f"{path.relative_to(world)} line {line}: {bad}"
+    subgroups = pd.read_csv(world / "runs/base/evaluation/subgroups.csv", dtype=str)
+    assert set(subgroups["value"]) >= {"'" + f for f in FORMULAS if f != "a|b"}
+    card = (world / "runs/base/MODEL_CARD.md").read_text()
+    assert "<svg" not in card and "&lt;svg/onload=alert(1)&gt;\\|x" in card
+    section = card.split("## Subgroups")[1].split("##")[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(rows) >= 2 + len(FORMULAS)
+    for row in rows:  # six cell borders a row: no value opened a column of its own
+        assert len(re.findall(r"(?<!\\)\|", row)) == 6, row
+    page = (world / "runs/base/MODEL_CARD.html").read_text()
+    assert "<svg" not in page and "&lt;svg/onload=alert(1)&gt;|x" in page
+    assert "<td>site=a|b</td>" in page
+
+
+def strict_json(path: Path) -> dict:
+    """JSON as the standard defines it: a bare NaN or Infinity is an error."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{path}: {constant} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_metrics_of_an_external_set_with_one_class_are_undefined(world: Path) -> None:
+    """#23: sensitivity, precision and F1 of a set without positives are undefined: null in the
+    JSON, said so on screen, no numpy warning, never a 0.0."""
+    shutil.copytree(world / DATASET, world / "data" / "ext")
+    labels = pd.read_csv(world / "data/ext/labels.csv", dtype=str, keep_default_na=False)
+    labels[labels["label"] == "normal"].to_csv(world / "data/ext/labels.csv", index=False)
+    result = run_cli(["evaluate", "--config", "base.yaml", "--on", "ext"])
+    assert result.exit_code == 0, result.output
+    assert "RuntimeWarning" not in result.output and "Warning" not in result.output, result.output
+    assert "sensitivity undefined (one class)" in result.output, result.output
+    assert "sensitivity 0.000" not in result.output
+    report = strict_json(world / "runs/base/external/ext/metrics.json")
+    ensemble = report["ensemble"]
+    assert ensemble["sensitivity"] is None and ensemble["roc_auc"] is None
+    assert ensemble["specificity"] is not None  # defined: there are negatives
+    assert not ("f1" in ensemble and ensemble["f1"] is not None)

@@ -15,9 +15,9 @@ from cxr.data.labels import (
     patient_keys,
     patient_of,
     read_labels,
-    write_csv_atomic,
 )
 from cxr.errors import DataError
+from cxr.tables import read_csv, write_csv
 
 
 @pytest.mark.parametrize(
@@ -94,16 +94,18 @@ def test_no_labels_file_suggests_the_download(tmp_path: Path) -> None:
         read_labels(tmp_path / "nih-cxr14-cardiomegaly")
 
 
-def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
+def test_atomic_write_keeps_old_file_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "t.csv"
-    write_csv_atomic(pd.DataFrame({"a": [1]}), path)
+    write_csv(pd.DataFrame({"a": [1]}), path)
 
-    class Boom(pd.DataFrame):
-        def to_csv(self, *args, **kwargs):  # type: ignore[override]
-            raise RuntimeError("disk full")
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
 
+    monkeypatch.setattr(pd.DataFrame, "to_csv", boom)
     with pytest.raises(RuntimeError):
-        write_csv_atomic(Boom({"a": [2]}), path)
+        write_csv(pd.DataFrame({"a": [2]}), path)
     assert path.read_text() == "a\n1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
 
@@ -157,3 +159,38 @@ def test_a_row_without_a_patient_is_its_own_patient() -> None:
     assert patient_of({"image": "images/d.png"}) == "images/d.png"  # no patient column at all
     with_gap = pd.DataFrame({"image": ["images/e.png"], "patient_id": [float("nan")]})
     assert patient_of(with_gap.to_dict("records")[0]) == patient_keys(with_gap)[0] == "images/e.png"
+
+
+@pytest.mark.parametrize("word", ["NaN", "nan", "NA", "None", "null", "N/A", " ", ""])
+def test_words_for_nothing_are_no_patient(word: str) -> None:
+    """#23: 'NaN', 'NA', 'None', 'null' are a missing id, not one patient shared by strangers."""
+    from cxr.data.folds import compute_patient_keys
+    from cxr.evaluate import patient_metrics
+
+    images = [f"images/{i}.png" for i in range(6)]
+    table = pd.DataFrame({"image": images, "patient_id": [word, word, "p1", "p1", "p2", "p2"]})
+    rows = table.to_dict("records")
+    assert patient_keys(table).tolist() == [*images[:2], "p1", "p1", "p2", "p2"]
+    assert [patient_of(row) for row in rows] == patient_keys(table).tolist()
+    assert compute_patient_keys(table).nunique() == 4  # the folds keep strangers apart too
+    predictions = table.assign(
+        true_label=["sick", "normal", "sick", "sick", "normal", "normal"],
+        prob_sick=[0.9, 0.2, 0.8, 0.4, 0.1, 0.3],
+    )
+    # per patient: p1 and p2 only; the two strangers are not merged into a third patient
+    found = patient_metrics(predictions, ["normal", "sick"], 1)
+    assert found is not None and found["max"]["n"] == found["mean"]["n"] == 2
+
+
+def test_csv_text_is_spreadsheet_safe_and_survives_the_round_trip(tmp_path: Path) -> None:
+    """#23: formulas are quoted for Excel and LibreOffice; cxr reads back exactly what it had."""
+    values = ["=cmd|' /C calc'!A0", "@SUM(A1)", "+1+1", "-x", "'=already", "-5", "1e3"]
+    values += ["plain", "'quoted", "\t=tab"]
+    table = pd.DataFrame({"text": values, "n": range(len(values))})
+    write_csv(table, tmp_path / "t.csv")
+    raw = pd.read_csv(tmp_path / "t.csv", dtype=str, keep_default_na=False)["text"].tolist()
+    # by hand: what a spreadsheet would run gets one quote in front; numbers and plain text do not
+    quoted = ["'" + v for v in values[:5]] + values[5:9] + ["'" + values[9]]
+    assert raw == quoted
+    back = read_csv(tmp_path / "t.csv", dtype={"text": str}, keep_default_na=False)
+    assert back["text"].tolist() == values and back["n"].tolist() == list(range(len(values)))

@@ -11,7 +11,6 @@ methods.csv and .png (methods side by side), and summary.json: the typed AuditSu
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr.atomic import write_text_atomic
+from cxr.atomic import write_json_atomic
 from cxr.audit.faithfulness import baseline_images, curve_area, perturbation_curves
 from cxr.audit.localisation import with_baseline_maps
 from cxr.audit.mapmetrics import map_metric_rows, summarise_map_metrics
@@ -43,6 +42,7 @@ from cxr.lungs.run import compute_lungs, has_lung_fields
 from cxr.models.folding import fold_batch_norm
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold
+from cxr.tables import write_csv
 
 log = logging.getLogger(__name__)
 SANITY_IMAGES = 16  # also the batch size of every step, padded: one traced shape per method
@@ -151,16 +151,16 @@ def _audit_fold(
         maps=summarise_map_metrics(map_rows),
         road=summarise_road(road),
     )
-    write_text_atomic(folder / "map_metrics.csv", map_rows.to_csv(index=False))
-    write_text_atomic(folder / "road.csv", road.to_csv(index=False))
-    write_text_atomic(folder / "faithfulness.csv", faithfulness.to_csv(index=False))
+    write_csv(map_rows, folder / "map_metrics.csv")
+    write_csv(road, folder / "road.csv")
+    write_csv(faithfulness, folder / "faithfulness.csv")
     plot_curves(curves, folder / "faithfulness.png")
-    write_text_atomic(folder / "methods.csv", methods_table(summary).to_csv())
+    write_csv(methods_table(summary), folder / "methods.csv", index=True)
     if seen.figure.names:
         plot_methods(seen.figure, methods, folder / "methods.png")
-    write_text_atomic(folder / "shortcuts.csv", seen.shortcuts.to_csv(index=False))
-    write_text_atomic(folder / "localisation.csv", seen.localisation.to_csv(index=False))
-    write_text_atomic(folder / "sanity.csv", sanity.to_csv(index=False))
+    write_csv(seen.shortcuts, folder / "shortcuts.csv")
+    write_csv(seen.localisation, folder / "localisation.csv")
+    write_csv(sanity, folder / "sanity.csv")
     write_summary(folder, summary)
     return AuditResult(
         folder, seen.localisation, sanity, summary, faithfulness, seen.shortcuts, map_rows, road
@@ -168,7 +168,7 @@ def _audit_fold(
 
 
 def write_summary(folder: Path, summary: AuditSummary) -> None:
-    write_text_atomic(folder / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
+    write_json_atomic(folder / "summary.json", summary.to_json())
 
 
 def faithfulness_rows(
@@ -316,8 +316,8 @@ def audit_folds(
     pooled = pool_audits(results, baseline)
     folder = command_dir(experiment_dir(cfg), "audit")
     by_fold = pd.concat([methods_table(r.summary).assign(fold=r.summary.fold) for r in results])
-    write_text_atomic(folder / "methods_by_fold.csv", by_fold.to_csv())
-    write_text_atomic(folder / "methods.csv", methods_table(pooled).to_csv())
+    write_csv(by_fold, folder / "methods_by_fold.csv", index=True)
+    write_csv(methods_table(pooled), folder / "methods.csv", index=True)
     write_summary(folder, pooled)
     write_model_card(cfg)
     return results, pooled

@@ -33,12 +33,12 @@ from cxr.data.labels import (
     class_names,
     decode_boxes,
     encode_boxes,
-    is_missing_label,
+    is_missing,
     read_labels,
     shown_list,
-    write_csv_atomic,
 )
 from cxr.errors import DataError
+from cxr.tables import write_csv
 
 log = logging.getLogger(__name__)
 METADATA_FILE = "dataset.json"
@@ -101,10 +101,8 @@ def write_dataset(
         table.insert(3, "fold", assign_folds(table, folds, seed, multi_label))
         warn_identical_images(table)
         table = table.drop(columns="pixels_sha1")
-        write_csv_atomic(table, work / LABELS_FILE)
-        write_csv_atomic(
-            pd.DataFrame(skipped, columns=["origin", "image", "reason"]), work / SKIPPED_FILE
-        )
+        write_csv(table, work / LABELS_FILE)
+        write_csv(pd.DataFrame(skipped, columns=["origin", "image", "reason"]), work / SKIPPED_FILE)
         info = {
             "name": name,
             "images": len(table),
@@ -212,7 +210,7 @@ def convert_items(
                 f"two source images map to the same output file {relative}; rename one of them"
             )
         seen.add(relative)
-        if is_missing_label(item.label):
+        if is_missing(item.label):
             skipped.append(
                 {
                     "origin": item.origin or relative,
@@ -241,7 +239,7 @@ def convert_items(
             {
                 "image": relative,
                 "label": item.label,
-                "patient_id": item.patient_id,
+                "patient_id": "" if is_missing(item.patient_id) else str(item.patient_id).strip(),
                 "boxes": encode_boxes([b.scaled(sx, sy) for b in item.boxes]),
                 "width": image.shape[1],
                 "height": image.shape[0],

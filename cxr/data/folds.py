@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from cxr.data.labels import split_labels
+from cxr.data.labels import known_patients, split_labels
 from cxr.errors import DataError
 
 
 def compute_patient_keys(table: pd.DataFrame) -> pd.Series:
     """The grouping key: patient_id, or the image itself when the patient is unknown."""
-    patient = table["patient_id"].fillna("").astype(str).str.strip()
+    patient = known_patients(table["patient_id"])
     return patient.where(patient != "", "image:" + table["image"].astype(str))
 
 

@@ -18,9 +18,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 import pandas as pd
 
-from cxr.atomic import atomic_path
 from cxr.data.catalog import SOURCE_NAMES
 from cxr.errors import DataError, shorten
+from cxr.tables import read_csv
 
 log = logging.getLogger(__name__)
 
@@ -128,20 +128,25 @@ def clean_boxes(text: object, width: float, height: float, where: str) -> tuple[
     return kept, empty
 
 
-def patient_keys(table: pd.DataFrame) -> np.ndarray:
-    """Each row's patient: its patient_id, or (empty) its image, which is then its own patient."""
-    ids = table["patient_id"]
+def known_patients(ids: pd.Series) -> pd.Series:
+    """Patient ids as text, "" where missing: empty, NaN, or a word for nothing (`is_missing`)."""
     # "" for a gap, whatever the column's dtype (filling a float column with text is deprecated)
-    named = ids.astype(str).where(ids.notna(), "")
+    named = ids.astype(str).str.strip().where(ids.notna(), "")
+    return named.where(~named.str.lower().isin(MISSING_WORDS), "")
+
+
+def patient_keys(table: pd.DataFrame) -> np.ndarray:
+    """Each row's patient: its patient_id, or (missing) its image, which is then its own
+    patient."""
+    named = known_patients(table["patient_id"])
     return named.where(named != "", table["image"].astype(str)).to_numpy()
 
 
 def patient_of(row: dict) -> str:
-    """One row's patient, by the rule of `patient_keys`: its patient_id, or (missing, empty or
-    NaN) its image."""
+    """One row's patient, by the rule of `patient_keys`: its patient_id, or (missing) its
+    image."""
     value = row.get("patient_id")
-    named = "" if value is None or pd.isna(value) else str(value)
-    return named or str(row["image"])
+    return str(row["image"]) if is_missing(value) else str(value).strip()
 
 
 def split_labels(label: str) -> list[str]:
@@ -178,7 +183,7 @@ def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
             f"{suggest_download(dataset_dir.name)}"
         )
     try:
-        table = pd.read_csv(
+        table = read_csv(
             path, dtype={"image": str, "label": str, "patient_id": str}, keep_default_na=False
         )
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
@@ -206,7 +211,7 @@ def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
             f"{path}: image {first} is listed {len(lines)} times (lines {', '.join(lines)}) and "
             f"{int(duplicated.sum())} rows in all are repeats; each image must have one row"
         )
-    missing_label = table["label"].map(is_missing_label)
+    missing_label = table["label"].map(is_missing)
     if missing_label.any():
         lines = [str(i + 2) for i in table.index[missing_label]]
         log.warning(
@@ -229,18 +234,19 @@ def read_labels(dataset_dir: Path, check_files: bool = True) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-MISSING_LABELS = {"", "nan", "na", "n/a", "null", "none"}
+MISSING_WORDS = {"", "nan", "na", "n/a", "null", "none"}
 MAX_IMAGE_SIDE = (
     16384  # pixels: larger files are refused before decoding (a small PNG can decode to gigabytes)
 )
 
 
-def is_missing_label(label: object) -> bool:
-    """Empty cells and the words spreadsheets and pandas write for nothing (NaN, NA, null, None)."""
+def is_missing(value: object) -> bool:
+    """Empty cells and the words spreadsheets and pandas write for nothing (NaN, NA, null, None):
+    a missing label, or a missing patient id."""
     return (
-        label is None
-        or (isinstance(label, float) and math.isnan(label))
-        or str(label).strip().lower() in MISSING_LABELS
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or str(value).strip().lower() in MISSING_WORDS
     )
 
 
@@ -363,56 +369,6 @@ def suggest_download(dataset: str) -> str:
         f"`cxr download folder --from YOUR_IMAGES --name {dataset}` "
         "(or another source: `cxr download --help`)"
     )
-
-
-def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
-    """Write a CSV via a temporary file and a rename: readers never see half a table."""
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
-    """Text that a spreadsheet would run as a formula (=, +, -, @ first) gets a leading quote;
-    numbers stay as they are.
-
-    For the reports people open in Excel or LibreOffice, whose text cells may come from a user's own
-    CSV.
-    """
-
-    def escape(value: object) -> object:
-        if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number(value):
-            return "'" + value
-        return value
-
-    text = table.select_dtypes(include=["object", "string"]).columns
-    return table.assign(**{column: table[column].map(escape) for column in text})
-
-
-def from_spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
-    """Undo `spreadsheet_safe` when cxr reads its own report back."""
-
-    def unescape(value: object) -> object:
-        if (
-            isinstance(value, str)
-            and value.startswith("'")
-            and value[1:].startswith(FORMULA_STARTS)
-        ):
-            return value[1:]
-        return value
-
-    text = table.select_dtypes(include=["object", "string"]).columns
-    return table.assign(**{column: table[column].map(unescape) for column in text})
 
 
 NEGATIVE_NAMES = ("normal", "no finding", "negative")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr.data.labels import from_spreadsheet_safe
+from cxr.tables import from_spreadsheet_safe
 
 
 def read_previous_rows(folder: Path, settings: dict) -> pd.DataFrame:

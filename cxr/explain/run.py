@@ -11,7 +11,6 @@ summary.json, montage.png, index.html, and maps.npz with --save-maps.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -22,11 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr.atomic import write_text_atomic
+from cxr.atomic import write_json_atomic
 from cxr.card import write_model_card
 from cxr.config import Config
 from cxr.data.download import file_digest
-from cxr.data.labels import spreadsheet_safe
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.errors import ConfigError, DataError
 from cxr.evaluate import choose_positive_class
@@ -52,6 +50,7 @@ from cxr.models.folding import fold_batch_norm
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold, trained_folds
+from cxr.tables import write_csv
 
 log = logging.getLogger(__name__)
 _NOTED: set[str] = set()
@@ -142,18 +141,15 @@ def explain_fold(
     summary = summarise_fold(with_boxes(report, table)) | {"fold": fold, **settings}
     if options.fold_agreement:
         found = agreement_of(cfg, run, others, report, classes, options, layer, on)
-        write_text_atomic(folder / "fold_agreement.csv", found.to_csv(index=False))
+        write_csv(found, folder / "fold_agreement.csv")
         summary["fold_agreement"] = summarise_agreement(found)
     name = (
         "report.csv"
         if options.shard is None
         else f"report.shard{options.shard[0]}of{options.shard[1]}.csv"
     )
-    write_text_atomic(folder / name, spreadsheet_safe(report).to_csv(index=False))
-    write_text_atomic(
-        folder / name.replace("report", "summary").replace(".csv", ".json"),
-        json.dumps(summary, indent=2) + "\n",
-    )
+    write_csv(report, folder / name)
+    write_json_atomic(folder / name.replace("report", "summary").replace(".csv", ".json"), summary)
     write_montage(folder, report, options.montage_size)
     write_html(folder, report, classes, experiment_dir(cfg) / "MODEL_CARD.html")
     return FoldExplanation(fold, folder, report, summary)
@@ -282,8 +278,5 @@ def explain_folds(
     if len(results) == 1:
         return results, None
     combined = pd.concat([r.report for r in results], ignore_index=True)
-    write_text_atomic(
-        command_dir(output_root(cfg, on), "explain") / "report.csv",
-        spreadsheet_safe(combined).to_csv(index=False),
-    )
+    write_csv(combined, command_dir(output_root(cfg, on), "explain") / "report.csv")
     return results, combined

@@ -27,10 +27,10 @@ from cxr.data.labels import (
     decode_boxes,
     read_labels,
     shown_list,
-    write_csv_atomic,
 )
 from cxr.errors import DataError, shorten
 from cxr.lungs.plausible import mask_problem
+from cxr.tables import read_csv, write_csv
 
 log = logging.getLogger(__name__)
 MASK_FOLDER = "lungs"
@@ -86,7 +86,7 @@ def compute_lungs(
 
     read_labels(dataset_dir)  # validates the table and that every image is there
     # rewritten as it is, plus columns
-    raw = pd.read_csv(dataset_dir / LABELS_FILE, dtype=str, keep_default_na=False)
+    raw = read_csv(dataset_dir / LABELS_FILE, dtype=str, keep_default_na=False)
     for column in COLUMNS:
         if column not in raw.columns:
             raw[column] = ""
@@ -119,7 +119,7 @@ def compute_lungs(
             problem = mask_problem(mask)
             raw.loc[i, COLUMNS] = [relative, "0" if problem else "1", problem]
     if todo or found:
-        write_csv_atomic(raw, dataset_dir / LABELS_FILE)
+        write_csv(raw, dataset_dir / LABELS_FILE)
     ours = raw["lung_mask"].str.startswith(f"{MASK_FOLDER}/")
     implausible = raw.loc[ours & (raw["lung_mask_plausible"] == "0"), "image"].tolist()
     if unreadable:
