@@ -50,8 +50,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        raise_named(exc, path)
         raise
 
 
@@ -65,15 +66,31 @@ def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
             handle.write(data)
             os.fchmod(handle.fileno(), FILE_MODE)
         os.replace(name, path)
-    except BaseException:
+    except BaseException as exc:
         Path(name).unlink(missing_ok=True)
+        raise_named(exc, path)
         raise
+
+
+def raise_named(exc: BaseException, path: Path) -> None:
+    """An OSError that names no file (a write that hit a full disk) is raised again naming the
+    file being written, so the one-line error says which; any other exception is left as it is."""
+    if isinstance(exc, OSError) and not exc.filename and exc.errno is not None:
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Temporary file then rename: a reader never sees half a file."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def follow_umask(folder: Path) -> None:
+    """Give `folder` and the folders below it the mode a plain mkdir gives (TensorFlow makes its
+    log folders 0755 whatever the umask)."""
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            os.chmod(path, FOLDER_MODE)
 
 
 def json_ready(value: object) -> object:

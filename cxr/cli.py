@@ -178,6 +178,24 @@ def last_trained_config(runs: Path = Path("runs")) -> Path | None:
     return models[-1].parent / "config.yaml"
 
 
+def not_empty(value: str | None, option: str, what: str) -> str | None:
+    """An option given as '' is a mistake, not a request for the default: say so."""
+    if value is not None and not value.strip():
+        raise ConfigError(f"{option} is empty: give {what}, or leave {option} out for the default")
+    return value
+
+
+def check_layer_option(layer: str | None, methods: list[str]) -> None:
+    """--layer names a target layer: an error with methods that explain the input pixels only."""
+    from cxr.explain.registry import LAYER_METHODS
+
+    if layer is not None and not any(m in LAYER_METHODS for m in methods):
+        raise ConfigError(
+            f"--layer {layer}: {', '.join(methods)} explain(s) the input pixels, not a layer; "
+            f"leave --layer out, or use a layer method ({', '.join(LAYER_METHODS)})"
+        )
+
+
 def probability(help: str):  # -> typer's OptionInfo
     """An option that takes a probability, 0 to 1."""
     return typer.Option(min=0.0, max=1.0, help=help)
@@ -254,6 +272,8 @@ def download(
     from rich.progress import track
 
     from cxr.data.sources import DownloadOptions
+
+    not_empty(name, "--name", "a folder name for the dataset")
     from cxr.data.sources import download as download_dataset
 
     options = DownloadOptions(
@@ -605,8 +625,12 @@ def explain(
 
     # usage errors are answered before the config is read and TensorFlow imported
     parts = parse_shard(shard) if shard else None
+    not_empty(method, "--method", f"one of {', '.join(METHOD_NAMES)}")
+    not_empty(layer, "--layer", "a layer name of the model")
+    not_empty(target, "--target", "predicted, true, a class name, topK or all-positive")
     check_methods([method] if method else [])
     cfg = resolve_config(config, overrides, allow_last_run=True, trained=True)
+    check_layer_option(layer, [method or cfg.explain.method])
     options = ExplainOptions(
         method=method or cfg.explain.method,
         layer=layer,
@@ -683,7 +707,9 @@ def audit(
     from cxr.config import check_baseline, check_methods
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    not_empty(layer, "--layer", "a layer name of the model")
     check_methods(chosen, "--methods")
+    check_layer_option(layer, chosen)
     check_baseline(baseline)
     cfg = resolve_config(config, overrides, allow_last_run=True, trained=True)
     import_tensorflow_quietly()

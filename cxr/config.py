@@ -7,6 +7,7 @@ become one line that names the key path, the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -240,6 +241,22 @@ def fixed_differences(trained: Config, cfg: Config) -> list[str]:
     ]
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1), reading 2e-4 and 1E5 as numbers as YAML 1.2 does: 1.1
+    needs a dot (2.0e-4) and takes 2e-4 for text, the notation people write learning rates in."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str):  # -> what the YAML holds
+    return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: no Python objects
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:
@@ -265,7 +282,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
             "configs/synthetic.yaml)"
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -291,7 +308,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=3")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = parse_yaml(text) if text.strip() else None
     except yaml.YAMLError:
         raise ConfigError(f"override {shorten(item, 200)!r}: the value is not valid YAML") from None
     check_expansion(value, f"override {shorten(item, 100)!r}")

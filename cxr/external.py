@@ -11,6 +11,9 @@ fold model but one, so an ensemble's metrics there would not be out-of-fold.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +25,54 @@ from cxr.data.sources import check_dataset_name
 from cxr.errors import ConfigError, DataError
 from cxr.runs import FoldRun, experiment_dir, external_dir
 
+log = logging.getLogger(__name__)
+_CHECKED: set[tuple[Path, Path]] = set()  # (own, external) pairs already compared in this process
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha1").hexdigest()
+
+
+def identical_images(own: Path, other: Path) -> tuple[int, int]:
+    """How many of `other`'s images are byte-identical to an image of `own`, and how many it has.
+    Files are compared by size first, and only files of a size both hold are read and digested."""
+    by_size: dict[int, list[Path]] = defaultdict(list)
+    for image in read_labels(own, check_files=False)["image"]:
+        if (own / image).is_file():
+            by_size[(own / image).stat().st_size].append(own / image)
+    theirs = [other / image for image in read_labels(other, check_files=False)["image"]]
+    candidates = [p for p in theirs if p.is_file() and p.stat().st_size in by_size]
+    sizes = {p.stat().st_size for p in candidates}
+    digests = {file_digest(p) for size in sizes for p in by_size[size]}
+    return sum(file_digest(p) in digests for p in candidates), len(theirs)
+
+
+def warn_identical_images(own: Path, other: Path, name: str) -> None:
+    """A copy of the training data is no external validation: say how many images are copies."""
+    pair = (own.resolve(), other.resolve())
+    if pair in _CHECKED:
+        return
+    _CHECKED.add(pair)
+    same, total = identical_images(own, other)
+    if same:
+        log.warning(
+            "%d of %d images of %s are byte-identical to images of the experiment's own dataset "
+            "%s: those are not external (the models trained or were tuned on them); validate on "
+            "images of another source",
+            same,
+            total,
+            name,
+            own,
+        )
+
 
 def parse_renames(items: list[str] | None) -> dict[str, str]:
     """['theirs=ours', ...] -> {'theirs': 'ours'}; a malformed item is a ConfigError."""
     renames: dict[str, str] = {}
     for item in items or []:
         theirs, sep, ours = (part.strip() for part in item.partition("="))
-        if not sep or not theirs or not ours:
+        if not sep or not theirs or not ours or "=" in ours:
             raise ConfigError(
                 f"--map {item!r}: expected THEIR_CLASS=MODEL_CLASS, e.g. --map opacity=pneumonia"
             )
@@ -53,6 +97,7 @@ class External:
                 "out-of-fold figures come from `cxr evaluate` without --on (on it, every image "
                 "trained all fold models but one, so they would not be external)"
             )
+        warn_identical_images(fold_settings.data.dataset_dir, self.dataset_dir, self.name)
         data = fold_settings.data.model_copy(
             update={"root": self.dataset_dir.parent, "dataset": self.dataset_dir.name}
         )
@@ -67,6 +112,13 @@ class External:
             return split_labels(text) if multi_label else [text]
 
         theirs = {c for text in labels["label"] for c in split(text)}
+        unknown = {f"{k}={v}": v for k, v in self.renames.items() if v not in classes}
+        if unknown:
+            item, target = next(iter(unknown.items()))
+            raise ConfigError(
+                f"--map {item}: {target} is not a class of the model (its classes: "
+                f"{', '.join(classes)}); map each class of {self.name} to one of those"
+            )
         unused = sorted(set(self.renames) - theirs)
         if unused:
             raise ConfigError(

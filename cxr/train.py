@@ -27,7 +27,7 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from cxr.atomic import FILE_MODE, atomic_path, write_json_atomic, write_text_atomic
+from cxr.atomic import FILE_MODE, atomic_path, follow_umask, write_json_atomic, write_text_atomic
 from cxr.config import Config, TrainConfig, dump_config, load_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import class_names as table_class_names
@@ -59,7 +59,8 @@ from cxr.tables import write_csv
 
 log = logging.getLogger(__name__)
 MONITOR_MODES = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
-RESUMABLE_CHANGES = {"train.epochs", "data.cache"}  # what a --resume may change
+# what a --resume may change; the experiment's name and folder are the run's own, found by them
+RESUMABLE_CHANGES = {"train.epochs", "data.cache", "experiment.name", "experiment.output_dir"}
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ def _train_locked(
                 shuffle=False,  # the training pipeline shuffles itself, reproducibly
                 verbose=1 if sys.stdout.isatty() else 2,
             )
+        follow_umask(run.logs)  # TensorBoard's folders, made by TensorFlow
         result = summarise(worker_cfg, run, fold)
         save_portable(run.model)
         publish_run(run, fold_run(worker_cfg, fold))
@@ -217,7 +219,8 @@ def _train_locked(
 
 
 def check_resumable(cfg: Config, staging: FoldRun, fold: int) -> None:
-    """A resume continues the same training: refuse one whose model, data or train settings changed.
+    """A resume continues the same training: refuse one whose seed, model, data or train settings
+    changed (the seed drew the first epochs' weights and batches).
 
     Only `train.epochs` (to train longer) and `data.cache` (where decoded images are kept) may
     change.
@@ -232,8 +235,8 @@ def check_resumable(cfg: Config, staging: FoldRun, fold: int) -> None:
     now = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": fold})})
     before, after = saved.model_dump(mode="json"), now.model_dump(mode="json")
     changed = [
-        f"{section}.{key} ({before[section][key]!r} -> {after[section][key]!r})"
-        for section in ("model", "data", "train")
+        f"{section}.{key} ({before[section].get(key)!r} -> {after[section][key]!r})"
+        for section in ("experiment", "model", "data", "train")
         for key in after[section]
         if before[section].get(key) != after[section][key]
         and f"{section}.{key}" not in RESUMABLE_CHANGES

@@ -278,6 +278,78 @@ def link_skipped(root: Path) -> None:
     assert len(read_labels(root / "data" / "imp")) == 6
 
 
+def own_csv(root: Path, header: str, cells: list[str], name: str = "own") -> list[str]:
+    """`download folder --csv` of 8 small images (4 per class) with extra columns `header`, the
+    first row's extra cells `cells[0]`, the others `cells[1]`."""
+    rows = [f"path,label,{header}"]
+    for i in range(8):
+        pixels = np.full((32, 32), 20 * i, np.uint8)
+        Image.fromarray(pixels).save(make_parents(root / name / f"{i}.png"))
+        rows.append(f"{i}.png,{'sick' if i % 2 else 'normal'},{cells[min(i, 1)]}")
+    (root / name / "list.csv").write_text("\n".join(rows) + "\n")
+    return ["download", "folder", "--csv", f"{name}/list.csv", "--folds", "2", "--quiet"]
+
+
+def soft_lung_mask(root: Path) -> list[str]:
+    """Anti-aliased masks (grey edges) of two lung fields, and one all-white mask."""
+    mask = np.zeros((32, 32), np.uint8)
+    mask[6:26, 4:14] = 255
+    mask[6:26, 18:28] = 255
+    mask[5, 4:14] = mask[5, 18:28] = 128  # a grey edge: not binary
+    Image.fromarray(mask).save(make_parents(root / "own" / "soft.png"))
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(root / "own" / "white.png")
+    return own_csv(root, "lung_mask", ["white.png", "soft.png"])
+
+
+def masks_checked(root: Path) -> None:
+    table = pd.read_csv(root / "data/own/labels.csv", dtype=str, keep_default_na=False)
+    assert table["lung_mask_plausible"].tolist() == ["0"] + ["1"] * 7
+    assert table["lung_mask_problem"].iloc[0].startswith("lung area 100%")
+    assert (table["lung_mask_problem"].iloc[1:] == "not binary (3 levels)").all()
+    stored = np.asarray(Image.open(root / "data/own" / table["lung_mask"].iloc[1]))
+    assert set(np.unique(stored)) == {0, 255} and (stored[5] == 255).sum() == 20  # at half max
+
+
+def patients_missing(root: Path) -> None:
+    table = pd.read_csv(root / "data/own/labels.csv", dtype=str, keep_default_na=False)
+    assert table["patient_id"].tolist() == [""] * 8  # NaN, None: no patient, not one patient
+
+
+def class_folder_links(root: Path) -> list[str]:
+    for cls in ("normal", "sick"):
+        for i in range(3):
+            pixels = np.full((16, 16), 50 * i, np.uint8)
+            Image.fromarray(pixels).save(make_parents(root / "real" / cls / f"{i}.png"))
+        make_parents(root / "imp" / cls).symlink_to(root / "real" / cls)
+    return ["download", "folder", "--from", "imp", "--folds", "2", "--quiet"]
+
+
+def linked_dataset(root: Path) -> list[str]:
+    """data/lnk is a link to a dataset elsewhere, replaced twice with --overwrite."""
+    shutil.copytree(root / DATASET, root / "elsewhere")
+    (root / "data" / "lnk").symlink_to(root / "elsewhere")
+    assert run_cli(download_args("--name", "lnk", "--overwrite")).exit_code == 0
+    return download_args("--name", "lnk", "--overwrite")
+
+
+def link_replaced(root: Path) -> None:
+    assert not (root / "data" / "lnk").is_symlink() and (root / "data/lnk/labels.csv").is_file()
+    assert not list((root / "data").glob(".lnk*")), "no hidden leftover"
+    assert len(list((root / "elsewhere" / "images").rglob("*.png"))) == 60, "its target is kept"
+
+
+def renamed_copy(root: Path) -> None:
+    shutil.copytree(root / DATASET, root / "data" / "ext")
+    edit = pd.read_csv(root / "data/ext/labels.csv", dtype=str, keep_default_na=False)
+    edit.assign(label=edit["label"].replace("pneumonia", "opacity")).to_csv(
+        root / "data/ext/labels.csv", index=False
+    )
+
+
+def learning_rate_read(root: Path) -> None:
+    assert "learning_rate: 0.0002" in (root / FOLD0 / "config.yaml").read_text()
+
+
 @dataclass(frozen=True)
 class Case:
     prepare: Callable[[Path], list[str]]
@@ -467,6 +539,73 @@ CASES: dict[str, Case] = {
     "18 stale partial folder": Case(stale_partial, 0, "wrote", check=no_stale_partial),
     "18 formula in a user's column": Case(
         formula_patient, 0, "validation ROC AUC", check=formula_quoted
+    ),
+    "#23 resume with another seed": Case(
+        interrupted_run("experiment.seed=7"), 2, "experiment.seed (0 -> 7)", ("runs",)
+    ),
+    "#23 learning rate in scientific notation": Case(
+        lambda r: train_args("--overwrite", "train.learning_rate=2e-4"),
+        0,
+        "best val_auc",
+        check=learning_rate_read,
+    ),
+    "#23 map to a class the model lacks": Case(
+        lambda r: (
+            renamed_copy(r),
+            ["evaluate", "--config", "base.yaml", "--on", "ext", "--map", "opacity=martian"],
+        )[1],
+        2,
+        "--map opacity=martian: martian is not a class of the model (its classes: normal, "
+        "pneumonia)",
+        ("runs",),
+    ),
+    "#23 map with two equals signs": Case(
+        lambda r: (
+            renamed_copy(r),
+            ["evaluate", "--config", "base.yaml", "--on", "ext", "--map", "opacity=pneumonia=x"],
+        )[1],
+        2,
+        "expected THEIR_CLASS=MODEL_CLASS",
+        ("runs",),
+    ),
+    "#23 class folders that are links": Case(
+        class_folder_links, 1, "6 skipped, 6 for a link leading outside", ("data",)
+    ),
+    "#23 overwrite a dataset that is a link": Case(linked_dataset, 0, "wrote", check=link_replaced),
+    "#23 empty --method": Case(
+        lambda r: ["explain", "--config", "base.yaml", "--method", ""], 2, "--method is empty"
+    ),
+    "#23 empty --name": Case(
+        lambda r: download_args("--name", ""), 2, "--name is empty", ("data",)
+    ),
+    "#23 --layer with a pixel method": Case(
+        lambda r: ["explain", "--config", "base.yaml", "--method", "saliency", "--layer", "x"],
+        2,
+        "saliency explain(s) the input pixels, not a layer",
+        ("runs",),
+    ),
+    "#23 box of negative size at import": Case(
+        lambda r: own_csv(r, "boxes", ['"[{""x"": 5, ""y"": 5, ""w"": -4, ""h"": 4}]"', "[]"]),
+        1,
+        "list.csv line 2, column boxes: box (5, 5, -4, 4) has no area",
+        ("data",),
+    ),
+    "#23 box of 1e308 at import": Case(
+        lambda r: own_csv(r, "boxes", ['"[{""x"": 1, ""y"": 1, ""w"": 1e308, ""h"": 4}]"', "[]"]),
+        1,
+        "list.csv line 2, column boxes: box (1, 1, 1e+308, 4) has a value beyond 163,840 pixels",
+        ("data",),
+    ),
+    "#23 patient ids that say nothing": Case(
+        lambda r: own_csv(r, "patient_id", ["NaN", "None"]), 0, "wrote", check=patients_missing
+    ),
+    "#23 lung masks that are not binary or not lungs": Case(
+        soft_lung_mask, 0, "wrote", check=masks_checked
+    ),
+    "#23 the retrain hint names the config": Case(
+        damage(f"{FOLD0}/split.csv", Path.unlink),
+        1,
+        "`cxr train --config <your config> --fold 0 --overwrite`",
     ),
 }
 
@@ -780,3 +919,52 @@ def test_metrics_of_an_external_set_with_one_class_are_undefined(world: Path) ->
     assert ensemble["sensitivity"] is None and ensemble["roc_auc"] is None
     assert ensemble["specificity"] is not None  # defined: there are negatives
     assert not ("f1" in ensemble and ensemble["f1"] is not None)
+
+
+def test_a_copy_of_the_training_set_is_not_called_external(
+    world: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """#23: --on a byte-identical copy warns with the count (file digests, compared by hand)."""
+    shutil.copytree(world / DATASET, world / "data" / "copy")
+    fresh = world / "data/copy/images" / Path(first_validation_image()).name
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(fresh)  # one image that is not a copy
+    with caplog.at_level("WARNING"):
+        result = run_cli(["evaluate", "--config", "base.yaml", "--on", "copy"])
+    assert result.exit_code == 0, result.output
+    assert "59 of 60 images of copy are byte-identical to images of the experiment's own" in (
+        caplog.text
+    )
+
+
+def test_audit_on_a_read_only_dataset_without_lung_fields(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#23: one line saying what to do instead (the tests run as root, where chmod cannot forbid
+    writing, so the access check is what is replaced)."""
+    shutil.copytree(world / DATASET, world / "data" / "bare")
+    edit = pd.read_csv(world / "data/bare/labels.csv", dtype=str, keep_default_na=False)
+    edit.drop(columns="lungs").to_csv(world / "data/bare/labels.csv", index=False)
+    monkeypatch.setattr(os, "access", lambda path, mode: "bare" not in str(path))
+    before = fingerprint(world / "data" / "bare")
+    result = run_cli(["audit", "--config", "base.yaml", "--on", "bare", "--methods", "gradcam"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert "is read-only here" in errors[0] and "`cxr lungs bare --dest <that folder>`" in errors[0]
+    assert fingerprint(world / "data" / "bare") == before
+
+
+def test_a_full_disk_names_the_file_being_written(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#23: a write that hits a full disk raises without a file name; the line names it."""
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if "metrics" in self.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    result = run_cli(["evaluate", "--config", "base.yaml"])
+    assert result.exit_code == 1, result.output
+    assert "no space left to write runs/base/fold0/evaluation/metrics.json" in result.output

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from cxr.data.labels import read_labels
+from cxr.data.plausible import mask_problem
 from cxr.data.sources import DownloadOptions, download
-from cxr.lungs.plausible import mask_problem
 from cxr.lungs.run import compute_lungs, has_lung_fields, lung_region
 
 

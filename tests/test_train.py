@@ -483,6 +483,7 @@ def start_training(cfg, folder: Path, *args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=lambda: os.umask(0o002),  # a lab group's umask: not the usual 022
     )
 
 
@@ -530,6 +531,10 @@ def test_a_fold_in_training_is_locked(synthetic_dataset: Path, tmp_path: Path) -
     history = pd.read_csv(fold_run(cfg, 0).history)
     assert history["epoch"].tolist() == list(range(8)), "no epoch lost or repeated"
     assert fold_run(cfg, 0).model.is_file() and not lock_path(cfg, 0).exists()
+    # #23: TensorBoard's folders follow the umask like every other file of the run
+    logs = [fold_run(cfg, 0).logs, *fold_run(cfg, 0).logs.rglob("*")]
+    assert {p.stat().st_mode & 0o777 for p in logs if p.is_dir()} == {0o775}
+    assert {p.stat().st_mode & 0o777 for p in logs if p.is_file()} == {0o664}
 
 
 def test_a_training_killed_during_its_final_save_is_moved_into_place(

@@ -12,6 +12,7 @@ methods.csv and .png (methods side by side), and summary.json: the typed AuditSu
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +31,9 @@ from cxr.audit.shortcut import summarise_shortcuts
 from cxr.audit.sweep import Sample, sweep_fold
 from cxr.card import write_model_card
 from cxr.config import Config, check_baseline
-from cxr.data.labels import decode_boxes
+from cxr.data.labels import LABELS_FILE, decode_boxes
 from cxr.data.pipeline import images_named_on_failure
-from cxr.errors import ConfigError
+from cxr.errors import ConfigError, DataError
 from cxr.evaluate import plt, save_figure
 from cxr.explain.methods import get_method
 from cxr.explain.probe import make_probe
@@ -83,6 +84,7 @@ def audit_fold(
     fold_cfg = analysis_settings(cfg, run, on)
     # real radiographs: the shipped lung model finds them first
     if not has_lung_fields(fold_cfg.data.dataset_dir):
+        check_writable_for_lungs(fold_cfg.data.dataset_dir)
         log.info(
             "%s has no lung fields yet: computing them (as `cxr lungs` does)",
             fold_cfg.data.dataset_dir,
@@ -93,6 +95,18 @@ def audit_fold(
     with images_named_on_failure(fold_cfg.data.dataset_dir, table):
         return _audit_fold(
             cfg, run, fold_cfg, table, methods, layer, sanity_stages, baseline, folder
+        )
+
+
+def check_writable_for_lungs(dataset_dir: Path) -> None:
+    """The audit adds lung fields to a dataset that has none: refuse one it cannot write to
+    before any work, with what the user can do instead."""
+    if not os.access(dataset_dir, os.W_OK) or not os.access(dataset_dir / LABELS_FILE, os.W_OK):
+        raise DataError(
+            f"{dataset_dir} has no lung fields and is read-only here, so the audit cannot add "
+            f"them: copy the dataset somewhere writable and run `cxr lungs {dataset_dir.name} "
+            f"--dest <that folder>` (or give its lung fields as a lungs or lung_mask column of "
+            "labels.csv), then audit that copy"
         )
 
 

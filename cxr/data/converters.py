@@ -70,7 +70,7 @@ def _loader(path: Path, root: Path):
         if not path.resolve().is_relative_to(root.resolve()):
             raise DataError(
                 f"{path}: a link leading outside {root}; only files inside the import folder are "
-                "read"
+                "read (give the folder the links lead to, or copy the files in)"
             )
         return read_image(path)
 

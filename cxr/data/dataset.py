@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,7 +38,8 @@ from cxr.data.labels import (
     read_labels,
     shown_list,
 )
-from cxr.errors import DataError
+from cxr.data.plausible import mask_problem
+from cxr.errors import DataError, shorten
 from cxr.tables import write_csv
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,19 @@ class Item:
     lung_mask: Path | None = None  # a mask of the lung fields at the source image's size
 
 
+def describe_skipped(skipped: list[dict[str, str]]) -> str:
+    """Why images were skipped, most common reason first, with an example of each."""
+    why = [s["reason"].removeprefix(f"{s['origin']}: ") for s in skipped]  # the path is given
+    reasons = Counter(why)
+    first: dict[str, str] = {}
+    for reason, s in zip(why, skipped, strict=True):
+        first.setdefault(reason, s["origin"])
+    return "; ".join(
+        f"{n} for {shorten(reason, 160)} (e.g. {first[reason]})"
+        for reason, n in reasons.most_common(3)
+    ) + ("; …" if len(reasons) > 3 else "")
+
+
 def write_dataset(
     items: Iterable[Item],
     dest: Path,
@@ -86,17 +101,20 @@ def write_dataset(
     work = make_work_folder(dest, name)
     try:
         rows, skipped = convert_items(progress(items), work, size)
+        table = pd.DataFrame(rows)
+        warn_implausible_masks(table)
+        if table.empty:
+            raise DataError(
+                f"no readable images for dataset {name!r}: {len(skipped)} skipped, "
+                f"{describe_skipped(skipped)}"
+            )
         if skipped:
-            shown = ", ".join(s["origin"] for s in skipped[:5]) + (" …" if len(skipped) > 5 else "")
             log.warning(
-                "skipped %d unreadable or unlabelled image(s), listed in %s: %s",
+                "skipped %d image(s), listed in %s: %s",
                 len(skipped),
                 SKIPPED_FILE,
-                shown,
+                describe_skipped(skipped),
             )
-        table = pd.DataFrame(rows)
-        if table.empty:
-            raise DataError(f"no readable images for dataset {name!r} ({len(skipped)} skipped)")
         check_two_classes(table, multi_label, name)
         table.insert(3, "fold", assign_folds(table, folds, seed, multi_label))
         warn_identical_images(table)
@@ -229,7 +247,7 @@ def convert_items(
         image = resize_image(raw, size)
         lungs = {}
         if item.lung_mask is not None:
-            lungs["lung_mask"] = write_lung_mask(item, raw.shape[:2], image.shape[:2], work)
+            lungs = write_lung_mask(item, raw.shape[:2], image.shape[:2], work)
         write_png(image, work / relative)
         ref_w, ref_h = item.box_reference or (raw.shape[1], raw.shape[0])
         sx, sy = image.shape[1] / ref_w, image.shape[0] / ref_h
@@ -253,35 +271,77 @@ def convert_items(
     return rows, skipped
 
 
+def warn_implausible_masks(table: pd.DataFrame) -> None:
+    """The lung masks a user gave that fail the check computed masks get: named, then left out
+    of the audit's lung statistics like those."""
+    if "lung_mask_plausible" not in table:
+        return
+    failed = table[table["lung_mask_plausible"] == "0"]
+    if len(failed):
+        log.warning(
+            "%d of the lung masks given look implausible and are left out of the audit's lung "
+            "statistics (lung_mask_problem in labels.csv): %s",
+            len(failed),
+            shown_list([f"{r.image} ({r.lung_mask_problem})" for r in failed.itertuples()], 3),
+        )
+
+
 def write_lung_mask(
     item: Item, source: tuple[int, int], stored: tuple[int, int], work: Path
-) -> str:
+) -> dict[str, str]:
     """The item's lung mask at the stored size (nearest neighbour, 0/255) under masks/, beside
-    where cxr's own computed masks go (lungs/): a user's mask is never recomputed."""
+    where cxr's own computed masks go (lungs/): a user's mask is never recomputed, but it is
+    checked like a computed one (lung_mask_plausible, lung_mask_problem). A mask that is not
+    binary (a soft or anti-aliased one) is thresholded at half its maximum."""
     try:
-        mask = read_image(item.lung_mask) > 0
+        levels = read_image(item.lung_mask)
     except DataError as exc:
         raise DataError(f"{item.origin}: its lung mask is unreadable ({exc})") from None
-    if mask.shape != source:
+    if levels.shape != source:
         raise DataError(
-            f"{item.lung_mask}: the lung mask is {mask.shape[1]}x{mask.shape[0]} pixels, its "
+            f"{item.lung_mask}: the lung mask is {levels.shape[1]}x{levels.shape[0]} pixels, its "
             f"image {item.origin} {source[1]}x{source[0]}; a mask must match its image"
         )
+    mask = levels > levels.max() / 2
     if mask.shape != stored:
         resized = Image.fromarray(mask).resize(stored[::-1], Image.Resampling.NEAREST)
         mask = np.asarray(resized)
     relative = str(PurePosixPath("masks") / PurePosixPath(item.image).relative_to("images"))
     write_png(mask.astype(np.uint8) * 255, work / relative)
-    return relative
+    problem = mask_problem(mask)
+    grey = len(np.unique(levels))
+    shown = "; ".join(filter(None, [f"not binary ({grey} levels)" if grey > 2 else "", problem]))
+    return {
+        "lung_mask": relative,
+        "lung_mask_plausible": "0" if problem else "1",
+        "lung_mask_problem": shown,
+    }
 
 
 def replace_folder(new: Path, final: Path) -> None:
-    """Swap `new` into place; the old folder is removed only after the new one is in."""
-    if final.exists():
-        backup = final.with_name(f".{final.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        final.rename(backup)
+    """Swap `new` into place; the old folder is removed only after the new one is in. A dataset
+    folder that is a link is replaced as a link: the link goes, the folder it led to is left as
+    it is (it may be another disk's, and is not cxr's to delete)."""
+    if not (final.exists() or final.is_symlink()):
         new.rename(final)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        new.rename(final)
+        return
+    backup = final.with_name(f".{final.name}.old")
+    remove_path(backup)  # a leftover of an interrupted run
+    final.rename(backup)
+    new.rename(final)
+    if backup.is_symlink():
+        log.warning(
+            "%s was a link to %s: the link is replaced by the new dataset; that folder is left as "
+            "it was",
+            final,
+            backup.resolve(),
+        )
+    remove_path(backup)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a folder with its contents, or a file or link itself (never what a link leads to)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)

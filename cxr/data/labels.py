@@ -89,6 +89,9 @@ def box_mask(shape: tuple[int, int], boxes: list[Box]) -> np.ndarray:
     return mask
 
 
+MAX_BOX_VALUE = 10 * 16384  # pixels: ten times the largest image side cxr reads
+
+
 def clean_boxes(text: object, width: float, height: float, where: str) -> tuple[list[Box], int]:
     """Boxes of one cell, clipped to the image; returns them and how many were empty after clipping.
 
@@ -118,6 +121,16 @@ def clean_boxes(text: object, width: float, height: float, where: str) -> tuple[
                 f"{where}: box {shorten(repr(values), 200)} has a value that is not a finite "
                 "number; "
                 "x, y, w and h must be numbers of pixels"
+            )
+        if any(abs(v) > MAX_BOX_VALUE for v in values):
+            raise DataError(
+                f"{where}: box {shorten(repr(values), 200)} has a value beyond "
+                f"{MAX_BOX_VALUE:,} pixels; x, y, w and h must be pixels of the image"
+            )
+        if box.w <= 0 or box.h <= 0:
+            raise DataError(
+                f"{where}: box {shorten(repr(values), 200)} has no area (w {box.w:g}, h "
+                f"{box.h:g}); w and h must be positive: x, y is the top-left corner"
             )
         x0, y0 = min(max(box.x, 0.0), width), min(max(box.y, 0.0), height)
         x1, y1 = min(max(box.x + box.w, 0.0), width), min(max(box.y + box.h, 0.0), height)

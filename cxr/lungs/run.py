@@ -28,8 +28,8 @@ from cxr.data.labels import (
     read_labels,
     shown_list,
 )
+from cxr.data.plausible import mask_problem
 from cxr.errors import DataError, shorten
-from cxr.lungs.plausible import mask_problem
 from cxr.tables import read_csv, write_csv
 
 log = logging.getLogger(__name__)
