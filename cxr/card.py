@@ -55,6 +55,13 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
+def num(value: object, spec: str = ".3f") -> str:
+    """A figure read from a run's JSON, formatted; 'undefined' where it is null (NaN)."""
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "undefined"
+    return format(value, spec)
+
+
 def estimate(metrics: dict, name: str) -> str:
     """'0.912 [0.884, 0.937]' from a metrics dict with its ci95, or the value alone."""
     value = metrics.get(name)
@@ -80,7 +87,7 @@ def data_section(cfg: Config, trained: Config, folds: list[int]) -> Section:
         f"{info.get('folds', '?')} folds grouped by patient; classes: "
         + ", ".join(f"{md(k)} {md(v)}" for k, v in (info.get("classes") or {}).items()),
         f"- Trained folds: {', '.join(map(str, folds))}; each validated on its own fold only",
-        f"- Patient ids known for {named:.0%} of the images"
+        f"- Patient ids known for {num(named, '.0%')} of the images"
         + ("" if named == 1 else " (an image without one counts as its own patient)"),
     ]
     if info.get("inject_marker") is not None:
@@ -128,8 +135,8 @@ def performance_section(cfg: Config) -> list[Section]:
             (
                 "Calibration",
                 [
-                    f"- {md(c['of'])}: expected calibration error {c['ece']:.3f} over {c['bins']} "
-                    f"equal-count bins, Brier score {c['brier']:.3f} (`calibration.png`)"
+                    f"- {md(c['of'])}: expected calibration error {num(c['ece'])} over {c['bins']} "
+                    f"equal-count bins, Brier score {num(c['brier'])} (`calibration.png`)"
                 ],
             )
         )
@@ -139,8 +146,8 @@ def performance_section(cfg: Config) -> list[Section]:
             (
                 "Operating points (chosen out of fold)",
                 [
-                    f"- {name}: sensitivity {p['sensitivity']:.3f}, specificity "
-                    f"{p['specificity']:.3f}"
+                    f"- {name}: sensitivity {num(p['sensitivity'])}, specificity "
+                    f"{num(p['specificity'])}"
                     for name, p in points.items()
                 ],
             )
@@ -156,7 +163,7 @@ def performance_section(cfg: Config) -> list[Section]:
                     *(
                         f"| {md(g['column'])}={md(g['value'])} | {g['images']} | "
                         f"{g['positives']} | "
-                        f"{g['roc_auc']:.3f} [{g['ci95_low']:.3f}, {g['ci95_high']:.3f}] | "
+                        f"{num(g['roc_auc'])} [{num(g['ci95_low'])}, {num(g['ci95_high'])}] | "
                         f"{'yes' if g['below_overall'] else 'no'} |"
                         for g in groups
                     ),
@@ -203,9 +210,10 @@ def explanation_section(cfg: Config, folds: list[int]) -> list[Section]:
         loc = summary.get("localisation")
         if loc:
             text += (
-                f"; peak inside the box for {loc['peak_in_box']:.0%} of "
+                f"; peak inside the box for {num(loc['peak_in_box'], '.0%')} of "
                 f"{loc['true_positives_with_boxes']} true positives (centre "
-                f"{loc['centre_baseline']:.0%}, random {loc['random_baseline']:.0%})"
+                f"{num(loc['centre_baseline'], '.0%')}, random "
+                f"{num(loc['random_baseline'], '.0%')})"
             )
         lines.append(text)
     root = experiment_dir(cfg)
@@ -224,19 +232,20 @@ def audit_lines_of(summary: dict) -> list[str]:
     lines = []
     for method, found in summary.get("localisation", {}).items():
         lines.append(
-            f"- {where}, {method}: pointing game {found['scores']['pointing_hit']['mean']:.2f} "
-            f"({found['images']} images with boxes)"
+            f"- {where}, {method}: pointing game "
+            f"{num(found['scores']['pointing_hit']['mean'], '.2f')} ({found['images']} images "
+            "with boxes)"
         )
     for method, check in summary.get("sanity", {}).items():
         verdict = "passes" if check["passes"] else "FAILS"
         lines.append(
             f"- {where}, {method}: randomisation sanity check {verdict} (rank correlation "
-            f"{check['last_stage_spearman']:.2f} after {check['stages']} stages)"
+            f"{num(check['last_stage_spearman'], '.2f')} after {check['stages']} stages)"
         )
     for method, f in summary.get("faithfulness", {}).items():
         lines.append(
-            f"- {where}, {method}: deletion area {f['deletion_auc']:.3f}, insertion area "
-            f"{f['insertion_auc']:.3f} ({f['baseline']} baseline)"
+            f"- {where}, {method}: deletion area {num(f['deletion_auc'])}, insertion area "
+            f"{num(f['insertion_auc'])} ({f['baseline']} baseline)"
         )
     shortcuts = summary.get("shortcuts", {})
     if shortcuts:

@@ -237,9 +237,7 @@ def test_folder_import_skips_and_lists_corrupt_files(
     assert table["label"].value_counts().to_dict() == {"normal": 4, "pneumonia": 4}
     skipped = pd.read_csv(folder / "skipped.csv")
     assert skipped["image"].tolist() == ["images/pneumonia/broken.png"]
-    assert (
-        "skipped 1 unreadable or unlabelled image(s)" in caplog.text and "notes.txt" in caplog.text
-    )
+    assert "skipped 1 image(s), listed in skipped.csv" in caplog.text and "notes.txt" in caplog.text
 
 
 def test_folder_csv_rejects_escaping_paths(tmp_path: Path) -> None:
