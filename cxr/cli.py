@@ -20,10 +20,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from cxr.audit.results import AuditSummary, RegionGroup, Regions
-from cxr.data.catalog import SOURCE_NAMES, SOURCE_SPECS
+from cxr.catalogs.methods import METHOD_NAMES
+from cxr.catalogs.sources import SOURCE_NAMES, SOURCE_SPECS
 from cxr.errors import ConfigError, CxrError, shorten
 from cxr.explain.options import TARGET_HELP
-from cxr.explain.registry import METHOD_NAMES
 
 # TensorFlow's C++ start-up lines (CUDA probing, oneDNN, CPU features) are noise to a CLI user;
 # set TF_CPP_MIN_LOG_LEVEL yourself (0) to see them. Set before any command imports TensorFlow.
@@ -92,9 +92,9 @@ def friendly_errors(command: F) -> F:
             if type(exc).__name__ != "ResourceExhaustedError":
                 raise
             typer.secho(
-                "error: out of memory on the device: lower train.batch_size (training), "
-                "explain.batch_size "
-                "(explain, audit) or data.image_size, and run again",
+                "error: out of memory on the device: lower train.batch_size (train) or "
+                "explain.batch_size (evaluate, explain, audit: every batch of a trained model), "
+                "and run again",
                 err=True,
                 fg=typer.colors.RED,
             )
@@ -187,7 +187,7 @@ def not_empty(value: str | None, option: str, what: str) -> str | None:
 
 def check_layer_option(layer: str | None, methods: list[str]) -> None:
     """--layer names a target layer: an error with methods that explain the input pixels only."""
-    from cxr.explain.registry import LAYER_METHODS
+    from cxr.catalogs.methods import LAYER_METHODS
 
     if layer is not None and not any(m in LAYER_METHODS for m in methods):
         raise ConfigError(
@@ -734,7 +734,7 @@ def audit(
 def region_line(name: str, group: RegionGroup) -> str:
     """Where one group's maps peak and how much of their energy lies outside, beside a uniform
     map."""
-    from cxr.audit.regions import OFF_CHEST, REGION_WORDS
+    from cxr.lungs.regions import OFF_CHEST, REGION_WORDS
 
     peaks = group.peaks
     top = max(OFF_CHEST, key=lambda r: peaks[r].share - peaks[r].uniform)

@@ -14,12 +14,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cxr.catalogs.methods import METHOD_NAMES
+from cxr.catalogs.models import MODEL_NAMES
 from cxr.errors import ConfigError, shorten
-from cxr.explain.registry import METHOD_NAMES
-from cxr.models.catalog import MODEL_NAMES
 
 FAITHFULNESS_BASELINES = ("black", "blur")  # what removed pixels become in deletion / insertion
-EXPLAIN_METHODS = METHOD_NAMES  # every method of cxr.explain.registry
 
 LoosePath = Annotated[Path, Field(strict=False)]
 
@@ -70,7 +69,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """Which architecture (one of cxr.models.catalog) and its options."""
+    """Which architecture (one of cxr.catalogs.models) and its options."""
 
     name: Literal[MODEL_NAMES] = "pna_cnn"  # type: ignore[valid-type]
     weights: str | None = None
@@ -110,7 +109,7 @@ OVERLAY_FORMATS: dict[str, tuple[str, dict]] = {
 class ExplainConfig(_Section):
     """Explanation defaults; `layer: null` finds the last spatial layer itself."""
 
-    method: Literal[EXPLAIN_METHODS] = "gradcam"  # type: ignore[valid-type]
+    method: Literal[METHOD_NAMES] = "gradcam"  # type: ignore[valid-type]
     layer: str | None = None
     target: str = Field("predicted", min_length=1)
     batch_size: int = Field(32, ge=1, le=4096)
@@ -399,12 +398,12 @@ def dump_config(cfg: Config) -> str:
 def check_methods(names: list[str], option: str = "--method") -> None:
     """Every name an explanation method (before any TensorFlow import), or one line naming it."""
     for name in names:
-        if name not in EXPLAIN_METHODS:
-            close = difflib.get_close_matches(name, EXPLAIN_METHODS, n=1)
+        if name not in METHOD_NAMES:
+            close = difflib.get_close_matches(name, METHOD_NAMES, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
                 f"{option} {shorten(repr(name), 60)}: not an explanation method; {hint}known: "
-                f"{', '.join(EXPLAIN_METHODS)}"
+                f"{', '.join(METHOD_NAMES)}"
             )
 
 

@@ -11,26 +11,28 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
 from cxr import stats
-from cxr.atomic import atomic_path, write_json_atomic
+from cxr.atomic import write_json_atomic
 from cxr.card import write_model_card
 from cxr.config import Config, EvaluateConfig
-from cxr.data.labels import is_negative_class, known_patients, patient_keys, read_labels
+from cxr.data.labels import (
+    choose_positive_class,
+    known_patients,
+    patient_keys,
+    read_labels,
+)
 from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failure
 from cxr.errors import DataError
 from cxr.explain.report import output_probabilities
 from cxr.external import External
+from cxr.figures import plt, save_figure
 from cxr.models.folding import fold_batch_norm
 from cxr.runs import FoldRun, open_trained_fold, pooled_evaluation_dir
 from cxr.tables import write_csv
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # after choosing the file-only backend
 
 log = logging.getLogger(__name__)
 SCALAR_METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity", "precision", "f1")
@@ -42,44 +44,6 @@ class Evaluation:
     pooled: dict
     summary: dict[str, dict[str, float]]  # metric -> mean, std over folds
     folder: Path
-
-
-_GUESSES_TOLD: set[tuple[str, ...]] = set()
-
-
-def choose_positive_class(classes: list[str], configured: str | None = None) -> int | None:
-    """Index of the binary task's positive class: the configured one, else the one not named
-    normal/no_*/negative."""
-    if len(classes) != 2:
-        return None
-    if configured is not None:
-        if configured not in classes:
-            raise DataError(
-                f"data.positive_class = {configured!r} is not one of the classes "
-                f"{', '.join(classes)}"
-            )
-        return classes.index(configured)
-    negative = [i for i, c in enumerate(classes) if is_negative_class(c)]
-    positive = 1 - negative[0] if len(negative) == 1 else 1
-    if tuple(classes) not in _GUESSES_TOLD:  # once per process, not once per fold
-        _GUESSES_TOLD.add(tuple(classes))
-        other = classes[1 - positive]
-        if len(negative) == 1:
-            log.info(
-                "positive class: %r, the class not named normal/negative/no_*; set "
-                "data.positive_class=%s to choose the other",
-                classes[positive],
-                other,
-            )
-        else:
-            log.warning(
-                "positive class guessed: %r (no single class is named normal/negative/no_*, so "
-                "the second of %s was taken); set data.positive_class=%s to choose the other",
-                classes[positive],
-                ", ".join(classes),
-                other,
-            )
-    return positive
 
 
 def compute_metrics(
@@ -135,20 +99,18 @@ def compute_metrics(
     return {k: (float(v) if isinstance(v, np.floating | float) else v) for k, v in result.items()}
 
 
-def predict_fold(run: FoldRun, cfg: Config, batch_size: int = 32) -> pd.DataFrame:
+def predict_fold(run: FoldRun, cfg: Config) -> pd.DataFrame:
     """The fold's validation images through its best model: one row per image with every class
     probability (`cfg`: the fold's settings, FoldRun.settings)."""
-    return predict_table(run, cfg, run.validation_table(cfg), batch_size)
+    return predict_table(run, cfg, run.validation_table(cfg))
 
 
-def predict_table(
-    run: FoldRun, cfg: Config, table: pd.DataFrame, batch_size: int = 32
-) -> pd.DataFrame:
+def predict_table(run: FoldRun, cfg: Config, table: pd.DataFrame) -> pd.DataFrame:
     """Images of `cfg`'s dataset (a table with image, label, patient_id) through the fold's best
-    model."""
+    model, in batches of explain.batch_size."""
     classes = run.read_classes()
     model = fold_batch_norm(run.load_model())  # the same logits, sooner
-    ds = fold_dataset(cfg, table, classes, batch_size)
+    ds = fold_dataset(cfg, table, classes, cfg.explain.batch_size)
     with images_named_on_failure(cfg.data.dataset_dir, table):
         logits = model.predict(ds.map(lambda x, y: x), verbose=0).astype("float32")
     probs = output_probabilities(logits, cfg.data.multi_label)
@@ -506,15 +468,6 @@ def write_report(
     save_figure(fig, folder / "confusion.png")
     if "calibration" in metrics:
         plot_calibration(folder, metrics)
-
-
-def save_figure(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
 
 
 def open_folds(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+from scipy.stats import rankdata
 
 CONFIDENCE = 0.95
 BUDGET = 4_000_000  # resamples x images held at once
@@ -253,3 +254,18 @@ def cross_fitted_temperature(
             log_probabilities(probs[mine]), temperatures[str(fold)]
         )
     return calibrated, temperatures
+
+
+def ranked(heatmap: np.ndarray) -> np.ndarray | None:
+    """A map's pixel ranks (ties averaged), centred and scaled to unit norm; None when constant
+    (Spearman's rho is undefined there, and counts as 0)."""
+    if np.ptp(heatmap) == 0:
+        return None
+    ranks = rankdata(heatmap.ravel())
+    ranks -= ranks.mean()
+    return ranks / np.linalg.norm(ranks)
+
+
+def ranked_correlation(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Spearman's rho from two `ranked` maps: a map is ranked once, however often it is compared."""
+    return 0.0 if a is None or b is None else float(a @ b)

@@ -41,9 +41,9 @@ from cxr.distribute import (
     shard_by_data,
 )
 from cxr.errors import ConfigError, CxrError, DataError
+from cxr.models.build import build_model
 from cxr.models.metrics import make_loss_and_metrics
 from cxr.models.precision import set_precision, use_mixed_precision
-from cxr.models.registry import build_model
 from cxr.runs import (
     FoldRun,
     check_fold_run,

@@ -98,8 +98,8 @@ def child(mode: str, name: str, size: int, args: argparse.Namespace) -> dict:
     from cxr.config import load_config
     from cxr.explain.methods import explain_batch
     from cxr.explain.probe import make_probe
+    from cxr.models.build import build_model, get_model_spec
     from cxr.models.folding import fold_batch_norm
-    from cxr.models.registry import build_model, get_model_spec
 
     channels = 3 if name == "vgg16_cardiomegaly" else 1
     cfg = load_config(
@@ -151,9 +151,9 @@ def child(mode: str, name: str, size: int, args: argparse.Namespace) -> dict:
 
 def engine_rates(cfg, model, layer: str, images, args: argparse.Namespace) -> dict:
     """images/s of explain_batch for each method (Grad-CAM first, with its extra peak memory)."""
+    from cxr.catalogs.methods import METHODS_BY_NAME, method_parameters
     from cxr.explain.methods import explain_batch
     from cxr.explain.probe import make_probe
-    from cxr.explain.registry import METHODS_BY_NAME, method_parameters
 
     rates, extra_mb = {}, 0.0
     for name in args.methods:
@@ -339,7 +339,7 @@ def report(case: str, rounds: list[dict[str, dict]], args: argparse.Namespace) -
 
 
 def main() -> None:
-    from cxr.explain.registry import METHOD_NAMES
+    from cxr.catalogs.methods import METHOD_NAMES
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

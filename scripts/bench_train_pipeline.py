@@ -20,8 +20,8 @@ import tensorflow as tf
 from cxr.config import load_config
 from cxr.data.pipeline import load_split, make_dataset
 from cxr.data.sources import DownloadOptions, download
+from cxr.models.build import build_model
 from cxr.models.metrics import make_loss_and_metrics
-from cxr.models.registry import build_model
 
 
 def epoch_seconds(model: keras.Model, data: tf.data.Dataset, repeats: int = 3) -> float:

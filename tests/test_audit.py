@@ -368,7 +368,7 @@ def test_audit_command_on_all_trained_folds(trained_run, tmp_path) -> None:
 def test_ranked_correlation_is_spearmans_rho() -> None:
     from scipy.stats import spearmanr
 
-    from cxr.audit.sanity import ranked, ranked_correlation
+    from cxr.stats import ranked, ranked_correlation
 
     rng = np.random.default_rng(4)
     a, b = rng.uniform(size=(9, 7)), np.round(rng.uniform(size=(9, 7)), 1)  # b has ties

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from cxr.cli import app
 from cxr.config import dump_config
+from cxr.data.labels import choose_positive_class
 from cxr.errors import DataError
-from cxr.evaluate import choose_positive_class, compute_metrics, evaluate
+from cxr.evaluate import compute_metrics, evaluate
 from cxr.runs import fold_run, pooled_evaluation_dir
 
 

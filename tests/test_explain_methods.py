@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cxr.catalogs.methods import LAYER_METHODS, METHOD_NAMES, METHOD_SPECS, METHODS_BY_NAME
 from cxr.errors import CxrError
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import find_target_layer, make_probe
-from cxr.explain.registry import LAYER_METHODS, METHOD_NAMES, METHOD_SPECS, METHODS_BY_NAME
 
 RNG = np.random.default_rng(0)
 
@@ -472,7 +472,7 @@ def test_mixed_precision_is_ignored_on_a_cpu_with_a_warning(caplog, monkeypatch)
 def test_a_coarse_target_layer_is_named_with_finer_ones() -> None:
     from cxr.config import load_config
     from cxr.explain.probe import coarse_map_note
-    from cxr.models.registry import build_model
+    from cxr.models.build import build_model
 
     small = build_model(load_config(None, ["model.name=pna_cnn", "data.image_size=224"]), 2)
     note = coarse_map_note(small, "features")
@@ -513,15 +513,15 @@ def test_every_method_in_the_registry_is_complete() -> None:
     """Each entry: an engine function that cites the entry's paper in its docstring, and a name
     the README gives. (The config's and the engine's lists are made from the registry, so they
     need no check of their own.)"""
+    from cxr.catalogs.methods import METHOD_SPECS
     from cxr.explain.methods import METHODS
-    from cxr.explain.registry import METHOD_SPECS
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for spec in METHOD_SPECS:
         first_author = spec.paper.split()[0]
         assert first_author in (METHODS[spec.name].__doc__ or ""), spec.name
         assert f"`{spec.name}`" in readme, spec.name
-    from cxr.explain.registry import methods_markdown
+    from cxr.catalogs.methods import methods_markdown
 
     assert methods_markdown() in readme  # the README's table is the registry's
 
@@ -586,9 +586,9 @@ def test_rise_finds_the_region_a_toy_model_reads() -> None:
 
 def test_occlusion_and_rise_take_their_settings_from_the_config() -> None:
     """explain.occlusion_* and explain.rise_masks reach the traced functions through the probe."""
+    from cxr.catalogs.methods import method_parameters
     from cxr.config import load_config
     from cxr.explain.methods import occlusion_patches
-    from cxr.explain.registry import method_parameters
 
     cfg = load_config(
         None,

@@ -225,9 +225,9 @@ def test_target_options(trained_run) -> None:
 
 
 def test_other_methods_run_through_the_same_path(trained_run) -> None:
-    from cxr.config import EXPLAIN_METHODS
+    from cxr.catalogs.methods import METHOD_NAMES
 
-    for method in EXPLAIN_METHODS:  # every method the config accepts runs on a real trained model
+    for method in METHOD_NAMES:  # every method the config accepts runs on a real trained model
         report = explain_fold(trained_run, 1, ExplainOptions(method=method, overwrite=True)).report
         assert (
             (report["method"] == method).all() and len(report) and report["raw_peak"].notna().all()

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from helpers import serve
 
+from cxr.catalogs import models as catalog
 from cxr.config import DataConfig, load_config
 from cxr.errors import ConfigError
-from cxr.models import catalog
-from cxr.models.registry import build_model, get_model_spec
+from cxr.models.build import build_model, get_model_spec
 
 
 def config(name: str, size: int, channels: int = 1, *extra: str):
@@ -209,7 +209,7 @@ def test_model_config_errors(overrides: list[str], pattern: str) -> None:
 def test_every_model_builds_with_its_explain_layer_and_the_readme_lists_it() -> None:
     """Each catalog entry builds at its smallest size through its body function, has the layer its
     entry names, and fails one pixel smaller; the README carries the generated table."""
-    from cxr.models.catalog import MODEL_SPECS, models_markdown
+    from cxr.catalogs.models import MODEL_SPECS, models_markdown
 
     rules = DataConfig.model_fields["image_size"].metadata
     floor = next(rule.ge for rule in rules if getattr(rule, "ge", None))

@@ -6,14 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr.audit.regions import (
-    REGIONS,
-    flags_of,
-    map_regions,
-    patient_bootstrap,
-    region_codes,
-    summarise_regions,
-)
+from cxr.audit.regions import flags_of, map_regions, patient_bootstrap, summarise_regions
+from cxr.lungs.regions import REGIONS, region_codes
 
 
 def two_lungs(size: int = 100) -> np.ndarray:

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from cxr.config import check_analysis_overrides, fixed_differences, load_config
+from cxr.data.labels import choose_positive_class
 from cxr.errors import ConfigError
-from cxr.evaluate import choose_positive_class
 
 
 def test_overrides_that_change_what_the_run_fixes_are_refused() -> None:

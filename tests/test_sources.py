@@ -289,8 +289,8 @@ def test_unknown_source_suggests_names() -> None:
 def test_inject_marker_tags_positives_and_records_it(tmp_path: Path) -> None:
     """The real-radiograph twin of --bias: P = 1 tags every positive and no negative, in the border
     band's corner."""
-    from cxr.audit.regions import REGIONS, region_codes
     from cxr.data.marker import burn_marker
+    from cxr.lungs.regions import REGIONS, region_codes
 
     for cls in ("normal", "tb"):
         for i in range(4):
@@ -361,8 +361,8 @@ def test_the_source_catalog_agrees_with_the_code_and_the_readme() -> None:
     tasks are the generator's; the README and the CLI's help name every source."""
     from typer.testing import CliRunner
 
+    from cxr.catalogs.sources import COMMON_OPTIONS, DOWNLOADED, SOURCE_SPECS
     from cxr.cli import app
-    from cxr.data.catalog import COMMON_OPTIONS, DOWNLOADED, SOURCE_SPECS
     from cxr.data.synthetic import TASKS
 
     fields = {f.name for f in dataclasses.fields(DownloadOptions)}

@@ -35,7 +35,7 @@ def test_one_pass_reads_the_fold_once_and_matches_each_image_alone(
     from cxr.explain.methods import explain_batch
     from cxr.explain.overlay import resize_map
     from cxr.explain.probe import make_probe
-    from cxr.models.registry import get_model_spec
+    from cxr.models.build import get_model_spec
     from cxr.runs import open_trained_fold
 
     run = open_trained_fold(trained_run, 1)

@@ -267,8 +267,8 @@ def test_synthetic_config_batchnorm_momentum_keeps_statistics_current(
     training; at Keras' default momentum 0.99 they are still mostly their initial values."""
     from cxr.config import load_config
     from cxr.data.pipeline import load_split, make_dataset
+    from cxr.models.build import build_model
     from cxr.models.metrics import make_loss_and_metrics
-    from cxr.models.registry import build_model
 
     demo = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml")
     train_table, names = load_split(synthetic_dataset, 0, "train")

@@ -22,10 +22,10 @@ import pandas as pd
 
 from cxr.audit.localisation import with_baseline_maps
 from cxr.audit.results import MapMetrics
-from cxr.audit.sanity import ranked, ranked_correlation
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import Probe
 from cxr.explain.report import output_probabilities
+from cxr.stats import ranked, ranked_correlation
 
 
 def gini(heatmap: np.ndarray) -> float:
@@ -103,19 +103,18 @@ def map_metric_rows(
     classes: int,
     seed: int = 0,
     multi_label: bool = False,
+    batch: int = 32,
 ) -> pd.DataFrame:
     """One row per image and method (and baseline map): the target probability on the image and
     on the image times the map, sparseness, complexity, and (methods only) the random-logit rank
     correlation."""
     rng = np.random.default_rng(seed)
-    full = target_probabilities(model, images, targets, multi_label=multi_label)
+    full = target_probabilities(model, images, targets, batch, multi_label)
     every = with_baseline_maps(maps, len(images), images.shape[1:3], rng)
     others = other_classes(targets, classes, rng) if classes > 1 else None
     rows = []
     for method, found in every.items():
-        masked = target_probabilities(
-            model, images * found[..., None], targets, multi_label=multi_label
-        )
+        masked = target_probabilities(model, images * found[..., None], targets, batch, multi_label)
         random_logit = [np.nan] * len(images)
         sensitivity = (
             max_sensitivity(probe, images, targets, found, method, seed)

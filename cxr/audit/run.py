@@ -30,18 +30,18 @@ from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import summarise_shortcuts
 from cxr.audit.sweep import Sample, sweep_fold
 from cxr.card import write_model_card
+from cxr.catalogs.methods import method_parameters
 from cxr.config import Config, check_baseline
 from cxr.data.labels import LABELS_FILE, decode_boxes
 from cxr.data.pipeline import images_named_on_failure
 from cxr.errors import ConfigError, DataError
-from cxr.evaluate import plt, save_figure
 from cxr.explain.methods import get_method
 from cxr.explain.probe import make_probe
-from cxr.explain.registry import method_parameters
 from cxr.external import External, analysis_settings, analysis_table, output_root
+from cxr.figures import plt, save_figure
 from cxr.lungs.run import compute_lungs, has_lung_fields
+from cxr.models.build import get_model_spec
 from cxr.models.folding import fold_batch_norm
-from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold
 from cxr.tables import write_csv
 
@@ -142,14 +142,31 @@ def _audit_fold(
     # the methods' maps, then a random and a centre map per image: what every number is read
     # against (the same draws as the map metrics', which are seeded alike)
     every = with_baseline_maps(maps, len(images), images.shape[1:3], np.random.default_rng(fold))
+    batch = fold_cfg.explain.batch_size  # of every forward pass over perturbed images too
     faithfulness, curves = faithfulness_rows(
-        folded, images, targets, every, seen.sample.names, baseline, multi_label
+        folded, images, targets, every, seen.sample.names, baseline, multi_label, batch
     )
     map_rows = map_metric_rows(
-        folded, probe, images, targets, maps, seen.sample.names, len(classes), fold, multi_label
+        folded,
+        probe,
+        images,
+        targets,
+        maps,
+        seen.sample.names,
+        len(classes),
+        fold,
+        multi_label,
+        batch,
     )
     road = road_rows(
-        folded, images, targets, every, seen.sample.names, seed=fold, multi_label=multi_label
+        folded,
+        images,
+        targets,
+        every,
+        seen.sample.names,
+        seed=fold,
+        batch=batch,
+        multi_label=multi_label,
     )
     if not len(seen.localisation):
         log.warning("fold %d has no image with a box: localisation skipped", fold)
@@ -193,6 +210,7 @@ def faithfulness_rows(
     names: list[str],
     baseline: str = "black",
     multi_label: bool = False,
+    batch: int = 32,
 ) -> tuple[pd.DataFrame, dict]:
     """Deletion and insertion areas per image and method (the maps of the true class), and the
     mean curves."""
@@ -200,7 +218,13 @@ def faithfulness_rows(
     canvas = baseline_images(images, baseline)
     for method, method_maps in maps.items():
         deletion, insertion = perturbation_curves(
-            model, images, method_maps, targets, baseline=canvas, multi_label=multi_label
+            model,
+            images,
+            method_maps,
+            targets,
+            batch=batch,
+            baseline=canvas,
+            multi_label=multi_label,
         )
         curves[method] = (deletion.mean(axis=0), insertion.mean(axis=0))
         for image, d, i in zip(names, curve_area(deletion), curve_area(insertion), strict=True):

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-from scipy.stats import rankdata
 from skimage.metrics import structural_similarity
 
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import Probe, make_probe
+from cxr.stats import ranked, ranked_correlation
 
 
 def weighted_layers_top_down(model: keras.Model) -> list[str]:
@@ -34,21 +34,6 @@ def randomised_copy(model: keras.Model, randomise: set[str], seed: int) -> keras
         if original.name not in randomise and original.weights:
             fresh.set_weights(original.get_weights())
     return copy
-
-
-def ranked(heatmap: np.ndarray) -> np.ndarray | None:
-    """A map's pixel ranks (ties averaged), centred and scaled to unit norm; None when constant
-    (Spearman's rho is undefined there, and counts as 0)."""
-    if np.ptp(heatmap) == 0:
-        return None
-    ranks = rankdata(heatmap.ravel())
-    ranks -= ranks.mean()
-    return ranks / np.linalg.norm(ranks)
-
-
-def ranked_correlation(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    """Spearman's rho from two `ranked` maps: a map is ranked once, however often it is compared."""
-    return 0.0 if a is None or b is None else float(a @ b)
 
 
 class Cascade:

@@ -15,8 +15,8 @@ import pandas as pd
 from cxr.audit.regions import summarise_regions
 from cxr.audit.results import ClassShortcut, Shortcuts
 from cxr.data.labels import Box, box_mask
+from cxr.lungs.regions import BORDER
 
-BORDER = 0.1  # the band's width, as a share of each side
 DOMINATES = 0.5  # an image is flagged when more than this share of its map is outside
 # a model is flagged when more than this share of the images predicted as some class are
 MODEL_FLAG = 0.2

@@ -23,16 +23,14 @@ from cxr.audit.localisation import baseline_maps, localisation_scores
 from cxr.audit.regions import map_regions
 from cxr.audit.shortcut import DOMINATES, allowed_region, outside_share
 from cxr.config import Config
-from cxr.data.labels import Box, boxes_for, decode_boxes, patient_of
+from cxr.data.labels import Box, boxes_for, choose_positive_class, decode_boxes, patient_of
 from cxr.data.pipeline import fold_dataset
-from cxr.evaluate import choose_positive_class
 from cxr.explain.methods import explain_batch
 from cxr.explain.overlay import resize_map
 from cxr.explain.probe import Probe
 from cxr.explain.report import outcome, predicted_classes
 from cxr.lungs.run import lung_region
 
-BATCH = 16  # also every explain call's padded size: one traced shape per method
 FIGURE_IMAGES = 4
 
 
@@ -127,9 +125,11 @@ def sweep_fold(
     table: pd.DataFrame,
     classes: list[str],
     methods: list[str],
-    sample_size: int = BATCH,
+    sample_size: int = 16,
 ) -> FoldPass:
-    """Every image of the fold, once, through every method."""
+    """Every image of the fold, once, through every method, in batches of explain.batch_size
+    (also every explain call's padded size: one traced shape per method)."""
+    batch = fold_cfg.explain.batch_size
     dataset_dir = fold_cfg.data.dataset_dir
     multi_label = fold_cfg.data.multi_label
     positive = None if multi_label else choose_positive_class(classes, fold_cfg.data.positive_class)
@@ -138,23 +138,23 @@ def sweep_fold(
     sampler, figure = OutcomeSample(sample_size), Sample()
     localisation: list[dict] = []
     shortcuts: list[dict] = []
-    ds = fold_dataset(fold_cfg, table, classes, BATCH)
-    for start, (images, labels) in zip(range(0, len(table), BATCH), ds, strict=False):
+    ds = fold_dataset(fold_cfg, table, classes, batch)
+    for start, (images, labels) in zip(range(0, len(table), batch), ds, strict=False):
         labels = labels.numpy()
-        rows = table.iloc[start : start + BATCH].to_dict("records")
+        rows = table.iloc[start : start + batch].to_dict("records")
         boxes_of = [decode_boxes(r.get("boxes")) for r in rows]  # read once, for targets and scores
         if multi_label:
             targets = explained_findings(labels, boxes_of, classes)
         else:
             targets = labels.argmax(axis=1) if labels.ndim == 2 else labels.astype(int)
-        explained = {m: explain_batch(probe, images, targets, m, pad_to=BATCH) for m in methods}
+        explained = {m: explain_batch(probe, images, targets, m, pad_to=batch) for m in methods}
         maps = {m: e.maps for m, e in explained.items()}
         predicted = predicted_classes(explained[methods[0]].logits)
         of_predicted = maps[methods[0]].copy()
         wrong = predicted != targets
         if wrong.any():
             of_predicted[wrong] = explain_batch(
-                probe, images.numpy()[wrong], predicted[wrong], methods[0], pad_to=BATCH
+                probe, images.numpy()[wrong], predicted[wrong], methods[0], pad_to=batch
             ).maps
         images = images.numpy()
         for i, row in enumerate(rows):

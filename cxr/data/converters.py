@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from cxr.data.catalog import NIH_FINDINGS
+from cxr.catalogs.sources import NIH_FINDINGS
 from cxr.data.dataset import Item
 from cxr.data.images import is_image_file, read_image
 from cxr.data.labels import BOX_FINDING_NAMES, Box, check_relative_path, clean_boxes

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 import pandas as pd
 
-from cxr.data.catalog import SOURCE_NAMES
+from cxr.catalogs.sources import SOURCE_NAMES
 from cxr.errors import DataError, shorten
 from cxr.tables import read_csv
 
@@ -391,6 +391,44 @@ def is_negative_class(name: str) -> bool:
     """normal, negative, no finding, no_<finding>: the class a binary task's positive one is not."""
     lower = str(name).lower()
     return lower in NEGATIVE_NAMES or lower.startswith(("no_", "no "))
+
+
+_GUESSES_TOLD: set[tuple[str, ...]] = set()  # classes whose positive one was said
+
+
+def choose_positive_class(classes: list[str], configured: str | None = None) -> int | None:
+    """Index of the binary task's positive class: the configured one, else the one not named
+    normal/no_*/negative."""
+    if len(classes) != 2:
+        return None
+    if configured is not None:
+        if configured not in classes:
+            raise DataError(
+                f"data.positive_class = {configured!r} is not one of the classes "
+                f"{', '.join(classes)}"
+            )
+        return classes.index(configured)
+    negative = [i for i, c in enumerate(classes) if is_negative_class(c)]
+    positive = 1 - negative[0] if len(negative) == 1 else 1
+    if tuple(classes) not in _GUESSES_TOLD:  # once per process, not once per fold
+        _GUESSES_TOLD.add(tuple(classes))
+        other = classes[1 - positive]
+        if len(negative) == 1:
+            log.info(
+                "positive class: %r, the class not named normal/negative/no_*; set "
+                "data.positive_class=%s to choose the other",
+                classes[positive],
+                other,
+            )
+        else:
+            log.warning(
+                "positive class guessed: %r (no single class is named normal/negative/no_*, so "
+                "the second of %s was taken); set data.positive_class=%s to choose the other",
+                classes[positive],
+                ", ".join(classes),
+                other,
+            )
+    return positive
 
 
 def class_names(table: pd.DataFrame, multi_label: bool = False) -> list[str]:

@@ -6,7 +6,7 @@ dataset; `cache=True` keeps decoded images in memory for small sets, and
 `cache=<folder>` writes them once to a cache file there for sets larger than
 memory whose decoding is the bottleneck (large PNGs, DICOM-sized images).
 Batches hold pixels in [0, 255]: every cxr model applies its own preprocessing
-as its first layers (see cxr.models.registry); `preprocess` is for other models.
+as its first layers (see cxr.models.build); `preprocess` is for other models.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sources of cxr.data.catalog made runnable: each entry's converter, files and credentials,
+"""The sources of cxr.catalogs.sources made runnable: each entry's converter, files and credentials,
 looked up by name; `download` fetches them and writes the standard layout through `write_dataset`.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxr.catalogs.sources import SOURCE_SPECS, SourceSpec, flag
 from cxr.data import converters
-from cxr.data.catalog import SOURCE_SPECS, SourceSpec, flag
 from cxr.data.dataset import Item, write_dataset
 from cxr.data.download import (
     CorruptArchive,

@@ -13,17 +13,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cxr.audit.sanity import ranked, ranked_correlation
+from cxr.catalogs.methods import method_parameters
 from cxr.config import Config
 from cxr.data.pipeline import fold_dataset
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import make_probe
-from cxr.explain.registry import method_parameters
 from cxr.explain.report import output_probabilities
 from cxr.models.folding import fold_batch_norm
 from cxr.runs import FoldRun
+from cxr.stats import ranked, ranked_correlation
 
-BATCH = 16
 SHOWN = 10  # the most disagreeing images named in the summary
 
 
@@ -45,10 +44,11 @@ def maps_and_probabilities(
         multi_label=settings.data.multi_label,
     )
     maps, probs = [], []
-    ds = fold_dataset(settings, table, classes, BATCH)
-    for start, (images, _) in zip(range(0, len(table), BATCH), ds, strict=False):
-        wanted = targets[start : start + BATCH]
-        result = explain_batch(probe, images, wanted, method, pad_to=BATCH)
+    batch = settings.explain.batch_size
+    ds = fold_dataset(settings, table, classes, batch)
+    for start, (images, _) in zip(range(0, len(table), batch), ds, strict=False):
+        wanted = targets[start : start + batch]
+        result = explain_batch(probe, images, wanted, method, pad_to=batch)
         maps.append(result.maps)
         p = output_probabilities(result.logits, settings.data.multi_label)
         probs.append(p[np.arange(len(wanted)), wanted])

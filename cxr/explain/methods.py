@@ -23,9 +23,9 @@ import numpy as np
 import tensorflow as tf
 from scipy.ndimage import zoom
 
+from cxr.catalogs.methods import METHOD_SPECS, METHODS_BY_NAME
 from cxr.errors import ConfigError, CxrError
 from cxr.explain.probe import Probe
-from cxr.explain.registry import METHOD_SPECS, METHODS_BY_NAME
 
 EMPTY_PEAK = 1e-12  # a raw map whose peak is at most this is flagged empty
 
@@ -469,7 +469,7 @@ def explain_batch(
     `class_index` gives the class to explain per image, (B,); None (or -1 for an image) explains
     the predicted class, chosen inside the same forward pass, and -(r + 1) the r-th most probable.
     (B, K) explains K classes per image: the result then holds B * K maps, image-major (image b's
-    k-th class at b * K + k). Methods whose registry entry has `shared_targets` take one forward
+    k-th class at b * K + k). Methods whose catalog entry has `shared_targets` take one forward
     pass and one backward pass per class; a class-blind method computes its map once; the others
     run once per class on a repeated batch. `pad_to` pads a short batch with blank images up to that
     size, so that the last batch of a fold reuses the traced (or XLA-compiled) function instead of

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxr.audit.regions import REGIONS, region_codes
 from cxr.config import Config
 from cxr.data.labels import boxes_for, decode_boxes, split_labels
 from cxr.errors import ConfigError
@@ -29,6 +28,7 @@ from cxr.explain.report import (
     peak_location,
     predicted_classes,
 )
+from cxr.lungs.regions import REGIONS, region_codes
 from cxr.lungs.run import lung_region
 from cxr.runs import FoldRun
 

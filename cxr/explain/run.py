@@ -23,18 +23,18 @@ import pandas as pd
 
 from cxr.atomic import write_json_atomic
 from cxr.card import write_model_card
+from cxr.catalogs.methods import LAYER_METHODS, method_parameters
 from cxr.config import Config
 from cxr.data.download import file_digest
+from cxr.data.labels import choose_positive_class
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.errors import ConfigError, DataError
-from cxr.evaluate import choose_positive_class
 from cxr.explain.agreement import fold_agreement, summarise_agreement
 from cxr.explain.gallery import write_html, write_montage
 from cxr.explain.mapsfile import MapsWriter
 from cxr.explain.methods import Explanation, explain_batch, get_method
 from cxr.explain.options import ExplainOptions, in_shard
 from cxr.explain.probe import Probe, coarse_map_note, make_probe
-from cxr.explain.registry import LAYER_METHODS, method_parameters
 from cxr.explain.report import output_probabilities, summarise_fold
 from cxr.explain.resume import read_previous_rows
 from cxr.explain.rows import (
@@ -46,9 +46,9 @@ from cxr.explain.rows import (
     with_boxes,
 )
 from cxr.external import External, analysis_settings, analysis_table, output_root
+from cxr.models.build import get_model_spec
 from cxr.models.folding import fold_batch_norm
 from cxr.models.precision import use_mixed_precision, with_policy
-from cxr.models.registry import get_model_spec
 from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold, trained_folds
 from cxr.tables import write_csv
 

@@ -1,8 +1,8 @@
 """Every architecture cxr can build, one entry each, holding every property of the model.
 
 The config's allowed `model.name` values, the README's table of models and the builder that
-cxr.models.registry calls all come from here, so adding a model is one body function in
-cxr.models.registry and one entry below. This module imports nothing heavy: the config reads it
+cxr.models.build calls all come from here, so adding a model is one body function in
+cxr.models.build and one entry below. This module imports nothing heavy: the config reads it
 before TensorFlow is imported.
 """
 
@@ -25,8 +25,8 @@ class ImagenetWeights:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # what model.name takes
-    builder: str  # its body function in cxr.models.registry: (x, outputs, cfg, weights) -> logits
-    preprocessing: str  # unit | caffe | torch | tf (cxr.models.registry.preprocess)
+    builder: str  # its body function in cxr.models.build: (x, outputs, cfg, weights) -> logits
+    preprocessing: str  # unit | caffe | torch | tf (cxr.models.build.preprocess)
     explain_layer: str  # where its explanations look by default
     min_size: int  # the smallest data.image_size it can take
     after: str  # where the architecture comes from

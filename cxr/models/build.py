@@ -1,4 +1,4 @@
-"""Builds the architectures of cxr.models.catalog, keyed by the config's `model.name`.
+"""Builds the architectures of cxr.catalogs.models, keyed by the config's `model.name`.
 
 Models take greyscale images in [0, 255] (1 channel, or 3 when the config asks)
 and do their own preprocessing as their first layers, so a saved model is
@@ -20,11 +20,11 @@ import keras
 import numpy as np
 from keras import layers
 
+from cxr.catalogs.models import MODELS_BY_NAME, ModelSpec
 from cxr.config import Config
 from cxr.data.download import RemoteFile, fetch, mirror_url
 from cxr.errors import ConfigError, shorten
 from cxr.models.applications import backbone
-from cxr.models.catalog import MODELS_BY_NAME, ModelSpec
 from cxr.models.pna_cnn import pna_cnn, tiny_cnn
 from cxr.models.vgg16_cardiomegaly import vgg16_cardiomegaly
 
