@@ -20,7 +20,6 @@ from cxr.atomic import write_json_atomic
 from cxr.card import write_model_card
 from cxr.config import Config, EvaluateConfig
 from cxr.data.labels import (
-    choose_positive_class,
     known_patients,
     patient_keys,
     read_labels,
@@ -31,8 +30,9 @@ from cxr.explain.report import output_probabilities
 from cxr.external import External
 from cxr.figures import plt, save_figure
 from cxr.models.folding import fold_batch_norm
-from cxr.runs import FoldRun, open_trained_fold, pooled_evaluation_dir
+from cxr.runs import pooled_evaluation_dir
 from cxr.tables import write_csv
+from cxr.trained import TrainedFold
 
 log = logging.getLogger(__name__)
 SCALAR_METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity", "precision", "f1")
@@ -99,18 +99,13 @@ def compute_metrics(
     return {k: (float(v) if isinstance(v, np.floating | float) else v) for k, v in result.items()}
 
 
-def predict_fold(run: FoldRun, cfg: Config) -> pd.DataFrame:
-    """The fold's validation images through its best model: one row per image with every class
-    probability (`cfg`: the fold's settings, FoldRun.settings)."""
-    return predict_table(run, cfg, run.validation_table(cfg))
-
-
-def predict_table(run: FoldRun, cfg: Config, table: pd.DataFrame) -> pd.DataFrame:
-    """Images of `cfg`'s dataset (a table with image, label, patient_id) through the fold's best
-    model, in batches of explain.batch_size."""
-    classes = run.read_classes()
+def predict_table(trained: TrainedFold, table: pd.DataFrame) -> pd.DataFrame:
+    """Images of the fold's dataset (a table with image, label, patient_id; its validation images
+    or the --on dataset's) through its best model: one row per image with every class
+    probability."""
+    run, cfg, classes = trained.run, trained.settings, trained.classes
     model = fold_batch_norm(run.load_model())  # the same logits, sooner
-    ds = fold_dataset(cfg, table, classes, cfg.explain.batch_size)
+    ds = fold_dataset(cfg, table, classes, trained.batch_size)
     with images_named_on_failure(cfg.data.dataset_dir, table):
         logits = model.predict(ds.map(lambda x, y: x), verbose=0).astype("float32")
     probs = output_probabilities(logits, cfg.data.multi_label)
@@ -472,30 +467,17 @@ def write_report(
 
 def open_folds(
     cfg: Config, folds: list[int], external: External | None = None
-) -> tuple[list[FoldRun], list[str], dict[int, Config], bool, int | None]:
-    """The trained folds, their (shared) classes, each fold's settings (reading the external
-    dataset, if any), whether the task is multi-label, and the positive class of a binary one."""
-    runs = [open_trained_fold(cfg, fold) for fold in folds]
-    classes = same_classes(runs)
-    settings = {
-        run.fold: run.settings(cfg) if external is None else external.settings(run.settings(cfg))
-        for run in runs
-    }
-    multi_label = settings[runs[0].fold].data.multi_label
-    positive = None if multi_label else choose_positive_class(classes, cfg.data.positive_class)
-    return runs, classes, settings, multi_label, positive
-
-
-def same_classes(runs: list[FoldRun]) -> list[str]:
-    """The classes every fold was trained with (the same for all, or a DataError)."""
-    classes = runs[0].read_classes()
-    for run in runs[1:]:
-        if run.read_classes() != classes:
+) -> list[TrainedFold]:
+    """The trained folds (cxr.trained: settings, classes, positive class), which must share their
+    classes."""
+    trained = [TrainedFold.open(cfg, fold, external) for fold in folds]
+    for other in trained[1:]:
+        if other.classes != trained[0].classes:
             raise DataError(
-                f"fold {run.fold} was trained with classes {run.read_classes()}, fold "
-                f"{runs[0].fold} with {classes}"
+                f"fold {other.fold} was trained with classes {other.classes}, fold "
+                f"{trained[0].fold} with {trained[0].classes}"
             )
-    return classes
+    return trained
 
 
 def mean_and_std(per_fold: dict[int, dict]) -> dict[str, dict[str, float]]:
@@ -519,18 +501,25 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
             f"no trained folds to evaluate for experiment {cfg.experiment.name!r}; run `cxr train` "
             "first"
         )
-    runs, classes, settings, multi_label, positive = open_folds(cfg, folds)
+    trained = open_folds(cfg, folds)
+    classes, positive = trained[0].classes, trained[0].positive
+    multi_label = trained[0].settings.data.multi_label
     per_fold, all_predictions = {}, []
-    for run in runs:
-        predictions = predict_fold(run, settings[run.fold])
-        per_fold[run.fold] = metrics_from_predictions(
+    for fold in trained:
+        predictions = predict_table(fold, fold.table())
+        per_fold[fold.fold] = metrics_from_predictions(
             predictions, classes, positive, multi_label, cfg.evaluate, cfg.experiment.seed
         )
         write_report(
-            run.evaluation, predictions, per_fold[run.fold], per_fold[run.fold], classes, positive
+            fold.run.evaluation,
+            predictions,
+            per_fold[fold.fold],
+            per_fold[fold.fold],
+            classes,
+            positive,
         )
         all_predictions.append(predictions)
-        log.debug("fold %d evaluated: %d images", run.fold, len(predictions))
+        log.debug("fold %d evaluated: %d images", fold.fold, len(predictions))
     pooled_predictions = pd.concat(all_predictions, ignore_index=True)
     pooled = metrics_from_predictions(
         pooled_predictions, classes, positive, multi_label, cfg.evaluate, cfg.experiment.seed
@@ -548,7 +537,7 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
             pooled["temperature"] = scaled
     summary = mean_and_std(per_fold)
     folder = pooled_evaluation_dir(cfg)
-    dataset_dir = settings[runs[0].fold].data.dataset_dir
+    dataset_dir = trained[0].settings.data.dataset_dir
     add_subgroups(pooled, pooled_predictions, dataset_dir, classes, positive, cfg, folder)
     report = {"folds": folds, "pooled": pooled, "mean_std": summary, "per_fold": per_fold}
     write_report(folder, pooled_predictions, report, pooled, classes, positive)
@@ -564,20 +553,22 @@ def evaluate_external(cfg: Config, folds: list[int], external: External) -> Eval
             f"no trained folds of experiment {cfg.experiment.name!r} to run on {external.name}; "
             "run `cxr train` first"
         )
-    runs, classes, settings, multi_label, positive = open_folds(cfg, folds, external)
-    table = external.table(classes, multi_label)
+    trained = open_folds(cfg, folds, external)
+    classes, positive = trained[0].classes, trained[0].positive
+    multi_label = trained[0].settings.data.multi_label
+    table = trained[0].table()  # the same images for every fold's model
     per_fold, probabilities = {}, []
     columns = [f"prob_{name}" for name in classes]
-    for run in runs:
-        predictions = predict_table(run, settings[run.fold], table)
-        per_fold[run.fold] = metrics_from_predictions(
+    for fold in trained:
+        predictions = predict_table(fold, table)
+        per_fold[fold.fold] = metrics_from_predictions(
             predictions, classes, positive, multi_label, cfg.evaluate, cfg.experiment.seed
         )
         write_report(
-            external.folder / f"fold{run.fold}",
+            external.folder / f"fold{fold.fold}",
             predictions,
-            per_fold[run.fold],
-            per_fold[run.fold],
+            per_fold[fold.fold],
+            per_fold[fold.fold],
             classes,
             positive,
         )

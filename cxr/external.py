@@ -23,7 +23,7 @@ from cxr.config import Config
 from cxr.data.labels import IMAGE_COLUMNS, LABEL_SEPARATOR, LABELS_FILE, read_labels, split_labels
 from cxr.data.sources import check_dataset_name
 from cxr.errors import ConfigError, DataError
-from cxr.runs import FoldRun, experiment_dir, external_dir
+from cxr.runs import external_dir
 
 log = logging.getLogger(__name__)
 _CHECKED: set[tuple[Path, Path]] = set()  # (own, external) pairs already compared in this process
@@ -155,23 +155,3 @@ def open_external(cfg: Config, on: str, renames: list[str] | None = None) -> Ext
     name = dataset_dir.resolve().name
     folder = external_dir(cfg, name)
     return External(name, dataset_dir, folder, parse_renames(renames))
-
-
-def analysis_settings(cfg: Config, run: FoldRun, on: External | None = None) -> Config:
-    """A trained fold's settings (FoldRun.settings), reading the external dataset when there is
-    one."""
-    settings = run.settings(cfg)
-    return settings if on is None else on.settings(settings)
-
-
-def analysis_table(run: FoldRun, settings: Config, on: External | None = None) -> pd.DataFrame:
-    """What explain and audit go through: the fold's validation images, or every image of the
-    external dataset."""
-    if on is None:
-        return run.validation_table(settings)
-    return on.table(run.read_classes(), settings.data.multi_label)
-
-
-def output_root(cfg: Config, on: External | None = None) -> Path:
-    """runs/<experiment>/, or runs/<experiment>/external/<dataset>/: commands write below it."""
-    return experiment_dir(cfg) if on is None else on.folder

@@ -95,10 +95,11 @@ def child(mode: str, name: str, size: int, args: argparse.Namespace) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from cxr.catalogs.models import get_model_spec
     from cxr.config import load_config
     from cxr.explain.methods import explain_batch
     from cxr.explain.probe import make_probe
-    from cxr.models.build import build_model, get_model_spec
+    from cxr.models.build import build_model
     from cxr.models.folding import fold_batch_norm
 
     channels = 3 if name == "vgg16_cardiomegaly" else 1

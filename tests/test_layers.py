@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cxr.runs", "cxr.distribute"),
     ("cxr.models",),
     ("cxr.lungs",),
-    ("cxr.external", "cxr.card"),
+    ("cxr.external", "cxr.card", "cxr.trained"),
     ("cxr.explain",),
     ("cxr.evaluate",),
     ("cxr.audit",),

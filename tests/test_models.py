@@ -14,9 +14,10 @@ import pytest
 from helpers import serve
 
 from cxr.catalogs import models as catalog
+from cxr.catalogs.models import get_model_spec
 from cxr.config import DataConfig, load_config
 from cxr.errors import ConfigError
-from cxr.models.build import build_model, get_model_spec
+from cxr.models.build import build_model
 
 
 def config(name: str, size: int, channels: int = 1, *extra: str):

@@ -31,11 +31,11 @@ def test_one_pass_reads_the_fold_once_and_matches_each_image_alone(
 ) -> None:
     import cxr.data.pipeline as pipeline
     from cxr.audit.localisation import localisation_scores
+    from cxr.catalogs.models import get_model_spec
     from cxr.data.labels import decode_boxes
     from cxr.explain.methods import explain_batch
     from cxr.explain.overlay import resize_map
     from cxr.explain.probe import make_probe
-    from cxr.models.build import get_model_spec
     from cxr.runs import open_trained_fold
 
     run = open_trained_fold(trained_run, 1)

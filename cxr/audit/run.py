@@ -37,13 +37,13 @@ from cxr.data.pipeline import images_named_on_failure
 from cxr.errors import ConfigError, DataError
 from cxr.explain.methods import get_method
 from cxr.explain.probe import make_probe
-from cxr.external import External, analysis_settings, analysis_table, output_root
+from cxr.external import External
 from cxr.figures import plt, save_figure
 from cxr.lungs.run import compute_lungs, has_lung_fields
-from cxr.models.build import get_model_spec
 from cxr.models.folding import fold_batch_norm
-from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold
+from cxr.runs import command_dir, experiment_dir
 from cxr.tables import write_csv
+from cxr.trained import TrainedFold
 
 log = logging.getLogger(__name__)
 SANITY_IMAGES = 16  # also the batch size of every step, padded: one traced shape per method
@@ -80,8 +80,8 @@ def audit_fold(
     for method in methods:
         get_method(method)
     check_baseline(baseline)  # a wrong name fails before any work
-    run = open_trained_fold(cfg, fold)
-    fold_cfg = analysis_settings(cfg, run, on)
+    trained = TrainedFold.open(cfg, fold, on, layer)
+    fold_cfg = trained.settings
     # real radiographs: the shipped lung model finds them first
     if not has_lung_fields(fold_cfg.data.dataset_dir):
         check_writable_for_lungs(fold_cfg.data.dataset_dir)
@@ -90,12 +90,9 @@ def audit_fold(
             fold_cfg.data.dataset_dir,
         )
         compute_lungs(fold_cfg.data.dataset_dir)
-    table = analysis_table(run, fold_cfg, on)
-    folder = command_dir(output_root(cfg, on), "audit", fold)
+    table = trained.table()
     with images_named_on_failure(fold_cfg.data.dataset_dir, table):
-        return _audit_fold(
-            cfg, run, fold_cfg, table, methods, layer, sanity_stages, baseline, folder
-        )
+        return _audit_fold(trained, table, methods, sanity_stages, baseline)
 
 
 def check_writable_for_lungs(dataset_dir: Path) -> None:
@@ -111,29 +108,24 @@ def check_writable_for_lungs(dataset_dir: Path) -> None:
 
 
 def _audit_fold(
-    cfg: Config,
-    run: FoldRun,
-    fold_cfg: Config,
+    trained: TrainedFold,
     table: pd.DataFrame,
     methods: list[str],
-    layer: str | None,
     sanity_stages: int,
     baseline: str,
-    folder: Path,
 ) -> AuditResult:
     """One pass over the fold feeds every audit; the sample it keeps goes through the model again
     for the sanity check (randomised copies) and faithfulness (perturbed images)."""
-    fold = run.fold
-    classes = run.read_classes()
-    layer = layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
-    model = run.load_model()
+    fold, classes, layer, fold_cfg = trained.fold, trained.classes, trained.layer, trained.settings
+    folder = trained.folder("audit")
+    model = trained.run.load_model()
     # the sweep and the metrics run the model with its batch norms folded (the same outputs,
     # sooner); the sanity cascade randomises the saved model's own layers, batch norms included
     folded = fold_batch_norm(model, keep=[layer])
     # the target's probability: a softmax, or a multi-label model's own sigmoid per finding
     multi_label = fold_cfg.data.multi_label
     probe = make_probe(
-        folded, layer, parameters=method_parameters(cfg.explain), multi_label=multi_label
+        folded, layer, parameters=method_parameters(fold_cfg.explain), multi_label=multi_label
     )
     seen = sweep_fold(fold_cfg, probe, table, classes, methods, SANITY_IMAGES)
     images, targets, maps = seen.sample.arrays()
@@ -142,7 +134,7 @@ def _audit_fold(
     # the methods' maps, then a random and a centre map per image: what every number is read
     # against (the same draws as the map metrics', which are seeded alike)
     every = with_baseline_maps(maps, len(images), images.shape[1:3], np.random.default_rng(fold))
-    batch = fold_cfg.explain.batch_size  # of every forward pass over perturbed images too
+    batch = trained.batch_size  # of every forward pass over perturbed images too
     faithfulness, curves = faithfulness_rows(
         folded, images, targets, every, seen.sample.names, baseline, multi_label, batch
     )

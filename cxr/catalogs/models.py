@@ -8,6 +8,7 @@ before TensorFlow is imported.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from cxr.errors import ConfigError
@@ -157,3 +158,12 @@ def models_markdown() -> str:
             f"{imagenet} | {spec.notes} |"
         )
     return "\n".join(rows)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """Look a model up, or fail with the valid names and the closest match."""
+    if name in MODELS_BY_NAME:
+        return MODELS_BY_NAME[name]
+    close = difflib.get_close_matches(name, list(MODELS_BY_NAME), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"unknown model {name!r}; {hint}known models: {', '.join(MODELS_BY_NAME)}")

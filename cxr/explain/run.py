@@ -26,7 +26,6 @@ from cxr.card import write_model_card
 from cxr.catalogs.methods import LAYER_METHODS, method_parameters
 from cxr.config import Config
 from cxr.data.download import file_digest
-from cxr.data.labels import choose_positive_class
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.errors import ConfigError, DataError
 from cxr.explain.agreement import fold_agreement, summarise_agreement
@@ -45,12 +44,12 @@ from cxr.explain.rows import (
     target_indices,
     with_boxes,
 )
-from cxr.external import External, analysis_settings, analysis_table, output_root
-from cxr.models.build import get_model_spec
+from cxr.external import External
 from cxr.models.folding import fold_batch_norm
 from cxr.models.precision import use_mixed_precision, with_policy
-from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold, trained_folds
+from cxr.runs import command_dir, experiment_dir, trained_folds
 from cxr.tables import write_csv
+from cxr.trained import TrainedFold
 
 log = logging.getLogger(__name__)
 _NOTED: set[str] = set()
@@ -89,20 +88,17 @@ def explain_fold(
     """Maps, overlays, report and summary for one fold's validation images (or, `on`, for every
     image of an external dataset)."""
     get_method(options.method)
-    run = open_trained_fold(cfg, fold)
-    classes = run.read_classes()
+    trained = TrainedFold.open(cfg, fold, on, options.layer)
+    run, classes, fold_cfg, layer = trained.run, trained.classes, trained.settings, trained.layer
     several = classes_per_image(options.target, classes) > 1  # checks --target first
     if options.fold_agreement and several:
         raise ConfigError(
             f"--fold-agreement compares one map per image; --target {options.target} explains "
             "several: use predicted, true or a class name with it"
         )
-    others = other_folds(cfg, run) if options.fold_agreement else []
-    fold_cfg = analysis_settings(cfg, run, on)
-    positive = choose_positive_class(classes, fold_cfg.data.positive_class)
-    folder = command_dir(output_root(cfg, on), "explain", fold)
-    layer = options.layer or cfg.explain.layer or get_model_spec(fold_cfg.model.name).explain_layer
-    table = analysis_table(run, fold_cfg, on)
+    others = other_folds(cfg, trained, options.layer) if options.fold_agreement else []
+    folder = trained.folder("explain")
+    table = trained.table()
     table = table[[in_shard(image, options.shard) for image in table["image"]]].reset_index(
         drop=True
     )
@@ -128,7 +124,7 @@ def explain_fold(
     )
 
     ctx = FoldContext(
-        cfg, fold_cfg, run, classes, positive, layer, settings, options, folder, several
+        cfg, fold_cfg, run, classes, trained.positive, layer, settings, options, folder, several
     )
     with images_named_on_failure(fold_cfg.data.dataset_dir, todo):
         rows = explain_rows(ctx, todo) if len(todo) else []
@@ -140,7 +136,7 @@ def explain_fold(
     )
     summary = summarise_fold(with_boxes(report, table)) | {"fold": fold, **settings}
     if options.fold_agreement:
-        found = agreement_of(cfg, run, others, report, classes, options, layer, on)
+        found = agreement_of(trained, others, report, options)
         write_csv(found, folder / "fold_agreement.csv")
         summary["fold_agreement"] = summarise_agreement(found)
     name = (
@@ -155,31 +151,34 @@ def explain_fold(
     return FoldExplanation(fold, folder, report, summary)
 
 
-def other_folds(cfg: Config, run: FoldRun) -> list[FoldRun]:
+def other_folds(cfg: Config, trained: TrainedFold, layer: str | None) -> list[TrainedFold]:
     """The experiment's other trained folds, for --fold-agreement (checked before any work)."""
-    others = [open_trained_fold(cfg, k) for k in trained_folds(cfg) if k != run.fold]
+    others = [
+        TrainedFold.open(cfg, k, trained.on, layer) for k in trained_folds(cfg) if k != trained.fold
+    ]
     if not others:
         raise ConfigError(
-            f"--fold-agreement compares fold {run.fold}'s maps with other folds' models, and "
+            f"--fold-agreement compares fold {trained.fold}'s maps with other folds' models, and "
             f"experiment {cfg.experiment.name!r} has no other trained fold; train one first"
         )
     return others
 
 
 def agreement_of(
-    cfg: Config,
-    run: FoldRun,
-    others: list[FoldRun],
-    report: pd.DataFrame,
-    classes: list[str],
-    options: ExplainOptions,
-    layer: str,
-    on: External | None,
+    trained: TrainedFold, others: list[TrainedFold], report: pd.DataFrame, options: ExplainOptions
 ) -> pd.DataFrame:
     """The report's images explained again by every other trained fold (cxr.explain.agreement)."""
-    settings = {r.fold: analysis_settings(cfg, r, on) for r in [run, *others]}
-    target_layer = layer if options.method in LAYER_METHODS else None
-    return fold_agreement(run, others, settings, report, classes, options.method, target_layer)
+    settings = {t.fold: t.settings for t in [trained, *others]}
+    target_layer = trained.layer if options.method in LAYER_METHODS else None
+    return fold_agreement(
+        trained.run,
+        [t.run for t in others],
+        settings,
+        report,
+        trained.classes,
+        options.method,
+        target_layer,
+    )
 
 
 def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
@@ -278,5 +277,6 @@ def explain_folds(
     if len(results) == 1:
         return results, None
     combined = pd.concat([r.report for r in results], ignore_index=True)
-    write_csv(combined, command_dir(output_root(cfg, on), "explain") / "report.csv")
+    root = experiment_dir(cfg) if on is None else on.folder
+    write_csv(combined, command_dir(root, "explain") / "report.csv")
     return results, combined

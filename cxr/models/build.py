@@ -11,7 +11,6 @@ per-channel affine map, written with plain Keras layers.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from cxr.catalogs.models import MODELS_BY_NAME, ModelSpec
+from cxr.catalogs.models import ModelSpec, get_model_spec
 from cxr.config import Config
 from cxr.data.download import RemoteFile, fetch, mirror_url
 from cxr.errors import ConfigError, shorten
@@ -66,15 +65,6 @@ def imagenet_file(spec: ModelSpec) -> RemoteFile | None:
     return RemoteFile(
         f"{KERAS_WEIGHTS}/{found.folder}/{found.filename}", found.filename, md5=found.md5
     )
-
-
-def get_model_spec(name: str) -> ModelSpec:
-    """Look a model up, or fail with the valid names and the closest match."""
-    if name in MODELS_BY_NAME:
-        return MODELS_BY_NAME[name]
-    close = difflib.get_close_matches(name, list(MODELS_BY_NAME), n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(f"unknown model {name!r}; {hint}known models: {', '.join(MODELS_BY_NAME)}")
 
 
 def build_model(cfg: Config, num_outputs: int) -> keras.Model:
