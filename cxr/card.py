@@ -259,6 +259,13 @@ def audit_lines_of(summary: dict) -> list[str]:
                 else "not flagged"
             )
         )
+    if summary.get("interventions"):
+        evidence = summary.get("flagged_on_evidence") or {}
+        regions = "; ".join(f"{md(k)}: {', '.join(v)}" for k, v in evidence.items())
+        lines.append(
+            f"- {where}, what the decisions depend on (regions filled in turn, against the same "
+            f"area in the lungs): {'FLAGGED, ' + regions if evidence else 'not flagged'}"
+        )
     return lines
 
 

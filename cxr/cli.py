@@ -731,6 +731,33 @@ def audit(
         print_audit(pooled, results[0].folder.parent)
 
 
+def print_interventions(summary: AuditSummary) -> None:
+    """What the decision depends on: each region filled in turn, against the same area filled in
+    the lungs (cxr.audit.intervention)."""
+    from cxr.audit.intervention import evidence_lines
+
+    if not summary.interventions:
+        return
+    for name, regions in summary.interventions.items():
+        shown = ", ".join(
+            f"{region} {i.change.mean:+.2f} ({i.control.mean:+.2f})"
+            for region, i in regions.items()
+        )
+        images = max(i.images for i in regions.values())
+        typer.echo(
+            f"filled in turn, called {name} ({images} images): change of P({name}) per region "
+            f"(control: as many pixels filled in the lungs, or off the chest for the lungs) {shown}"
+        )
+    regions = summary.shortcuts.regions
+    lines = evidence_lines(summary.interventions, regions.per_class if regions else None)
+    for line in lines:
+        typer.echo(line)
+    typer.echo(
+        "shortcut audit by intervention, what the decision depends on: "
+        + ("FLAGGED for " + ", ".join(summary.flagged_on_evidence) if lines else "not flagged")
+    )
+
+
 def region_line(name: str, group: RegionGroup) -> str:
     """Where one group's maps peak and how much of their energy lies outside, beside a uniform
     map."""
@@ -827,9 +854,10 @@ def print_audit(summary: AuditSummary, folder: Path) -> None:
         )
     flagged = ", ".join(shortcuts.flagged_classes)
     typer.echo(
-        f"shortcut audit ({shortcuts.rule} rule, {shortcuts.method}): "
+        f"shortcut audit ({shortcuts.rule} rule, {shortcuts.method}), where the maps look: "
         f"{'FLAGGED for ' + flagged if flagged else 'not flagged'}"
     )
+    print_interventions(summary)
     figures = [name for name in ("methods_by_fold.csv", "methods.png") if (folder / name).is_file()]
     typer.echo(f"audit in {folder} (methods side by side: {', '.join(['methods.csv', *figures])})")
 

@@ -124,6 +124,18 @@ class ClassShortcut:
 
 
 @dataclass(frozen=True)
+class Intervention:
+    """One region filled on the images of one called class (cxr.audit.intervention)."""
+
+    images: int
+    change: Estimate  # of the called class's probability when the region is filled
+    control: Estimate  # ... when as many pixels are filled in the control patch
+    difference: Estimate  # change - control, paired per image
+    flipped: float  # share of the calls that change when the region is filled
+    flagged: bool  # an off-chest region costing more than the control by at least the margin
+
+
+@dataclass(frozen=True)
 class Shortcuts:
     """The shortcut audit of one method's maps of the predicted class."""
 
@@ -156,6 +168,18 @@ class AuditSummary:
     sample: list[str] = field(default_factory=list)  # the sanity and faithfulness images
     maps: dict[str, MapMetrics] = field(default_factory=dict)  # properties of the maps
     road: dict[str, Road] = field(default_factory=dict)  # faithfulness with debiased removal
+    # what the decision depends on: called class -> region -> its fill against the control
+    interventions: dict[str, dict[str, Intervention]] = field(default_factory=dict)
+
+    @property
+    def flagged_on_evidence(self) -> dict[str, list[str]]:
+        """Called class -> the off-chest regions whose fill costs it clearly more than the
+        control."""
+        found = {
+            name: [region for region, i in regions.items() if i.flagged]
+            for name, regions in self.interventions.items()
+        }
+        return {name: regions for name, regions in found.items() if regions}
 
     @property
     def best_method(self) -> str | None:
@@ -174,4 +198,5 @@ class AuditSummary:
         data = asdict(self)
         data["best_method_by_pointing_game"] = self.best_method
         data["shortcuts"]["model_flagged"] = self.shortcuts.model_flagged
+        data["flagged_on_evidence"] = self.flagged_on_evidence
         return data

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from cxr.atomic import write_json_atomic
 from cxr.audit.faithfulness import baseline_images, curve_area, perturbation_curves
+from cxr.audit.intervention import intervention_rows, summarise_interventions
 from cxr.audit.localisation import with_baseline_maps
 from cxr.audit.mapmetrics import map_metric_rows, summarise_map_metrics
 from cxr.audit.regions import patient_bootstrap
@@ -28,24 +30,25 @@ from cxr.audit.results import AuditSummary, Estimate, Faithfulness, Localisation
 from cxr.audit.road import road_rows, summarise_road
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import summarise_shortcuts
-from cxr.audit.sweep import Sample, sweep_fold
+from cxr.audit.sweep import Sample, stored_size, sweep_fold
 from cxr.card import write_model_card
 from cxr.catalogs.methods import method_parameters
 from cxr.config import Config, check_baseline
-from cxr.data.labels import LABELS_FILE, decode_boxes
-from cxr.data.pipeline import images_named_on_failure
+from cxr.data.labels import LABELS_FILE, decode_boxes, patient_of
+from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.errors import ConfigError, DataError
 from cxr.explain.methods import get_method
 from cxr.explain.probe import make_probe
 from cxr.external import External
 from cxr.figures import plt, save_figure
-from cxr.lungs.run import compute_lungs, has_lung_fields
+from cxr.lungs.run import compute_lungs, has_lung_fields, lung_region
 from cxr.models.folding import fold_batch_norm
 from cxr.runs import command_dir, experiment_dir
 from cxr.tables import write_csv
 from cxr.trained import TrainedFold
 
 log = logging.getLogger(__name__)
+INTERVENTION_IMAGES = 32  # per true class: the images whose regions are filled in turn
 SANITY_IMAGES = 16  # also the batch size of every step, padded: one traced shape per method
 SANITY_PASS = 0.5  # the last stage's maps must rank-correlate less than this with the trained ones
 
@@ -160,6 +163,11 @@ def _audit_fold(
         batch=batch,
         multi_label=multi_label,
     )
+    interventions = (
+        pd.DataFrame()
+        if multi_label
+        else intervention_rows(folded, *intervention_sample(trained, table), fold, batch)
+    )
     if not len(seen.localisation):
         log.warning("fold %d has no image with a box: localisation skipped", fold)
     summary = AuditSummary(
@@ -173,7 +181,9 @@ def _audit_fold(
         sample=seen.sample.names,
         maps=summarise_map_metrics(map_rows),
         road=summarise_road(road),
+        interventions=summarise_interventions(interventions, classes, fold),
     )
+    write_csv(interventions, folder / "interventions.csv")
     write_csv(map_rows, folder / "map_metrics.csv")
     write_csv(road, folder / "road.csv")
     write_csv(faithfulness, folder / "faithfulness.csv")
@@ -187,6 +197,44 @@ def _audit_fold(
     write_summary(folder, summary)
     return AuditResult(
         folder, seen.localisation, sanity, summary, faithfulness, seen.shortcuts, map_rows, road
+    )
+
+
+def intervention_sample(
+    trained: TrainedFold, table: pd.DataFrame, per_class: int = INTERVENTION_IMAGES
+) -> tuple[np.ndarray, list[np.ndarray], list[str], list[str]]:
+    """Up to `per_class` images of each true class with plausible lung fields (seeded), at the
+    model's input size, with their lung masks at that size, names and patients."""
+    dataset_dir, size = trained.settings.data.dataset_dir, trained.settings.data.image_size
+    masks: dict[int, np.ndarray] = {}
+    for i, row in enumerate(table.to_dict("records")):
+        lungs = lung_region(dataset_dir, row, stored_size(dataset_dir, row))
+        if lungs is not None and lungs.any():
+            masks[i] = np.asarray(
+                Image.fromarray(lungs).resize((size, size), Image.Resampling.NEAREST)
+            )
+    known = table.loc[sorted(masks)]
+    chosen = sorted(
+        index
+        for _, part in known.groupby("label", sort=True)
+        for index in part.sample(min(per_class, len(part)), random_state=trained.fold).index
+    )
+    if not chosen:
+        return np.zeros((0, size, size, trained.settings.data.channels)), [], [], []
+    part = table.loc[chosen].reset_index(drop=True)
+    images = np.concatenate(
+        [
+            batch.numpy()
+            for batch, _ in fold_dataset(
+                trained.settings, part, trained.classes, trained.batch_size
+            )
+        ]
+    )
+    return (
+        images,
+        [masks[i] for i in chosen],
+        part["image"].tolist(),
+        [patient_of(row) for row in part.to_dict("records")],
     )
 
 

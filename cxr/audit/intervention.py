@@ -1,0 +1,178 @@
+"""What the decision depends on: each region of the film filled in, the model asked again (#25).
+
+Where a map looks is correlation. Here every region of the shortcut audit (above, below, beside
+the lungs, the border band, each corner, and the lungs themselves) is replaced, image by image, by
+an uninformative fill, and the model predicts again: the mean change of the probability of the
+class it called, and the share of its calls that flip, with intervals that resample patients.
+
+The fill is ROAD's noisy linear imputation (cxr.audit.road.impute): every filled pixel the weighted
+mean of its neighbours, the region smoothly continued from its edges, plus a little noise. A tag,
+a marker or the texture of the shoulders is gone, and nothing new is drawn: black would paint a
+dark shape with sharp edges where none was, a shape a model can react to in its own right.
+
+Beside each region, a control: the same fill over the same number of pixels in one compact patch
+inside the lungs (for the lungs themselves, off the chest). "Any removal of this much film hurts"
+is thereby told from "this region matters": a class is flagged on evidence when filling an
+off-chest region lowers its probability by more than the control does, by at least MARGIN, the
+whole patient-bootstrap interval of the paired difference below -MARGIN.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+
+from cxr import stats
+from cxr.audit.results import Estimate, Intervention
+from cxr.audit.road import impute
+from cxr.explain.report import class_probabilities, predicted_classes
+from cxr.lungs.regions import OFF_CHEST, REGION_WORDS, REGIONS, region_codes
+
+TESTED = ("lung", *OFF_CHEST)  # the regions filled in turn
+MARGIN = 0.05  # the probability a region must cost beyond its control to be flagged
+BOOTSTRAP = 2000
+
+
+def control_patch(
+    allowed: np.ndarray, size: int, rng: np.random.Generator, avoid: np.ndarray
+) -> np.ndarray:
+    """`size` pixels of `allowed` (not in `avoid`) around one seeded pixel of it: the nearest ones,
+    a compact patch of the tested region's area (all of `allowed` when it is smaller)."""
+    ys, xs = np.nonzero(allowed & ~avoid)
+    patch = np.zeros(allowed.shape, dtype=bool)
+    if not len(ys):
+        return patch
+    centre = rng.integers(len(ys))
+    order = np.argsort((ys - ys[centre]) ** 2 + (xs - xs[centre]) ** 2, kind="stable")[:size]
+    patch[ys[order], xs[order]] = True
+    return patch
+
+
+def intervention_rows(
+    model: keras.Model,
+    images: np.ndarray,
+    lungs: list[np.ndarray],
+    names: list[str],
+    patients: list[str],
+    seed: int = 0,
+    batch: int = 32,
+) -> pd.DataFrame:
+    """One row per image and tested region: the called class, its probability before, after the
+    region's fill and after the control's fill, and whether the call flipped.
+
+    `images` (N, H, W, C) at the model's input size, `lungs` their (H, W) lung masks. One forward
+    pass per region (and per control) per batch.
+    """
+    rng = np.random.default_rng(seed)
+    if not len(images):
+        return pd.DataFrame()
+
+    def predict(stack: np.ndarray) -> np.ndarray:
+        logits = [
+            keras.ops.convert_to_numpy(model.predict_on_batch(stack[i : i + batch]))
+            for i in range(0, len(stack), batch)
+        ]
+        return np.concatenate(logits).astype(np.float64)
+
+    logits = predict(images)
+    called = predicted_classes(logits)
+    before = class_probabilities(logits)[np.arange(len(images)), called]
+    codes = [region_codes(mask) for mask in lungs]
+    chest = [(c == REGIONS.index("lung")) | (c == REGIONS.index("between")) for c in codes]
+    rows = []
+    for region in TESTED:
+        filled, control, kept = [], [], []
+        for i, image in enumerate(images):
+            mask = codes[i] == REGIONS.index(region)
+            allowed = ~chest[i] if region == "lung" else codes[i] == REGIONS.index("lung")
+            patch = control_patch(allowed, int(mask.sum()), rng, avoid=mask)
+            if not mask.any() or not patch.any() or (mask | patch).all():
+                continue
+            filled.append(impute(image, mask, rng))
+            control.append(impute(image, patch, rng))
+            kept.append((i, int(mask.sum()), int(patch.sum())))
+        if not kept:
+            continue
+        after = predict(np.stack(filled))
+        after_control = predict(np.stack(control))
+        for (i, area, control_area), new, new_control in zip(
+            kept, after, after_control, strict=True
+        ):
+            c = called[i]
+            rows.append(
+                {
+                    "image": names[i],
+                    "patient_id": patients[i],
+                    "region": region,
+                    "called": int(c),
+                    "area": area,
+                    "control_area": control_area,
+                    "before": float(before[i]),
+                    "after": float(class_probabilities(new[None])[0, c]),
+                    "after_control": float(class_probabilities(new_control[None])[0, c]),
+                    "flipped": bool(predicted_classes(new[None])[0] != c),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def estimate(values: np.ndarray, patients: np.ndarray, seed: int) -> Estimate:
+    low, high = stats.interval(stats.resampled_means(values, patients, BOOTSTRAP, seed))
+    return Estimate(float(values.mean()), low, high)
+
+
+def summarise_interventions(
+    rows: pd.DataFrame, classes: list[str], seed: int = 0
+) -> dict[str, dict[str, Intervention]]:
+    """Per called class and region: the change of the class's probability when the region is
+    filled, the control's change, their paired difference, the share of calls flipped, and the
+    flag on evidence."""
+    found: dict[str, dict[str, Intervention]] = {}
+    if rows.empty:
+        return found
+    for (called, region), part in rows.groupby(["called", "region"], sort=False):
+        patients = part["patient_id"].astype(str).to_numpy()
+        change = (part["after"] - part["before"]).to_numpy()
+        control = (part["after_control"] - part["before"]).to_numpy()
+        difference = estimate(change - control, patients, seed)
+        found.setdefault(classes[int(called)], {})[str(region)] = Intervention(
+            images=len(part),
+            change=estimate(change, patients, seed),
+            control=estimate(control, patients, seed),
+            difference=difference,
+            flipped=float(part["flipped"].mean()),
+            flagged=region != "lung" and difference.high < -MARGIN,
+        )
+    return found
+
+
+def region_phrase(region: str) -> str:
+    """'the region above the lungs', 'the top-left corner', 'the border band'."""
+    words = REGION_WORDS[region]
+    return words.removeprefix("in ") if words.startswith("in the ") else f"the region {words}"
+
+
+def evidence_lines(found: dict[str, dict[str, Intervention]], peaks: dict | None) -> list[str]:
+    """The verdicts on evidence, one line per flagged class and region; `peaks`: the region
+    rule's per-class peak shares (cxr.audit.results.RegionGroup), when known."""
+    lines = []
+    for name, regions in found.items():
+        for region, found_here in regions.items():
+            if not found_here.flagged:
+                continue
+            change, control = found_here.change, found_here.control
+            line = (
+                f"FLAGGED {name}: filling {region_phrase(region)} "
+                f"lowers P({name}) by {-change.mean:.2f} [{-change.high:.2f}, {-change.low:.2f}] "
+                f"and flips {found_here.flipped:.0%} of its calls (same area "
+                f"{'off the chest' if region == 'lung' else 'in the lungs'}: {-control.mean:.2f})"
+            )
+            group = (peaks or {}).get(name)
+            if group is not None and region in group.peaks:
+                peak = group.peaks[region]
+                line += (
+                    f"; its maps put {peak.share:.0%} of peaks there (uniform {peak.uniform:.0%})"
+                )
+            lines.append(line)
+    return lines

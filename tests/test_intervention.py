@@ -1,0 +1,129 @@
+"""The causal region audit (#25) on toy models whose true dependence is known by construction.
+
+Films of 32 x 32 pixels, grey 100 everywhere but where said; two lung fields; a bright tag (255)
+in the top-left corner of some. Each toy model's logit is a fixed function of one region's mean,
+so what filling a region must do is computed by hand: a region filled by imputation from a
+constant surround of 100 becomes 100 (plus 1% noise), and a region the model does not read
+changes nothing at all.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from cxr.audit.intervention import (
+    MARGIN,
+    control_patch,
+    evidence_lines,
+    intervention_rows,
+    summarise_interventions,
+)
+from cxr.lungs.regions import REGIONS, region_codes
+
+SIZE = 32
+
+
+def lungs() -> np.ndarray:
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    mask[9:25, 6:14] = True
+    mask[9:25, 18:26] = True
+    return mask
+
+
+def films(tagged: list[bool], bright_lungs: list[bool] | None = None) -> np.ndarray:
+    images = np.full((len(tagged), SIZE, SIZE, 1), 100.0, dtype=np.float32)
+    for i, tag in enumerate(tagged):
+        if tag:
+            images[i, :5, :5] = 255.0  # the top-left corner: 15% of 32 px is 5
+        if bright_lungs and bright_lungs[i]:
+            images[i][lungs()] = 200.0
+    return images
+
+
+def reader(rows: slice, cols: slice, scale: float) -> keras.Model:
+    """logits [0, 6 (mean of the region - 100) / scale - 1]: reads that block of pixels only."""
+    inputs = keras.Input((SIZE, SIZE, 1))
+
+    def logits(x):
+        mean = keras.ops.mean(x[:, rows, cols, 0], axis=(1, 2))
+        second = 6 * (mean - 100) / scale - 1
+        return keras.ops.stack([keras.ops.zeros_like(second), second], axis=1)
+
+    return keras.Model(inputs, keras.layers.Lambda(logits)(inputs))
+
+
+def sigmoid(x: float) -> float:
+    return float(1 / (1 + np.exp(-x)))
+
+
+def run(model: keras.Model, images: np.ndarray):
+    names = [f"{i}.png" for i in range(len(images))]
+    rows = intervention_rows(model, images, [lungs()] * len(images), names, names, seed=0)
+    return rows, summarise_interventions(rows, ["normal", "tagged"], seed=0)
+
+
+def test_the_regions_are_where_the_toy_films_put_them() -> None:
+    codes = region_codes(lungs())
+    assert (codes[:5, :5] == REGIONS.index("top_left")).all()
+    assert (codes[lungs()] == REGIONS.index("lung")).all()
+    assert (codes[5:9, 6:26] == REGIONS.index("above")).all()  # above the lungs, inside the band
+
+
+def test_a_model_that_reads_one_corner_is_flagged_for_it_alone() -> None:
+    """CONFIRMED: filling the corner moves P(tagged) from sigmoid(5) to sigmoid(-1) and flips every
+    call; as many pixels filled in the lungs move nothing; no other region matters."""
+    model = reader(slice(0, 5), slice(0, 5), 155)
+    rows, found = run(model, films([True] * 6 + [False] * 6))
+    corner = found["tagged"]["top_left"]
+    assert corner.images == 6 and corner.flipped == 1.0 and corner.flagged
+    assert corner.change.mean == pytest.approx(sigmoid(-1) - sigmoid(5), abs=0.01)
+    assert corner.control.mean == pytest.approx(0, abs=1e-6)
+    assert corner.difference.high < -MARGIN
+    tagged = rows[(rows["called"] == 1) & (rows["region"] == "top_left")]
+    assert (tagged["control_area"] == tagged["area"]).all() and (tagged["area"] == 25).all()
+    for region, result in found["tagged"].items():
+        if region != "top_left":  # the model reads none of these pixels
+            assert result.change.mean == pytest.approx(0, abs=1e-6) and not result.flagged, region
+    assert not any(r.flagged for r in found["normal"].values())  # untagged: nothing to remove
+    lines = evidence_lines(found, None)
+    assert lines == [
+        "FLAGGED tagged: filling the top-left corner lowers P(tagged) by 0.72 [0.72, 0.72] and "
+        "flips 100% of its calls (same area in the lungs: -0.00)"
+    ]
+
+
+def test_a_model_that_ignores_the_corner_is_not_flagged() -> None:
+    """NOT CONFIRMED: the tag is there, the model reads the lungs; filling the corner changes
+    nothing, filling the lungs changes everything, and the lungs are never a shortcut."""
+    model = reader(slice(9, 25), slice(6, 14), 100)
+    tags = [True, False] * 4
+    _, found = run(model, films(tags, bright_lungs=[True] * 4 + [False] * 4))
+    assert found["tagged"]["top_left"].change.mean == pytest.approx(0, abs=1e-6)
+    assert not found["tagged"]["top_left"].flagged
+    lung = found["tagged"]["lung"]
+    assert lung.change.mean == pytest.approx(sigmoid(-1) - sigmoid(5), abs=0.01)
+    assert not lung.flagged and evidence_lines(found, None) == []
+
+
+def test_a_model_that_reads_above_the_lungs_is_flagged_there() -> None:
+    """The band above the lungs (neck, shoulders): bright on 'tagged' films here."""
+    model = reader(slice(5, 9), slice(6, 26), 100)
+    images = films([False] * 8)
+    images[:4, 5:9, 6:26] = 200.0
+    _, found = run(model, images)
+    above = found["tagged"]["above"]
+    assert above.flagged and above.flipped == 1.0
+    assert above.change.mean == pytest.approx(sigmoid(-1) - sigmoid(5), abs=0.01)
+
+
+def test_the_control_patch_is_compact_and_of_the_same_area() -> None:
+    rng = np.random.default_rng(0)
+    allowed = lungs()
+    patch = control_patch(allowed, 25, rng, avoid=np.zeros_like(allowed))
+    assert patch.sum() == 25 and not (patch & ~allowed).any()
+    ys, xs = np.nonzero(patch)
+    assert np.ptp(ys) <= 6 and np.ptp(xs) <= 6  # about a 5 x 5 blob, not scattered pixels
+    everything = control_patch(allowed, 10_000, rng, avoid=np.zeros_like(allowed))
+    assert everything.sum() == allowed.sum()  # capped at what is allowed
