@@ -127,3 +127,33 @@ def test_the_control_patch_is_compact_and_of_the_same_area() -> None:
     assert np.ptp(ys) <= 6 and np.ptp(xs) <= 6  # about a 5 x 5 blob, not scattered pixels
     everything = control_patch(allowed, 10_000, rng, avoid=np.zeros_like(allowed))
     assert everything.sum() == allowed.sum()  # capped at what is allowed
+
+
+def test_the_flag_needs_a_fall_beyond_the_control() -> None:
+    """By hand, on made-up rows of 40 patients: a fall the control does not share is flagged; a
+    fall the control shares is not; no fall is not, even when the control rises (a smooth patch
+    in the lungs can look like an opacity, as on the demo's phantoms)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    cases = {"top_left": (-0.2, 0.0), "border": (-0.2, -0.2), "above": (0.0, 0.1)}
+    rows = pd.DataFrame(
+        [
+            {
+                "image": f"{i}.png",
+                "patient_id": f"p{i}",
+                "region": region,
+                "called": 1,
+                "before": 0.9,
+                "after": 0.9 + change + rng.normal(0, 0.01),
+                "after_control": 0.9 + control + rng.normal(0, 0.01),
+                "flipped": False,
+            }
+            for region, (change, control) in cases.items()
+            for i in range(40)
+        ]
+    )
+    found = summarise_interventions(rows, ["normal", "tagged"])["tagged"]
+    assert found["top_left"].flagged
+    assert not found["border"].flagged and not found["above"].flagged
+    assert found["above"].difference.high < -MARGIN  # the difference alone would have flagged it
