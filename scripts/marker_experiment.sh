@@ -28,5 +28,5 @@ for variant in clean marker; do
   echo "== $variant"
   .venv/bin/cxr evaluate --config configs/synthetic.yaml "${overrides[@]}" | head -1
   .venv/bin/cxr audit --config configs/synthetic.yaml --methods gradcam --stages 2 "${overrides[@]}" \
-    | grep -E "where the maps|^by outcome|^  |shortcut audit \("
+    | grep -E "where the maps|^by outcome|^  |shortcut audit|FLAGGED|filled in turn|plausible"
 done
