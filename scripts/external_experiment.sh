@@ -37,4 +37,4 @@ done
 echo "== external, Montgomery County"
 .venv/bin/cxr evaluate --config configs/synthetic.yaml --on tb-montgomery "${overrides[@]}" | grep -v "^INFO"
 .venv/bin/cxr audit --config configs/synthetic.yaml --on tb-montgomery --fold "${FOLDS%%,*}" \
-  --methods gradcam --stages 2 "${overrides[@]}" | grep -E "where the maps|^by outcome|^  |shortcut audit \("
+  --methods gradcam --stages 2 "${overrides[@]}" | grep -E "where the maps|^by outcome|^  |shortcut audit|FLAGGED|filled in turn|plausible"
