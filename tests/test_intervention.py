@@ -90,7 +90,7 @@ def test_a_model_that_reads_one_corner_is_flagged_for_it_alone() -> None:
     lines = evidence_lines(found, None)
     assert lines == [
         "FLAGGED tagged: filling the top-left corner lowers P(tagged) by 0.72 [0.72, 0.72] and "
-        "flips 100% of its calls (same area in the lungs: -0.00)"
+        "flips 100% of its calls (the same area filled in the lungs changes it by +0.00)"
     ]
 
 

@@ -173,8 +173,9 @@ def evidence_lines(found: dict[str, dict[str, Intervention]], peaks: dict | None
             line = (
                 f"FLAGGED {name}: filling {region_phrase(region)} "
                 f"lowers P({name}) by {-change.mean:.2f} [{-change.high:.2f}, {-change.low:.2f}] "
-                f"and flips {found_here.flipped:.0%} of its calls (same area "
-                f"{'off the chest' if region == 'lung' else 'in the lungs'}: {-control.mean:.2f})"
+                f"and flips {found_here.flipped:.0%} of its calls (the same area filled "
+                f"{'off the chest' if region == 'lung' else 'in the lungs'} changes it by "
+                f"{control.mean:+.2f})"
             )
             group = (peaks or {}).get(name)
             if group is not None and region in group.peaks:
