@@ -734,7 +734,7 @@ def audit(
 def print_interventions(summary: AuditSummary) -> None:
     """What the decision depends on: each region filled in turn, against the same area filled in
     the lungs (cxr.audit.intervention)."""
-    from cxr.audit.intervention import evidence_lines
+    from cxr.audit.intervention import evidence_lines, paste_lines
 
     if not summary.interventions:
         return
@@ -751,6 +751,8 @@ def print_interventions(summary: AuditSummary) -> None:
     regions = summary.shortcuts.regions
     lines = evidence_lines(summary.interventions, regions.per_class if regions else None)
     for line in lines:
+        typer.echo(line)
+    for line in paste_lines(summary.pastes):
         typer.echo(line)
     typer.echo(
         "shortcut audit by intervention, what the decision depends on: "

@@ -18,7 +18,9 @@ from cxr.audit.intervention import (
     control_patch,
     evidence_lines,
     intervention_rows,
+    paste_rows,
     summarise_interventions,
+    summarise_pastes,
 )
 from cxr.lungs.regions import REGIONS, region_codes
 
@@ -157,3 +159,30 @@ def test_the_flag_needs_a_fall_beyond_the_control() -> None:
     assert found["top_left"].flagged
     assert not found["border"].flagged and not found["above"].flagged
     assert found["above"].difference.high < -MARGIN  # the difference alone would have flagged it
+
+
+@pytest.mark.parametrize("reads_corner", [True, False])
+def test_pasting_the_flagged_corner_moves_the_other_class_only_for_its_reader(
+    reads_corner: bool,
+) -> None:
+    """The reverse test: the tagged films' corner pasted onto untagged ones raises P(tagged) from
+    sigmoid(-1) to sigmoid(5) and turns every call, by hand, for the corner reader; nothing for a
+    model that reads the lungs."""
+    model = (
+        reader(slice(0, 5), slice(0, 5), 155)
+        if reads_corner
+        else reader(slice(9, 25), slice(6, 14), 100)
+    )
+    tagged = [True] * 3 + [False] * 5
+    images = films(tagged, bright_lungs=None if reads_corner else tagged)
+    names = [f"{i}.png" for i in range(len(images))]
+    rows = paste_rows(
+        model, images, [lungs()] * 8, names, names, {"tagged": ["top_left"]}, ["normal", "tagged"]
+    )
+    found = summarise_pastes(rows)["tagged"]["top_left"]
+    assert found.images == 5  # the untagged films
+    if reads_corner:
+        assert found.change.mean == pytest.approx(sigmoid(5) - sigmoid(-1), abs=1e-5)
+        assert found.turned == 1.0
+    else:
+        assert found.change.mean == pytest.approx(0, abs=1e-6) and found.turned == 0.0

@@ -136,6 +136,25 @@ class Intervention:
 
 
 @dataclass(frozen=True)
+class Paste:
+    """The reverse test of a flagged corner or border: that region of the flagged class's films
+    pasted onto the other class's (cxr.audit.intervention)."""
+
+    images: int
+    change: Estimate  # of the flagged class's probability on the other class's films
+    turned: float  # share of those films whose call turns to the flagged class
+
+
+def flagged_regions(interventions: dict[str, dict[str, Intervention]]) -> dict[str, list[str]]:
+    """Called class -> the regions flagged on evidence (classes without any left out)."""
+    found = {
+        name: [region for region, i in regions.items() if i.flagged]
+        for name, regions in interventions.items()
+    }
+    return {name: regions for name, regions in found.items() if regions}
+
+
+@dataclass(frozen=True)
 class Shortcuts:
     """The shortcut audit of one method's maps of the predicted class."""
 
@@ -170,16 +189,13 @@ class AuditSummary:
     road: dict[str, Road] = field(default_factory=dict)  # faithfulness with debiased removal
     # what the decision depends on: called class -> region -> its fill against the control
     interventions: dict[str, dict[str, Intervention]] = field(default_factory=dict)
+    pastes: dict[str, dict[str, Paste]] = field(default_factory=dict)  # flagged class -> region
 
     @property
     def flagged_on_evidence(self) -> dict[str, list[str]]:
         """Called class -> the off-chest regions whose fill costs it clearly more than the
         control."""
-        found = {
-            name: [region for region, i in regions.items() if i.flagged]
-            for name, regions in self.interventions.items()
-        }
-        return {name: regions for name, regions in found.items() if regions}
+        return flagged_regions(self.interventions)
 
     @property
     def best_method(self) -> str | None:

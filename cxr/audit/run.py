@@ -22,11 +22,23 @@ from PIL import Image
 
 from cxr.atomic import write_json_atomic
 from cxr.audit.faithfulness import baseline_images, curve_area, perturbation_curves
-from cxr.audit.intervention import intervention_rows, summarise_interventions
+from cxr.audit.intervention import (
+    intervention_rows,
+    paste_rows,
+    summarise_interventions,
+    summarise_pastes,
+)
 from cxr.audit.localisation import with_baseline_maps
 from cxr.audit.mapmetrics import map_metric_rows, summarise_map_metrics
 from cxr.audit.regions import patient_bootstrap
-from cxr.audit.results import AuditSummary, Estimate, Faithfulness, Localisation, Sanity
+from cxr.audit.results import (
+    AuditSummary,
+    Estimate,
+    Faithfulness,
+    Localisation,
+    Sanity,
+    flagged_regions,
+)
 from cxr.audit.road import road_rows, summarise_road
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import summarise_shortcuts
@@ -163,10 +175,16 @@ def _audit_fold(
         batch=batch,
         multi_label=multi_label,
     )
+    sample = intervention_sample(trained, table) if not multi_label else None
     interventions = (
+        pd.DataFrame() if sample is None else intervention_rows(folded, *sample, fold, batch)
+    )
+    evidence = summarise_interventions(interventions, classes, fold)
+    flagged = flagged_regions(evidence)
+    pastes = (
         pd.DataFrame()
-        if multi_label
-        else intervention_rows(folded, *intervention_sample(trained, table), fold, batch)
+        if sample is None
+        else paste_rows(folded, *sample, flagged, classes, fold, batch)
     )
     if not len(seen.localisation):
         log.warning("fold %d has no image with a box: localisation skipped", fold)
@@ -181,9 +199,11 @@ def _audit_fold(
         sample=seen.sample.names,
         maps=summarise_map_metrics(map_rows),
         road=summarise_road(road),
-        interventions=summarise_interventions(interventions, classes, fold),
+        interventions=evidence,
+        pastes=summarise_pastes(pastes, fold),
     )
     write_csv(interventions, folder / "interventions.csv")
+    write_csv(pastes, folder / "pastes.csv")
     write_csv(map_rows, folder / "map_metrics.csv")
     write_csv(road, folder / "road.csv")
     write_csv(faithfulness, folder / "faithfulness.csv")
