@@ -760,6 +760,51 @@ def print_interventions(summary: AuditSummary) -> None:
     )
 
 
+@app.command()
+@friendly_errors
+def compare(
+    run_a: Annotated[str, typer.Argument(help="The baseline run: an experiment name, or a path.")],
+    run_b: Annotated[str, typer.Argument(help="The run to compare with it (B - A).")],
+    on: Annotated[
+        str | None,
+        typer.Option("--on", help="Compare both runs' fold ensembles on this external dataset."),
+    ] = None,
+    runs: Annotated[
+        Path, typer.Option(help="Where experiments are (experiment.output_dir).")
+    ] = Path("runs"),
+) -> None:
+    """Did the fix work? B - A on the images both runs predicted, with paired intervals over
+    patients and DeLong's test for the ROC AUC; where the maps of each look."""
+    from cxr.compare import compare_runs
+
+    result = compare_runs(run_a, run_b, runs, on)
+    where = f"on {on}" if on else "out of fold"
+    typer.echo(
+        f"{result.b} - {result.a}, {where}: {result.images} images, {result.patients} patients, "
+        f"positive class {result.positive_class}; 95% intervals resample patients, paired"
+    )
+    for d in result.differences:
+        test = f", DeLong p = {d.p_value:.3g}" if d.p_value is not None else ""
+        typer.echo(
+            f"{d.metric}: B - A = {d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}]{test} "
+            f"({result.a} {d.a:.3f}, {result.b} {d.b:.3f})"
+        )
+    for run, found in result.maps.items():
+        if not found:
+            typer.echo(f"{run}: no audit yet (`cxr audit` shows where its maps look)")
+            continue
+        peaks = ", ".join(f"{c} {v:.0%}" for c, v in found["peaks_in_lungs"].items())
+        evidence = "; ".join(
+            f"{c}: {', '.join(r)}" for c, r in found["flagged_on_evidence"].items()
+        )
+        typer.echo(
+            f"{run} ({found['audit']}): map peaks inside the lungs {peaks or 'unknown'}; flagged "
+            f"by the maps: {', '.join(found['flagged_by_maps']) or 'none'}; on evidence: "
+            f"{evidence or 'none'}"
+        )
+    typer.echo(f"comparison in {result.folder}")
+
+
 def region_line(name: str, group: RegionGroup) -> str:
     """Where one group's maps peak and how much of their energy lies outside, beside a uniform
     map."""

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cxr.lungs",),
     ("cxr.external", "cxr.card", "cxr.trained"),
     ("cxr.explain",),
-    ("cxr.evaluate",),
+    ("cxr.evaluate", "cxr.compare"),
     ("cxr.audit",),
     ("cxr.train",),
     ("cxr.cli",),
