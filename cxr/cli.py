@@ -808,7 +808,7 @@ def compare(
 def region_line(name: str, group: RegionGroup) -> str:
     """Where one group's maps peak and how much of their energy lies outside, beside a uniform
     map."""
-    from cxr.lungs.regions import OFF_CHEST, REGION_WORDS
+    from cxr.data.regions import OFF_CHEST, REGION_WORDS
 
     peaks = group.peaks
     top = max(OFF_CHEST, key=lambda r: peaks[r].share - peaks[r].uniform)

@@ -86,6 +86,9 @@ class TrainConfig(_Section):
     learning_rate: float = Field(2e-4, gt=0, le=1)
     class_weights: bool = True
     flip: bool = True
+    # with this probability per training image, one corner square or border strip is filled with
+    # the image's mean: breaks a tag or marker there as a cue (what cxr audit flags on evidence)
+    erase_border: float = Field(0.0, ge=0, le=1)
     monitor: Literal["val_auc", "val_accuracy", "val_loss"] = "val_auc"
     early_stopping_patience: int | None = Field(5, ge=1)
     # constant; plateau: halve when validation loss stalls 2 epochs; cosine: down to 0 over epochs

@@ -301,7 +301,13 @@ def prepare_fit(
     }
     train_ds = shard_by_data(
         make_dataset(
-            cfg.data.dataset_dir, train_table, classes, training=True, flip=cfg.train.flip, **common
+            cfg.data.dataset_dir,
+            train_table,
+            classes,
+            training=True,
+            flip=cfg.train.flip,
+            erase_border=cfg.train.erase_border,
+            **common,
         )
     )
     val_ds = shard_by_data(

@@ -22,7 +22,7 @@ from cxr.audit.intervention import (
     summarise_interventions,
     summarise_pastes,
 )
-from cxr.lungs.regions import REGIONS, region_codes
+from cxr.data.regions import REGIONS, region_codes
 
 SIZE = 32
 

@@ -152,3 +152,70 @@ def test_cache_folder_that_cannot_be_made(synthetic_dataset: Path, tmp_path: Pat
         make_dataset(
             synthetic_dataset, table, names, image_size=64, cache=tmp_path / "file" / "cache"
         )
+
+
+@pytest.mark.parametrize("probability", [0.0, 0.5, 1.0])
+def test_erase_border_fills_one_corner_or_strip_with_the_mean(
+    synthetic_dataset: Path, probability: float
+) -> None:
+    """#25: each erased training image differs from its source in exactly one of the eight areas
+    (four 15% corner squares, four 10% border strips, by hand below), filled with the source
+    image's mean; about `probability` of them are erased; the validation data never is."""
+    table, names = load_split(synthetic_dataset, fold=1, split="train")
+    originals = source_images(synthetic_dataset, table)
+    c, b = round(0.15 * 64), round(0.10 * 64)
+    areas = [np.zeros((64, 64), bool) for _ in range(8)]
+    for area, (rows, cols) in zip(
+        areas,
+        [
+            (slice(0, c), slice(0, c)),
+            (slice(0, c), slice(64 - c, 64)),
+            (slice(64 - c, 64), slice(0, c)),
+            (slice(64 - c, 64), slice(64 - c, 64)),
+            (slice(0, b), slice(None)),
+            (slice(64 - b, 64), slice(None)),
+            (slice(None), slice(0, b)),
+            (slice(None), slice(64 - b, 64)),
+        ],
+        strict=True,
+    ):
+        area[rows, cols] = True
+    ds = make_dataset(
+        synthetic_dataset,
+        table,
+        names,
+        image_size=64,
+        batch_size=16,
+        training=True,
+        flip=False,
+        seed=5,
+        erase_border=probability,
+    )
+    erased, used = 0, set()
+    for images, _ in ds:
+        for image in images.numpy()[..., 0]:
+            gaps = np.abs(originals - image).max(axis=(1, 2))
+            source = originals[int(np.argmin(gaps))]  # which film: the rest of it is untouched
+            changed = np.abs(source - image) > 1e-4
+            if not changed.any():
+                continue
+            matches = [k for k, area in enumerate(areas) if not (changed & ~area).any()]
+            assert matches, "changed pixels outside every corner and strip"
+            area = (
+                areas[matches[0]]
+                if len(matches) == 1
+                else areas[min(matches, key=lambda k: areas[k].sum())]
+            )
+            assert np.allclose(image[area], source.mean(), atol=1e-3)
+            erased += 1
+            used.add(matches[0])
+    share = erased / len(table)
+    assert {0.0: share == 0, 0.5: 0.3 < share < 0.7, 1.0: share > 0.95}[probability], share
+    if probability == 1.0:
+        assert len(used) >= 6  # the areas are drawn at random, not always the same one
+    validation, _ = load_split(synthetic_dataset, fold=1, split="validation")
+    plain = make_dataset(
+        synthetic_dataset, validation, names, image_size=64, training=False, erase_border=1.0
+    )
+    found = np.concatenate([x.numpy() for x, _ in plain])[..., 0]
+    np.testing.assert_allclose(found, source_images(synthetic_dataset, validation), atol=1e-6)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cxr.audit.regions import flags_of, map_regions, patient_bootstrap, summarise_regions
-from cxr.lungs.regions import REGIONS, region_codes
+from cxr.data.regions import REGIONS, region_codes
 
 
 def two_lungs(size: int = 100) -> np.ndarray:

@@ -290,7 +290,7 @@ def test_inject_marker_tags_positives_and_records_it(tmp_path: Path) -> None:
     """The real-radiograph twin of --bias: P = 1 tags every positive and no negative, in the border
     band's corner."""
     from cxr.data.marker import burn_marker
-    from cxr.lungs.regions import REGIONS, region_codes
+    from cxr.data.regions import REGIONS, region_codes
 
     for cls in ("normal", "tb"):
         for i in range(4):

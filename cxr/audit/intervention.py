@@ -30,8 +30,8 @@ import pandas as pd
 from cxr import stats
 from cxr.audit.results import Estimate, Intervention, Paste
 from cxr.audit.road import impute
+from cxr.data.regions import OFF_CHEST, REGION_WORDS, REGIONS, region_codes
 from cxr.explain.report import class_probabilities, predicted_classes
-from cxr.lungs.regions import OFF_CHEST, REGION_WORDS, REGIONS, region_codes
 
 TESTED = ("lung", *OFF_CHEST)  # the regions filled in turn
 MARGIN = 0.05  # the probability a region must cost beyond its control to be flagged

@@ -26,6 +26,7 @@ from cxr.config import Config
 from cxr.data.images import read_image
 from cxr.data.labels import LABEL_SEPARATOR, read_labels, split_labels
 from cxr.data.labels import class_names as table_class_names
+from cxr.data.regions import BORDER, CORNER
 from cxr.errors import DataError
 
 Split = Literal["train", "validation"]
@@ -82,6 +83,30 @@ READ_ONCE = tf.data.Options()
 READ_ONCE.autotune.enabled = False
 
 
+def border_areas(size: int) -> np.ndarray:
+    """(8, S, S) bool: the four corner squares and the four border strips of a film, as the
+    audit's regions draw them (cxr.data.regions: CORNER and BORDER shares of each side)."""
+    cy, by = round(CORNER * size), round(BORDER * size)
+    areas = np.zeros((8, size, size), dtype=bool)
+    areas[0, :cy, :cy], areas[1, :cy, -cy:] = True, True
+    areas[2, -cy:, :cy], areas[3, -cy:, -cy:] = True, True
+    areas[4, :by], areas[5, -by:], areas[6, :, :by], areas[7, :, -by:] = True, True, True, True
+    return areas
+
+
+SALT = 1_000_003  # erasing draws from other seeds than the flips, which use (seed, position)
+
+
+def erased(image: tf.Tensor, probability: float, seed: tf.Tensor, areas: tf.Tensor) -> tf.Tensor:
+    """With `probability`, one of the film's corners or border strips (`areas`, border_areas;
+    which one seeded, stateless) filled with the image's mean: a tag or marker there stops being
+    a reliable cue."""
+    draws = tf.random.stateless_uniform([2], seed=seed)
+    which = tf.cast(draws[1] * 8, tf.int32)
+    mask = tf.logical_and(areas[tf.minimum(which, 7)], draws[0] < probability)[..., None]
+    return tf.where(mask, tf.reduce_mean(image), image)
+
+
 def make_dataset(
     dataset_dir: Path,
     table: pd.DataFrame,
@@ -96,9 +121,10 @@ def make_dataset(
     multi_label: bool = False,
     cache: bool | str | Path = False,
     seed: int = 0,
+    erase_border: float = 0.0,
 ) -> tf.data.Dataset:
-    """Batches of (images (B, S, S, channels) float32, labels); flips and shuffling only when
-    `training`.
+    """Batches of (images (B, S, S, channels) float32, labels); flips, border erasing and
+    shuffling only when `training`.
 
     `cache`: False streams; True or "memory" keeps decoded images in memory; a folder holds a cache
     file.
@@ -136,6 +162,19 @@ def make_dataset(
                 lambda i, pair: (
                     tf.image.stateless_random_flip_left_right(
                         pair[0], tf.stack([tf.cast(seed, tf.int64), i])
+                    ),
+                    pair[1],
+                )
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    if training and erase_border > 0:
+        areas = tf.constant(border_areas(image_size))
+        ds = ds.enumerate().map(
+            as_written(
+                lambda i, pair: (
+                    erased(
+                        pair[0], erase_border, tf.stack([tf.cast(seed, tf.int64) + SALT, i]), areas
                     ),
                     pair[1],
                 )

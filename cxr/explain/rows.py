@@ -16,6 +16,7 @@ from PIL import Image
 
 from cxr.config import Config
 from cxr.data.labels import boxes_for, decode_boxes, split_labels
+from cxr.data.regions import REGIONS, region_codes
 from cxr.errors import ConfigError
 from cxr.explain.methods import Explanation
 from cxr.explain.options import TARGET_HELP, ExplainOptions
@@ -28,7 +29,6 @@ from cxr.explain.report import (
     peak_location,
     predicted_classes,
 )
-from cxr.lungs.regions import REGIONS, region_codes
 from cxr.lungs.run import lung_region
 from cxr.runs import FoldRun
 
