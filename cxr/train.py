@@ -47,6 +47,7 @@ from cxr.models.precision import set_precision, use_mixed_precision
 from cxr.runs import (
     FoldRun,
     check_fold_run,
+    check_not_training,
     check_run_options,
     finished_staging,
     fold_run,
@@ -576,6 +577,10 @@ def train_folds(
     every = folds is None
     if folds is None:
         folds = dataset_folds(cfg.data.dataset_dir)
+    cluster = cluster_from_env()
+    if cluster is None or cluster.is_chief:  # the chief owns the folds (other workers: a copy)
+        for fold in folds:  # a fold another process trains is named before any is trained
+            check_not_training(cfg, fold)
     if every and resume:  # --all-folds --resume: the interrupted folds and those not trained yet
         done = [
             f

@@ -24,7 +24,7 @@ from cxr.data.pipeline import encode_labels, load_split, make_dataset
 from cxr.errors import DataError
 from cxr.models.metrics import SoftmaxAUC
 from cxr.runs import fold_run, lock_path, staging_run
-from cxr.train import compute_class_weights, train
+from cxr.train import compute_class_weights, train, train_folds
 
 
 def test_run_folder_holds_what_later_commands_need(trained_run) -> None:
@@ -513,6 +513,10 @@ def test_a_fold_in_training_is_locked(synthetic_dataset: Path, tmp_path: Path) -
         for kwargs in ({}, {"overwrite": True}, {"resume": True}):
             with pytest.raises(DataError, match=running):
                 train(cfg, fold=0, **kwargs)
+        # --all-folds names the locked fold before training any other
+        with pytest.raises(DataError, match=running):
+            train_folds(cfg, None, overwrite=True)
+        assert not fold_run(cfg, 1).folder.exists()
         config = str(tmp_path / "c.yaml")
         for args in (["evaluate"], ["explain"], ["audit"], ["train", "--overwrite"]):
             result = CliRunner().invoke(app, [*args, "--config", config])

@@ -174,14 +174,17 @@ def summarise_interventions(
         patients = part["patient_id"].astype(str).to_numpy()
         change = (part["after"] - part["before"]).to_numpy()
         control = (part["after_control"] - part["before"]).to_numpy()
-        difference = estimate(change - control, patients, seed)
+        fall, difference = (
+            estimate(change, patients, seed),
+            estimate(change - control, patients, seed),
+        )
         found.setdefault(classes[int(called)], {})[str(region)] = Intervention(
             images=len(part),
-            change=estimate(change, patients, seed),
+            change=fall,
             control=estimate(control, patients, seed),
             difference=difference,
             flipped=float(part["flipped"].mean()),
-            flagged=is_flagged(str(region), estimate(change, patients, seed), difference),
+            flagged=is_flagged(str(region), fall, difference),
         )
     return found
 
