@@ -154,7 +154,7 @@ def check_free(path: Path, what: str) -> None:
     (or none) passes."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no lock (or no such folder: said later)
         return
     try:
         holder = _read_holder(fd)
