@@ -22,6 +22,7 @@ from scipy.stats import norm, rankdata
 from cxr import stats
 from cxr.atomic import write_json_atomic
 from cxr.data.labels import known_patients
+from cxr.data.sources import check_dataset_name
 from cxr.errors import DataError
 from cxr.figures import plt, save_figure
 from cxr.tables import read_csv, write_csv
@@ -129,14 +130,28 @@ def predictions_of(folder: Path, on: str | None) -> tuple[pd.DataFrame, str, lis
     command = "cxr evaluate --all-folds" + (f" --on {on}" if on else "")
     if not table.is_file() or not report.is_file():
         raise DataError(f"{folder.name} has no {table}: run `{command}` for it first")
-    metrics = json.loads(report.read_text(encoding="utf-8"))
-    pooled = metrics.get("pooled") or metrics.get("ensemble") or {}
+    damaged = DataError(f"{where}: its predictions or metrics are damaged; run `{command}` again")
+    try:
+        metrics = json.loads(report.read_text(encoding="utf-8"))
+        pooled = (
+            (metrics.get("pooled") or metrics.get("ensemble") or {})
+            if isinstance(metrics, dict)
+            else {}
+        )
+        predictions = read_csv(
+            table, dtype={"image": str, "patient_id": str}, keep_default_na=False
+        )
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        raise damaged from None
     if "positive_class" not in pooled:
         raise DataError(
             f"{folder.name}: cxr compare compares binary tasks (a positive class); "
             f"{report} has none"
         )
-    predictions = read_csv(table, dtype={"image": str, "patient_id": str}, keep_default_na=False)
+    needed = {"fold", "image", "patient_id", "true_label", "predicted_label"}
+    needed.add(f"prob_{pooled['positive_class']}")
+    if not needed <= set(predictions.columns) or "classes" not in pooled:
+        raise damaged
     if on is not None:
         predictions = predictions[predictions["fold"].astype(str) == "ensemble"]
     return predictions, pooled["positive_class"], pooled["classes"]
@@ -144,6 +159,8 @@ def predictions_of(folder: Path, on: str | None) -> tuple[pd.DataFrame, str, lis
 
 def compare_runs(a: str, b: str, runs: Path = Path("runs"), on: str | None = None) -> Comparison:
     """B - A on the images both runs predicted, paired; writes <runs>/compare/<A>-vs-<B>/."""
+    if on is not None:
+        check_dataset_name(on, "--on")  # it names a folder below each run, and the output's
     folder_a, folder_b = run_folder(a, runs), run_folder(b, runs)
     first, positive, classes = predictions_of(folder_a, on)
     second, positive_b, classes_b = predictions_of(folder_b, on)

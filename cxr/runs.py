@@ -227,9 +227,9 @@ def check_run_options(cfg: Config, overwrite: bool = False, resume: bool = False
 
 
 def check_fold_run(cfg: Config, fold: int, overwrite: bool = False, resume: bool = False) -> None:
-    """Can fold `fold` be trained (or resumed) here? Reads only: nothing is changed until training
+    """Can fold `fold` be trained (or resumed) here (its options and output folder were checked
+    before it was locked, check_run_options)? Reads only: nothing is changed until training
     starts."""
-    check_run_options(cfg, overwrite, resume)
     final, staging = fold_run(cfg, fold), staging_run(cfg, fold)
     interrupted = staging.backup.is_dir()
     if resume:

@@ -138,3 +138,30 @@ def test_compare_two_runs_and_refuse_what_cannot_be_compared(tmp_path: Path) -> 
         compare_runs("base", "elsewhere", runs)
     result = CliRunner().invoke(app, ["compare", "base", "nothing", "--runs", str(runs)])
     assert result.exit_code == 1 and "no run folder" in result.output
+
+
+def test_damaged_or_hostile_inputs_are_one_line(tmp_path: Path) -> None:
+    """A cut metrics.json, a predictions table without its probabilities, and an --on that would
+    leave the runs folder: each one line, exit 1 or 2, nothing written."""
+    table = pd.DataFrame(
+        {
+            "image": [f"images/{i}.png" for i in range(10)],
+            "patient_id": [f"p{i}" for i in range(10)],
+            "true_label": ["sick", "normal"] * 5,
+        }
+    )
+    runs = tmp_path / "runs"
+    fake_run(runs, "a", table, np.linspace(0.1, 0.9, 10))
+    fake_run(runs, "b", table, np.linspace(0.9, 0.1, 10))
+    (runs / "a/evaluation/metrics.json").write_text('{"pooled": {"posit')
+    (runs / "b/evaluation/predictions.csv").write_text("image,patient_id\nx,y\n")
+    cases = {
+        ("a", "b"): (1, "its predictions or metrics are damaged"),
+        ("b", "a"): (1, "its predictions or metrics are damaged"),
+        ("a", "b", "--on", "../../elsewhere"): (2, "--on '../../elsewhere'"),
+    }
+    for args, (code, message) in cases.items():
+        result = CliRunner().invoke(app, ["compare", *args, "--runs", str(runs)])
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert result.exit_code == code and len(errors) == 1 and message in errors[0], result.output
+    assert not (runs / "compare").exists() and not (tmp_path / "elsewhere").exists()

@@ -245,6 +245,7 @@ def paste_rows(
     logits = _predict(model, images, batch)
     called = predicted_classes(logits)
     probabilities = class_probabilities(logits)
+    codes = [region_codes(mask) for mask in lungs]  # each donor's regions, once
     rows = []
     for name, regions in flagged.items():
         c = classes.index(name)
@@ -256,7 +257,7 @@ def paste_rows(
             pasted = images[recipients].copy()
             for k in range(len(recipients)):
                 j = donors[k % len(donors)]
-                mask = region_codes(lungs[j]) == REGIONS.index(region)
+                mask = codes[j] == REGIONS.index(region)
                 pasted[k][mask] = images[j][mask]
             new = _predict(model, pasted, batch)
             after, turned = class_probabilities(new)[:, c], predicted_classes(new) == c
