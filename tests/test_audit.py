@@ -200,7 +200,8 @@ def test_audit_on_a_trained_fold(trained_run, capsys) -> None:
 def test_shortcut_region_share_and_flags() -> None:
     import pandas as pd
 
-    from cxr.audit.shortcut import allowed_region, outside_share, summarise_shortcuts
+    from cxr.audit.shortcut import allowed_region, summarise_shortcuts
+    from cxr.explain.report import outside_share
 
     lungs = [Box(10, 10, 5, 20), Box(25, 10, 5, 20)]
     region = allowed_region((40, 40), lungs)

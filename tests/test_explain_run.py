@@ -76,9 +76,16 @@ def test_every_validation_image_gets_an_overlay_and_a_row(trained_run, explained
     assert set(report["outcome"]) <= {"TP", "FP", "TN", "FN"}
     summary = json.loads((explained.folder / "summary.json").read_text())
     assert summary["right"] + summary["wrong"] == len(validation) and summary["layer"] == "features"
-    assert (explained.folder / "montage.png").is_file() and "<table>" in (
-        explained.folder / "index.html"
-    ).read_text()
+    assert (explained.folder / "montage.png").is_file()
+    from cxr.explain.review import page_template
+
+    assert (explained.folder / "index.html").read_text() == page_template()
+    assert (explained.folder / "review.js").is_file()
+    # one film per image, the stored image itself (the review page's detail view shows it)
+    for row in report.itertuples():
+        film = np.asarray(Image.open(explained.folder / row.film))
+        stored = np.asarray(Image.open(trained_run.data.dataset_dir / row.image).convert("L"))
+        assert film.shape == stored.shape and np.abs(film.astype(int) - stored).mean() < 3
 
 
 def test_saved_maps_equal_an_independent_gradcam_of_the_predicted_class(
@@ -189,11 +196,13 @@ def test_shards_partition_the_fold_and_merge(trained_run) -> None:
     assert (folder / "report.shard1of2.csv").is_file() and (
         folder / "report.shard2of2.csv"
     ).is_file()
-    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/*.jpg")}
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("[rw]*/*.jpg")}
     assert len(stamps) == len(a | b)
     merged = explain_fold(trained_run, 0, ExplainOptions())
     assert set(merged.report["image"]) == a | b
-    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/*.jpg")} == stamps  # nothing recomputed
+    assert {
+        p: p.stat().st_mtime_ns for p in folder.glob("[rw]*/*.jpg")
+    } == stamps  # nothing recomputed
     assert explain_fold(trained_run, 0, ExplainOptions(shard=(1, 2))).report[
         "image"
     ].tolist() == sorted(a)  # deterministic
@@ -372,10 +381,12 @@ def test_blend_equals_matplotlib_colouring(colormap: str) -> None:
     assert np.abs(blend(grey, heat, colormap, 0.4).astype(int) - expected).max() <= 1
 
 
-def test_html_page_escapes_names_and_links_relatively(tmp_path: Path) -> None:
-    from cxr.explain.gallery import write_html
+def test_review_data_quotes_links_and_cannot_close_a_script(tmp_path: Path) -> None:
+    """Without a browser: names are data, links are URL-quoted and relative, '<' is escaped."""
+    from cxr.explain.review import DATA_FILE, write_review
 
     row = {
+        "fold": 0,
         "image": "images/<script>x</script>.png",
         "patient_id": "p&1",
         "true_class": "a'b",
@@ -383,14 +394,21 @@ def test_html_page_escapes_names_and_links_relatively(tmp_path: Path) -> None:
         "confidence": 0.9,
         "correct": "right",
         "target_class": "a'b",
-        "raw_peak": 1.0,
-        "empty": False,
         "overlay": "right/<script>x</script>.png",
         "method": "gradcam",
     }
-    page = write_html(tmp_path, pd.DataFrame([row]), ["a'b", "c"]).read_text()
-    assert "<script>" not in page and "&lt;script&gt;" in page and "p&amp;1" in page
-    assert "src='right/%3Cscript%3Ex%3C/script%3E.png'" in page  # relative and URL-quoted
+    card = tmp_path / "card.html"
+    card.write_text("card")
+    (tmp_path / "fold0").mkdir()
+    links = {"model card": card, "missing": tmp_path / "nothing.html"}  # only what exists
+    table = pd.DataFrame({"image": []})
+    write_review(tmp_path / "fold0", pd.DataFrame([row]), table, ["a'b", "c"], links)
+    text = (tmp_path / "fold0" / DATA_FILE).read_text()
+    assert "<" not in text
+    data = json.loads(text.removeprefix("window.CXR_REVIEW = ").removesuffix(";\n"))
+    assert data["rows"][0]["overlay"] == "right/%3Cscript%3Ex%3C/script%3E.png"
+    assert data["rows"][0]["image"] == row["image"] and data["classes"] == ["a'b", "c"]
+    assert data["links"] == [["model card", "../card.html"]]
 
 
 def test_montage_sample_takes_turns_between_outcomes() -> None:
@@ -437,5 +455,5 @@ def test_fold_agreement_against_each_fold_model_alone(trained_run) -> None:
         spread = np.std([q[target[0]] for q in p])
         assert found.loc[row["image"], "probability_std"] == pytest.approx(spread, abs=1e-5)
     assert result.summary["fold_agreement"]["images"] == len(result.report)
-    # the gallery links the experiment's model card
-    assert "href='../../MODEL_CARD.html'" in (result.folder / "index.html").read_text()
+    # the review page links the experiment's model card
+    assert '["model card","../../MODEL_CARD.html"]' in (result.folder / "review.js").read_text()

@@ -51,12 +51,13 @@ from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.errors import ConfigError, DataError
 from cxr.explain.methods import get_method
 from cxr.explain.probe import make_probe
+from cxr.explain.review import audit_verdicts, write_fold_review
 from cxr.external import External
 from cxr.figures import plt, save_figure
 from cxr.lungs.run import compute_lungs, has_lung_fields, lung_region
 from cxr.models.folding import fold_batch_norm
 from cxr.runs import command_dir, experiment_dir
-from cxr.tables import write_csv
+from cxr.tables import read_csv, write_csv
 from cxr.trained import TrainedFold
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,28 @@ def _audit_fold(
     write_csv(seen.localisation, folder / "localisation.csv")
     write_csv(sanity, folder / "sanity.csv")
     write_summary(folder, summary)
+    refresh_review(trained, table, audit_verdicts(seen.shortcuts, summary.flagged_on_evidence))
     return AuditResult(
         folder, seen.localisation, sanity, summary, faithfulness, seen.shortcuts, map_rows, road
+    )
+
+
+def refresh_review(trained: TrainedFold, table: pd.DataFrame, verdicts: pd.DataFrame) -> None:
+    """The fold's review page again, now with the audit's verdicts (when the fold was
+    explained): its audit filter and the audit's links to it."""
+    explain = trained.folder("explain")
+    if not (explain / "report.csv").exists():
+        return
+    card = experiment_dir(trained.settings) / "MODEL_CARD.html"
+    report = read_csv(explain / "report.csv")
+    write_fold_review(
+        explain,
+        trained.folder("audit"),
+        report,
+        table,
+        trained.classes,
+        {"model card": card},
+        verdicts,
     )
 
 

@@ -34,12 +34,6 @@ def allowed_region(shape: tuple[int, int], lungs: list[Box] | np.ndarray | None)
     return region
 
 
-def outside_share(heatmap: np.ndarray, region: np.ndarray) -> float:
-    """Share of the map's total outside the allowed region (NaN for an empty map)."""
-    total = float(heatmap.sum())
-    return float(heatmap[~region].sum() / total) if total > 0 else float("nan")
-
-
 def summarise_shortcuts(rows: pd.DataFrame, method: str) -> Shortcuts:
     """Per predicted class and overall: mean share outside, share of flagged images, and the model's
     flag.

@@ -1,17 +1,13 @@
-"""Ways to look at a fold's overlays: a montage PNG and a single static HTML page."""
+"""A fold's overlays in one picture: the montage PNG (the review page is cxr.explain.review)."""
 
 from __future__ import annotations
 
-import html
-import os
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from cxr.atomic import write_text_atomic
 from cxr.data.images import write_png
 
 TILE = 160
@@ -62,80 +58,4 @@ def write_montage(folder: Path, report: pd.DataFrame, per_row: int = 8) -> Path 
             draw.text((c * TILE + 2, top + 16), caption, fill=(255, 255, 0))
     path = folder / "montage.png"
     write_png(np.asarray(canvas), path)
-    return path
-
-
-def write_html(
-    folder: Path, report: pd.DataFrame, classes: list[str], card: Path | None = None
-) -> Path:
-    """One self-contained page with relative links (to the experiment's model card too, when
-    `card` is given); every name from the data is escaped."""
-    right, wrong = (
-        int((report["correct"] == "right").sum()),
-        int((report["correct"] == "wrong").sum()),
-    )
-    head = [
-        "image",
-        "patient",
-        "true",
-        "predicted",
-        "confidence",
-        "right/wrong",
-        "target",
-        "raw peak",
-        "empty",
-        "peak region",
-    ]
-    regions = sorted(
-        {str(r) for r in report.get("peak_region", pd.Series(dtype=str)).dropna() if str(r)}
-    )
-    show = (
-        "for (const r of document.querySelectorAll('tr[data-region]')) "
-        "r.style.display = (this.value === '' || r.dataset.region === this.value) ? '' : 'none'"
-    )
-    choose = "".join(f"<option value='{html.escape(r)}'>{html.escape(r)}</option>" for r in regions)
-    lines = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>cxr explanations</title>",
-        "<style>body{font-family:sans-serif;background:#111;color:#eee}table{border-collapse:collapse}"
-        "td,th{padding:4px 8px;border-bottom:1px solid "
-        "#333}img{width:160px}.wrong{color:#f77}.right{color:#7f7}</style>",
-        "</head><body>",
-        f"<h1>{html.escape(str(report['method'].iloc[0]) if len(report) else '')} "
-        "explanations</h1>",
-        f"<p>{right} right, {wrong} wrong; classes: {html.escape(', '.join(classes))}</p>",
-        ""
-        if card is None
-        else f"<p><a href='{html.escape(quote(os.path.relpath(card, folder)))}'>model card</a></p>",
-        f'<p>map peak: <select onchange="{show}"><option '
-        f"value=''>anywhere</option>{choose}</select></p>"
-        if regions
-        else "",
-        "<table><tr><th>overlay</th>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>",
-    ]
-    for row in report.itertuples():
-        link = html.escape(quote(row.overlay))
-        region = (
-            "" if pd.isna(getattr(row, "peak_region", "")) else str(getattr(row, "peak_region", ""))
-        )
-        cells = [
-            row.image,
-            row.patient_id,
-            row.true_class,
-            row.predicted_class,
-            f"{row.confidence:.3f}",
-            row.correct,
-            row.target_class,
-            f"{row.raw_peak:.3g}",
-            "yes" if row.empty else "",
-            region,
-        ]
-        lines.append(
-            f"<tr class='{html.escape(row.correct)}' data-region='{html.escape(region)}'>"
-            f"<td><a href='{link}'><img src='{link}' loading='lazy'></a></td>"
-            + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in cells)
-            + "</tr>"
-        )
-    lines.append("</table></body></html>")
-    path = folder / "index.html"
-    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

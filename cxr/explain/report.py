@@ -64,6 +64,12 @@ def box_energy_share(heatmap: np.ndarray, boxes: list[Box]) -> float:
     return float(heatmap[box_mask(heatmap.shape, boxes)].sum() / total)
 
 
+def outside_share(heatmap: np.ndarray, region: np.ndarray) -> float:
+    """Share of the map's total outside a boolean region (NaN for an empty map)."""
+    total = float(heatmap.sum())
+    return float(heatmap[~region].sum() / total) if total > 0 else float("nan")
+
+
 def outcome(true_index: int, predicted_index: int, positive: int | None) -> str:
     """TP / FP / TN / FN for a binary task; empty otherwise."""
     if positive is None:

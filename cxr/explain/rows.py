@@ -26,11 +26,14 @@ from cxr.explain.report import (
     inside,
     outcome,
     output_probabilities,
+    outside_share,
     peak_location,
     predicted_classes,
 )
 from cxr.lungs.run import lung_region
 from cxr.runs import FoldRun
+
+FILMS = "films"  # the stored images beside their overlays, for the review page's detail view
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,8 @@ def image_row(
         outline,
     )
     write_overlay(pixels, folder / overlay)
+    film = f"{FILMS}/{overlay_name(row['image'], suffix)}"  # one per image, whatever the class
+    write_overlay(grey, folder / film)
     return {
         "fold": ctx.run.fold,
         "image": row["image"],
@@ -190,7 +195,12 @@ def image_row(
         "peak_region": REGIONS[region_codes(lungs)[y, x]]
         if lungs is not None and not result.empty[i]
         else "",
+        # the review page sorts by it; NaN when the lungs are unknown or the map is empty
+        "outside_lungs": outside_share(heatmap, lungs)
+        if lungs is not None and not result.empty[i]
+        else float("nan"),
         "overlay": overlay,
+        "film": film,
     }
 
 

@@ -5,7 +5,8 @@ cxr.explain.resume, maps.npz is cxr.explain.mapsfile, fold agreement cxr.explain
 Streams batches from disk; the map of one batch is computed while a thread pool writes the previous
 batch's overlays, so memory stays flat and encoding them (JPEG or PNG) overlaps with the gradients.
 Writes into runs/<experiment>/explain/fold<K>/: right/ and wrong/ overlays, report.csv,
-summary.json, montage.png, index.html, and maps.npz with --save-maps.
+summary.json, montage.png, films/ and the review page (index.html, review.js,
+cxr.explain.review), and maps.npz with --save-maps.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from cxr.data.download import file_digest
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.errors import ConfigError, DataError
 from cxr.explain.agreement import fold_agreement, summarise_agreement
-from cxr.explain.gallery import write_html, write_montage
+from cxr.explain.gallery import write_montage
 from cxr.explain.mapsfile import MapsWriter
 from cxr.explain.methods import Explanation, explain_batch, get_method
 from cxr.explain.options import ExplainOptions, in_shard
 from cxr.explain.probe import Probe, coarse_map_note, make_probe
 from cxr.explain.report import output_probabilities, summarise_fold
 from cxr.explain.resume import read_previous_rows
+from cxr.explain.review import write_fold_review
 from cxr.explain.rows import (
     FoldContext,
     classes_per_image,
@@ -147,7 +149,14 @@ def explain_fold(
     write_csv(report, folder / name)
     write_json_atomic(folder / name.replace("report", "summary").replace(".csv", ".json"), summary)
     write_montage(folder, report, options.montage_size)
-    write_html(folder, report, classes, experiment_dir(cfg) / "MODEL_CARD.html")
+    write_fold_review(
+        folder,
+        trained.folder("audit"),
+        report,
+        table,
+        classes,
+        {"model card": experiment_dir(cfg) / "MODEL_CARD.html"},
+    )
     return FoldExplanation(fold, folder, report, summary)
 
 
