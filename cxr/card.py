@@ -13,12 +13,16 @@ import json
 import math
 import re
 from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import markdown
 
 from cxr.atomic import write_text_atomic
 from cxr.config import Config, load_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import known_patients, patient_keys
 from cxr.runs import (
+    REVIEW_PAGE,
     command_dir,
     experiment_dir,
     external_dir,
@@ -31,7 +35,6 @@ from cxr.tables import read_csv
 Section = tuple[str, list[str]]  # a heading and its lines (markdown: bullets or table rows)
 MARKDOWN_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|"}
 MARKDOWN_ESCAPES |= {c: "\\" + c for c in "\\`*_[]#"}
-UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
 
 
 def md(value: object) -> str:
@@ -43,9 +46,9 @@ def md(value: object) -> str:
     return "".join(MARKDOWN_ESCAPES.get(c, c) for c in text)
 
 
-def plain(markdown: str) -> str:
-    """A line of the card's Markdown as the text it shows (for the HTML card)."""
-    return html.unescape(re.sub(r"\\(.)", r"\1", markdown))
+def plain(text: str) -> str:
+    """A line of the card's Markdown as the text it shows (the HTML card's title)."""
+    return html.unescape(re.sub(r"\\(.)", r"\1", text))
 
 
 def read_json(path: Path) -> dict | None:
@@ -136,7 +139,7 @@ def performance_section(cfg: Config) -> list[Section]:
                 "Calibration",
                 [
                     f"- {md(c['of'])}: expected calibration error {num(c['ece'])} over {c['bins']} "
-                    f"equal-count bins, Brier score {num(c['brier'])} (`calibration.png`)"
+                    f"equal-count bins, Brier score {num(c['brier'])} (figure below)"
                 ],
             )
         )
@@ -215,20 +218,30 @@ def explanation_section(cfg: Config, folds: list[int]) -> list[Section]:
                 f"{num(loc['centre_baseline'], '.0%')}, random "
                 f"{num(loc['random_baseline'], '.0%')})"
             )
-        lines.append(text)
+        lines.append(text + f" ([review page](explain/fold{fold}/{REVIEW_PAGE}))")
     root = experiment_dir(cfg)
     pooled = read_json(command_dir(root, "audit") / "summary.json")
     per_fold = [read_json(command_dir(root, "audit", fold) / "summary.json") for fold in folds]
     audits = [pooled] if pooled else [found for found in per_fold if found]
-    audit_lines = [line for found in audits for line in audit_lines_of(found)]
+    audit_lines = [line for found in audits for line in audit_lines_of(found, root)]
     return [
         ("Explanations", lines or ["- Not explained yet: `cxr explain --all-folds`"]),
         ("Audit of the explanations", audit_lines or ["- Not audited yet: `cxr audit`"]),
     ]
 
 
-def audit_lines_of(summary: dict) -> list[str]:
-    where = "pooled" if summary.get("fold") is None else f"fold {summary['fold']}"
+def review_link(root: Path, fold: object, text: str, **filters: str) -> str:
+    """' ([text](explain/fold<K>/index.html#filters))': the fold's review page filtered to the
+    images a line is about; empty for a pooled line or a fold never explained."""
+    page = Path("explain") / f"fold{fold}" / REVIEW_PAGE
+    if fold is None or not (root / page).exists():
+        return ""
+    return f" ([{text}]({page.as_posix()}#{urlencode(filters, quote_via=quote)}))"
+
+
+def audit_lines_of(summary: dict, root: Path) -> list[str]:
+    fold = summary.get("fold")
+    where = "pooled" if fold is None else f"fold {fold}"
     lines = []
     for method, found in summary.get("localisation", {}).items():
         lines.append(
@@ -250,7 +263,11 @@ def audit_lines_of(summary: dict) -> list[str]:
     shortcuts = summary.get("shortcuts", {})
     if shortcuts:
         flags = (shortcuts.get("regions") or {}).get("flags", {})
-        flagged = "; ".join(f"{md(k)}: {', '.join(v)}" for k, v in flags.items())
+        flagged = "; ".join(
+            f"{md(k)}: {', '.join(v)}"
+            + review_link(root, fold, "review them", predicted=k, audit="flagged")
+            for k, v in flags.items()
+        )
         lines.append(
             f"- {where}, shortcuts ({shortcuts['rule']} rule): "
             + (
@@ -261,7 +278,14 @@ def audit_lines_of(summary: dict) -> list[str]:
         )
     if summary.get("interventions"):
         evidence = summary.get("flagged_on_evidence") or {}
-        regions = "; ".join(f"{md(k)}: {', '.join(v)}" for k, v in evidence.items())
+        regions = "; ".join(
+            f"{md(k)}: "
+            + ", ".join(
+                region + review_link(root, fold, "maps peaking there", predicted=k, region=region)
+                for region in v
+            )
+            for k, v in evidence.items()
+        )
         lines.append(
             f"- {where}, what the decisions depend on (regions filled in turn, against the same "
             f"area in the lungs): {'FLAGGED, ' + regions if evidence else 'not flagged'}"
@@ -284,6 +308,59 @@ def limitations_section(cfg: Config, trained: Config) -> Section:
     return "Limitations cxr can know", lines
 
 
+def provenance_section(cfg: Config, folds: list[int]) -> Section:
+    """Versions and digests from each fold's provenance.json (written by `cxr train`)."""
+    lines = []
+    found = {fold: read_json(fold_run(cfg, fold).provenance) for fold in folds}
+    for fold, p in found.items():
+        if p is None:
+            lines.append(f"- Fold {fold}: not recorded (trained before cxr wrote provenance.json)")
+            continue
+        commit = f" (git {md(p['git_commit'])})" if p.get("git_commit") else ""
+        gpu = (
+            f"CUDA {md(p['cuda'])}, cuDNN {md(p['cudnn'])}, GPU {md(', '.join(p['gpus']))}"
+            if p.get("gpus")
+            else "no GPU"
+            + (f" (TensorFlow built for CUDA {md(p['cuda'])})" if p.get("cuda") else "")
+        )
+        lines.append(
+            f"- Fold {fold}: cxr {md(p.get('cxr'))}{commit}; Python {md(p.get('python'))}, "
+            f"TensorFlow {md(p.get('tensorflow'))}, Keras {md(p.get('keras'))}, NumPy "
+            f"{md(p.get('numpy'))}; {gpu}; labels.csv sha256 `{p['labels_sha256'][:16]}`, "
+            f"config sha256 `{p['config_sha256'][:16]}`"
+        )
+    return "Versions and provenance", lines
+
+
+def figures_of(cfg: Config, folds: list[int]) -> list[tuple[str, Path]]:
+    """(caption, path below the experiment's folder) of every figure the run has drawn."""
+    root = experiment_dir(cfg)
+    pooled = pooled_evaluation_dir(cfg).relative_to(root)
+    candidates = [
+        ("ROC curve, pooled out of fold", pooled / "roc.png"),
+        ("Calibration, pooled out of fold", pooled / "calibration.png"),
+        ("Confusion matrix, pooled out of fold", pooled / "confusion.png"),
+    ]
+    for fold in folds:
+        candidates += [
+            (f"Training curves, fold {fold}", Path(f"fold{fold}") / "history.png"),
+            (f"Right and wrong maps, fold {fold}", Path("explain") / f"fold{fold}" / "montage.png"),
+            (f"Methods side by side, fold {fold}", Path("audit") / f"fold{fold}" / "methods.png"),
+            (
+                f"Deletion and insertion curves, fold {fold}",
+                Path("audit") / f"fold{fold}" / "faithfulness.png",
+            ),
+        ]
+    return [(caption, path) for caption, path in candidates if (root / path).is_file()]
+
+
+def figures_section(cfg: Config, folds: list[int]) -> Section:
+    figures = figures_of(cfg, folds)
+    if not figures:
+        return "Figures", ["- None yet: `cxr evaluate` draws the first"]
+    return "Figures", [f"![{caption}]({path.as_posix()})" for caption, path in figures]
+
+
 def card_sections(cfg: Config) -> list[Section]:
     folds = trained_folds(cfg)
     trained = load_config(fold_run(cfg, folds[0]).config)
@@ -301,46 +378,97 @@ def card_sections(cfg: Config) -> list[Section]:
             ],
         ),
         limitations_section(cfg, trained),
+        provenance_section(cfg, folds),
+        figures_section(cfg, folds),
     ]
 
 
 def write_model_card(cfg: Config) -> Path | None:
-    """runs/<experiment>/MODEL_CARD.md and MODEL_CARD.html from the run's files (None before any
-    fold is trained)."""
+    """runs/<experiment>/MODEL_CARD.md, MODEL_CARD.html (the same Markdown rendered, its figures
+    shown) and index.html (links to everything the run holds), from the run's files (None
+    before any fold is trained)."""
     if not trained_folds(cfg):
         return None
     sections = card_sections(cfg)
     title = f"Model card: {md(cfg.experiment.name)}"
-    markdown = "\n\n".join(
+    markdown_text = "\n\n".join(
         [f"# {title}", *(f"## {head}\n\n" + "\n".join(lines) for head, lines in sections)]
     )
     folder = experiment_dir(cfg)
-    write_text_atomic(folder / "MODEL_CARD.md", markdown + "\n")
-    write_text_atomic(folder / "MODEL_CARD.html", as_html(title, sections))
+    write_text_atomic(folder / "MODEL_CARD.md", markdown_text + "\n")
+    write_text_atomic(folder / "MODEL_CARD.html", as_html(plain(title), markdown_text))
+    write_text_atomic(folder / REVIEW_PAGE, experiment_index(cfg))
     return folder / "MODEL_CARD.md"
 
 
-def as_html(title: str, sections: list[Section]) -> str:
-    """The same sections as a standalone page: bullets as lists, pipe rows as a table."""
-    title = html.escape(plain(title))
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{title}</title>", f"<h1>{title}</h1>"]
-    for head, lines in sections:
-        parts.append(f"<h2>{html.escape(head)}</h2>")
-        bullets = [line[2:] for line in lines if line.startswith("- ")]
-        rows = [line for line in lines if line.startswith("|") and "---" not in line]
-        texts = [line for line in lines if line and not line.startswith(("- ", "|"))]
-        parts += [f"<p>{html.escape(plain(text))}</p>" for text in texts]
-        if bullets:
-            items = "".join(f"<li>{html.escape(plain(b))}</li>" for b in bullets)
-            parts.append(f"<ul>{items}</ul>")
-        if rows:
-            cells = [
-                [plain(c.strip()) for c in UNESCAPED_PIPE.split(row.strip("|"))] for row in rows
-            ]
-            head_row = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-            body = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                for row in cells[1:]
+# the review page's colours (cxr/explain/assets/review.html); every text pair is at least 4.5:1
+STYLE = """
+body { margin: 0 auto; max-width: 1100px; padding: 16px 24px 48px; background: #121417;
+       color: #e9ecef; font: 15px/1.5 system-ui, sans-serif; }
+a { color: #8cb8ff; }
+h1, h2 { border-bottom: 1px solid #363c44; padding-bottom: 4px; }
+code { background: #1d2126; color: #ffd166; padding: 1px 4px; border-radius: 3px; }
+table { border-collapse: collapse; margin: 8px 0; }
+th, td { border: 1px solid #363c44; padding: 4px 10px; text-align: left; }
+th { background: #1d2126; }
+img { max-width: 100%; background: #fff; border-radius: 4px; margin: 8px 0 2px; }
+"""
+
+
+def page(title: str, body: str) -> str:
+    return (
+        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n"
+        f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+def as_html(title: str, markdown_text: str) -> str:
+    """The card's Markdown rendered by Python-Markdown (tables, code marks, links, figures as
+    pictures). User text in it is already inert: `md` wrote its HTML characters as entities."""
+    return page(title, markdown.markdown(markdown_text, extensions=["tables"]))
+
+
+def experiment_index(cfg: Config) -> str:
+    """runs/<experiment>/index.html: links to the model card, each fold's review page and audit,
+    the figures and the external validations that exist."""
+    root = experiment_dir(cfg)
+    folds = trained_folds(cfg)
+    items: list[tuple[str, list[tuple[str, Path]]]] = [
+        ("Model card", [("MODEL_CARD.html", Path("MODEL_CARD.html"))]),
+        (
+            "Review pages",
+            [(f"fold {k}", Path("explain") / f"fold{k}" / REVIEW_PAGE) for k in folds],
+        ),
+        (
+            "Audits",
+            [("pooled", Path("audit") / "summary.json")]
+            + [(f"fold {k}", Path("audit") / f"fold{k}" / "summary.json") for k in folds],
+        ),
+        ("Figures", [(caption, path) for caption, path in figures_of(cfg, folds)]),
+        (
+            "External validation",
+            [(p.parent.name, p.relative_to(root)) for p in external_reports(cfg)]
+            + [
+                (f"{p.parents[2].name}: review page, fold {p.parent.name[4:]}", p.relative_to(root))
+                for p in sorted(external_dir(cfg).glob(f"*/explain/fold*/{REVIEW_PAGE}"))
+            ],
+        ),
+    ]
+    body = [f"<h1>{html.escape(cfg.experiment.name)}</h1>"]
+    for head, links in items:
+        found = [(text, path) for text, path in links if (root / path).exists()]
+        body.append(f"<h2>{html.escape(head)}</h2>")
+        if not found:
+            body.append("<p>none yet</p>")
+            continue
+        body.append(
+            "<ul>"
+            + "".join(
+                f"<li><a href='{html.escape(quote(path.as_posix()))}'>{html.escape(text)}</a></li>"
+                for text, path in found
             )
-            parts.append(f"<table border='1'><tr>{head_row}</tr>{body}</table>")
-    return "\n".join(parts) + "\n"
+            + "</ul>"
+        )
+    return page(f"cxr: {cfg.experiment.name}", "\n".join(body))

@@ -2,12 +2,14 @@
 
 runs/<experiment>/
   fold<K>/   model.keras (best), config.yaml (resolved), classes.json, split.csv,
-             history.csv, summary.json, logs/ (TensorBoard),
+             history.csv, history.png, summary.json, provenance.json (versions, digests),
+             logs/ (TensorBoard),
              evaluation/ (predictions.csv, metrics.json, roc.png, confusion.png)
   evaluation/  the same over all evaluated folds, pooled, plus mean and std
   explain/fold<K>/, audit/fold<K>/  what explain and audit write for a fold (audit/ also pooled)
   external/<dataset>/  the same for another dataset (evaluate --on, explain --on, audit --on)
-  MODEL_CARD.md, MODEL_CARD.html
+  explain/fold<K>/index.html  the fold's review page (review.js its data, films/ its images)
+  MODEL_CARD.md, MODEL_CARD.html, index.html (links to all of the above)
   .training/fold<K>/  a fold while it trains; it replaces fold<K>/ only once it has its checkpoint
 """
 
@@ -29,6 +31,8 @@ from cxr.errors import ConfigError, DataError, shorten
 from cxr.locks import check_free, hold
 from cxr.tables import read_csv
 
+REVIEW_PAGE = "index.html"  # a fold's review page in explain/fold<K>/, and the experiment's index
+
 STAGING = ".training"
 log = logging.getLogger(__name__)
 _NOTED: set[tuple[str, ...]] = set()  # differences already reported in this process
@@ -49,6 +53,8 @@ class FoldRun:
     classes = property(lambda self: self.folder / "classes.json")
     split = property(lambda self: self.folder / "split.csv")
     history = property(lambda self: self.folder / "history.csv")
+    history_figure = property(lambda self: self.folder / "history.png")
+    provenance = property(lambda self: self.folder / "provenance.json")
     summary = property(lambda self: self.folder / "summary.json")
     logs = property(lambda self: self.folder / "logs")
     backup = property(lambda self: self.folder / "backup")

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,8 +31,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from cxr.atomic import FILE_MODE, atomic_path, follow_umask, write_json_atomic, write_text_atomic
 from cxr.config import Config, TrainConfig, dump_config, load_config
 from cxr.data.dataset import METADATA_FILE
+from cxr.data.labels import LABELS_FILE, read_labels
 from cxr.data.labels import class_names as table_class_names
-from cxr.data.labels import read_labels
 from cxr.data.pipeline import checked_split, encode_labels, images_named_on_failure, make_dataset
 from cxr.distribute import (
     Cluster,
@@ -41,9 +42,11 @@ from cxr.distribute import (
     shard_by_data,
 )
 from cxr.errors import ConfigError, CxrError, DataError
+from cxr.figures import plt, save_figure
 from cxr.models.build import build_model
 from cxr.models.metrics import make_loss_and_metrics
 from cxr.models.precision import set_precision, use_mixed_precision
+from cxr.provenance import provenance
 from cxr.runs import (
     FoldRun,
     check_fold_run,
@@ -59,6 +62,7 @@ from cxr.runs import (
 from cxr.tables import write_csv
 
 log = logging.getLogger(__name__)
+MODEL_ABOUT = "cxr.json"  # inside model.keras: classes and input (save_portable)
 MONITOR_MODES = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
 # what a --resume may change; the experiment's name and folder are the run's own, found by them
 RESUMABLE_CHANGES = {"train.epochs", "data.cache", "experiment.name", "experiment.output_dir"}
@@ -166,8 +170,9 @@ def finish_interrupted_save(cfg: Config, fold: int) -> TrainResult | None:
         fold,
         staged.folder,
     )
-    result = summarise(staged.read_config(), staged, fold)
-    save_portable(staged.model)
+    settings = staged.read_config()
+    result = summarise(settings, staged, fold)
+    save_portable(staged.model, model_about(settings, staged.read_classes()))
     publish_run(staged, fold_run(cfg, fold))
     return dataclasses.replace(result, run=fold_run(cfg, fold))
 
@@ -213,7 +218,7 @@ def _train_locked(
             )
         follow_umask(run.logs)  # TensorBoard's folders, made by TensorFlow
         result = summarise(worker_cfg, run, fold)
-        save_portable(run.model)
+        save_portable(run.model, model_about(worker_cfg, classes))
         publish_run(run, fold_run(worker_cfg, fold))
     # another worker's temporary copy is gone: name the chief's
     return dataclasses.replace(result, run=fold_run(cfg, fold))
@@ -393,12 +398,32 @@ def loss_jumps(history: pd.DataFrame) -> list[str]:
     ]
 
 
-def save_portable(path: Path) -> None:
+def save_portable(path: Path, about: dict) -> None:
     """Save the best model again without its compile settings: they name cxr's AUC metric, which
-    plain Keras cannot rebuild, so `keras.saving.load_model(path)` works without importing cxr."""
+    plain Keras cannot rebuild, so `keras.saving.load_model(path)` works without importing cxr.
+    `about` (the classes and the input it expects) goes into the .keras archive as cxr.json,
+    which Keras leaves alone, so the file alone says how to use it."""
     model = keras.models.load_model(path, compile=False)
     with atomic_path(path) as tmp:
         model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(MODEL_ABOUT, json.dumps(about, indent=2) + "\n")
+
+
+def model_about(cfg: Config, classes: list[str]) -> dict:
+    """What a user of model.keras elsewhere needs: classes in output order, the input's shape
+    and pixel range, and how to read the outputs."""
+    data = cfg.data
+    return {
+        "classes": classes,
+        "input_shape": [data.image_size, data.image_size, data.channels],
+        "input_pixels": "0-255, grey (one channel) or grey repeated; the model scales them itself",
+        "outputs": "one sigmoid per class (multi-label)"
+        if data.multi_label
+        else "logits: softmax for class probabilities, or one logit (sigmoid) for two classes",
+        "model": cfg.model.name,
+        "made_by": "cxr",
+    }
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -523,10 +548,32 @@ def write_run_inputs(
     """What later commands need to read this run without the original config: config, classes,
     split."""
     resolved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": fold})})
-    write_text_atomic(run.config, dump_config(resolved))
+    config_text = dump_config(resolved)
+    write_text_atomic(run.config, config_text)
     write_text_atomic(run.classes, json.dumps(classes) + "\n")
+    labels = cfg.data.dataset_dir / LABELS_FILE
+    write_json_atomic(run.provenance, provenance(labels, config_text))
     split = pd.concat([train_table.assign(split="train"), val_table.assign(split="validation")])
     write_csv(split[["image", "label", "patient_id", "fold", "split"]], run.split)
+
+
+def plot_history(history: pd.DataFrame, monitor: str, best_epoch: int, path: Path) -> None:
+    """history.png: the loss and the monitored metric by epoch (counted from 1), training and
+    validation, the best epoch marked."""
+    epochs = history["epoch"].to_numpy() + 1
+    metric = monitor.removeprefix("val_")
+    panels = ["loss"] if metric == "loss" else ["loss", metric]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], panels, strict=True):
+        for column, label in ((name, "training"), (f"val_{name}", "validation")):
+            if column in history:
+                ax.plot(epochs, history[column], marker="o", markersize=3, label=label)
+        ax.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{path.parent.name}: best by {monitor}")
+    save_figure(fig, path)
 
 
 def summarise(cfg: Config, run: FoldRun, fold: int) -> TrainResult:
@@ -558,6 +605,7 @@ def summarise(cfg: Config, run: FoldRun, fold: int) -> TrainResult:
         monitor,
         history,
     )
+    plot_history(history, monitor, result.best_epoch, run.history_figure)
     summary = {
         "fold": fold,
         "best_epoch": result.best_epoch,

@@ -24,3 +24,31 @@ def test_the_card_reads_every_figure_from_the_run(trained_run) -> None:
     write_model_card(trained_run)
     assert "| roc_auc | 0.123 [" in (folder / "MODEL_CARD.md").read_text()
     evaluate(trained_run, [0, 1])  # as the other tests found it
+
+
+def test_audit_lines_link_the_review_page_filtered_to_their_images(tmp_path) -> None:
+    from cxr.card import audit_lines_of
+
+    summary = {
+        "fold": 0,
+        "shortcuts": {
+            "rule": "regions",
+            "model_flagged": True,
+            "flagged_classes": ["a b"],
+            "regions": {"flags": {"a b": ["93% of peaks in the top-left corner"]}},
+        },
+        "interventions": {"normal": {}},
+        "flagged_on_evidence": {"normal": ["top_left", "border"]},
+    }
+    assert not any("](" in line for line in audit_lines_of(summary, tmp_path))  # no page yet
+    (tmp_path / "explain" / "fold0").mkdir(parents=True)
+    (tmp_path / "explain" / "fold0" / "index.html").write_text("page")
+    text = "\n".join(audit_lines_of(summary, tmp_path))
+    assert "(explain/fold0/index.html#predicted=a%20b&audit=flagged)" in text
+    assert (
+        "top_left ([maps peaking there](explain/fold0/index.html#predicted=normal&region=top_left))"
+        in text
+    )
+    assert "#predicted=normal&region=border)" in text
+    pooled = audit_lines_of(summary | {"fold": None}, tmp_path)
+    assert not any("](" in line for line in pooled)

@@ -397,3 +397,33 @@ def test_the_audit_adds_its_verdicts_to_the_page(page, explained, trained_run) -
         page.select_option("#f-audit", choice)
         names = set(shortcuts.loc[expected.to_numpy(), "image"])
         assert shown(page) == [i for i in report["image"] if i in names], choice
+
+
+def test_the_model_card_and_the_index_in_a_browser(page, explained, trained_run) -> None:
+    """The card's figures are pictures that load, its code marks are rendered, its text is
+    readable; the experiment's index links only to files that exist, each fold's page among
+    them."""
+    from cxr.evaluate import evaluate
+    from cxr.runs import experiment_dir
+
+    evaluate(trained_run, [0, 1])
+    root = experiment_dir(trained_run)
+    page.goto((root / "MODEL_CARD.html").as_uri())
+    pictures = page.eval_on_selector_all("img", "i => i.map(x => x.getAttribute('src'))")
+    assert {"evaluation/roc.png", "evaluation/calibration.png"} <= set(pictures)
+    assert "explain/fold0/montage.png" in pictures
+    for src in pictures:
+        assert (root / src).is_file()
+        page.wait_for_function(f"document.querySelector('img[src=\"{src}\"]').naturalWidth > 0")
+    assert "`" not in page.inner_text("body")
+    assert page.eval_on_selector_all("code", "c => c.length") >= 2
+    texts = page.evaluate(COLOURS)
+    low = [t for t in texts if contrast(rgb(t[1]), rgb(t[2])) < 4.5]
+    assert not low, low
+    page.click("text=review page")
+    assert page.url.endswith("explain/fold0/index.html#") or "explain/fold0/index.html" in page.url
+    assert count(page) == len(report_of(explained))
+    page.goto((root / "index.html").as_uri())
+    hrefs = page.eval_on_selector_all("a", "a => a.map(x => x.getAttribute('href'))")
+    assert "explain/fold0/index.html" in hrefs and "MODEL_CARD.html" in hrefs
+    assert all((root / h).exists() for h in hrefs)

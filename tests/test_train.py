@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 import yaml
 from conftest import tiny_config
 from PIL import Image
@@ -51,6 +53,28 @@ def test_run_folder_holds_what_later_commands_need(trained_run) -> None:
     assert summary["best_epoch"] == history.loc[history["val_auc"].idxmax(), "epoch"] + 1
     model = keras.models.load_model(run.model, compile=False)
     assert model.output.shape == (None, 2)
+    # the .keras file says what it expects, in an entry plain Keras leaves alone
+    with zipfile.ZipFile(run.model) as archive:
+        about = json.loads(archive.read("cxr.json"))
+    assert about["classes"] == ["normal", "pneumonia"]
+    assert about["input_shape"] == [*model.input.shape[1:]] == [64, 64, 1]
+    # the training curves: a PNG with both panels drawn (not a blank canvas)
+    figure = np.asarray(Image.open(run.history_figure).convert("L"))
+    assert figure.shape[1] > figure.shape[0] and figure.std() > 10
+    # provenance: the digests are those of the files the fold was trained from
+    import hashlib
+
+    found = json.loads(run.provenance.read_text())
+    labels = (trained_run.data.dataset_dir / "labels.csv").read_bytes()
+    assert found["labels_sha256"] == hashlib.sha256(labels).hexdigest()
+    assert found["config_sha256"] == hashlib.sha256(run.config.read_bytes()).hexdigest()
+    assert found["keras"] == keras.__version__ and found["tensorflow"] == tf.__version__
+    assert found["numpy"] == np.__version__ and isinstance(found["gpus"], list)
+    from cxr.card import write_model_card
+
+    card = write_model_card(trained_run).read_text()
+    assert f"labels.csv sha256 `{found['labels_sha256'][:16]}`" in card
+    assert "![Training curves, fold 1](fold1/history.png)" in card
 
 
 def test_class_weights_are_balanced_by_hand() -> None:

@@ -23,10 +23,10 @@ import pandas as pd
 
 from cxr.atomic import json_ready, write_text_atomic
 from cxr.data.labels import decode_boxes
+from cxr.runs import REVIEW_PAGE
 from cxr.tables import read_csv
 
 DATA_FILE = "review.js"
-PAGE_FILE = "index.html"
 # report columns shown on the tile and used by the filters; the detail view shows every column
 NUMBERS = ("confidence", "outside_lungs", "peak_x", "peak_y")
 
@@ -163,7 +163,7 @@ def write_review(
     title = f"cxr review: fold {fold}"
     data = review_data(rows, [str(c) for c in report.columns], classes, title, about, hrefs)
     write_text_atomic(folder / DATA_FILE, as_script(data))
-    page = folder / PAGE_FILE
+    page = folder / REVIEW_PAGE
     write_text_atomic(page, page_template())
     return page
 
