@@ -31,6 +31,7 @@ from cxr.runs import (
     trained_folds,
 )
 from cxr.tables import read_csv
+from cxr.tracking import sync as sync_tracking
 
 Section = tuple[str, list[str]]  # a heading and its lines (markdown: bullets or table rows)
 MARKDOWN_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|"}
@@ -398,6 +399,7 @@ def write_model_card(cfg: Config) -> Path | None:
     write_text_atomic(folder / "MODEL_CARD.md", markdown_text + "\n")
     write_text_atomic(folder / "MODEL_CARD.html", as_html(plain(title), markdown_text))
     write_text_atomic(folder / REVIEW_PAGE, experiment_index(cfg))
+    sync_tracking(cfg)  # tracked folds: their metrics, figures and this card to MLflow
     return folder / "MODEL_CARD.md"
 
 

@@ -97,6 +97,8 @@ class TrainConfig(_Section):
     xla: bool = False
     # MirroredStrategy over these; None: every GPU when there are several
     devices: list[str] | None = Field(None, min_length=2)
+    # mlflow: log params, epochs, metrics and artifacts to MLflow (cxr.tracking); none: do not
+    tracking: Literal["none", "mlflow"] = "none"
 
 
 # explain.overlay_format -> the overlay's suffix and Pillow's save options. Encoding is most of an

@@ -3,7 +3,7 @@
 runs/<experiment>/
   fold<K>/   model.keras (best), config.yaml (resolved), classes.json, split.csv,
              history.csv, history.png, summary.json, provenance.json (versions, digests),
-             logs/ (TensorBoard),
+             tracking.json (its MLflow run, with train.tracking: mlflow), logs/ (TensorBoard),
              evaluation/ (predictions.csv, metrics.json, roc.png, confusion.png)
   evaluation/  the same over all evaluated folds, pooled, plus mean and std
   explain/fold<K>/, audit/fold<K>/  what explain and audit write for a fold (audit/ also pooled)
@@ -55,6 +55,7 @@ class FoldRun:
     history = property(lambda self: self.folder / "history.csv")
     history_figure = property(lambda self: self.folder / "history.png")
     provenance = property(lambda self: self.folder / "provenance.json")
+    tracking = property(lambda self: self.folder / "tracking.json")  # its MLflow run
     summary = property(lambda self: self.folder / "summary.json")
     logs = property(lambda self: self.folder / "logs")
     backup = property(lambda self: self.folder / "backup")

@@ -60,12 +60,19 @@ from cxr.runs import (
     training_lock,
 )
 from cxr.tables import write_csv
+from cxr.tracking import check_tracking, log_training, tracked_training
 
 log = logging.getLogger(__name__)
 MODEL_ABOUT = "cxr.json"  # inside model.keras: classes and input (save_portable)
 MONITOR_MODES = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
 # what a --resume may change; the experiment's name and folder are the run's own, found by them
-RESUMABLE_CHANGES = {"train.epochs", "data.cache", "experiment.name", "experiment.output_dir"}
+RESUMABLE_CHANGES = {
+    "train.epochs",
+    "train.tracking",
+    "data.cache",
+    "experiment.name",
+    "experiment.output_dir",
+}
 
 
 @dataclass(frozen=True)
@@ -186,6 +193,7 @@ def _train_locked(
     resume: bool,
 ) -> TrainResult:
     check_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
+    check_tracking(cfg)
     if resume:
         check_resumable(cfg, staging_run(cfg, fold), fold)
     # once: columns, paths, folds, and that every image exists
@@ -206,22 +214,33 @@ def _train_locked(
             len(val_table),
             run.folder,
         )
-        with images_named_on_failure(cfg.data.dataset_dir, fit.tables):
+        tracked = worker_cfg if cluster is None or cluster.is_chief else untracked(worker_cfg)
+        with (
+            images_named_on_failure(cfg.data.dataset_dir, fit.tables),
+            tracked_training(tracked, run, fold) as tracking,
+        ):
             fit.model.fit(
                 fit.train_ds,
                 validation_data=fit.val_ds,
                 epochs=cfg.train.epochs,
                 class_weight=fit.class_weight,
-                callbacks=make_callbacks(worker_cfg, run, resume),
+                callbacks=make_callbacks(worker_cfg, run, resume) + tracking,
                 shuffle=False,  # the training pipeline shuffles itself, reproducibly
                 verbose=1 if sys.stdout.isatty() else 2,
             )
-        follow_umask(run.logs)  # TensorBoard's folders, made by TensorFlow
-        result = summarise(worker_cfg, run, fold)
+            follow_umask(run.logs)  # TensorBoard's folders, made by TensorFlow
+            result = summarise(worker_cfg, run, fold)
+            if tracking:
+                log_training(run, result.best_epoch, result.best_value, result.monitor)
         save_portable(run.model, model_about(worker_cfg, classes))
         publish_run(run, fold_run(worker_cfg, fold))
     # another worker's temporary copy is gone: name the chief's
     return dataclasses.replace(result, run=fold_run(cfg, fold))
+
+
+def untracked(cfg: Config) -> Config:
+    """`cfg` with tracking off: another worker of a multi-worker training logs nothing."""
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"tracking": "none"})})
 
 
 def check_resumable(cfg: Config, staging: FoldRun, fold: int) -> None:

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cxr.catalogs",),  # TensorFlow-free: the config and the CLI's help read them
     ("cxr.config",),
     ("cxr.data",),
-    ("cxr.runs", "cxr.distribute", "cxr.provenance"),
+    ("cxr.runs", "cxr.distribute", "cxr.provenance", "cxr.tracking"),
     ("cxr.models",),
     ("cxr.lungs",),
     ("cxr.external", "cxr.card", "cxr.trained"),
