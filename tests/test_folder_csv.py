@@ -129,7 +129,10 @@ def test_a_users_mask_is_taken_as_the_lung_fields(
             lambda t: t.assign(path=t["path"].where(t.index != 0, "../x.png")),
             "mine.csv line 2, column path: path '../x.png' escapes /",
         ),
-        (lambda t: t.assign(fold="1"), "column(s) fold are cxr's own in labels.csv"),
+        (
+            lambda t: t.assign(fold="1", source_fold="2"),
+            "column(s) fold are cxr's own in labels.csv and source_fold are taken too",
+        ),
     ],
 )
 def test_a_malformed_value_is_refused_with_its_row(
@@ -172,3 +175,20 @@ def test_the_annotations_reach_explain_and_audit(
     scored = audited.localisation.query("method == 'gradcam'")
     assert sorted(scored["image"]) == [f"images/p{i}.png" for i in (1, 3, 5, 7)]
     assert (audited.shortcuts["peak_region"] != "").all() and audited.summary.shortcuts.regions
+
+
+def test_columns_cxr_writes_itself_are_kept_under_a_prefix(
+    annotated: tuple[Path, Path], tmp_path: Path, caplog
+) -> None:
+    """A user's width, height and fold are carried as source_width, source_height, source_fold;
+    labels.csv's own are the stored image's size and the new folds."""
+    csv, root = annotated
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    table.assign(width="1024", height="2048", fold="9").to_csv(csv, index=False)
+    folder = download("folder", options(tmp_path, csv, root))
+    labels = pd.read_csv(folder / "labels.csv", dtype=str, keep_default_na=False)
+    assert set(labels["source_width"]) == {"1024"} and set(labels["source_height"]) == {"2048"}
+    assert set(labels["source_fold"]) == {"9"} and set(labels["fold"]) <= {"0", "1"}
+    assert set(labels["width"]) == {str(SIZE)} and set(labels["height"]) == {str(SIZE)}
+    said = [r.getMessage() for r in caplog.records if "cxr's own" in r.getMessage()]
+    assert len(said) == 1 and "kept as source_width, source_height, source_fold" in said[0]

@@ -284,11 +284,7 @@ def convert_csv(csv: Path, root: Path | None = None) -> Iterator[Item]:
             f"{csv}: needs columns path,label (and optionally patient_id, boxes, lungs, "
             f"lung_mask, other columns); found {', '.join(table.columns)}"
         )
-    clashing = [c for c in table.columns if c in OWN_COLUMNS]
-    if clashing:
-        raise DataError(
-            f"{csv}: column(s) {', '.join(clashing)} are cxr's own in labels.csv; rename them"
-        )
+    table = keep_own_columns_apart(table, csv)
     mask_column = next((c for c in ("lung_mask", "mask") if c in table.columns), None)
     carried = [c for c in table.columns if c not in CSV_COLUMNS]
     for line, row in enumerate(table.to_dict("records"), start=2):
@@ -309,6 +305,28 @@ def convert_csv(csv: Path, root: Path | None = None) -> Iterator[Item]:
             extra={c: row[c] for c in carried},
             origin=str(path),
         )
+
+
+def keep_own_columns_apart(table: pd.DataFrame, csv: Path) -> pd.DataFrame:
+    """Columns cxr writes itself in labels.csv (`width`, `height`, `fold`, ...) are kept as
+    `source_<name>`, said in one line; refused only when that name is taken too."""
+    clashing = [c for c in table.columns if c in OWN_COLUMNS]
+    if not clashing:
+        return table
+    renamed = {c: f"source_{c}" for c in clashing}
+    taken = [new for new in renamed.values() if new in table.columns]
+    if taken:
+        raise DataError(
+            f"{csv}: column(s) {', '.join(clashing)} are cxr's own in labels.csv and "
+            f"{', '.join(taken)} are taken too; rename them"
+        )
+    log.warning(
+        "%s: column(s) %s are cxr's own in labels.csv: kept as %s",
+        csv,
+        ", ".join(clashing),
+        ", ".join(renamed.values()),
+    )
+    return table.rename(columns=renamed)
 
 
 def source_boxes(text: str, where: str) -> list[Box]:
