@@ -31,7 +31,6 @@ from cxr.runs import (
     trained_folds,
 )
 from cxr.tables import read_csv
-from cxr.tracking import sync as sync_tracking
 
 Section = tuple[str, list[str]]  # a heading and its lines (markdown: bullets or table rows)
 MARKDOWN_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|"}
@@ -385,9 +384,8 @@ def card_sections(cfg: Config) -> list[Section]:
 
 
 def write_model_card(cfg: Config) -> Path | None:
-    """runs/<experiment>/MODEL_CARD.md, MODEL_CARD.html (the same Markdown rendered, its figures
-    shown) and index.html (links to everything the run holds), from the run's files (None
-    before any fold is trained)."""
+    """runs/<experiment>/MODEL_CARD.md and MODEL_CARD.html (the same Markdown rendered, its
+    figures shown), from the run's files (None before any fold is trained)."""
     if not trained_folds(cfg):
         return None
     sections = card_sections(cfg)
@@ -398,8 +396,6 @@ def write_model_card(cfg: Config) -> Path | None:
     folder = experiment_dir(cfg)
     write_text_atomic(folder / "MODEL_CARD.md", markdown_text + "\n")
     write_text_atomic(folder / "MODEL_CARD.html", as_html(plain(title), markdown_text))
-    write_text_atomic(folder / REVIEW_PAGE, experiment_index(cfg))
-    sync_tracking(cfg)  # tracked folds: their metrics, figures and this card to MLflow
     return folder / "MODEL_CARD.md"
 
 
@@ -439,6 +435,7 @@ def experiment_index(cfg: Config) -> str:
     folds = trained_folds(cfg)
     items: list[tuple[str, list[tuple[str, Path]]]] = [
         ("Model card", [("MODEL_CARD.html", Path("MODEL_CARD.html"))]),
+        ("Reporting checklist", [("CLAIM.md", Path("CLAIM.md"))]),
         (
             "Review pages",
             [(f"fold {k}", Path("explain") / f"fold{k}" / REVIEW_PAGE) for k in folds],

@@ -17,7 +17,6 @@ from sklearn import metrics as skm
 
 from cxr import stats
 from cxr.atomic import write_json_atomic
-from cxr.card import write_model_card
 from cxr.config import Config, EvaluateConfig
 from cxr.data.labels import (
     known_patients,
@@ -25,6 +24,7 @@ from cxr.data.labels import (
     read_labels,
 )
 from cxr.data.pipeline import encode_labels, fold_dataset, images_named_on_failure
+from cxr.documents import write_documents
 from cxr.errors import DataError
 from cxr.explain.report import output_probabilities
 from cxr.external import External
@@ -541,7 +541,7 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
     add_subgroups(pooled, pooled_predictions, dataset_dir, classes, positive, cfg, folder)
     report = {"folds": folds, "pooled": pooled, "mean_std": summary, "per_fold": per_fold}
     write_report(folder, pooled_predictions, report, pooled, classes, positive)
-    write_model_card(cfg)
+    write_documents(cfg)
     return Evaluation(per_fold, pooled, summary, folder)
 
 
@@ -601,5 +601,5 @@ def evaluate_external(cfg: Config, folds: list[int], external: External) -> Eval
         "per_fold": per_fold,
     }
     write_report(external.folder, ensemble_predictions, report, ensemble, classes, positive)
-    write_model_card(cfg)
+    write_documents(cfg)
     return Evaluation(per_fold, ensemble, summary, external.folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cxr.card import write_model_card
+from cxr.documents import write_documents as write_model_card
 from cxr.evaluate import evaluate
 from cxr.runs import pooled_evaluation_dir
 

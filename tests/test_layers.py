@@ -23,6 +23,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("cxr.models",),
     ("cxr.lungs",),
     ("cxr.external", "cxr.card", "cxr.trained"),
+    ("cxr.claim",),  # reads the card's helpers
+    ("cxr.documents",),
     ("cxr.explain",),
     ("cxr.evaluate", "cxr.compare"),
     ("cxr.audit",),

@@ -70,7 +70,7 @@ def test_run_folder_holds_what_later_commands_need(trained_run) -> None:
     assert found["config_sha256"] == hashlib.sha256(run.config.read_bytes()).hexdigest()
     assert found["keras"] == keras.__version__ and found["tensorflow"] == tf.__version__
     assert found["numpy"] == np.__version__ and isinstance(found["gpus"], list)
-    from cxr.card import write_model_card
+    from cxr.documents import write_documents as write_model_card
 
     card = write_model_card(trained_run).read_text()
     assert f"labels.csv sha256 `{found['labels_sha256'][:16]}`" in card

@@ -43,11 +43,11 @@ from cxr.audit.road import road_rows, summarise_road
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import summarise_shortcuts
 from cxr.audit.sweep import Sample, stored_size, sweep_fold
-from cxr.card import write_model_card
 from cxr.catalogs.methods import method_parameters
 from cxr.config import Config, check_baseline
 from cxr.data.labels import LABELS_FILE, decode_boxes, patient_of
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
+from cxr.documents import write_documents
 from cxr.errors import ConfigError, DataError
 from cxr.explain.methods import get_method
 from cxr.explain.probe import make_probe
@@ -430,7 +430,7 @@ def audit_folds(
     is pooled: each fold's audit stands alone."""
     results = [audit_fold(cfg, fold, methods, layer, sanity_stages, baseline, on) for fold in folds]
     if len(results) < 2 or on is not None:
-        write_model_card(cfg)
+        write_documents(cfg)
         return results, None
     pooled = pool_audits(results, baseline)
     folder = command_dir(experiment_dir(cfg), "audit")
@@ -438,7 +438,7 @@ def audit_folds(
     write_csv(by_fold, folder / "methods_by_fold.csv", index=True)
     write_csv(methods_table(pooled), folder / "methods.csv", index=True)
     write_summary(folder, pooled)
-    write_model_card(cfg)
+    write_documents(cfg)
     return results, pooled
 
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import pandas as pd
 
 from cxr.atomic import write_json_atomic
-from cxr.card import write_model_card
 from cxr.catalogs.methods import LAYER_METHODS, method_parameters
 from cxr.config import Config
 from cxr.data.download import file_digest
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
+from cxr.documents import write_documents
 from cxr.errors import ConfigError, DataError
 from cxr.explain.agreement import fold_agreement, summarise_agreement
 from cxr.explain.gallery import write_montage
@@ -282,7 +282,7 @@ def explain_folds(
             "first"
         )
     results = [explain_fold(cfg, fold, options, on) for fold in folds]
-    write_model_card(cfg)
+    write_documents(cfg)
     if len(results) == 1:
         return results, None
     combined = pd.concat([r.report for r in results], ignore_index=True)
