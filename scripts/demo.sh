@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+started=$SECONDS  # after the install: the demo's own time
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 CONFIG=configs/synthetic.yaml
 .venv/bin/cxr download synthetic --overwrite
@@ -13,4 +14,7 @@ CONFIG=configs/synthetic.yaml
 .venv/bin/cxr evaluate --config "$CONFIG"
 .venv/bin/cxr explain --config "$CONFIG"
 .venv/bin/cxr audit --config "$CONFIG" --methods gradcam,hirescam,gradcam++,guided_backprop
-echo "overlays: runs/synthetic-pna/explain/fold0/{right,wrong}/  report: report.csv  browse: index.html  montage: montage.png  model card: runs/synthetic-pna/MODEL_CARD.md"
+echo "start here: runs/synthetic-pna/index.html (model card, review page, audit, CLAIM.md)"
+echo "review page: runs/synthetic-pna/explain/fold0/index.html  report: report.csv  montage: montage.png"
+elapsed=$((SECONDS - started))
+echo "demo finished in $((elapsed / 60)) min $((elapsed % 60)) s (after the install)"

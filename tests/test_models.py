@@ -207,15 +207,15 @@ def test_model_config_errors(overrides: list[str], pattern: str) -> None:
         build_model(load_config(None, overrides), 2)
 
 
-def test_every_model_builds_with_its_explain_layer_and_the_readme_lists_it() -> None:
+def test_every_model_builds_with_its_explain_layer_and_the_docs_list_it() -> None:
     """Each catalog entry builds at its smallest size through its body function, has the layer its
-    entry names, and fails one pixel smaller; the README carries the generated table."""
+    entry names, and fails one pixel smaller; docs/training.md carries the generated table."""
     from cxr.catalogs.models import MODEL_SPECS, models_markdown
 
     rules = DataConfig.model_fields["image_size"].metadata
     floor = next(rule.ge for rule in rules if getattr(rule, "ge", None))
     for spec in MODEL_SPECS:
-        # the README's table claims no size that the config refuses
+        # the docs' table claims no size that the config refuses
         assert spec.min_size >= floor, spec.name
         channels = 3 if spec.imagenet else 1
         model = build_model(config(spec.name, spec.min_size, channels), 2)
@@ -223,5 +223,5 @@ def test_every_model_builds_with_its_explain_layer_and_the_readme_lists_it() -> 
         if spec.min_size > floor:
             with pytest.raises(ConfigError, match="too small"):
                 build_model(config(spec.name, spec.min_size - 1, channels), 2)
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
     assert models_markdown() in readme

@@ -356,9 +356,9 @@ def test_an_option_the_source_would_ignore_is_an_error(
     assert not (tmp_path / "data").exists()
 
 
-def test_the_source_catalog_agrees_with_the_code_and_the_readme() -> None:
+def test_the_source_catalog_agrees_with_the_code_and_the_docs() -> None:
     """Every option is read by some source and every source reads real options; the synthetic
-    tasks are the generator's; the README and the CLI's help name every source."""
+    tasks are the generator's; docs/data.md and the CLI's help name every source."""
     from typer.testing import CliRunner
 
     from cxr.catalogs.sources import COMMON_OPTIONS, DOWNLOADED, SOURCE_SPECS
@@ -371,7 +371,7 @@ def test_the_source_catalog_agrees_with_the_code_and_the_readme() -> None:
     assert set(COMMON_OPTIONS + DOWNLOADED) <= fields
     synthetic = next(spec for spec in SOURCE_SPECS if spec.name == "synthetic")
     assert set(synthetic.tasks) == set(TASKS)
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
     help_text = CliRunner().invoke(app, ["download", "--help"], terminal_width=200).output
     for spec in SOURCE_SPECS:
         assert f"| `{spec.name}` |" in readme, spec.name

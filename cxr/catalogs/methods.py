@@ -1,9 +1,9 @@
 """Every explanation method cxr has, one entry each, holding every property of the method.
 
 The config's allowed values, the CLI's help, the engine's function table and which methods take a
-target layer all come from here (a test checks that the README names each one), so adding a method
-is one function in cxr.explain.methods and one line below. This module imports nothing heavy: the
-config and the CLI read it before TensorFlow is imported.
+target layer all come from here (a test checks that docs/explain.md names each one), so adding a
+method is one function in cxr.explain.methods and one line below. This module imports nothing
+heavy: the config and the CLI read it before TensorFlow is imported.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class MethodSpec:
 
     @property
     def cost(self) -> str:
-        """Its cost a batch, as the README's table says it."""
+        """Its cost a batch, as the docs' methods table says it."""
         return f"{self.passes} per {self.per}" if self.per else self.passes
 
 
@@ -187,7 +187,7 @@ def method_parameters(explain: object) -> dict[str, dict]:
 
 
 def methods_markdown() -> str:
-    """The README's table of methods, made from the entries (a test checks the README has it)."""
+    """The methods table of docs/explain.md, made from the entries (a test checks the page)."""
     rows = [
         "| method | explains | needs gradients | cost per batch | several classes per image "
         "| paper |",

@@ -1,6 +1,6 @@
 """Every architecture cxr can build, one entry each, holding every property of the model.
 
-The config's allowed `model.name` values, the README's table of models and the builder that
+The config's allowed `model.name` values, the models table of docs/training.md and the builder that
 cxr.models.build calls all come from here, so adding a model is one body function in
 cxr.models.build and one entry below. This module imports nothing heavy: the config reads it
 before TensorFlow is imported.
@@ -31,7 +31,7 @@ class ModelSpec:
     explain_layer: str  # where its explanations look by default
     min_size: int  # the smallest data.image_size it can take
     after: str  # where the architecture comes from
-    notes: str  # for the README's table
+    notes: str  # for the docs' models table
     imagenet: ImagenetWeights | None = None  # model.weights: imagenet
     widths: tuple[int, int | None] | None = None  # how many model.widths (fewest, most); None: none
 
@@ -146,7 +146,7 @@ MODEL_NAMES = tuple(MODELS_BY_NAME)
 
 
 def models_markdown() -> str:
-    """The README's table of models, made from the entries (a test checks the README has it)."""
+    """The models table of docs/training.md, made from the entries (a test checks the page)."""
     rows = [
         "| `model.name` | after | explains at | smallest size | ImageNet weights | notes |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -3,8 +3,8 @@
 The network takes 8-bit grey radiographs squashed to INPUT_SIZE x INPUT_SIZE (the training images
 were squashed squares too) and returns one logit per pixel: lung or not. It normalises its own
 input, so a saved model is self-contained. The shipped model (lung_unet.keras, package data) was
-trained by scripts/train_lung_model.py on the Montgomery and Shenzhen sets; see the README for its
-figures and terms.
+trained by scripts/train_lung_model.py on the Montgomery and Shenzhen sets; docs/lungs.md gives
+its figures and terms.
 """
 
 from __future__ import annotations
