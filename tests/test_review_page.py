@@ -379,7 +379,7 @@ def test_the_audit_adds_its_verdicts_to_the_page(page, explained, trained_run) -
     class it was called, read here from the audit's own files."""
     from cxr.audit.run import audit_fold
 
-    result = audit_fold(trained_run, 0, ["gradcam"], sanity_stages=1)
+    result = audit_fold(trained_run, 0, ["gradcam", "hirescam"], sanity_stages=1)
     shortcuts = pd.read_csv(result.folder / "shortcuts.csv")
     evidence = json.loads((result.folder / "summary.json").read_text())["flagged_on_evidence"]
     on_evidence = [
@@ -397,6 +397,23 @@ def test_the_audit_adds_its_verdicts_to_the_page(page, explained, trained_run) -
         page.select_option("#f-audit", choice)
         names = set(shortcuts.loc[expected.to_numpy(), "image"])
         assert shown(page) == [i for i in report["image"] if i in names], choice
+    # the audit's sample: its maps by method side by side in the detail view
+    sample = json.loads((result.folder / "summary.json").read_text())["sample"]
+    page.click("#reset")
+    order = report["image"].tolist()
+    page.click(f"#grid .tile >> nth={order.index(sample[0])}")
+    assert page.is_visible("#d-methods-box")
+    assert page.eval_on_selector_all("#d-methods figcaption", "c => c.map(x => x.textContent)") == [
+        "gradcam",
+        "hirescam",
+    ]
+    page.wait_for_function(
+        "[...document.querySelectorAll('#d-methods img')].every(i => i.naturalWidth > 0)"
+    )
+    outside = next(i for i in order if i not in sample)
+    page.keyboard.press("Escape")
+    page.click(f"#grid .tile >> nth={order.index(outside)}")
+    assert not page.is_visible("#d-methods-box")
 
 
 def test_the_model_card_and_the_index_in_a_browser(page, explained, trained_run) -> None:

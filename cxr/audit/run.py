@@ -44,14 +44,16 @@ from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import summarise_shortcuts
 from cxr.audit.sweep import Sample, stored_size, sweep_fold
 from cxr.catalogs.methods import method_parameters
-from cxr.config import Config, check_baseline
+from cxr.config import OVERLAY_FORMATS, Config, check_baseline
 from cxr.data.labels import LABELS_FILE, decode_boxes, patient_of
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.documents import write_documents
 from cxr.errors import ConfigError, DataError
 from cxr.explain.methods import get_method
+from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
 from cxr.explain.probe import make_probe
-from cxr.explain.review import audit_verdicts, write_fold_review
+from cxr.explain.review import METHOD_MAPS, audit_verdicts, write_fold_review
+from cxr.explain.rows import overlay_name
 from cxr.external import External
 from cxr.figures import plt, save_figure
 from cxr.lungs.run import compute_lungs, has_lung_fields, lung_region
@@ -216,15 +218,39 @@ def _audit_fold(
     write_csv(seen.localisation, folder / "localisation.csv")
     write_csv(sanity, folder / "sanity.csv")
     write_summary(folder, summary)
-    refresh_review(trained, table, audit_verdicts(seen.shortcuts, summary.flagged_on_evidence))
+    method_maps = write_method_maps(folder, seen.sample, methods, fold_cfg)
+    write_csv(method_maps, folder / METHOD_MAPS)
+    verdicts = audit_verdicts(seen.shortcuts, summary.flagged_on_evidence)
+    refresh_review(trained, table, verdicts, method_maps)
     return AuditResult(
         folder, seen.localisation, sanity, summary, faithfulness, seen.shortcuts, map_rows, road
     )
 
 
-def refresh_review(trained: TrainedFold, table: pd.DataFrame, verdicts: pd.DataFrame) -> None:
-    """The fold's review page again, now with the audit's verdicts (when the fold was
-    explained): its audit filter and the audit's links to it."""
+def write_method_maps(
+    folder: Path, sample: Sample, methods: list[str], fold_cfg: Config
+) -> pd.DataFrame:
+    """The sample's maps (of each image's true class) as overlays, one per method, in
+    maps/<method>/: the review page shows them side by side. One row per image and method."""
+    rows = []
+    explain = fold_cfg.explain
+    suffix = OVERLAY_FORMATS[explain.overlay_format][0]
+    for i, name in enumerate(sample.names):
+        grey = np.clip(np.rint(sample.images[i].mean(axis=-1)), 0, 255).astype(np.uint8)
+        for method in methods:
+            path = Path("maps") / method / overlay_name(name, suffix)
+            heatmap = resize_map(sample.maps[method][i], *grey.shape)
+            pixels = draw_overlay(grey, heatmap, explain.colormap, explain.alpha, False, [])
+            write_overlay(pixels, folder / path)
+            rows.append({"image": name, "method": method, "overlay": path.as_posix()})
+    return pd.DataFrame(rows, columns=["image", "method", "overlay"])
+
+
+def refresh_review(
+    trained: TrainedFold, table: pd.DataFrame, verdicts: pd.DataFrame, method_maps: pd.DataFrame
+) -> None:
+    """The fold's review page again, now with the audit's verdicts and its sample's maps by
+    method (when the fold was explained): its audit filter and the audit's links to it."""
     explain = trained.folder("explain")
     if not (explain / "report.csv").exists():
         return

@@ -27,6 +27,7 @@ from cxr.runs import REVIEW_PAGE
 from cxr.tables import read_csv
 
 DATA_FILE = "review.js"
+METHOD_MAPS = "method_maps.csv"  # in audit/fold<K>/: the audit sample's overlays by method
 # report columns shown on the tile and used by the filters; the detail view shows every column
 NUMBERS = ("confidence", "outside_lungs", "peak_x", "peak_y")
 
@@ -55,13 +56,15 @@ def review_rows(
     classes: list[str],
     audit: pd.DataFrame | None = None,
     agreement: pd.DataFrame | None = None,
+    methods: dict[str, list[list[str]]] | None = None,
 ) -> list[dict]:
     """One entry per report row: what the tiles, filters, sorts and the detail view need.
 
     `table` is the fold's labels (sizes, boxes); `audit` the audit's per-image rows
     (shortcuts.csv: `image`, `flagged`); `agreement` fold_agreement.csv (`image`,
-    `target_class`, `mean_rank_correlation`). Images the audit did not see have
-    `audit_flagged` null; the page's audit filter leaves them out of both choices.
+    `target_class`, `mean_rank_correlation`); `methods` image -> [[method, href], ...]: other
+    maps of the image to show side by side. Images the audit did not see have `audit_flagged`
+    null; the page's audit filter leaves them out of both choices.
     """
     info = table.drop_duplicates("image").set_index("image")
     flagged = {} if audit is None else dict(zip(audit["image"], audit["flagged"], strict=True))
@@ -101,6 +104,7 @@ def review_rows(
                 "boxes": [[b.x, b.y, b.w, b.h] for b in decode_boxes(known.get("boxes"))],
                 "audit_flagged": None if was_flagged is None else str(was_flagged) == "True",
                 "agreement": number(agree.get((image, record.get("target_class")))),
+                "methods": (methods or {}).get(image, []),
                 "report": [text(v) for v in record.values()],  # in `columns` order
             }
         )
@@ -143,11 +147,12 @@ def write_review(
     links: dict[str, Path] | None = None,
     audit: pd.DataFrame | None = None,
     agreement: pd.DataFrame | None = None,
+    methods: dict[str, list[list[str]]] | None = None,
 ) -> Path:
     """Write `review.js` then `index.html` into `folder` (each whole or not at all); `links`
     (text -> path) become relative links in the page's header. Returns the page's path."""
     method = text(report["method"].iloc[0]) if len(report) and "method" in report else ""
-    rows = review_rows(report, table, classes, audit, agreement)
+    rows = review_rows(report, table, classes, audit, agreement, methods)
     right = sum(r["correct"] == "right" for r in rows)
     about = (
         f"{len(rows)} maps ({method}), {right} right and {len(rows) - right} wrong; "
@@ -203,12 +208,20 @@ def write_fold_review(
     classes: list[str],
     links: dict[str, Path],
     verdicts: pd.DataFrame | None = None,
+    method_maps: pd.DataFrame | None = None,
 ) -> Path:
     """A fold's page with what the fold has: its audit's verdicts (`verdicts`, or those of the
-    audit on disk) and its fold agreement, when they exist."""
+    audit on disk), the audit sample's maps by method (`method_maps`, likewise) and its fold
+    agreement, when they exist."""
     if verdicts is None:
         verdicts = read_audit_verdicts(audit_folder)
+    if method_maps is None and (audit_folder / METHOD_MAPS).exists():
+        method_maps = read_csv(audit_folder / METHOD_MAPS)
+    methods: dict[str, list[list[str]]] = {}
+    for row in [] if method_maps is None else method_maps.itertuples(index=False):
+        href = quote(os.path.relpath(audit_folder / row.overlay, explain_folder))
+        methods.setdefault(row.image, []).append([row.method, href])
     agreement_file = explain_folder / "fold_agreement.csv"
     agreement = read_csv(agreement_file) if agreement_file.exists() else None
     links = {**links, "audit summary": audit_folder / "summary.json"}
-    return write_review(explain_folder, report, table, classes, links, verdicts, agreement)
+    return write_review(explain_folder, report, table, classes, links, verdicts, agreement, methods)
