@@ -438,7 +438,8 @@ def experiment_index(cfg: Config) -> str:
         ("Reporting checklist", [("CLAIM.md", Path("CLAIM.md"))]),
         (
             "Review pages",
-            [(f"fold {k}", Path("explain") / f"fold{k}" / REVIEW_PAGE) for k in folds],
+            [("every explained fold", Path("explain") / REVIEW_PAGE)]
+            + [(f"fold {k}", Path("explain") / f"fold{k}" / REVIEW_PAGE) for k in folds],
         ),
         (
             "Audits",

@@ -444,3 +444,28 @@ def test_the_model_card_and_the_index_in_a_browser(page, explained, trained_run)
     hrefs = page.eval_on_selector_all("a", "a => a.map(x => x.getAttribute('href'))")
     assert "explain/fold0/index.html" in hrefs and "MODEL_CARD.html" in hrefs
     assert all((root / h).exists() for h in hrefs)
+
+
+def test_the_experiments_page_shows_every_explained_fold(page, trained_run) -> None:
+    from cxr.explain.options import ExplainOptions
+    from cxr.explain.run import explain_folds
+    from cxr.runs import experiment_dir
+
+    _, combined = explain_folds(trained_run, [0, 1], ExplainOptions())
+    root = experiment_dir(trained_run)
+    page.goto((root / "explain" / "index.html").as_uri())
+    assert page.inner_text("#title") == "cxr review: folds 0, 1"
+    assert count(page) == len(combined) == len(shown(page))
+    assert sorted(shown(page)) == sorted(combined["image"])
+    page.select_option("#f-outcome", "wrong")
+    assert count(page) == int((combined["correct"] == "wrong").sum())
+    page.click("#reset")
+    last = len(combined) - 1  # a fold-1 image: its files are found through fold1/
+    page.click(f"#grid .tile >> nth={last}")
+    for image in ("#d-film", "#d-overlay"):
+        page.wait_for_function(f"document.querySelector('{image}').naturalWidth > 0")
+    assert page.get_attribute("#d-overlay", "src").startswith("fold1/")
+    page.goto((root / "index.html").as_uri())
+    assert "explain/index.html" in page.eval_on_selector_all(
+        "a", "a => a.map(x => x.getAttribute('href'))"
+    )

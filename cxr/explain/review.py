@@ -148,6 +148,7 @@ def write_review(
     audit: pd.DataFrame | None = None,
     agreement: pd.DataFrame | None = None,
     methods: dict[str, list[list[str]]] | None = None,
+    title: str | None = None,
 ) -> Path:
     """Write `review.js` then `index.html` into `folder` (each whole or not at all); `links`
     (text -> path) become relative links in the page's header. Returns the page's path."""
@@ -165,7 +166,7 @@ def write_review(
         if path.exists()
     ]
     fold = text(report["fold"].iloc[0]) if len(report) and "fold" in report else ""
-    title = f"cxr review: fold {fold}"
+    title = title or f"cxr review: fold {fold}"
     data = review_data(rows, [str(c) for c in report.columns], classes, title, about, hrefs)
     write_text_atomic(folder / DATA_FILE, as_script(data))
     page = folder / REVIEW_PAGE

@@ -37,7 +37,7 @@ from cxr.explain.options import ExplainOptions, in_shard
 from cxr.explain.probe import Probe, coarse_map_note, make_probe
 from cxr.explain.report import output_probabilities, summarise_fold
 from cxr.explain.resume import read_previous_rows
-from cxr.explain.review import write_fold_review
+from cxr.explain.review import read_audit_verdicts, write_fold_review, write_review
 from cxr.explain.rows import (
     FoldContext,
     classes_per_image,
@@ -81,6 +81,7 @@ class FoldExplanation:
     folder: Path
     report: pd.DataFrame
     summary: dict
+    table: pd.DataFrame  # the fold's images (sizes, boxes), for the experiment's review page
 
 
 @frozen_heap()
@@ -157,7 +158,7 @@ def explain_fold(
         classes,
         {"model card": experiment_dir(cfg) / "MODEL_CARD.html"},
     )
-    return FoldExplanation(fold, folder, report, summary)
+    return FoldExplanation(fold, folder, report, summary, table)
 
 
 def other_folds(cfg: Config, trained: TrainedFold, layer: str | None) -> list[TrainedFold]:
@@ -282,10 +283,45 @@ def explain_folds(
             "first"
         )
     results = [explain_fold(cfg, fold, options, on) for fold in folds]
-    write_documents(cfg)
     if len(results) == 1:
+        write_documents(cfg)
         return results, None
     combined = pd.concat([r.report for r in results], ignore_index=True)
     root = experiment_dir(cfg) if on is None else on.folder
     write_csv(combined, command_dir(root, "explain") / "report.csv")
+    write_experiment_review(cfg, results, root)
+    write_documents(cfg)
     return results, combined
+
+
+def write_experiment_review(cfg: Config, results: list[FoldExplanation], root: Path) -> None:
+    """explain/index.html: one review page over every explained fold (each tile's links lead
+    into its fold's folder), with each fold's audit verdicts where it was audited."""
+    folder = command_dir(root, "explain")
+    reports, verdicts = [], []
+    for result in results:
+        prefix = f"{result.folder.name}/"
+        reports.append(
+            result.report.assign(
+                overlay=prefix + result.report["overlay"],
+                film=prefix + result.report["film"],
+            )
+        )
+        found = read_audit_verdicts(command_dir(root, "audit", result.fold))
+        if found is not None:
+            verdicts.append(found)
+    write_review(
+        folder,
+        pd.concat(reports, ignore_index=True),
+        pd.concat([r.table for r in results], ignore_index=True),
+        classes_of(results),
+        {"model card": experiment_dir(cfg) / "MODEL_CARD.html"},
+        pd.concat(verdicts, ignore_index=True) if verdicts else None,
+        title=f"cxr review: folds {', '.join(str(r.fold) for r in results)}",
+    )
+
+
+def classes_of(results: list[FoldExplanation]) -> list[str]:
+    """The classes, in the order of the report's prob_ columns."""
+    columns = results[0].report.columns
+    return [c.removeprefix("prob_") for c in columns if c.startswith("prob_")]
