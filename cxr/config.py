@@ -48,6 +48,9 @@ class DataConfig(_Section):
     fold: int = Field(0, ge=0)
     # false: stream from disk; true or 'memory': decoded images in memory; a folder: cache files
     cache: bool | str = False
+    # what lies outside the lungs and the mediastinum (cxr.data.lungfields), in training and in
+    # every later read of the images: kept, blurred heavily, or filled with the image's mean
+    outside_lungs: Literal["keep", "blur", "fill"] = "keep"
 
     @field_validator("cache")
     @classmethod
@@ -177,6 +180,7 @@ FIXED_BY_RUN = (
     "data.image_size",
     "data.channels",
     "data.cache",
+    "data.outside_lungs",
 )
 
 

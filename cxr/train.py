@@ -43,6 +43,7 @@ from cxr.distribute import (
 )
 from cxr.errors import ConfigError, CxrError, DataError
 from cxr.figures import plt, save_figure
+from cxr.lungs.run import compute_lungs, has_lung_fields
 from cxr.models.build import build_model
 from cxr.models.metrics import make_loss_and_metrics
 from cxr.models.precision import set_precision, use_mixed_precision
@@ -196,6 +197,13 @@ def _train_locked(
     check_tracking(cfg)
     if resume:
         check_resumable(cfg, staging_run(cfg, fold), fold)
+    if cfg.data.outside_lungs != "keep" and not has_lung_fields(cfg.data.dataset_dir):
+        log.info(
+            "%s has no lung fields and data.outside_lungs needs them: computing them (as `cxr "
+            "lungs` does)",
+            cfg.data.dataset_dir,
+        )
+        compute_lungs(cfg.data.dataset_dir)
     # once: columns, paths, folds, and that every image exists
     table = read_labels(cfg.data.dataset_dir)
     classes = resolve_classes(cfg, table)
@@ -323,6 +331,7 @@ def prepare_fit(
         "multi_label": cfg.data.multi_label,
         "cache": cfg.data.cache,
         "seed": cfg.experiment.seed,
+        "outside_lungs": cfg.data.outside_lungs,
     }
     train_ds = shard_by_data(
         make_dataset(

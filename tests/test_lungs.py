@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from cxr.data.labels import read_labels
+from cxr.data.lungfields import lung_region
 from cxr.data.plausible import mask_problem
 from cxr.data.sources import DownloadOptions, download
-from cxr.lungs.run import compute_lungs, has_lung_fields, lung_region
+from cxr.lungs.run import compute_lungs, has_lung_fields
 
 
 def ellipse(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) -> np.ndarray:

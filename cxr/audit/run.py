@@ -46,6 +46,7 @@ from cxr.audit.sweep import Sample, stored_size, sweep_fold
 from cxr.catalogs.methods import method_parameters
 from cxr.config import OVERLAY_FORMATS, Config, check_baseline
 from cxr.data.labels import LABELS_FILE, decode_boxes, patient_of
+from cxr.data.lungfields import lung_region
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.documents import write_documents
 from cxr.errors import ConfigError, DataError
@@ -56,7 +57,7 @@ from cxr.explain.review import METHOD_MAPS, audit_verdicts, write_fold_review
 from cxr.explain.rows import overlay_name
 from cxr.external import External
 from cxr.figures import plt, save_figure
-from cxr.lungs.run import compute_lungs, has_lung_fields, lung_region
+from cxr.lungs.run import compute_lungs, has_lung_fields
 from cxr.models.folding import fold_batch_norm
 from cxr.runs import command_dir, experiment_dir
 from cxr.tables import read_csv, write_csv

@@ -24,12 +24,12 @@ from cxr.audit.regions import map_regions
 from cxr.audit.shortcut import DOMINATES, allowed_region
 from cxr.config import Config
 from cxr.data.labels import Box, boxes_for, choose_positive_class, decode_boxes, patient_of
+from cxr.data.lungfields import lung_region
 from cxr.data.pipeline import fold_dataset
 from cxr.explain.methods import explain_batch
 from cxr.explain.overlay import resize_map
 from cxr.explain.probe import Probe
 from cxr.explain.report import outcome, outside_share, predicted_classes
-from cxr.lungs.run import lung_region
 
 FIGURE_IMAGES = 4
 

@@ -12,6 +12,7 @@ as its first layers (see cxr.models.build); `preprocess` is for other models.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,9 +27,11 @@ from cxr.config import Config
 from cxr.data.images import read_image
 from cxr.data.labels import LABEL_SEPARATOR, read_labels, split_labels
 from cxr.data.labels import class_names as table_class_names
+from cxr.data.lungfields import BLUR_SIGMA, table_spans
 from cxr.data.regions import BORDER, CORNER
 from cxr.errors import DataError
 
+log = logging.getLogger(__name__)
 Split = Literal["train", "validation"]
 Preprocess = Callable[[tf.Tensor], tf.Tensor]
 
@@ -107,6 +110,36 @@ def erased(image: tf.Tensor, probability: float, seed: tf.Tensor, areas: tf.Tens
     return tf.where(mask, tf.reduce_mean(image), image)
 
 
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """A normalised 1-D Gaussian of radius round(4 sigma), as scipy.ndimage.gaussian_filter's."""
+    radius = int(4 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def blurred(image: tf.Tensor, kernel: np.ndarray) -> tf.Tensor:
+    """(S, S, 1) image blurred by a separable Gaussian, edges mirrored (scipy's 'reflect')."""
+    radius = len(kernel) // 2
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], "SYMMETRIC")
+    rows = tf.nn.conv2d(padded, tf.constant(kernel.reshape(-1, 1, 1, 1)), 1, "VALID")
+    return tf.nn.conv2d(rows, tf.constant(kernel.reshape(1, -1, 1, 1)), 1, "VALID")[0]
+
+
+def outside_lungs_op(mode: str, size: int) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """(image (S, S, 1), spans (S, 2)) -> the image with what lies outside the kept spans
+    (cxr.data.lungfields.kept_spans) filled with the image's mean or blurred."""
+    columns = tf.range(size)[None, :]
+    kernel = gaussian_kernel(BLUR_SIGMA * size)
+
+    def apply(image: tf.Tensor, spans: tf.Tensor) -> tf.Tensor:
+        kept = (columns >= spans[:, :1]) & (columns < spans[:, 1:])
+        outside = tf.reduce_mean(image) if mode == "fill" else blurred(image, kernel)
+        return tf.where(kept[..., None], image, outside)
+
+    return apply
+
+
 def make_dataset(
     dataset_dir: Path,
     table: pd.DataFrame,
@@ -122,20 +155,36 @@ def make_dataset(
     cache: bool | str | Path = False,
     seed: int = 0,
     erase_border: float = 0.0,
+    outside_lungs: str = "keep",
 ) -> tf.data.Dataset:
     """Batches of (images (B, S, S, channels) float32, labels); flips, border erasing and
-    shuffling only when `training`.
+    shuffling only when `training`; `outside_lungs` (keep, blur, fill: cxr.data.lungfields)
+    for every read.
 
     `cache`: False streams; True or "memory" keeps decoded images in memory; a folder holds a cache
     file.
     """
     paths = [str(dataset_dir / image) for image in table["image"]]
     labels = encode_labels(table["label"], class_names, multi_label)
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if outside_lungs == "keep":
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    else:
+        spans, unknown = table_spans(dataset_dir, table, image_size)
+        if unknown:
+            log.warning(
+                "%d of %d image(s) have no plausible lung fields: data.outside_lungs leaves "
+                "their whole film",
+                unknown,
+                len(table),
+            )
+        ds = tf.data.Dataset.from_tensor_slices(((paths, spans), labels))
+        around = outside_lungs_op(outside_lungs, image_size)
 
     @as_written
     def decode(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return decode_image(path, image_size, 1), label
+        if outside_lungs == "keep":
+            return decode_image(path, image_size, 1), label
+        return around(decode_image(path[0], image_size, 1), path[1]), label
 
     def shuffle(ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True) if training else ds
@@ -145,7 +194,7 @@ def make_dataset(
         place = (
             ""
             if cache is True or cache == "memory"
-            else str(cache_file(Path(cache), paths, labels, image_size))
+            else str(cache_file(Path(cache), paths, labels, image_size, outside_lungs))
         )
         ds = shuffle(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache(place))
     else:  # shuffle paths, not pixels: the buffer stays small
@@ -200,10 +249,13 @@ def fold_dataset(
         channels=fold_cfg.data.channels,
         batch_size=batch_size,
         multi_label=fold_cfg.data.multi_label,
+        outside_lungs=fold_cfg.data.outside_lungs,
     )
 
 
-def cache_file(folder: Path, paths: list[str], labels: np.ndarray, image_size: int) -> Path:
+def cache_file(
+    folder: Path, paths: list[str], labels: np.ndarray, image_size: int, outside: str = "keep"
+) -> Path:
     """A cache file named by what it holds: the images (path, size, modification time), labels and
     image size.
 
@@ -212,6 +264,8 @@ def cache_file(folder: Path, paths: list[str], labels: np.ndarray, image_size: i
     removed.
     """
     digest = hashlib.sha256(f"{image_size}\n".encode())
+    if outside != "keep":  # the cache holds the filled or blurred images
+        digest.update(f"outside_lungs={outside}\n".encode())
     digest.update(np.ascontiguousarray(labels).tobytes())
     for path in paths:
         stat = os.stat(path)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from cxr.config import Config
 from cxr.data.labels import boxes_for, decode_boxes, split_labels
+from cxr.data.lungfields import lung_region
 from cxr.data.regions import REGIONS, region_codes
 from cxr.errors import ConfigError
 from cxr.explain.methods import Explanation
@@ -30,7 +31,6 @@ from cxr.explain.report import (
     peak_location,
     predicted_classes,
 )
-from cxr.lungs.run import lung_region
 from cxr.runs import FoldRun
 
 FILMS = "films"  # the stored images beside their overlays, for the review page's detail view

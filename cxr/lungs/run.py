@@ -18,12 +18,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from cxr.data.images import read_image, write_png
 from cxr.data.labels import (
     LABELS_FILE,
-    box_mask,
     decode_boxes,
     read_labels,
     shown_list,
@@ -136,17 +134,3 @@ def compute_lungs(
         )
     computed = len(todo) - len(unreadable)
     return LungsResult(computed, len(raw) - len(todo), implausible, unreadable, raw)
-
-
-def lung_region(dataset_dir: Path, row: dict, shape: tuple[int, int]) -> np.ndarray | None:
-    """One image's lung fields as a boolean mask at `shape`; None when unknown or implausible."""
-    boxes = decode_boxes(row.get("lungs", ""))
-    if boxes:
-        return box_mask(shape, boxes)
-    path = str(row.get("lung_mask", "") or "")
-    if not path or str(row.get("lung_mask_plausible", "1")) in ("0", "0.0", "False"):
-        return None
-    mask = read_image(dataset_dir / path) > 127
-    if mask.shape != shape:
-        mask = np.asarray(Image.fromarray(mask).resize(shape[::-1], Image.Resampling.NEAREST))
-    return mask
