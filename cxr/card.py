@@ -106,6 +106,15 @@ def model_section(trained: Config) -> Section:
         f"{trained.data.image_size} px, {trained.data.channels} channel(s)",
         f"- {t.epochs} epochs at most, batch {t.batch_size}, Adam {t.learning_rate:g}, schedule "
         f"{t.lr_schedule}, class weights {t.class_weights}, flips {t.flip}, best by {t.monitor}",
+        *([f"- Shortcut removal: border erasing p = {t.erase_border}"] if t.erase_border else []),
+        *(
+            [
+                f"- Outside the lungs and mediastinum: {trained.data.outside_lungs} (in training "
+                "and every later read of the images)"
+            ]
+            if trained.data.outside_lungs != "keep"
+            else []
+        ),
     ]
 
 

@@ -98,7 +98,12 @@ def answers(cfg: Config) -> dict[int, Answer]:
     )
     found[9] = Answer(
         f"decoded to grey, resized to {data.image_size} x {data.image_size} px, "
-        f"{data.channels} channel(s); pixel scaling inside the model",
+        f"{data.channels} channel(s); pixel scaling inside the model"
+        + (
+            f"; outside the lungs and mediastinum: {data.outside_lungs}"
+            if data.outside_lungs != "keep"
+            else ""
+        ),
         f"fold{folds[0]}/config.yaml",
     )
     found[10] = Answer(

@@ -123,10 +123,13 @@ def test_audit_finds_lung_fields_itself_on_real_radiographs(
     train(cfg, fold=0)
     result = audit_fold(cfg, 0, ["gradcam"], sanity_stages=1)
     table = read_labels(folder).set_index("image")
-    assert has_lung_fields(folder) and (folder / table["lung_mask"].iloc[0]).is_file()
     validation = pd.read_csv(tmp_path / "runs" / "tiny" / "fold0" / "split.csv").query(
         "split == 'validation'"
     )["image"]
+    # the audited fold's images only (#27): the other folds' are left for `cxr lungs`
+    assert has_lung_fields(folder, set(validation)) and not has_lung_fields(folder)
+    assert (folder / table.loc[validation.iloc[0], "lung_mask"]).is_file()
+    assert (table.drop(index=validation)["lung_mask"].fillna("") == "").all()
     plausible = table.loc[validation, "lung_mask_plausible"].astype(int)
     # implausible masks are not trusted: those images have no regions, only the border band
     shortcuts = result.shortcuts.set_index("image").loc[validation]

@@ -101,15 +101,19 @@ def audit_fold(
     check_baseline(baseline)  # a wrong name fails before any work
     trained = TrainedFold.open(cfg, fold, on, layer)
     fold_cfg = trained.settings
-    # real radiographs: the shipped lung model finds them first
-    if not has_lung_fields(fold_cfg.data.dataset_dir):
+    # real radiographs: the shipped lung model finds them first, for this fold's images only
+    table = trained.table()
+    images = set(table["image"])
+    if not has_lung_fields(fold_cfg.data.dataset_dir, images):
         check_writable_for_lungs(fold_cfg.data.dataset_dir)
         log.info(
-            "%s has no lung fields yet: computing them (as `cxr lungs` does)",
+            "%s has no lung fields yet for the %d image(s) audited: computing them (as `cxr "
+            "lungs` does for every image)",
             fold_cfg.data.dataset_dir,
+            len(images),
         )
-        compute_lungs(fold_cfg.data.dataset_dir)
-    table = trained.table()
+        compute_lungs(fold_cfg.data.dataset_dir, images=images)
+        table = trained.table()  # now with their lung fields
     with images_named_on_failure(fold_cfg.data.dataset_dir, table):
         return _audit_fold(trained, table, methods, sanity_stages, baseline)
 

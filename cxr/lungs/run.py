@@ -64,9 +64,12 @@ def needs_mask(row: pd.Series, dataset_dir: Path, overwrite: bool) -> bool:
     return overwrite or not row["lung_mask"] or not (dataset_dir / row["lung_mask"]).is_file()
 
 
-def has_lung_fields(dataset_dir: Path) -> bool:
-    """Does every image have lung fields already (its own, or computed)?"""
+def has_lung_fields(dataset_dir: Path, images: set[str] | None = None) -> bool:
+    """Does every image (of `images`, when given) have lung fields already (its own, or
+    computed)?"""
     table = read_labels(dataset_dir, check_files=False)  # its box columns come back re-encoded
+    if images is not None:
+        table = table[table["image"].isin(images)]
     none = pd.Series("", index=table.index)
     boxes = table.get("lungs", none).ne("[]") & table.get("lungs", none).ne("")
     masks = table.get("lung_mask", none).fillna("").astype(str).ne("")
@@ -78,8 +81,10 @@ def compute_lungs(
     overwrite: bool = False,
     batch_size: int = 16,
     progress: Callable[[Iterable[int], int], Iterable[int]] | None = None,
+    images: set[str] | None = None,
 ) -> LungsResult:
-    """Predict, check and write the masks batch by batch, then labels.csv once (atomically)."""
+    """Predict, check and write the masks batch by batch, then labels.csv once (atomically);
+    only for `images` when given (the audit of one fold needs that fold's)."""
     from cxr.lungs.model import load_lung_model, predict_masks
 
     read_labels(dataset_dir)  # validates the table and that every image is there
@@ -88,7 +93,11 @@ def compute_lungs(
     for column in COLUMNS:
         if column not in raw.columns:
             raw[column] = ""
-    todo = [i for i, row in raw.iterrows() if needs_mask(row, dataset_dir, overwrite)]
+    todo = [
+        i
+        for i, row in raw.iterrows()
+        if (images is None or row["image"] in images) and needs_mask(row, dataset_dir, overwrite)
+    ]
     found = (
         []
         if overwrite
