@@ -61,25 +61,51 @@ def load_lung_model() -> keras.Model:
 
 
 def to_input(images: list[np.ndarray], size: int = INPUT_SIZE) -> np.ndarray:
-    """Grey uint8 images of any size -> (N, size, size, 1) float32, squashed as in training."""
+    """Grey uint8 images of any size -> (N, size, size, 1) float32, squashed as in training
+    (one resize for each group of images of the same size)."""
     import tensorflow as tf
 
-    batch = [
-        tf.image.resize(image[..., None].astype(np.float32), (size, size), antialias=True)
-        for image in images
-    ]
-    return np.stack([b.numpy() for b in batch])
+    out = np.empty((len(images), size, size, 1), dtype=np.float32)
+    for where in same_shape_groups(images).values():
+        stacked = np.stack([images[i] for i in where])[..., None].astype(np.float32)
+        out[where] = tf.image.resize(stacked, (size, size), antialias=True).numpy()
+    return out
+
+
+def same_shape_groups(images: list[np.ndarray]) -> dict[tuple[int, ...], list[int]]:
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(image.shape[:2], []).append(i)
+    return groups
+
+
+_FORWARD: dict[int, object] = {}
+
+
+def forward(model: keras.Model):
+    """The model's forward pass as one traced function (any batch size): Keras's predict() builds
+    a data adapter and a progress loop on every call, the largest cost on small batches."""
+    import tensorflow as tf
+
+    if id(model) not in _FORWARD:
+        size = model.input_shape[1]
+        _FORWARD.clear()  # one model at a time
+        _FORWARD[id(model)] = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec((None, size, size, 1), tf.float32)],
+            reduce_retracing=True,
+        )
+    return _FORWARD[id(model)]
 
 
 def predict_masks(model: keras.Model, images: list[np.ndarray]) -> list[np.ndarray]:
     """Boolean lung masks at each image's own size (probabilities upsampled, then p >= 0.5)."""
     import tensorflow as tf
 
-    logits = model.predict(to_input(images, model.input_shape[1]), verbose=0)
-    masks = []
-    for image, logit in zip(images, logits, strict=True):
-        prob = tf.image.resize(tf.sigmoid(logit), image.shape[:2], method="bilinear").numpy()[
-            ..., 0
-        ]
-        masks.append(prob >= 0.5)
+    probabilities = tf.sigmoid(forward(model)(tf.constant(to_input(images, model.input_shape[1]))))
+    masks: list[np.ndarray] = [np.empty(0)] * len(images)
+    for shape, where in same_shape_groups(images).items():
+        upsampled = tf.image.resize(tf.gather(probabilities, where), shape, method="bilinear")
+        for i, prob in zip(where, upsampled.numpy()[..., 0], strict=True):
+            masks[i] = prob >= 0.5
     return masks

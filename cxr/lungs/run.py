@@ -12,7 +12,9 @@ read back and checked again.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +33,7 @@ from cxr.errors import DataError, shorten
 from cxr.tables import read_csv, write_csv
 
 log = logging.getLogger(__name__)
+WORKERS = max(2, min(8, os.cpu_count() or 2))  # decoding and PNG writing beside the model
 MASK_FOLDER = "lungs"
 COLUMNS = ("lung_mask", "lung_mask_plausible", "lung_mask_problem")
 
@@ -109,21 +112,41 @@ def compute_lungs(
         raw.loc[i, COLUMNS] = [relative, "0" if problem else "1", problem]
     todo = sorted(set(todo) - set(found))
     model = load_lung_model() if todo else None
-    starts = range(0, len(todo), batch_size)
+    batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
     unreadable: list[str] = []
-    for start in progress(starts, len(starts)) if progress else starts:
-        rows, images = [], []
-        for i in todo[start : start + batch_size]:
-            try:
-                images.append(read_image(dataset_dir / raw.at[i, "image"]))
-                rows.append(i)
-            except DataError as exc:  # skipped and listed, never a half-done run
-                raw.loc[i, COLUMNS] = ["", "0", f"unreadable image ({shorten(str(exc), 150)})"]
-                unreadable.append(raw.at[i, "image"])
-        for i, mask in zip(rows, predict_masks(model, images) if images else [], strict=True):
-            relative = mask_path(raw.at[i, "image"])
-            write_png(mask.astype(np.uint8) * 255, dataset_dir / relative)
-            problem = mask_problem(mask)
+
+    def read_one(i: int) -> tuple[int, np.ndarray | None, str]:
+        try:
+            return i, read_image(dataset_dir / raw.at[i, "image"]), ""
+        except DataError as exc:  # skipped and listed, never a half-done run
+            return i, None, shorten(str(exc), 150)
+
+    def write_one(i: int, mask: np.ndarray) -> tuple[int, str, str]:
+        relative = mask_path(raw.at[i, "image"])
+        write_png(mask.astype(np.uint8) * 255, dataset_dir / relative)
+        return i, relative, mask_problem(mask)
+
+    # decoding the next batch, and writing and checking the last one's masks, overlap with the
+    # model (PNG coding releases the GIL), as explain's overlays do
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        reads = [pool.submit(read_one, i) for i in batches[0]] if batches else []
+        writes = []
+        steps = range(len(batches))
+        for k in progress(steps, len(steps)) if progress else steps:
+            done = [future.result() for future in reads]
+            if k + 1 < len(batches):
+                reads = [pool.submit(read_one, i) for i in batches[k + 1]]
+            for i, _, problem in done:
+                if problem:
+                    raw.loc[i, COLUMNS] = ["", "0", f"unreadable image ({problem})"]
+                    unreadable.append(raw.at[i, "image"])
+            good = [(i, image) for i, image, problem in done if not problem]
+            masks = predict_masks(model, [image for _, image in good]) if good else []
+            writes += [
+                pool.submit(write_one, i, mask) for (i, _), mask in zip(good, masks, strict=True)
+            ]
+        for future in writes:
+            i, relative, problem = future.result()
             raw.loc[i, COLUMNS] = [relative, "0" if problem else "1", problem]
     if todo or found:
         write_csv(raw, dataset_dir / LABELS_FILE)
