@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +133,24 @@ def check_writable_for_lungs(dataset_dir: Path) -> None:
         )
 
 
+class Stopwatch:
+    """Seconds per part of the audit, said in one line at the end: where its time goes."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - start
+
+    def line(self) -> str:
+        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.parts.items())
+
+
 def _audit_fold(
     trained: TrainedFold,
     table: pd.DataFrame,
@@ -150,50 +171,58 @@ def _audit_fold(
     probe = make_probe(
         folded, layer, parameters=method_parameters(fold_cfg.explain), multi_label=multi_label
     )
-    seen = sweep_fold(fold_cfg, probe, table, classes, methods, SANITY_IMAGES)
+    clock = Stopwatch()
+    with clock("one pass over the fold"):
+        seen = sweep_fold(fold_cfg, probe, table, classes, methods, SANITY_IMAGES)
     images, targets, maps = seen.sample.arrays()
-    cascade = Cascade(model, layer, probe)
-    sanity = pd.DataFrame(cascade.run(images, targets, methods, sanity_stages, trained=maps))
+    with clock("sanity"):
+        cascade = Cascade(model, layer, probe)
+        sanity = pd.DataFrame(cascade.run(images, targets, methods, sanity_stages, trained=maps))
     # the methods' maps, then a random and a centre map per image: what every number is read
     # against (the same draws as the map metrics', which are seeded alike)
     every = with_baseline_maps(maps, len(images), images.shape[1:3], np.random.default_rng(fold))
     batch = trained.batch_size  # of every forward pass over perturbed images too
-    faithfulness, curves = faithfulness_rows(
-        folded, images, targets, every, seen.sample.names, baseline, multi_label, batch
-    )
-    map_rows = map_metric_rows(
-        folded,
-        probe,
-        images,
-        targets,
-        maps,
-        seen.sample.names,
-        len(classes),
-        fold,
-        multi_label,
-        batch,
-    )
-    road = road_rows(
-        folded,
-        images,
-        targets,
-        every,
-        seen.sample.names,
-        seed=fold,
-        batch=batch,
-        multi_label=multi_label,
-    )
-    sample = intervention_sample(trained, table) if not multi_label else None
-    interventions = (
-        pd.DataFrame() if sample is None else intervention_rows(folded, *sample, fold, batch)
-    )
-    evidence = summarise_interventions(interventions, classes, fold)
-    flagged = flagged_regions(evidence)
-    pastes = (
-        pd.DataFrame()
-        if sample is None
-        else paste_rows(folded, *sample, flagged, classes, fold, batch)
-    )
+    with clock("deletion and insertion"):
+        faithfulness, curves = faithfulness_rows(
+            folded, images, targets, every, seen.sample.names, baseline, multi_label, batch
+        )
+    with clock("map properties"):
+        map_rows = map_metric_rows(
+            folded,
+            probe,
+            images,
+            targets,
+            maps,
+            seen.sample.names,
+            len(classes),
+            fold,
+            multi_label,
+            batch,
+        )
+    with clock("ROAD"):
+        road = road_rows(
+            folded,
+            images,
+            targets,
+            every,
+            seen.sample.names,
+            seed=fold,
+            batch=batch,
+            multi_label=multi_label,
+        )
+    with clock("interventions"):
+        sample = intervention_sample(trained, table) if not multi_label else None
+        interventions = (
+            pd.DataFrame() if sample is None else intervention_rows(folded, *sample, fold, batch)
+        )
+        evidence = summarise_interventions(interventions, classes, fold)
+        flagged = flagged_regions(evidence)
+        pastes = (
+            pd.DataFrame()
+            if sample is None
+            else paste_rows(folded, *sample, flagged, classes, fold, batch)
+        )
+    log.info("fold %d audited: %s", fold, clock.line())
     if not len(seen.localisation):
         log.warning("fold %d has no image with a box: localisation skipped", fold)
     summary = AuditSummary(
