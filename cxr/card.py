@@ -233,9 +233,23 @@ def explanation_section(cfg: Config, folds: list[int]) -> list[Section]:
     per_fold = [read_json(command_dir(root, "audit", fold) / "summary.json") for fold in folds]
     audits = [pooled] if pooled else [found for found in per_fold if found]
     audit_lines = [line for found in audits for line in audit_lines_of(found, root)]
+    for fold in folds:
+        found = read_json(command_dir(root, "audit", fold) / "data_randomisation.json")
+        audit_lines += [f"- {line}" for line in data_randomisation_lines(found or {"checks": {}})]
     return [
         ("Explanations", lines or ["- Not explained yet: `cxr explain --all-folds`"]),
         ("Audit of the explanations", audit_lines or ["- Not audited yet: `cxr audit`"]),
+    ]
+
+
+def data_randomisation_lines(summary: dict) -> list[str]:
+    """audit/fold<K>/data_randomisation.json (cxr.data_randomisation) as one line per method."""
+    return [
+        f"fold {summary['fold']}, {md(method)}: data randomisation "
+        f"{'passes' if c['passes'] else 'FAILS'} (maps of a copy trained on permuted labels: "
+        f"rank correlation {num(c['spearman'], '.2f')}, SSIM {num(c['ssim'], '.2f')}; must be "
+        f"below {summary['pass_below']})"
+        for method, c in summary["checks"].items()
     ]
 
 

@@ -701,6 +701,14 @@ def audit(
     ] = "black",
     on: OnOption = None,
     renames: MapOption = None,
+    data_randomisation: Annotated[
+        bool,
+        typer.Option(
+            "--data-randomisation",
+            help="Also train a copy of each fold's model on permuted labels (one more training "
+            "per fold) and compare its maps with the real model's.",
+        ),
+    ] = False,
 ) -> None:
     """Do the maps mean anything? Localisation, sanity check, faithfulness and shortcuts, per
     method, per fold."""
@@ -722,10 +730,28 @@ def audit(
             "first"
         )
     external = external_of(cfg, on, renames)
+    if data_randomisation and external is not None:
+        raise ConfigError(
+            "--data-randomisation retrains on the experiment's own training images: run it "
+            "without --on"
+        )
     results, pooled = audit_folds(cfg, folds, chosen, layer, stages, baseline, external)
+    checks = {}
+    if data_randomisation:
+        from cxr.data_randomisation import data_randomisation as randomise_data
+        from cxr.data_randomisation import summary_of
+        from cxr.documents import write_documents
+
+        checks = {k: summary_of(randomise_data(cfg, k, chosen)) for k in folds}
+        write_documents(cfg)
     for result in results:
         typer.echo(f"== fold {result.summary.fold}")
         print_audit(result.summary, result.folder)
+        if result.summary.fold in checks:
+            from cxr.card import data_randomisation_lines
+
+            for line in data_randomisation_lines(checks[result.summary.fold]):
+                typer.echo(line)
     if pooled is not None:
         typer.echo(f"== pooled over folds {', '.join(map(str, pooled.folds))}")
         print_audit(pooled, results[0].folder.parent)

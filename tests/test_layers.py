@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cxr.evaluate", "cxr.compare"),
     ("cxr.audit",),
     ("cxr.train",),
+    ("cxr.data_randomisation",),  # trains a copy through cxr.train
     ("cxr.cli",),
 ]
 ROOT_MODULE = "cxr"  # `from cxr import __version__`: the package's own __init__, below everything
