@@ -462,10 +462,20 @@ def external_of(cfg, on: str | None, renames: list[str] | None):
 
 
 def selected_folds(cfg, fold: int | None, all_folds: bool) -> list[int]:
-    """Every trained fold with --all-folds, else --fold, else the config's data.fold."""
-    from cxr.runs import trained_folds
+    """Every trained fold with --all-folds (saying which folds are left out because a process is
+    training them for the first time), else --fold, else the config's data.fold."""
+    from cxr.runs import folds_in_training, trained_folds
 
-    return trained_folds(cfg) if all_folds else [cfg.data.fold if fold is None else fold]
+    if not all_folds:
+        return [cfg.data.fold if fold is None else fold]
+    found = trained_folds(cfg)
+    for busy in sorted(set(folds_in_training(cfg)) - set(found)):
+        typer.echo(
+            f"warning: fold {busy} is being trained now and is left out; run again when it has "
+            "finished",
+            err=True,
+        )
+    return found
 
 
 FoldOption = Annotated[

@@ -199,6 +199,20 @@ def training_lock(cfg: Config, fold: int):  # -> a context manager holding the f
     return hold(lock_path(cfg, fold), fold_name(cfg, fold))
 
 
+def folds_in_training(cfg: Config) -> dict[int, str]:
+    """Fold -> who trains it, for every fold of the experiment that a process is training now."""
+    busy = {}
+    for lock in sorted((experiment_dir(cfg) / STAGING).glob("fold*.lock")):
+        match = re.fullmatch(r"fold(\d+)\.lock", lock.name)
+        if not match:
+            continue
+        try:
+            check_not_training(cfg, int(match.group(1)))
+        except DataError as exc:
+            busy[int(match.group(1))] = str(exc)
+    return busy
+
+
 def check_not_training(cfg: Config, fold: int) -> None:
     """A DataError naming the process when fold `fold` is being trained right now."""
     check_free(lock_path(cfg, fold), fold_name(cfg, fold))

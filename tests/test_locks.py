@@ -60,3 +60,18 @@ def test_a_lock_from_another_host_is_not_taken_over(tmp_path: Path) -> None:
         ):
             attempt()
     assert json.loads(path.read_text()) == other
+
+
+def test_all_folds_names_a_fold_trained_for_the_first_time_now(trained_run, capsys) -> None:
+    """#23's leftover: --all-folds used to leave such a fold out without a word."""
+    from cxr.cli import selected_folds
+    from cxr.runs import folds_in_training, training_lock
+
+    with training_lock(trained_run, 3):
+        assert set(folds_in_training(trained_run)) == {3}
+        assert selected_folds(trained_run, None, True) == [0, 1]
+    said = capsys.readouterr().err
+    assert "fold 3 is being trained now and is left out" in said
+    assert folds_in_training(trained_run) == {}  # released: a stale lock file is not a training
+    assert selected_folds(trained_run, None, True) == [0, 1]
+    assert "fold 3" not in capsys.readouterr().err
