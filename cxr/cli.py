@@ -758,10 +758,10 @@ def audit(
         typer.echo(f"== fold {result.summary.fold}")
         print_audit(result.summary, result.folder)
         if result.summary.fold in checks:
-            from cxr.card import data_randomisation_lines
+            from cxr.card import data_randomisation_lines, plain
 
             for line in data_randomisation_lines(checks[result.summary.fold]):
-                typer.echo(line)
+                typer.echo(plain(line))  # the card's Markdown, as the text it shows
     if pooled is not None:
         typer.echo(f"== pooled over folds {', '.join(map(str, pooled.folds))}")
         print_audit(pooled, results[0].folder.parent)
