@@ -19,16 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 for site in shenzhen montgomery; do
-  .venv/bin/python - "$SOURCE/labels.csv" "$WORK/$site.csv" "$site" <<'PY'
-import sys
-
-import pandas as pd
-
-table = pd.read_csv(sys.argv[1], dtype=str)
-table = table[table["source"] == sys.argv[3]]
-columns = {"image": "path", "finding": "label", "patient_id": "patient_id", "mask": "lung_mask"}
-table[list(columns)].rename(columns=columns).to_csv(sys.argv[2], index=False)
-PY
+  .venv/bin/python scripts/nlm_site_list.py "$SOURCE/labels.csv" "$WORK/$site.csv" "$site"
 done
 # the drawn lung masks come along (--root: read where they are); the tag only on Shenzhen
 [ -d data/tb-sz-marker ] || .venv/bin/cxr download folder --csv "$WORK/shenzhen.csv" \
