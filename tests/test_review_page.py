@@ -438,7 +438,8 @@ def test_the_model_card_and_the_index_in_a_browser(page, explained, trained_run)
     low = [t for t in texts if contrast(rgb(t[1]), rgb(t[2])) < 4.5]
     assert not low, low
     page.click("text=review page")
-    assert page.url.endswith("explain/fold0/index.html#") or "explain/fold0/index.html" in page.url
+    page.wait_for_url("**/explain/fold0/index.html*")
+    page.wait_for_load_state("load")  # a click returns before the new page has run its script
     assert count(page) == len(report_of(explained))
     page.goto((root / "index.html").as_uri())
     hrefs = page.eval_on_selector_all("a", "a => a.map(x => x.getAttribute('href'))")
