@@ -61,15 +61,21 @@ def perturbation_curves(
         variants = np.concatenate(
             [np.where(changed, baseline, images), np.where(changed, images, baseline)]
         )
-        logits = np.concatenate(
-            [  # predict_on_batch: Keras's compiled inference step, not an eager call per batch
-                keras.ops.convert_to_numpy(model.predict_on_batch(variants[i : i + batch]))
-                for i in range(0, len(variants), batch)
-            ]
-        )
-        probs.append(output_probabilities(logits.astype(np.float64), multi_label))
+        probs.append(output_probabilities(batched_logits(model, variants, batch), multi_label))
     target = np.stack(probs, axis=1)[np.arange(2 * count), :, np.tile(class_index, 2)]
     return target[:count], target[count:]
+
+
+def batched_logits(model: keras.Model, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """The model's logits (float64) for a stack of images, `batch` at a time through
+    predict_on_batch: Keras's compiled inference step, not an eager call per batch. Every
+    forward pass of the audit over perturbed images goes through here."""
+    return np.concatenate(
+        [
+            keras.ops.convert_to_numpy(model.predict_on_batch(images[i : i + batch]))
+            for i in range(0, len(images), batch)
+        ]
+    ).astype(np.float64)
 
 
 def curve_area(curve: np.ndarray) -> np.ndarray:

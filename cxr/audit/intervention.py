@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cxr import stats
+from cxr.audit.faithfulness import batched_logits
 from cxr.audit.results import Estimate, Intervention, Paste
 from cxr.audit.road import impute
 from cxr.data.regions import OFF_CHEST, REGION_WORDS, REGIONS, region_codes
@@ -73,7 +74,7 @@ def intervention_rows(
         return pd.DataFrame()
 
     def predict(stack: np.ndarray) -> np.ndarray:
-        return _predict(model, stack, batch)
+        return batched_logits(model, stack, batch)
 
     logits = predict(images)
     called = predicted_classes(logits)
@@ -242,7 +243,7 @@ def paste_rows(
     rng = np.random.default_rng(seed)
     if not len(images):
         return pd.DataFrame()
-    logits = _predict(model, images, batch)
+    logits = batched_logits(model, images, batch)
     called = predicted_classes(logits)
     probabilities = class_probabilities(logits)
     codes = [region_codes(mask) for mask in lungs]  # each donor's regions, once
@@ -259,7 +260,7 @@ def paste_rows(
                 j = donors[k % len(donors)]
                 mask = codes[j] == REGIONS.index(region)
                 pasted[k][mask] = images[j][mask]
-            new = _predict(model, pasted, batch)
+            new = batched_logits(model, pasted, batch)
             after, turned = class_probabilities(new)[:, c], predicted_classes(new) == c
             rows += [
                 {
@@ -274,14 +275,6 @@ def paste_rows(
                 for i, p, t in zip(recipients, after, turned, strict=True)
             ]
     return pd.DataFrame(rows)
-
-
-def _predict(model: keras.Model, stack: np.ndarray, batch: int) -> np.ndarray:
-    logits = [
-        keras.ops.convert_to_numpy(model.predict_on_batch(stack[i : i + batch]))
-        for i in range(0, len(stack), batch)
-    ]
-    return np.concatenate(logits).astype(np.float64)
 
 
 def summarise_pastes(rows: pd.DataFrame, seed: int = 0) -> dict[str, dict[str, Paste]]:

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from cxr.audit.faithfulness import batched_logits
 from cxr.audit.localisation import with_baseline_maps
 from cxr.audit.results import MapMetrics
 from cxr.explain.methods import explain_batch
@@ -57,13 +58,7 @@ def target_probabilities(
 ) -> np.ndarray:
     """Each image's probability of its target class: a softmax over the classes, or for a
     multi-label model the finding's own sigmoid (the findings do not compete)."""
-    logits = np.concatenate(
-        [
-            keras.ops.convert_to_numpy(model.predict_on_batch(images[i : i + batch]))
-            for i in range(0, len(images), batch)
-        ]
-    )
-    probs = output_probabilities(logits.astype(np.float64), multi_label)
+    probs = output_probabilities(batched_logits(model, images, batch), multi_label)
     return probs[np.arange(len(images)), targets]
 
 
