@@ -92,3 +92,34 @@ def test_a_fold_trained_with_fill_is_read_with_fill(
         make_dataset(
             bare, read_labels(bare), ["normal", "pneumonia"], image_size=64, outside_lungs="fill"
         )
+
+
+def test_training_with_fill_on_a_read_only_dataset_without_lungs_is_one_line(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train would compute the lung fields first: on a dataset it cannot write to, the same one
+    line as the audit's (the tests run as root, so the access check is what is replaced), and
+    neither the dataset nor runs/ is touched."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from cxr.cli import app
+
+    bare = tmp_path / "data" / "bare"
+    shutil.copytree(synthetic_dataset, bare)
+    read_labels(bare).drop(columns=["lungs"]).to_csv(bare / "labels.csv", index=False)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in bare.rglob("*"))
+    monkeypatch.setattr(os, "access", lambda path, mode: "bare" not in str(path))
+    config = tmp_path / "fill.yaml"
+    config.write_text(
+        f"experiment: {{name: bare, output_dir: {tmp_path / 'runs'}}}\n"
+        f"data: {{root: {tmp_path / 'data'}, dataset: bare, image_size: 64, outside_lungs: fill}}\n"
+        "model: {name: tiny_cnn}\ntrain: {epochs: 1}\n"
+    )
+    result = CliRunner().invoke(app, ["train", "--config", str(config)])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert "is read-only here" in errors[0] and "`cxr lungs bare --dest <that folder>`" in errors[0]
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in bare.rglob("*")) == before
+    assert not (tmp_path / "runs" / "bare" / "fold0").exists()

@@ -12,7 +12,6 @@ methods.csv and .png (methods side by side), and summary.json: the typed AuditSu
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,11 +47,11 @@ from cxr.audit.shortcut import summarise_shortcuts
 from cxr.audit.sweep import Sample, stored_size, sweep_fold
 from cxr.catalogs.methods import method_parameters
 from cxr.config import OVERLAY_FORMATS, Config, check_baseline
-from cxr.data.labels import LABELS_FILE, decode_boxes, patient_of
+from cxr.data.labels import decode_boxes, patient_of
 from cxr.data.lungfields import lung_region
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
 from cxr.documents import write_documents
-from cxr.errors import ConfigError, DataError
+from cxr.errors import ConfigError
 from cxr.explain.methods import get_method
 from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
 from cxr.explain.probe import make_probe
@@ -108,7 +107,6 @@ def audit_fold(
     table = trained.table()
     images = set(table["image"])
     if not has_lung_fields(fold_cfg.data.dataset_dir, images):
-        check_writable_for_lungs(fold_cfg.data.dataset_dir)
         log.info(
             "%s has no lung fields yet for the %d image(s) audited: computing them (as `cxr "
             "lungs` does for every image)",
@@ -119,18 +117,6 @@ def audit_fold(
         table = trained.table()  # now with their lung fields
     with images_named_on_failure(fold_cfg.data.dataset_dir, table):
         return _audit_fold(trained, table, methods, sanity_stages, baseline)
-
-
-def check_writable_for_lungs(dataset_dir: Path) -> None:
-    """The audit adds lung fields to a dataset that has none: refuse one it cannot write to
-    before any work, with what the user can do instead."""
-    if not os.access(dataset_dir, os.W_OK) or not os.access(dataset_dir / LABELS_FILE, os.W_OK):
-        raise DataError(
-            f"{dataset_dir} has no lung fields and is read-only here, so the audit cannot add "
-            f"them: copy the dataset somewhere writable and run `cxr lungs {dataset_dir.name} "
-            f"--dest <that folder>` (or give its lung fields as a lungs or lung_mask column of "
-            "labels.csv), then audit that copy"
-        )
 
 
 class Stopwatch:

@@ -67,6 +67,18 @@ def needs_mask(row: pd.Series, dataset_dir: Path, overwrite: bool) -> bool:
     return overwrite or not row["lung_mask"] or not (dataset_dir / row["lung_mask"]).is_file()
 
 
+def check_writable(dataset_dir: Path) -> None:
+    """Refuse, before any work, a dataset whose lung fields cannot be written (every caller:
+    `cxr lungs`, the audit, training with data.outside_lungs), saying what to do instead."""
+    if not os.access(dataset_dir, os.W_OK) or not os.access(dataset_dir / LABELS_FILE, os.W_OK):
+        raise DataError(
+            f"{dataset_dir} has no lung fields and is read-only here, so cxr cannot add them: "
+            f"copy the dataset somewhere writable and run `cxr lungs {dataset_dir.name} --dest "
+            "<that folder>` (or give its lung fields as a lungs or lung_mask column of "
+            "labels.csv), then use that copy"
+        )
+
+
 def has_lung_fields(dataset_dir: Path, images: set[str] | None = None) -> bool:
     """Does every image (of `images`, when given) have lung fields already (its own, or
     computed)?"""
@@ -111,6 +123,8 @@ def compute_lungs(
         problem = mask_problem(read_image(dataset_dir / relative) > 127)
         raw.loc[i, COLUMNS] = [relative, "0" if problem else "1", problem]
     todo = sorted(set(todo) - set(found))
+    if todo:
+        check_writable(dataset_dir)
     model = load_lung_model() if todo else None
     batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
     unreadable: list[str] = []
