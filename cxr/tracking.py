@@ -15,6 +15,7 @@ in maintenance mode and refuses it by default. TensorBoard's logs are written ei
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,9 +23,10 @@ from pathlib import Path
 
 from cxr.atomic import write_json_atomic
 from cxr.config import Config
-from cxr.errors import ConfigError
+from cxr.errors import ConfigError, shorten
 from cxr.runs import FoldRun, experiment_dir, fold_run, pooled_evaluation_dir, trained_folds
 
+log = logging.getLogger(__name__)
 INSTALL = "pip install 'cxr[mlflow]'"
 
 
@@ -61,9 +63,20 @@ def flat_params(cfg: Config) -> dict[str, str]:
 
 
 def check_tracking(cfg: Config) -> None:
-    """Before any training: MLflow is there when asked for."""
-    if cfg.train.tracking == "mlflow":
-        mlflow_module()
+    """Before any training: MLflow is there when asked for, and its store answers (MLflow 3
+    refuses a plain-folder MLFLOW_TRACKING_URI, for one)."""
+    if cfg.train.tracking != "mlflow":
+        return
+    mlflow = mlflow_module()
+    uri, _ = store_of(cfg)
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name(cfg.experiment.name)
+    except Exception as exc:  # MLflow raises its own and its backends' errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"train.tracking: mlflow cannot use the store {uri} ({shorten(first)}); set "
+            "MLFLOW_TRACKING_URI to a store that works (e.g. sqlite:///mlflow.db) or unset it"
+        ) from None
 
 
 @contextmanager
@@ -130,6 +143,13 @@ def sync(cfg: Config) -> None:
     folds = [(k, found) for k, found in folds if found]
     if not folds:
         return
+    try:
+        send(cfg, folds)
+    except Exception as exc:  # the run's own files are written: a store gone wrong only warns
+        log.warning("could not log to MLflow (%s): %s", type(exc).__name__, shorten(str(exc)))
+
+
+def send(cfg: Config, folds: list[tuple[int, dict]]) -> None:
     mlflow = mlflow_module()
     root = experiment_dir(cfg)
     shared = [root / "MODEL_CARD.md", root / "MODEL_CARD.html"]

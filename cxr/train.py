@@ -149,6 +149,7 @@ def train(
     checkpoint, so a failed or interrupted run never costs the previous one.
     """
     fold = cfg.data.fold if fold is None else fold
+    check_tracking(cfg)  # before any folder is made
     cluster = cluster_from_env()
     if cluster is not None and resume:
         raise ConfigError(
@@ -194,7 +195,6 @@ def _train_locked(
     resume: bool,
 ) -> TrainResult:
     check_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
-    check_tracking(cfg)
     if resume:
         check_resumable(cfg, staging_run(cfg, fold), fold)
     if cfg.data.outside_lungs != "keep" and not has_lung_fields(cfg.data.dataset_dir):

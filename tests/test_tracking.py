@@ -73,3 +73,19 @@ def test_tracking_without_mlflow_is_one_line(synthetic_dataset, tmp_path, monkey
     with pytest.raises(ConfigError, match=r"pip install 'cxr\[mlflow\]'"):
         train_folds(cfg, [0])
     assert not (tmp_path / "runs" / "tiny" / "fold0").exists()
+
+
+def test_a_store_mlflow_refuses_is_one_line_before_training(
+    synthetic_dataset, tmp_path, monkeypatch
+) -> None:
+    """MLflow 3 refuses a plain-folder store: said in one line, before any run folder."""
+    pytest.importorskip("mlflow")
+    from cxr.train import train_folds
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "folder-store").as_uri())
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    cfg = tiny_config(synthetic_dataset, tmp_path / "runs", "train.tracking=mlflow")
+    with pytest.raises(ConfigError, match=r"mlflow cannot use the store file://") as caught:
+        train_folds(cfg, [0])
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "runs" / "tiny").exists()
