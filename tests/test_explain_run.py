@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -222,8 +223,15 @@ def test_target_options(trained_run) -> None:
     with pytest.raises(CxrError, match="--target 'covid': use predicted, true, a class name"):
         explain_fold(trained_run, 1, ExplainOptions(target="covid", overwrite=True))
     # both classes of a binary model, the predicted one first; its row is the single run's
+    folder = command_dir(experiment_dir(trained_run), "explain", 1)
+    shutil.rmtree(folder / "films")
     both = explain_fold(trained_run, 1, ExplainOptions(target="top2", overwrite=True)).report
     assert len(both) == 2 * len(true)
+    # one film per image, written once, named by both of its rows
+    assert (both.groupby("image")["film"].nunique() == 1).all()
+    assert sorted(p.name for p in (folder / "films").iterdir()) == sorted(
+        Path(f).name for f in both["film"].unique()
+    )
     for image, rows in both.groupby("image"):
         assert rows["target_class"].tolist()[0] == rows["predicted_class"].iloc[0]
         assert set(rows["target_class"]) == {"normal", "pneumonia"}

@@ -130,9 +130,15 @@ def with_boxes(report: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def image_row(
-    ctx: FoldContext, row: dict, result: Explanation, i: int, pixels: np.ndarray | None = None
+    ctx: FoldContext,
+    row: dict,
+    result: Explanation,
+    i: int,
+    pixels: np.ndarray | None = None,
+    with_film: bool = True,
 ) -> dict:
-    """Overlay and report row for one image (runs in a worker thread)."""
+    """Overlay and report row for one image (runs in a worker thread); the film too, unless
+    another row of the same image writes it (`with_film` False: several classes per image)."""
     fold_cfg, cfg, classes, folder = ctx.fold_cfg, ctx.cfg, ctx.classes, ctx.folder
     logits = result.logits[i]
     multi_label = fold_cfg.data.multi_label
@@ -169,7 +175,8 @@ def image_row(
     )
     write_overlay(pixels, folder / overlay)
     film = f"{FILMS}/{overlay_name(row['image'], suffix)}"  # one per image, whatever the class
-    write_overlay(grey, folder / film)
+    if with_film:
+        write_overlay(grey, folder / film)
     return {
         "fold": ctx.run.fold,
         "image": row["image"],

@@ -219,8 +219,10 @@ def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
             ]  # the decoded images: the overlays reuse them when the stored size is the model's
             chosen = explained_entries(ctx, part["image"].tolist(), result)
             records = part.to_dict("records")
+            first = {i: j for i, j, _ in reversed(chosen)}  # each image's first kept map
             pending = [
-                pool.submit(image_row, ctx, records[i], result, j, pixels[i]) for i, j, _ in chosen
+                pool.submit(image_row, ctx, records[i], result, j, pixels[i], first[i] == j)
+                for i, j, _ in chosen
             ]
             if maps_file:
                 maps_file.add([(key, j) for _, j, key in chosen], result)
