@@ -235,7 +235,8 @@ def explanation_section(cfg: Config, folds: list[int]) -> list[Section]:
     audit_lines = [line for found in audits for line in audit_lines_of(found, root)]
     for fold in folds:
         found = read_json(command_dir(root, "audit", fold) / "data_randomisation.json")
-        audit_lines += [f"- {line}" for line in data_randomisation_lines(found or {"checks": {}})]
+        if found:
+            audit_lines += [f"- {line}" for line in data_randomisation_lines(found)]
     return [
         ("Explanations", lines or ["- Not explained yet: `cxr explain --all-folds`"]),
         ("Audit of the explanations", audit_lines or ["- Not audited yet: `cxr audit`"]),
@@ -366,7 +367,10 @@ def figures_of(cfg: Config, folds: list[int]) -> list[tuple[str, Path]]:
     ]
     for fold in folds:
         candidates += [
-            (f"Training curves, fold {fold}", Path(f"fold{fold}") / "history.png"),
+            (
+                f"Training curves, fold {fold}",
+                fold_run(cfg, fold).history_figure.relative_to(root),
+            ),
             (f"Right and wrong maps, fold {fold}", Path("explain") / f"fold{fold}" / "montage.png"),
             (f"Methods side by side, fold {fold}", Path("audit") / f"fold{fold}" / "methods.png"),
             (

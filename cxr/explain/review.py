@@ -28,8 +28,8 @@ from cxr.tables import read_csv
 
 DATA_FILE = "review.js"
 METHOD_MAPS = "method_maps.csv"  # in audit/fold<K>/: the audit sample's overlays by method
-# report columns shown on the tile and used by the filters; the detail view shows every column
-NUMBERS = ("confidence", "outside_lungs", "peak_x", "peak_y")
+# the report's numbers the filters and sorts use; the detail view shows every column
+NUMBERS = ("confidence", "outside_lungs")
 
 
 def page_template() -> str:
@@ -93,9 +93,7 @@ def review_rows(
                 "peak_region": text(record.get("peak_region")),
                 **{k: number(record.get(k)) for k in NUMBERS},
                 "probabilities": {
-                    c: number(record.get(f"prob_{c}"))
-                    for c in classes
-                    if number(record.get(f"prob_{c}")) is not None
+                    c: p for c in classes if (p := number(record.get(f"prob_{c}"))) is not None
                 },
                 "overlay": quote(str(record["overlay"])),
                 "film": quote(str(record["film"])) if text(record.get("film")) else "",
