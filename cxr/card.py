@@ -115,6 +115,14 @@ def model_section(trained: Config) -> Section:
             if trained.data.outside_lungs != "keep"
             else []
         ),
+        *(
+            [
+                f"- Cropped to the lung fields' box, margin {trained.data.crop_margin:g} of the "
+                "film's side (in training and every later read; maps drawn back onto the film)"
+            ]
+            if trained.data.crop == "lungs"
+            else []
+        ),
     ]
 
 

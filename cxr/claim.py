@@ -97,7 +97,13 @@ def answers(cfg: Config) -> dict[int, Answer]:
         dataset,
     )
     found[9] = Answer(
-        f"decoded to grey, resized to {data.image_size} x {data.image_size} px, "
+        "decoded to grey, "
+        + (
+            f"cropped to the lung fields' box (margin {data.crop_margin:g} of the film's side), "
+            if data.crop == "lungs"
+            else ""
+        )
+        + f"resized to {data.image_size} x {data.image_size} px, "
         f"{data.channels} channel(s); pixel scaling inside the model"
         + (
             f"; outside the lungs and mediastinum: {data.outside_lungs}"

@@ -770,7 +770,7 @@ def audit(
 def print_interventions(summary: AuditSummary) -> None:
     """What the decision depends on: each region filled in turn, against the same area filled in
     the lungs (cxr.audit.intervention)."""
-    from cxr.audit.intervention import evidence_lines, paste_lines
+    from cxr.audit.intervention import TESTED, evidence_lines, paste_lines
 
     if not summary.interventions:
         return
@@ -780,9 +780,11 @@ def print_interventions(summary: AuditSummary) -> None:
             for region, i in regions.items()
         )
         images = max(i.images for i in regions.values())
+        unseen = [region for region in TESTED if region not in regions]
         typer.echo(
             f"filled in turn, called {name} ({images} images): change of P({name}) per region "
             f"(control: as many pixels filled in the lungs, or off the chest for the lungs) {shown}"
+            + (f"; not tested, in no input the model sees: {', '.join(unseen)}" if unseen else "")
         )
     regions = summary.shortcuts.regions
     lines = evidence_lines(summary.interventions, regions.per_class if regions else None)

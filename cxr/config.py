@@ -51,6 +51,10 @@ class DataConfig(_Section):
     # what lies outside the lungs and the mediastinum (cxr.data.lungfields), in training and in
     # every later read of the images: kept, blurred heavily, or filled with the image's mean
     outside_lungs: Literal["keep", "blur", "fill"] = "keep"
+    # lungs: each film cropped to its lung fields' bounding box (cxr.data.crop), widened by
+    # crop_margin of the film's side, then resized to image_size; maps are drawn back onto the film
+    crop: Literal["none", "lungs"] = "none"
+    crop_margin: float = Field(0.05, ge=0, le=0.5)
 
     @field_validator("cache")
     @classmethod
@@ -69,6 +73,11 @@ class DataConfig(_Section):
     @property
     def dataset_dir(self) -> Path:
         return self.root / self.dataset
+
+    @property
+    def needs_lungs(self) -> bool:
+        """Whether every read of the images needs their lung fields (crop, outside_lungs)."""
+        return self.crop != "none" or self.outside_lungs != "keep"
 
 
 class ModelConfig(_Section):
@@ -181,6 +190,8 @@ FIXED_BY_RUN = (
     "data.channels",
     "data.cache",
     "data.outside_lungs",
+    "data.crop",
+    "data.crop_margin",
 )
 
 

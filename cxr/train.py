@@ -197,10 +197,10 @@ def _train_locked(
     check_fold_run(cfg, fold, overwrite=overwrite, resume=resume)
     if resume:
         check_resumable(cfg, staging_run(cfg, fold), fold)
-    if cfg.data.outside_lungs != "keep" and not has_lung_fields(cfg.data.dataset_dir):
+    if cfg.data.needs_lungs and not has_lung_fields(cfg.data.dataset_dir):
         log.info(
-            "%s has no lung fields and data.outside_lungs needs them: computing them (as `cxr "
-            "lungs` does)",
+            "%s has no lung fields and data.crop or data.outside_lungs needs them: computing them "
+            "(as `cxr lungs` does)",
             cfg.data.dataset_dir,
         )
         compute_lungs(cfg.data.dataset_dir)
@@ -332,6 +332,8 @@ def prepare_fit(
         "cache": cfg.data.cache,
         "seed": cfg.experiment.seed,
         "outside_lungs": cfg.data.outside_lungs,
+        "crop": cfg.data.crop,
+        "crop_margin": cfg.data.crop_margin,
     }
     train_ds = shard_by_data(
         make_dataset(

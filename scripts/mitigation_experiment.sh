@@ -5,16 +5,17 @@
 # mediastinum filled with its mean, in training and every later read). Each run is audited on its
 # own fold; then both are validated, without retraining, on another hospital's untagged films
 # (Montgomery County) and compared there, paired, by `cxr compare --on`. A third run erases a random
-# corner or border strip of every training film instead (train.erase_border=1).
+# corner or border strip of every training film instead (train.erase_border=1); a fourth crops every
+# film to its lung fields' box (data.crop=lungs).
 #   bash scripts/mitigation_experiment.sh ../shared/data/lung-masks [VARIANTS]
-# VARIANTS: any of keep, fill, erase (default all three); the datasets are made once (delete
+# VARIANTS: any of keep, fill, erase, crop (default all four); the datasets are made once (delete
 # data/tb-sz-marker and data/tb-montgomery to make them again).
 # The folder needs images/, masks/ and a labels.csv with image, mask, finding (tb/normal),
 # patient_id and source (shenzhen/montgomery) columns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SOURCE=${1:?"give the folder of radiographs, e.g. ../shared/data/lung-masks"}
-VARIANTS=${2:-"keep fill erase"}
+VARIANTS=${2:-"keep fill erase crop"}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -32,6 +33,7 @@ for variant in $VARIANTS; do
   case $variant in
     fill) overrides+=(data.outside_lungs=fill) ;;
     erase) overrides+=(train.erase_border=1.0) ;;
+    crop) overrides+=(data.crop=lungs) ;;
   esac
   .venv/bin/cxr train --config configs/synthetic.yaml --overwrite "${overrides[@]}" | tail -1
   echo "== $variant: out of fold, Shenzhen (tagged)"

@@ -62,7 +62,8 @@ def sigmoid(x: float) -> float:
 
 def run(model: keras.Model, images: np.ndarray):
     names = [f"{i}.png" for i in range(len(images))]
-    rows = intervention_rows(model, images, [lungs()] * len(images), names, names, seed=0)
+    codes = [region_codes(lungs())] * len(images)
+    rows = intervention_rows(model, images, codes, names, names, seed=0)
     return rows, summarise_interventions(rows, ["normal", "tagged"], seed=0)
 
 
@@ -177,7 +178,13 @@ def test_pasting_the_flagged_corner_moves_the_other_class_only_for_its_reader(
     images = films(tagged, bright_lungs=None if reads_corner else tagged)
     names = [f"{i}.png" for i in range(len(images))]
     rows = paste_rows(
-        model, images, [lungs()] * 8, names, names, {"tagged": ["top_left"]}, ["normal", "tagged"]
+        model,
+        images,
+        [region_codes(lungs())] * 8,
+        names,
+        names,
+        {"tagged": ["top_left"]},
+        ["normal", "tagged"],
     )
     found = summarise_pastes(rows)["tagged"]["top_left"]
     assert found.images == 5  # the untagged films

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr.audit.sweep import OutcomeSample, shortcut_row, stored_size, sweep_fold
+from cxr.audit.sweep import OutcomeSample, shortcut_row, sweep_fold
 
 
 def test_outcome_sample_keeps_the_smallest_keys_and_takes_turns() -> None:
@@ -33,6 +33,7 @@ def test_one_pass_reads_the_fold_once_and_matches_each_image_alone(
     from cxr.audit.localisation import localisation_scores
     from cxr.catalogs.models import get_model_spec
     from cxr.data.labels import decode_boxes
+    from cxr.data.lungfields import lung_region, stored_size
     from cxr.explain.methods import explain_batch
     from cxr.explain.overlay import resize_map
     from cxr.explain.probe import make_probe
@@ -85,7 +86,8 @@ def test_one_pass_reads_the_fold_once_and_matches_each_image_alone(
         index, heatmap = predicted[row["image"]]
         assert rows.loc[row["image"], "predicted_class"] == classes[index]
         size = stored_size(fold_cfg.data.dataset_dir, row)
-        expected = shortcut_row(fold_cfg.data.dataset_dir, row, size, heatmap)
+        lungs = lung_region(fold_cfg.data.dataset_dir, row, size)
+        expected = shortcut_row(row, lungs, resize_map(heatmap, *size))
         assert rows.loc[row["image"], "outside_share"] == pytest.approx(
             expected["outside_share"], abs=1e-5
         )

@@ -31,7 +31,7 @@ from cxr import stats
 from cxr.audit.faithfulness import batched_logits
 from cxr.audit.results import Estimate, Intervention, Paste
 from cxr.audit.road import impute
-from cxr.data.regions import OFF_CHEST, REGION_WORDS, REGIONS, region_codes
+from cxr.data.regions import OFF_CHEST, REGION_WORDS, REGIONS
 from cxr.explain.report import class_probabilities, predicted_classes
 
 TESTED = ("lung", *OFF_CHEST)  # the regions filled in turn
@@ -57,7 +57,7 @@ def control_patch(
 def intervention_rows(
     model: keras.Model,
     images: np.ndarray,
-    lungs: list[np.ndarray],
+    codes: list[np.ndarray],
     names: list[str],
     patients: list[str],
     seed: int = 0,
@@ -66,8 +66,10 @@ def intervention_rows(
     """One row per image and tested region: the called class, its probability before, after the
     region's fill and after the control's fill, and whether the call flipped.
 
-    `images` (N, H, W, C) at the model's input size, `lungs` their (H, W) lung masks. One forward
-    pass per region (and per control) per batch.
+    `images` (N, H, W, C) at the model's input size, `codes` their regions as the model sees them
+    ((H, W) indices in REGIONS: cxr.data.regions.region_codes of the film, cropped and resized like
+    the film). One forward pass per region (and per control) per batch; a region the model does
+    not see (cropped away) is not tested.
     """
     rng = np.random.default_rng(seed)
     if not len(images):
@@ -79,7 +81,6 @@ def intervention_rows(
     logits = predict(images)
     called = predicted_classes(logits)
     before = class_probabilities(logits)[np.arange(len(images)), called]
-    codes = [region_codes(mask) for mask in lungs]
     chest = [(c == REGIONS.index("lung")) | (c == REGIONS.index("between")) for c in codes]
     rows = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # SuperLU frees the GIL
@@ -228,7 +229,7 @@ PASTED = ("border", "top_left", "top_right", "bottom_left", "bottom_right")  # w
 def paste_rows(
     model: keras.Model,
     images: np.ndarray,
-    lungs: list[np.ndarray],
+    codes: list[np.ndarray],
     names: list[str],
     patients: list[str],
     flagged: dict[str, list[str]],
@@ -239,14 +240,13 @@ def paste_rows(
     """The reverse test of a flag on a corner or the border: that region of the films called the
     flagged class, pasted onto films called another class (donors taken in turn, seeded). One row
     per recipient: the flagged class's probability before and after, and whether the call turned
-    to it."""
+    to it. `codes`: as intervention_rows takes them."""
     rng = np.random.default_rng(seed)
     if not len(images):
         return pd.DataFrame()
     logits = batched_logits(model, images, batch)
     called = predicted_classes(logits)
     probabilities = class_probabilities(logits)
-    codes = [region_codes(mask) for mask in lungs]  # each donor's regions, once
     rows = []
     for name, regions in flagged.items():
         c = classes.index(name)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from cxr.atomic import write_json_atomic
 from cxr.audit.faithfulness import baseline_images, curve_area, perturbation_curves
@@ -44,16 +43,25 @@ from cxr.audit.results import (
 from cxr.audit.road import road_rows, summarise_road
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import summarise_shortcuts
-from cxr.audit.sweep import Sample, stored_size, sweep_fold
+from cxr.audit.sweep import Sample, sweep_fold
 from cxr.catalogs.methods import method_parameters
 from cxr.config import OVERLAY_FORMATS, Config, check_baseline
+from cxr.data.images import read_image
 from cxr.data.labels import decode_boxes, patient_of
-from cxr.data.lungfields import lung_region
+from cxr.data.lungfields import (
+    CropBox,
+    crop_box,
+    lung_region,
+    stored_size,
+    to_input,
+    whole_film,
+)
 from cxr.data.pipeline import fold_dataset, images_named_on_failure
+from cxr.data.regions import region_codes
 from cxr.documents import write_documents
 from cxr.errors import ConfigError
 from cxr.explain.methods import get_method
-from cxr.explain.overlay import draw_overlay, resize_map, write_overlay
+from cxr.explain.overlay import draw_overlay, place_map, write_overlay
 from cxr.explain.probe import make_probe
 from cxr.explain.review import METHOD_MAPS, audit_verdicts, write_fold_review
 from cxr.explain.rows import overlay_name
@@ -256,14 +264,27 @@ def write_method_maps(
     explain = fold_cfg.explain
     suffix = OVERLAY_FORMATS[explain.overlay_format][0]
     for i, name in enumerate(sample.names):
-        grey = np.clip(np.rint(sample.images[i].mean(axis=-1)), 0, 255).astype(np.uint8)
+        grey, box = sample_film(fold_cfg, sample.rows[i], sample.images[i])
         for method in methods:
             path = Path("maps") / method / overlay_name(name, suffix)
-            heatmap = resize_map(sample.maps[method][i], *grey.shape)
+            heatmap = place_map(sample.maps[method][i], box, grey.shape)
             pixels = draw_overlay(grey, heatmap, explain.colormap, explain.alpha, False, [])
             write_overlay(pixels, folder / path)
             rows.append({"image": name, "method": method, "overlay": path.as_posix()})
     return pd.DataFrame(rows, columns=["image", "method", "overlay"])
+
+
+def sample_film(
+    fold_cfg: Config, row: dict, image: np.ndarray
+) -> tuple[np.ndarray, CropBox | None]:
+    """The film to draw a sample image's maps on, and the part of it the model saw: the model's
+    input itself, or, with data.crop, the stored film and the crop box (None: the whole film)."""
+    data = fold_cfg.data
+    if data.crop != "lungs":
+        return np.clip(np.rint(image.mean(axis=-1)), 0, 255).astype(np.uint8), None
+    grey = read_image(data.dataset_dir / row["image"])
+    lungs = lung_region(data.dataset_dir, row, grey.shape)
+    return grey, None if lungs is None else crop_box(lungs, data.crop_margin)
 
 
 def refresh_review(
@@ -291,16 +312,18 @@ def intervention_sample(
     trained: TrainedFold, table: pd.DataFrame, per_class: int = INTERVENTION_IMAGES
 ) -> tuple[np.ndarray, list[np.ndarray], list[str], list[str]]:
     """Up to `per_class` images of each true class with plausible lung fields (seeded), at the
-    model's input size, with their lung masks at that size, names and patients."""
-    dataset_dir, size = trained.settings.data.dataset_dir, trained.settings.data.image_size
-    masks: dict[int, np.ndarray] = {}
+    model's input size, with their regions as the model sees them (the film's regions, cropped
+    like the film with data.crop, resized to the input), names and patients."""
+    data = trained.settings.data
+    dataset_dir, size = data.dataset_dir, data.image_size
+    codes: dict[int, np.ndarray] = {}
     for i, row in enumerate(table.to_dict("records")):
         lungs = lung_region(dataset_dir, row, stored_size(dataset_dir, row))
         if lungs is not None and lungs.any():
-            masks[i] = np.asarray(
-                Image.fromarray(lungs).resize((size, size), Image.Resampling.NEAREST)
-            )
-    known = table.loc[sorted(masks)]
+            cropped = data.crop == "lungs"
+            box = crop_box(lungs, data.crop_margin) if cropped else whole_film(lungs.shape)
+            codes[i] = to_input(region_codes(lungs), box, size)
+    known = table.loc[sorted(codes)]
     chosen = sorted(
         index
         for _, part in known.groupby("label", sort=True)
@@ -319,7 +342,7 @@ def intervention_sample(
     )
     return (
         images,
-        [masks[i] for i in chosen],
+        [codes[i] for i in chosen],
         part["image"].tolist(),
         [patient_of(row) for row in part.to_dict("records")],
     )
@@ -437,7 +460,8 @@ def methods_table(summary: AuditSummary) -> pd.DataFrame:
 
 def plot_methods(figure: Sample, methods: list[str], path: Path) -> None:
     """A few images with boxes, one column per method: the same maps side by side, drawn on the
-    model's input and stretched to the stored size so that the boxes (stored pixels) fit."""
+    model's input and stretched to the stored size, or to the part of the film a cropped model saw
+    (data.crop), so that the boxes (stored pixels) fit."""
     fig, axes = plt.subplots(
         len(figure.names),
         len(methods),
@@ -446,7 +470,8 @@ def plot_methods(figure: Sample, methods: list[str], path: Path) -> None:
     )
     for r, (image, row) in enumerate(zip(figure.images, figure.rows, strict=True)):
         height, width = row["stored_size"]
-        extent = (0, width, height, 0)
+        box = row["crop_box"] or whole_film((height, width))
+        extent = (box.left, box.left + box.width, box.top + box.height, box.top)
         grey = image.mean(axis=-1)
         for c, method in enumerate(methods):
             ax = axes[r][c]
@@ -456,6 +481,8 @@ def plot_methods(figure: Sample, methods: list[str], path: Path) -> None:
                 ax.add_patch(
                     plt.Rectangle((b.x, b.y), b.w, b.h, fill=False, edgecolor="white", linewidth=1)
                 )
+            ax.set_xlim(0, width)
+            ax.set_ylim(height, 0)
             ax.set_axis_off()
             if r == 0:
                 ax.set_title(method, fontsize=9)

@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from cxr.audit.localisation import baseline_maps, localisation_scores
 from cxr.audit.regions import map_regions
 from cxr.audit.shortcut import DOMINATES, allowed_region
 from cxr.config import Config
 from cxr.data.labels import Box, boxes_for, choose_positive_class, decode_boxes, patient_of
-from cxr.data.lungfields import lung_region
+from cxr.data.lungfields import crop_box, lung_region, stored_size
 from cxr.data.pipeline import fold_dataset
 from cxr.explain.methods import explain_batch
-from cxr.explain.overlay import resize_map
+from cxr.explain.overlay import place_map
 from cxr.explain.probe import Probe
 from cxr.explain.report import outcome, outside_share, predicted_classes
 
@@ -84,15 +82,6 @@ def explained_findings(
     return targets
 
 
-def stored_size(dataset_dir: Path, row: dict) -> tuple[int, int]:
-    """(height, width) of the stored image: from labels.csv, else the file's header (no decode)."""
-    width, height = row.get("width"), row.get("height")
-    if pd.notna(width) and pd.notna(height) and str(width) and str(height):
-        return int(float(height)), int(float(width))
-    with Image.open(dataset_dir / row["image"]) as image:
-        return image.size[::-1]
-
-
 class OutcomeSample:
     """At most `size` images per outcome, those with the smallest seeded random keys."""
 
@@ -132,6 +121,7 @@ def sweep_fold(
     batch = fold_cfg.explain.batch_size
     dataset_dir = fold_cfg.data.dataset_dir
     multi_label = fold_cfg.data.multi_label
+    margin = fold_cfg.data.crop_margin if fold_cfg.data.crop == "lungs" else None
     positive = None if multi_label else choose_positive_class(classes, fold_cfg.data.positive_class)
     keys = np.random.default_rng(0).random(len(table))
     baselines_rng = np.random.default_rng(0)
@@ -159,6 +149,8 @@ def sweep_fold(
         images = images.numpy()
         for i, row in enumerate(rows):
             size = stored_size(dataset_dir, row)
+            lungs = lung_region(dataset_dir, row, size)  # None when unknown or implausible
+            box = crop_box(lungs, margin) if margin is not None and lungs is not None else None
             truth = outcome(int(targets[i]), int(predicted[i]), positive)
             own = {m: maps[m][i] for m in methods}
             item = (row["image"], images[i], int(targets[i]), own, row)
@@ -168,8 +160,8 @@ def sweep_fold(
                 boxes = boxes_for(boxes, classes[int(targets[i])])
             if boxes:
                 if len(figure.names) < FIGURE_IMAGES:
-                    figure.add(*item[:4], row | {"stored_size": size})
-                resized = {m: resize_map(own[m], *size) for m in methods}
+                    figure.add(*item[:4], row | {"stored_size": size, "crop_box": box})
+                resized = {m: place_map(own[m], box, size) for m in methods}
                 for name, heatmap in (resized | baseline_maps(size, baselines_rng)).items():
                     localisation.append(
                         {
@@ -180,7 +172,7 @@ def sweep_fold(
                         }
                         | localisation_scores(heatmap, boxes)
                     )
-            shortcut = shortcut_row(dataset_dir, row, size, of_predicted[i])
+            shortcut = shortcut_row(row, lungs, place_map(of_predicted[i], box, size))
             shortcuts.append(
                 shortcut | {"predicted_class": classes[int(predicted[i])], "outcome": truth}
             )
@@ -189,12 +181,12 @@ def sweep_fold(
     )
 
 
-def shortcut_row(dataset_dir: Path, row: dict, size: tuple[int, int], heatmap) -> dict:
-    """The map of the predicted class against the allowed region and, where the lung fields are
-    known, the regions. An implausible lung mask is not trusted: that image has no regions and is
-    judged by the border band, like an image whose lung fields are unknown."""
-    lungs = lung_region(dataset_dir, row, size)
-    heatmap = resize_map(heatmap, *size)
+def shortcut_row(row: dict, lungs: np.ndarray | None, heatmap: np.ndarray) -> dict:
+    """The map of the predicted class, on the stored film, against the allowed region and, where
+    the lung fields are known (`lungs` at the stored size), the regions. An implausible lung mask
+    is not trusted: that image has no regions and is judged by the border band, like an image
+    whose lung fields are unknown."""
+    size = heatmap.shape
     share = outside_share(heatmap, allowed_region(size, lungs))
     return {
         "image": row["image"],

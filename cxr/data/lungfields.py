@@ -1,15 +1,24 @@
-"""An image's lung fields from labels.csv (its `lungs` boxes or its `lung_mask` file), and the
-part of a film the lungs and the mediastinum cover: what `data.outside_lungs` keeps.
+"""An image's lung fields from labels.csv (its `lungs` boxes or its `lung_mask` file), and what
+the data settings that use them do: `data.outside_lungs` and `data.crop: lungs`.
 
 The kept region of each row of pixels runs from the leftmost to the rightmost lung pixel of that
 row (so the heart and mediastinum between the lungs stay), widened by a small margin; rows
 without lung are not kept. `data.outside_lungs` fills the rest with the image's mean, blurs it
 heavily, or keeps it (the default).
+
+`data.crop: lungs` crops each film to the bounding box of its lung fields in the stored image's
+pixels, widened by `data.crop_margin` of the film's side on every side and clipped to the film;
+the pipeline resizes the crop to `data.image_size` (the aspect is not kept, as in the
+lung-cropping literature). A film without plausible lung fields is not cropped. Everything drawn
+or judged on the film (overlays, peaks, boxes, the audit's regions) stays in the stored image's
+pixels: maps go back onto the film (cxr.explain.overlay.place_map), films and masks go to the
+input with `to_input`; with both settings the kept spans are those of the lungs in the crop.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -56,22 +65,102 @@ def spans_mask(spans: np.ndarray, width: int) -> np.ndarray:
     return (columns >= spans[:, :1]) & (columns < spans[:, 1:])
 
 
-def table_spans(dataset_dir: Path, table: pd.DataFrame, size: int) -> tuple[np.ndarray, int]:
-    """(N, size, 2) kept spans of every image at the model's input size, and how many images
-    have no plausible lung fields (their whole film is kept). Refuses a table without any lung
-    fields: a model trained without what lies outside them must not be shown it."""
+def check_lung_fields(dataset_dir: Path, table: pd.DataFrame, setting: str) -> None:
+    """Refuse a table without any lung fields: a model trained with `setting` must not be shown
+    films it was not trained on."""
     if not {"lungs", "lung_mask"} & set(table.columns):
         raise DataError(
-            f"{dataset_dir.name} has no lung fields and data.outside_lungs needs them: run "
+            f"{dataset_dir.name} has no lung fields and {setting} needs them: run "
             f"`cxr lungs {dataset_dir.name}` (or give a lungs or lung_mask column)"
         )
+
+
+def table_spans(
+    dataset_dir: Path, table: pd.DataFrame, size: int, crop_margin: float | None = None
+) -> tuple[np.ndarray, int]:
+    """(N, size, 2) kept spans of every image at the model's input size (in its lungs crop with
+    `crop_margin`), and how many images have no plausible lung fields (their whole film is
+    kept)."""
+    check_lung_fields(dataset_dir, table, "data.outside_lungs")
     spans = np.zeros((len(table), size, 2), dtype=np.int32)
     unknown = 0
     for i, row in enumerate(table.to_dict("records")):
-        lungs = lung_region(dataset_dir, row, (size, size))
+        if crop_margin is None:
+            lungs = lung_region(dataset_dir, row, (size, size))
+        else:
+            box, film = film_crop(dataset_dir, row, crop_margin)
+            lungs = None if film is None else to_input(film, box, size)
         if lungs is None or not lungs.any():
             spans[i, :, 1] = size
             unknown += 1
         else:
             spans[i] = kept_spans(lungs)
     return spans, unknown
+
+
+class CropBox(NamedTuple):
+    """A part of the stored film, in its pixels."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def whole_film(shape: tuple[int, int]) -> CropBox:
+    return CropBox(0, 0, shape[0], shape[1])
+
+
+def crop_box(lungs: np.ndarray, margin: float) -> CropBox:
+    """The lungs' bounding box widened by `margin` of each side of the film, clipped to it; the
+    whole film when `lungs` is empty."""
+    height, width = lungs.shape
+    rows, cols = np.flatnonzero(lungs.any(axis=1)), np.flatnonzero(lungs.any(axis=0))
+    if not len(rows):
+        return whole_film(lungs.shape)
+    dy, dx = round(margin * height), round(margin * width)
+    top, left = max(int(rows[0]) - dy, 0), max(int(cols[0]) - dx, 0)
+    bottom, right = min(int(rows[-1]) + 1 + dy, height), min(int(cols[-1]) + 1 + dx, width)
+    return CropBox(top, left, bottom - top, right - left)
+
+
+def stored_size(dataset_dir: Path, row: dict) -> tuple[int, int]:
+    """(height, width) of the stored image: from labels.csv, else the file's header (no decode)."""
+    width, height = row.get("width"), row.get("height")
+    if pd.notna(width) and pd.notna(height) and str(width) and str(height):
+        return int(float(height)), int(float(width))
+    with Image.open(dataset_dir / row["image"]) as image:
+        return image.size[::-1]
+
+
+def film_crop(dataset_dir: Path, row: dict, margin: float) -> tuple[CropBox, np.ndarray | None]:
+    """One image's crop box and its lung fields at the stored size (None: unknown or implausible,
+    and the box is the whole film)."""
+    shape = stored_size(dataset_dir, row)
+    lungs = lung_region(dataset_dir, row, shape)
+    if lungs is None or not lungs.any():
+        return whole_film(shape), None
+    return crop_box(lungs, margin), lungs
+
+
+def table_crops(dataset_dir: Path, table: pd.DataFrame, margin: float) -> tuple[np.ndarray, int]:
+    """(N, 4) int32 crop boxes (top, left, height, width) of every image, and how many images
+    have no plausible lung fields (not cropped)."""
+    check_lung_fields(dataset_dir, table, "data.crop")
+    boxes = np.zeros((len(table), 4), dtype=np.int32)
+    unknown = 0
+    for i, row in enumerate(table.to_dict("records")):
+        boxes[i], lungs = film_crop(dataset_dir, row, margin)
+        unknown += lungs is None
+    return boxes, unknown
+
+
+def to_input(film: np.ndarray, box: CropBox, size: int) -> np.ndarray:
+    """A film-sized mask or label array (bool or integer) as the model sees it: cropped to `box`,
+    resized to (size, size) by nearest neighbour."""
+    part = film[box.top : box.top + box.height, box.left : box.left + box.width]
+    if part.shape == (size, size):
+        return part.copy()
+    dtype = part.dtype
+    resized = Image.fromarray(part.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(resized).astype(dtype)

@@ -27,7 +27,7 @@ from cxr.config import Config
 from cxr.data.images import read_image
 from cxr.data.labels import LABEL_SEPARATOR, read_labels, split_labels
 from cxr.data.labels import class_names as table_class_names
-from cxr.data.lungfields import BLUR_SIGMA, table_spans
+from cxr.data.lungfields import BLUR_SIGMA, table_crops, table_spans
 from cxr.data.regions import BORDER, CORNER
 from cxr.errors import DataError
 
@@ -156,35 +156,36 @@ def make_dataset(
     seed: int = 0,
     erase_border: float = 0.0,
     outside_lungs: str = "keep",
+    crop: str = "none",
+    crop_margin: float = 0.05,
 ) -> tf.data.Dataset:
     """Batches of (images (B, S, S, channels) float32, labels); flips, border erasing and
-    shuffling only when `training`; `outside_lungs` (keep, blur, fill: cxr.data.lungfields)
-    for every read.
+    shuffling only when `training`; `crop` (none, lungs) and `outside_lungs` (keep, blur, fill)
+    for every read (cxr.data.lungfields).
 
     `cache`: False streams; True or "memory" keeps decoded images in memory; a folder holds a cache
     file.
     """
     paths = [str(dataset_dir / image) for image in table["image"]]
     labels = encode_labels(table["label"], class_names, multi_label)
-    if outside_lungs == "keep":
-        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    else:
-        spans, unknown = table_spans(dataset_dir, table, image_size)
-        if unknown:
-            log.warning(
-                "%d of %d image(s) have no plausible lung fields: data.outside_lungs leaves "
-                "their whole film",
-                unknown,
-                len(table),
-            )
-        ds = tf.data.Dataset.from_tensor_slices(((paths, spans), labels))
+    margin = crop_margin if crop == "lungs" else None
+    inputs: dict[str, np.ndarray | list[str]] = {"path": paths}
+    if margin is not None:
+        inputs["box"], unknown = table_crops(dataset_dir, table, margin)
+        warn_unknown(unknown, len(table), "data.crop leaves their whole film")
+    if outside_lungs != "keep":
+        inputs["spans"], unknown = table_spans(dataset_dir, table, image_size, margin)
+        warn_unknown(unknown, len(table), "data.outside_lungs leaves their whole film")
         around = outside_lungs_op(outside_lungs, image_size)
+    ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
 
     @as_written
-    def decode(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        if outside_lungs == "keep":
-            return decode_image(path, image_size, 1), label
-        return around(decode_image(path[0], image_size, 1), path[1]), label
+    def decode(item: dict, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        box = item.get("box")
+        image = decode_image(item["path"], image_size, 1, box)
+        if outside_lungs != "keep":
+            image = around(image, item["spans"])
+        return image, label
 
     def shuffle(ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True) if training else ds
@@ -194,7 +195,11 @@ def make_dataset(
         place = (
             ""
             if cache is True or cache == "memory"
-            else str(cache_file(Path(cache), paths, labels, image_size, outside_lungs))
+            else str(
+                cache_file(
+                    Path(cache), paths, labels, image_size, outside_lungs, margin, inputs.get("box")
+                )
+            )
         )
         ds = shuffle(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache(place))
     else:  # shuffle paths, not pixels: the buffer stays small
@@ -250,11 +255,26 @@ def fold_dataset(
         batch_size=batch_size,
         multi_label=fold_cfg.data.multi_label,
         outside_lungs=fold_cfg.data.outside_lungs,
+        crop=fold_cfg.data.crop,
+        crop_margin=fold_cfg.data.crop_margin,
     )
 
 
+def warn_unknown(unknown: int, total: int, consequence: str) -> None:
+    if unknown:
+        log.warning(
+            "%d of %d image(s) have no plausible lung fields: %s", unknown, total, consequence
+        )
+
+
 def cache_file(
-    folder: Path, paths: list[str], labels: np.ndarray, image_size: int, outside: str = "keep"
+    folder: Path,
+    paths: list[str],
+    labels: np.ndarray,
+    image_size: int,
+    outside: str = "keep",
+    crop_margin: float | None = None,
+    boxes: np.ndarray | None = None,
 ) -> Path:
     """A cache file named by what it holds: the images (path, size, modification time), labels and
     image size.
@@ -266,6 +286,9 @@ def cache_file(
     digest = hashlib.sha256(f"{image_size}\n".encode())
     if outside != "keep":  # the cache holds the filled or blurred images
         digest.update(f"outside_lungs={outside}\n".encode())
+    if crop_margin is not None:  # the crops, and the lung fields they came from
+        digest.update(f"crop_margin={crop_margin}\n".encode())
+        digest.update(np.ascontiguousarray(boxes).tobytes())
     digest.update(np.ascontiguousarray(labels).tobytes())
     for path in paths:
         stat = os.stat(path)
@@ -309,9 +332,14 @@ def images_named_on_failure(dataset_dir: Path, table: pd.DataFrame) -> Iterator[
         ) from None
 
 
-def decode_image(path: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
-    """PNG/JPEG file -> (S, S, channels) float32 in [0, 255]; grey is repeated for 3 channels."""
+def decode_image(
+    path: tf.Tensor, image_size: int, channels: int, box: tf.Tensor | None = None
+) -> tf.Tensor:
+    """PNG/JPEG file -> (S, S, channels) float32 in [0, 255]; grey is repeated for 3 channels;
+    `box` (top, left, height, width in the stored pixels): that part of the film only."""
     image = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
+    if box is not None:
+        image = tf.image.crop_to_bounding_box(image, box[0], box[1], box[2], box[3])
     image = tf.cast(image, tf.float32)
     image = tf.image.resize(image, (image_size, image_size), antialias=True)
     image.set_shape((image_size, image_size, 1))

@@ -14,6 +14,7 @@ from scipy import ndimage
 from cxr.atomic import write_bytes_atomic
 from cxr.config import OVERLAY_FORMATS
 from cxr.data.labels import Box
+from cxr.data.lungfields import CropBox
 
 
 def resize_map(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -26,6 +27,19 @@ def resize_map(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
         )
     )
     return np.clip(resized, 0.0, 1.0)
+
+
+def place_map(heatmap: np.ndarray, box: CropBox | None, shape: tuple[int, int]) -> np.ndarray:
+    """The model's map on the stored film (`shape`): resized to the film, or, for a model that
+    saw the crop `box` of it (data.crop), resized to the box and placed there, 0 where the model
+    saw nothing."""
+    if box is None:
+        return resize_map(heatmap, *shape)
+    placed = np.zeros(shape, dtype=np.float32)
+    placed[box.top : box.top + box.height, box.left : box.left + box.width] = resize_map(
+        heatmap, box.height, box.width
+    )
+    return placed
 
 
 @functools.cache

@@ -16,12 +16,12 @@ from PIL import Image
 
 from cxr.config import Config
 from cxr.data.labels import boxes_for, decode_boxes, split_labels
-from cxr.data.lungfields import lung_region
+from cxr.data.lungfields import crop_box, lung_region
 from cxr.data.regions import REGIONS, region_codes
 from cxr.errors import ConfigError
 from cxr.explain.methods import Explanation
 from cxr.explain.options import TARGET_HELP, ExplainOptions
-from cxr.explain.overlay import OVERLAY_FORMATS, draw_overlay, resize_map, write_overlay
+from cxr.explain.overlay import OVERLAY_FORMATS, draw_overlay, place_map, write_overlay
 from cxr.explain.report import (
     box_energy_share,
     inside,
@@ -145,12 +145,14 @@ def image_row(
     probs = output_probabilities(logits[None], multi_label)[0]
     predicted = int(predicted_classes(logits[None])[0])  # multi-label: the most probable finding
     true_names = split_labels(row["label"]) if multi_label else [row["label"]]
-    grey = stored_pixels(fold_cfg.data.dataset_dir / row["image"], row, pixels)
-    heatmap = resize_map(result.maps[i], *grey.shape)
-    boxes = decode_boxes(row.get("boxes"))
-    x, y = peak_location(heatmap)
+    cropped = fold_cfg.data.crop == "lungs"  # the model saw a crop: the film is read again
+    grey = stored_pixels(fold_cfg.data.dataset_dir / row["image"], row, None if cropped else pixels)
     # None when unknown or implausible
     lungs = lung_region(fold_cfg.data.dataset_dir, row, grey.shape)
+    box = crop_box(lungs, fold_cfg.data.crop_margin) if cropped and lungs is not None else None
+    heatmap = place_map(result.maps[i], box, grey.shape)  # on the film, whatever the model saw
+    boxes = decode_boxes(row.get("boxes"))
+    x, y = peak_location(heatmap)
     target = classes[int(result.class_index[i])]
     # a finding's map against its own boxes (all are drawn); a single-label task's boxes are its
     # positive class's
