@@ -22,6 +22,10 @@ from cxr.config import Config, load_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import known_patients, patient_keys
 from cxr.runs import (
+    AUDIT_FILES,
+    EVALUATION_FILES,
+    EXPERIMENT_FILES,
+    EXPLAIN_FILES,
     REVIEW_PAGE,
     command_dir,
     experiment_dir,
@@ -127,7 +131,7 @@ def model_section(trained: Config) -> Section:
 
 
 def performance_section(cfg: Config) -> list[Section]:
-    report = read_json(pooled_evaluation_dir(cfg) / "metrics.json")
+    report = read_json(pooled_evaluation_dir(cfg) / EVALUATION_FILES.metrics)
     if report is None:
         return [("Performance", ["- Not evaluated yet: `cxr evaluate --all-folds`"])]
     pooled = report["pooled"]
@@ -218,7 +222,9 @@ def external_section(cfg: Config) -> Section:
 def explanation_section(cfg: Config, folds: list[int]) -> list[Section]:
     lines = []
     for fold in folds:
-        summary = read_json(command_dir(experiment_dir(cfg), "explain", fold) / "summary.json")
+        summary = read_json(
+            command_dir(experiment_dir(cfg), "explain", fold) / EXPLAIN_FILES.summary
+        )
         if summary is None:
             continue
         text = (
@@ -237,12 +243,12 @@ def explanation_section(cfg: Config, folds: list[int]) -> list[Section]:
             )
         lines.append(text + f" ([review page](explain/fold{fold}/{REVIEW_PAGE}))")
     root = experiment_dir(cfg)
-    pooled = read_json(command_dir(root, "audit") / "summary.json")
-    per_fold = [read_json(command_dir(root, "audit", fold) / "summary.json") for fold in folds]
+    pooled = read_json(command_dir(root, "audit") / AUDIT_FILES.summary)
+    per_fold = [read_json(command_dir(root, "audit", fold) / AUDIT_FILES.summary) for fold in folds]
     audits = [pooled] if pooled else [found for found in per_fold if found]
     audit_lines = [line for found in audits for line in audit_lines_of(found, root)]
     for fold in folds:
-        found = read_json(command_dir(root, "audit", fold) / "data_randomisation.json")
+        found = read_json(command_dir(root, "audit", fold) / AUDIT_FILES.data_randomisation_summary)
         if found:
             audit_lines += [f"- {line}" for line in data_randomisation_lines(found)]
     return [
@@ -369,9 +375,9 @@ def figures_of(cfg: Config, folds: list[int]) -> list[tuple[str, Path]]:
     root = experiment_dir(cfg)
     pooled = pooled_evaluation_dir(cfg).relative_to(root)
     candidates = [
-        ("ROC curve, pooled out of fold", pooled / "roc.png"),
-        ("Calibration, pooled out of fold", pooled / "calibration.png"),
-        ("Confusion matrix, pooled out of fold", pooled / "confusion.png"),
+        ("ROC curve, pooled out of fold", pooled / EVALUATION_FILES.roc),
+        ("Calibration, pooled out of fold", pooled / EVALUATION_FILES.calibration),
+        ("Confusion matrix, pooled out of fold", pooled / EVALUATION_FILES.confusion),
     ]
     for fold in folds:
         candidates += [
@@ -379,11 +385,17 @@ def figures_of(cfg: Config, folds: list[int]) -> list[tuple[str, Path]]:
                 f"Training curves, fold {fold}",
                 fold_run(cfg, fold).history_figure.relative_to(root),
             ),
-            (f"Right and wrong maps, fold {fold}", Path("explain") / f"fold{fold}" / "montage.png"),
-            (f"Methods side by side, fold {fold}", Path("audit") / f"fold{fold}" / "methods.png"),
+            (
+                f"Right and wrong maps, fold {fold}",
+                Path("explain") / f"fold{fold}" / EXPLAIN_FILES.montage,
+            ),
+            (
+                f"Methods side by side, fold {fold}",
+                Path("audit") / f"fold{fold}" / AUDIT_FILES.methods_figure,
+            ),
             (
                 f"Deletion and insertion curves, fold {fold}",
-                Path("audit") / f"fold{fold}" / "faithfulness.png",
+                Path("audit") / f"fold{fold}" / AUDIT_FILES.faithfulness_figure,
             ),
         ]
     return [(caption, path) for caption, path in candidates if (root / path).is_file()]
@@ -429,9 +441,9 @@ def write_model_card(cfg: Config) -> Path | None:
         [f"# {title}", *(f"## {head}\n\n" + "\n".join(lines) for head, lines in sections)]
     )
     folder = experiment_dir(cfg)
-    write_text_atomic(folder / "MODEL_CARD.md", markdown_text + "\n")
-    write_text_atomic(folder / "MODEL_CARD.html", as_html(plain(title), markdown_text))
-    return folder / "MODEL_CARD.md"
+    write_text_atomic(folder / EXPERIMENT_FILES.card, markdown_text + "\n")
+    write_text_atomic(folder / EXPERIMENT_FILES.card_page, as_html(plain(title), markdown_text))
+    return folder / EXPERIMENT_FILES.card
 
 
 # the review page's colours (cxr/explain/assets/review.html); every text pair is at least 4.5:1
@@ -469,8 +481,8 @@ def experiment_index(cfg: Config) -> str:
     root = experiment_dir(cfg)
     folds = trained_folds(cfg)
     items: list[tuple[str, list[tuple[str, Path]]]] = [
-        ("Model card", [("MODEL_CARD.html", Path("MODEL_CARD.html"))]),
-        ("Reporting checklist", [("CLAIM.md", Path("CLAIM.md"))]),
+        ("Model card", [(EXPERIMENT_FILES.card_page, Path(EXPERIMENT_FILES.card_page))]),
+        ("Reporting checklist", [(EXPERIMENT_FILES.claim, Path(EXPERIMENT_FILES.claim))]),
         (
             "Review pages",
             [("every explained fold", Path("explain") / REVIEW_PAGE)]
@@ -478,8 +490,8 @@ def experiment_index(cfg: Config) -> str:
         ),
         (
             "Audits",
-            [("pooled", Path("audit") / "summary.json")]
-            + [(f"fold {k}", Path("audit") / f"fold{k}" / "summary.json") for k in folds],
+            [("pooled", Path("audit") / AUDIT_FILES.summary)]
+            + [(f"fold {k}", Path("audit") / f"fold{k}" / AUDIT_FILES.summary) for k in folds],
         ),
         ("Figures", [(caption, path) for caption, path in figures_of(cfg, folds)]),
         (

@@ -18,6 +18,10 @@ from cxr.config import Config, load_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import known_patients, patient_keys
 from cxr.runs import (
+    AUDIT_FILES,
+    EVALUATION_FILES,
+    EXPERIMENT_FILES,
+    EXPLAIN_FILES,
     command_dir,
     experiment_dir,
     fold_run,
@@ -203,7 +207,7 @@ def answers(cfg: Config) -> dict[int, Answer]:
         "fold<K>/summary.json",
     )
     found[27] = Answer("none: each fold's model is reported on its own fold", "fold<K>/")
-    report = read_json(pooled_evaluation_dir(cfg) / "metrics.json")
+    report = read_json(pooled_evaluation_dir(cfg) / EVALUATION_FILES.metrics)
     if report:
         pooled = report["pooled"]
         names = [
@@ -232,7 +236,7 @@ def answers(cfg: Config) -> dict[int, Answer]:
             + f" (pooled, {pooled.get('n')} images)",
             "evaluation/metrics.json",
         )
-    subgroups = pooled_evaluation_dir(cfg) / "subgroups.csv"
+    subgroups = pooled_evaluation_dir(cfg) / EVALUATION_FILES.subgroups
     externals = external_reports(cfg)
     if subgroups.is_file() or externals:
         found[30] = Answer(
@@ -247,9 +251,11 @@ def answers(cfg: Config) -> dict[int, Answer]:
         "external/<dataset>/metrics.json",
     )
     explained = [
-        (k, s) for k in folds if (s := read_json(command_dir(root, "explain", k) / "summary.json"))
+        (k, s)
+        for k in folds
+        if (s := read_json(command_dir(root, "explain", k) / EXPLAIN_FILES.summary))
     ]
-    audited = [k for k in folds if (command_dir(root, "audit", k) / "summary.json").is_file()]
+    audited = [k for k in folds if (command_dir(root, "audit", k) / AUDIT_FILES.summary).is_file()]
     if explained:
         found[31] = Answer(
             ", ".join(f"fold {k}: {md(s['method'])}" for k, s in explained)
@@ -280,7 +286,7 @@ def answers(cfg: Config) -> dict[int, Answer]:
     )
     found[38] = Answer(
         "see the model card's 'Limitations cxr can know'; the rest is for the author",
-        "MODEL_CARD.md",
+        EXPERIMENT_FILES.card,
     )
     return found
 
@@ -312,4 +318,4 @@ def claim_markdown(cfg: Config) -> str:
 
 
 def claim_path(cfg: Config) -> Path:
-    return experiment_dir(cfg) / "CLAIM.md"
+    return experiment_dir(cfg) / EXPERIMENT_FILES.claim

@@ -24,6 +24,7 @@ from cxr.catalogs.methods import METHOD_NAMES
 from cxr.catalogs.sources import SOURCE_NAMES, SOURCE_SPECS
 from cxr.errors import ConfigError, CxrError, shorten
 from cxr.explain.options import TARGET_HELP
+from cxr.runs import AUDIT_FILES
 
 # TensorFlow's C++ start-up lines (CUDA probing, oneDNN, CPU features) are noise to a CLI user;
 # set TF_CPP_MIN_LOG_LEVEL yourself (0) to see them. Set before any command imports TensorFlow.
@@ -943,8 +944,14 @@ def print_audit(summary: AuditSummary, folder: Path) -> None:
         f"{'FLAGGED for ' + flagged if flagged else 'not flagged'}"
     )
     print_interventions(summary)
-    figures = [name for name in ("methods_by_fold.csv", "methods.png") if (folder / name).is_file()]
-    typer.echo(f"audit in {folder} (methods side by side: {', '.join(['methods.csv', *figures])})")
+    figures = [
+        name
+        for name in (AUDIT_FILES.methods_by_fold, AUDIT_FILES.methods_figure)
+        if (folder / name).is_file()
+    ]
+    typer.echo(
+        f"audit in {folder} (methods side by side: {', '.join([AUDIT_FILES.methods, *figures])})"
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from cxr.data.labels import known_patients
 from cxr.data.sources import check_dataset_name
 from cxr.errors import DataError
 from cxr.figures import plt, save_figure
+from cxr.runs import AUDIT_FILES, COMPARE_FILES, EVALUATION_FILES
 from cxr.tables import read_csv, write_csv
 
 ROUNDS = 2000
@@ -126,7 +127,7 @@ def predictions_of(folder: Path, on: str | None) -> tuple[pd.DataFrame, str, lis
     """A run's out-of-fold predictions (or its fold ensemble's on `on`), its positive class and
     classes, from cxr evaluate's files."""
     where = folder / "evaluation" if on is None else folder / "external" / on
-    table, report = where / "predictions.csv", where / "metrics.json"
+    table, report = where / EVALUATION_FILES.predictions, where / EVALUATION_FILES.metrics
     command = "cxr evaluate --all-folds" + (f" --on {on}" if on else "")
     if not table.is_file() or not report.is_file():
         raise DataError(f"{folder.name} has no {table}: run `{command}` for it first")
@@ -226,7 +227,7 @@ def maps_of(folder: Path, on: str | None) -> dict:
     pooled audit, else its first fold's; empty before any audit)."""
     root = folder if on is None else folder / "external" / on
     found = sorted((root / "audit").glob("fold*/summary.json"))
-    path = root / "audit" / "summary.json"
+    path = root / "audit" / AUDIT_FILES.summary
     path = path if path.is_file() else (found[0] if found else None)
     if path is None:
         return {}
@@ -252,9 +253,11 @@ def write_comparison(
     result: Comparison, truth: np.ndarray, score_a: np.ndarray, score_b: np.ndarray
 ) -> None:
     folder = result.folder
-    write_csv(pd.DataFrame([asdict(d) for d in result.differences]), folder / "differences.csv")
+    write_csv(
+        pd.DataFrame([asdict(d) for d in result.differences]), folder / COMPARE_FILES.differences
+    )
     data = asdict(result) | {"folder": str(folder)}
-    write_json_atomic(folder / "comparison.json", data)
+    write_json_atomic(folder / COMPARE_FILES.comparison, data)
     from sklearn.metrics import roc_curve
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
@@ -271,4 +274,4 @@ def write_comparison(
     right.set_xticks(np.arange(len(names)) + 0.2, names)
     right.set(ylabel="share of map peaks inside the lungs", ylim=(0, 1), title="where maps look")
     right.legend(fontsize=8)
-    save_figure(fig, folder / "comparison.png")
+    save_figure(fig, folder / COMPARE_FILES.figure)

@@ -27,6 +27,7 @@ from cxr.data.pipeline import fold_dataset
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import make_probe
 from cxr.models.folding import fold_batch_norm
+from cxr.runs import AUDIT_FILES
 from cxr.stats import ranked, ranked_correlation
 from cxr.tables import write_csv
 from cxr.train import prepare_fit
@@ -130,14 +131,14 @@ def data_randomisation(cfg: Config, fold: int, methods: list[str]) -> DataRandom
     }
     result = DataRandomisation(fold, settings.train.epochs, changed, checks, frame, maps)
     folder = trained.folder("audit")
-    write_csv(frame, folder / "data_randomisation.csv")
-    write_json_atomic(folder / "data_randomisation.json", summary_of(result))
+    write_csv(frame, folder / AUDIT_FILES.data_randomisation)
+    write_json_atomic(folder / AUDIT_FILES.data_randomisation_summary, summary_of(result))
     return result
 
 
 def sample_table(trained: TrainedFold, validation: pd.DataFrame) -> pd.DataFrame:
     """The audit's sample of the fold (audit/fold<K>/summary.json), else its first images."""
-    summary = trained.folder("audit") / "summary.json"
+    summary = trained.folder("audit") / AUDIT_FILES.summary
     names: list[str] = []
     if summary.is_file():
         names = json.loads(summary.read_text()).get("sample") or []

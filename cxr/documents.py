@@ -12,7 +12,7 @@ from cxr.atomic import write_text_atomic
 from cxr.card import experiment_index, write_model_card
 from cxr.claim import claim_markdown, claim_path
 from cxr.config import Config
-from cxr.runs import REVIEW_PAGE, experiment_dir
+from cxr.runs import EXPERIMENT_FILES, experiment_dir
 from cxr.tracking import sync as sync_tracking
 
 
@@ -22,6 +22,6 @@ def write_documents(cfg: Config) -> Path | None:
     if card is None:
         return None
     write_text_atomic(claim_path(cfg), claim_markdown(cfg))
-    write_text_atomic(experiment_dir(cfg) / REVIEW_PAGE, experiment_index(cfg))
+    write_text_atomic(experiment_dir(cfg) / EXPERIMENT_FILES.index, experiment_index(cfg))
     sync_tracking(cfg)
     return card

@@ -30,7 +30,7 @@ from cxr.explain.report import output_probabilities
 from cxr.external import External
 from cxr.figures import plt, save_figure
 from cxr.models.folding import fold_batch_norm
-from cxr.runs import pooled_evaluation_dir
+from cxr.runs import EVALUATION_FILES, pooled_evaluation_dir
 from cxr.tables import write_csv
 from cxr.trained import TrainedFold
 
@@ -280,7 +280,7 @@ def add_subgroups(
     table = subgroup_table(found, classes, positive, cfg.evaluate, cfg.experiment.seed)
     if table.empty:
         return
-    write_csv(table, folder / "subgroups.csv")
+    write_csv(table, folder / EVALUATION_FILES.subgroups)
     metrics["subgroups"] = table.to_dict("records")
 
 
@@ -420,7 +420,7 @@ def plot_calibration(folder: Path, metrics: dict) -> None:
     top.legend(fontsize=8, loc="upper left")
     bottom.bar(found["mean_predicted"], found["counts"], width=0.02)
     bottom.set(xlabel="mean predicted probability (equal-count bins)", ylabel="images")
-    save_figure(fig, folder / "calibration.png")
+    save_figure(fig, folder / EVALUATION_FILES.calibration)
 
 
 def write_report(
@@ -434,8 +434,8 @@ def write_report(
     """predictions.csv, metrics.json (`report`), roc.png and confusion.png (from `metrics`) in
     `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_csv(predictions, folder / "predictions.csv")
-    write_json_atomic(folder / "metrics.json", report)
+    write_csv(predictions, folder / EVALUATION_FILES.predictions)
+    write_json_atomic(folder / EVALUATION_FILES.metrics, report)
     multi_label = bool(metrics.get("multi_label"))
     probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
     truth = encode_labels(predictions["true_label"], classes, multi_label=multi_label)
@@ -446,7 +446,7 @@ def write_report(
             skm.RocCurveDisplay.from_predictions(hot[:, c], probs[:, c], name=classes[c], ax=ax)
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
     ax.set_title(f"ROC (n = {len(hot)})")
-    save_figure(fig, folder / "roc.png")
+    save_figure(fig, folder / EVALUATION_FILES.roc)
     if multi_label:
         matrices = metrics["confusion_matrices"]
         fig, axes = plt.subplots(1, len(classes), figsize=(2.2 * len(classes), 2.6), squeeze=False)
@@ -460,7 +460,7 @@ def write_report(
         skm.ConfusionMatrixDisplay(
             np.array(metrics["confusion_matrix"]), display_labels=classes
         ).plot(ax=ax, colorbar=False)
-    save_figure(fig, folder / "confusion.png")
+    save_figure(fig, folder / EVALUATION_FILES.confusion)
     if "calibration" in metrics:
         plot_calibration(folder, metrics)
 

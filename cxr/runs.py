@@ -33,6 +33,95 @@ from cxr.tables import read_csv
 
 REVIEW_PAGE = "index.html"  # a fold's review page in explain/fold<K>/, and the experiment's index
 
+
+# The files each command writes in its folder (command_dir): writers and readers name them here.
+@dataclass(frozen=True)
+class ExperimentFiles:
+    """runs/<experiment>/: the documents every command rewrites (cxr.documents)."""
+
+    card: str = "MODEL_CARD.md"
+    card_page: str = "MODEL_CARD.html"
+    claim: str = "CLAIM.md"
+    index: str = REVIEW_PAGE  # links to everything the experiment holds
+
+
+@dataclass(frozen=True)
+class EvaluationFiles:
+    """evaluation/ of a fold, of the pooled folds (with mean and std) and of an external set."""
+
+    predictions: str = "predictions.csv"
+    metrics: str = "metrics.json"
+    subgroups: str = "subgroups.csv"
+    roc: str = "roc.png"
+    confusion: str = "confusion.png"
+    calibration: str = "calibration.png"
+
+
+@dataclass(frozen=True)
+class ExplainFiles:
+    """explain/fold<K>/ (and explain/: the report over several folds, their review page)."""
+
+    report: str = "report.csv"
+    summary: str = "summary.json"
+    maps: str = "maps.npz"  # --save-maps
+    montage: str = "montage.png"
+    fold_agreement: str = "fold_agreement.csv"  # --fold-agreement
+    review_page: str = REVIEW_PAGE
+    review_data: str = "review.js"  # the review page's data, read by its script tag
+
+
+@dataclass(frozen=True)
+class AuditFiles:
+    """audit/fold<K>/ (and audit/: the pooled summary and methods table)."""
+
+    summary: str = "summary.json"
+    methods: str = "methods.csv"
+    methods_figure: str = "methods.png"
+    methods_by_fold: str = "methods_by_fold.csv"
+    localisation: str = "localisation.csv"
+    shortcuts: str = "shortcuts.csv"
+    sanity: str = "sanity.csv"
+    faithfulness: str = "faithfulness.csv"
+    faithfulness_figure: str = "faithfulness.png"
+    map_metrics: str = "map_metrics.csv"
+    road: str = "road.csv"
+    interventions: str = "interventions.csv"
+    pastes: str = "pastes.csv"
+    method_maps: str = "method_maps.csv"  # the sample's overlays by method, for the review page
+    data_randomisation: str = "data_randomisation.csv"  # --data-randomisation
+    data_randomisation_summary: str = "data_randomisation.json"
+
+
+@dataclass(frozen=True)
+class CompareFiles:
+    """compare/<A>-vs-<B>/ (and its <dataset>/ for --on)."""
+
+    differences: str = "differences.csv"
+    comparison: str = "comparison.json"
+    figure: str = "comparison.png"
+
+
+def sharded(name: str, shard: tuple[int, int] | None) -> str:
+    """A file's name for the I-th of N parts of a fold (`explain --shard I/N`): report.csv ->
+    report.shard1of4.csv; the whole fold's name without a shard."""
+    if shard is None:
+        return name
+    stem, suffix = name.rsplit(".", 1)
+    return f"{stem}.shard{shard[0]}of{shard[1]}.{suffix}"
+
+
+def shard_files(folder: Path, name: str) -> list[Path]:
+    """The whole fold's file `name` and every shard's, in name order."""
+    stem, suffix = name.rsplit(".", 1)
+    return sorted({*folder.glob(f"{stem}.shard*of*.{suffix}"), *folder.glob(name)})
+
+
+EXPERIMENT_FILES = ExperimentFiles()
+EVALUATION_FILES = EvaluationFiles()
+EXPLAIN_FILES = ExplainFiles()
+AUDIT_FILES = AuditFiles()
+COMPARE_FILES = CompareFiles()
+
 STAGING = ".training"
 log = logging.getLogger(__name__)
 _NOTED: set[tuple[str, ...]] = set()  # differences already reported in this process

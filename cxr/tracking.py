@@ -24,7 +24,15 @@ from pathlib import Path
 from cxr.atomic import write_json_atomic
 from cxr.config import Config
 from cxr.errors import ConfigError, shorten
-from cxr.runs import FoldRun, experiment_dir, fold_run, pooled_evaluation_dir, trained_folds
+from cxr.runs import (
+    EVALUATION_FILES,
+    EXPERIMENT_FILES,
+    FoldRun,
+    experiment_dir,
+    fold_run,
+    pooled_evaluation_dir,
+    trained_folds,
+)
 
 log = logging.getLogger(__name__)
 INSTALL = "pip install 'cxr[mlflow]'"
@@ -152,12 +160,12 @@ def sync(cfg: Config) -> None:
 def send(cfg: Config, folds: list[tuple[int, dict]]) -> None:
     mlflow = mlflow_module()
     root = experiment_dir(cfg)
-    shared = [root / "MODEL_CARD.md", root / "MODEL_CARD.html"]
+    shared = [root / EXPERIMENT_FILES.card, root / EXPERIMENT_FILES.card_page]
     shared += sorted(pooled_evaluation_dir(cfg).glob("*.png"))
     for fold, found in folds:
         run = fold_run(cfg, fold)
         client = mlflow.MlflowClient(tracking_uri=found["uri"])
-        metrics_file = run.evaluation / "metrics.json"
+        metrics_file = run.evaluation / EVALUATION_FILES.metrics
         if metrics_file.is_file():
             values = fold_metrics(json.loads(metrics_file.read_text()))
             for name, value in values.items():

@@ -6,16 +6,17 @@
 # own fold; then both are validated, without retraining, on another hospital's untagged films
 # (Montgomery County) and compared there, paired, by `cxr compare --on`. A third run erases a random
 # corner or border strip of every training film instead (train.erase_border=1); a fourth crops every
-# film to its lung fields' box (data.crop=lungs).
+# film to its lung fields' box (data.crop=lungs), widened by 5% of the film's side; crop-tight
+# crops to the box itself (data.crop_margin=0).
 #   bash scripts/mitigation_experiment.sh ../shared/data/lung-masks [VARIANTS]
-# VARIANTS: any of keep, fill, erase, crop (default all four); the datasets are made once (delete
+# VARIANTS: any of keep, fill, erase, crop, crop-tight (default all five); the datasets are made once (delete
 # data/tb-sz-marker and data/tb-montgomery to make them again).
 # The folder needs images/, masks/ and a labels.csv with image, mask, finding (tb/normal),
 # patient_id and source (shenzhen/montgomery) columns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SOURCE=${1:?"give the folder of radiographs, e.g. ../shared/data/lung-masks"}
-VARIANTS=${2:-"keep fill erase crop"}
+VARIANTS=${2:-"keep fill erase crop crop-tight"}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -34,6 +35,7 @@ for variant in $VARIANTS; do
     fill) overrides+=(data.outside_lungs=fill) ;;
     erase) overrides+=(train.erase_border=1.0) ;;
     crop) overrides+=(data.crop=lungs) ;;
+    crop-tight) overrides+=(data.crop=lungs data.crop_margin=0) ;;
   esac
   .venv/bin/cxr train --config configs/synthetic.yaml --overwrite "${overrides[@]}" | tail -1
   echo "== $variant: out of fold, Shenzhen (tagged)"

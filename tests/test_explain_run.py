@@ -391,7 +391,8 @@ def test_blend_equals_matplotlib_colouring(colormap: str) -> None:
 
 def test_review_data_quotes_links_and_cannot_close_a_script(tmp_path: Path) -> None:
     """Without a browser: names are data, links are URL-quoted and relative, '<' is escaped."""
-    from cxr.explain.review import DATA_FILE, write_review
+    from cxr.explain.review import write_review
+    from cxr.runs import EXPLAIN_FILES
 
     row = {
         "fold": 0,
@@ -411,7 +412,7 @@ def test_review_data_quotes_links_and_cannot_close_a_script(tmp_path: Path) -> N
     links = {"model card": card, "missing": tmp_path / "nothing.html"}  # only what exists
     table = pd.DataFrame({"image": []})
     write_review(tmp_path / "fold0", pd.DataFrame([row]), table, ["a'b", "c"], links)
-    text = (tmp_path / "fold0" / DATA_FILE).read_text()
+    text = (tmp_path / "fold0" / EXPLAIN_FILES.review_data).read_text()
     assert "<" not in text
     data = json.loads(text.removeprefix("window.CXR_REVIEW = ").removesuffix(";\n"))
     assert data["rows"][0]["overlay"] == "right/%3Cscript%3Ex%3C/script%3E.png"

@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr.explain.review import DATA_FILE, audit_verdicts, review_rows, write_review
+from cxr.explain.review import audit_verdicts, review_rows, write_review
+from cxr.runs import EXPLAIN_FILES
 
 
 def unavailable(reason: str) -> None:
@@ -270,7 +271,7 @@ def test_user_text_stays_text(page, tmp_path: Path) -> None:
     assert page.evaluate("window.pwned") is None
     assert page.evaluate("document.querySelectorAll('img[src=\"x\"]').length") == 0
     # the data file cannot close a script tag
-    assert "<" not in (tmp_path / DATA_FILE).read_text()
+    assert "<" not in (tmp_path / EXPLAIN_FILES.review_data).read_text()
 
 
 def luminance(rgb: tuple[float, float, float]) -> float:

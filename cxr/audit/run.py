@@ -63,13 +63,13 @@ from cxr.errors import ConfigError
 from cxr.explain.methods import get_method
 from cxr.explain.overlay import draw_overlay, place_map, write_overlay
 from cxr.explain.probe import make_probe
-from cxr.explain.review import METHOD_MAPS, audit_verdicts, write_fold_review
+from cxr.explain.review import audit_verdicts, write_fold_review
 from cxr.explain.rows import overlay_name
 from cxr.external import External
 from cxr.figures import plt, save_figure
 from cxr.lungs.run import compute_lungs, has_lung_fields
 from cxr.models.folding import fold_batch_norm
-from cxr.runs import command_dir, experiment_dir
+from cxr.runs import AUDIT_FILES, EXPERIMENT_FILES, EXPLAIN_FILES, command_dir, experiment_dir
 from cxr.tables import read_csv, write_csv
 from cxr.trained import TrainedFold
 
@@ -233,21 +233,21 @@ def _audit_fold(
         interventions=evidence,
         pastes=summarise_pastes(pastes, fold),
     )
-    write_csv(interventions, folder / "interventions.csv")
-    write_csv(pastes, folder / "pastes.csv")
-    write_csv(map_rows, folder / "map_metrics.csv")
-    write_csv(road, folder / "road.csv")
-    write_csv(faithfulness, folder / "faithfulness.csv")
-    plot_curves(curves, folder / "faithfulness.png")
-    write_csv(methods_table(summary), folder / "methods.csv", index=True)
+    write_csv(interventions, folder / AUDIT_FILES.interventions)
+    write_csv(pastes, folder / AUDIT_FILES.pastes)
+    write_csv(map_rows, folder / AUDIT_FILES.map_metrics)
+    write_csv(road, folder / AUDIT_FILES.road)
+    write_csv(faithfulness, folder / AUDIT_FILES.faithfulness)
+    plot_curves(curves, folder / AUDIT_FILES.faithfulness_figure)
+    write_csv(methods_table(summary), folder / AUDIT_FILES.methods, index=True)
     if seen.figure.names:
-        plot_methods(seen.figure, methods, folder / "methods.png")
-    write_csv(seen.shortcuts, folder / "shortcuts.csv")
-    write_csv(seen.localisation, folder / "localisation.csv")
-    write_csv(sanity, folder / "sanity.csv")
+        plot_methods(seen.figure, methods, folder / AUDIT_FILES.methods_figure)
+    write_csv(seen.shortcuts, folder / AUDIT_FILES.shortcuts)
+    write_csv(seen.localisation, folder / AUDIT_FILES.localisation)
+    write_csv(sanity, folder / AUDIT_FILES.sanity)
     write_summary(folder, summary)
     method_maps = write_method_maps(folder, seen.sample, methods, fold_cfg)
-    write_csv(method_maps, folder / METHOD_MAPS)
+    write_csv(method_maps, folder / AUDIT_FILES.method_maps)
     verdicts = audit_verdicts(seen.shortcuts, summary.flagged_on_evidence)
     refresh_review(trained, table, verdicts, method_maps)
     return AuditResult(
@@ -293,10 +293,10 @@ def refresh_review(
     """The fold's review page again, now with the audit's verdicts and its sample's maps by
     method (when the fold was explained): its audit filter and the audit's links to it."""
     explain = trained.folder("explain")
-    if not (explain / "report.csv").exists():
+    if not (explain / EXPLAIN_FILES.report).exists():
         return
-    card = experiment_dir(trained.settings) / "MODEL_CARD.html"
-    report = read_csv(explain / "report.csv")
+    card = experiment_dir(trained.settings) / EXPERIMENT_FILES.card_page
+    report = read_csv(explain / EXPLAIN_FILES.report)
     write_fold_review(
         explain,
         trained.folder("audit"),
@@ -349,7 +349,7 @@ def intervention_sample(
 
 
 def write_summary(folder: Path, summary: AuditSummary) -> None:
-    write_json_atomic(folder / "summary.json", summary.to_json())
+    write_json_atomic(folder / AUDIT_FILES.summary, summary.to_json())
 
 
 def faithfulness_rows(
@@ -508,8 +508,8 @@ def audit_folds(
     pooled = pool_audits(results, baseline)
     folder = command_dir(experiment_dir(cfg), "audit")
     by_fold = pd.concat([methods_table(r.summary).assign(fold=r.summary.fold) for r in results])
-    write_csv(by_fold, folder / "methods_by_fold.csv", index=True)
-    write_csv(methods_table(pooled), folder / "methods.csv", index=True)
+    write_csv(by_fold, folder / AUDIT_FILES.methods_by_fold, index=True)
+    write_csv(methods_table(pooled), folder / AUDIT_FILES.methods, index=True)
     write_summary(folder, pooled)
     write_documents(cfg)
     return results, pooled

@@ -9,6 +9,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from cxr.data.images import write_png
+from cxr.runs import EXPLAIN_FILES
 
 TILE = 160
 
@@ -56,6 +57,6 @@ def write_montage(folder: Path, report: pd.DataFrame, per_row: int = 8) -> Path 
                 [c * TILE, top + 16, c * TILE + 7 * len(caption), top + 28], fill=(0, 0, 0)
             )
             draw.text((c * TILE + 2, top + 16), caption, fill=(255, 255, 0))
-    path = folder / "montage.png"
+    path = folder / EXPLAIN_FILES.montage
     write_png(np.asarray(canvas), path)
     return path

@@ -8,13 +8,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr.runs import EXPLAIN_FILES, shard_files
 from cxr.tables import from_spreadsheet_safe
 
 
 def read_previous_rows(folder: Path, settings: dict) -> pd.DataFrame:
     """Rows of earlier runs (any shard) with the same settings whose overlay still exists."""
     text_columns = {"image": str, "patient_id": str, "outcome": str}
-    frames = [pd.read_csv(path, dtype=text_columns) for path in sorted(folder.glob("report*.csv"))]
+    frames = [
+        pd.read_csv(path, dtype=text_columns) for path in shard_files(folder, EXPLAIN_FILES.report)
+    ]
     if not frames:
         return pd.DataFrame()
     rows = pd.concat(frames, ignore_index=True)

@@ -23,11 +23,9 @@ import pandas as pd
 
 from cxr.atomic import json_ready, write_text_atomic
 from cxr.data.labels import decode_boxes
-from cxr.runs import REVIEW_PAGE
+from cxr.runs import AUDIT_FILES, EXPLAIN_FILES, REVIEW_PAGE
 from cxr.tables import read_csv
 
-DATA_FILE = "review.js"
-METHOD_MAPS = "method_maps.csv"  # in audit/fold<K>/: the audit sample's overlays by method
 # the report's numbers the filters and sorts use; the detail view shows every column
 NUMBERS = ("confidence", "outside_lungs")
 
@@ -166,7 +164,7 @@ def write_review(
     fold = text(report["fold"].iloc[0]) if len(report) and "fold" in report else ""
     title = title or f"cxr review: fold {fold}"
     data = review_data(rows, [str(c) for c in report.columns], classes, title, about, hrefs)
-    write_text_atomic(folder / DATA_FILE, as_script(data))
+    write_text_atomic(folder / EXPLAIN_FILES.review_data, as_script(data))
     page = folder / REVIEW_PAGE
     write_text_atomic(page, page_template())
     return page
@@ -192,7 +190,7 @@ def audit_verdicts(shortcuts: pd.DataFrame, evidence: dict[str, list[str]]) -> p
 
 def read_audit_verdicts(audit_folder: Path) -> pd.DataFrame | None:
     """The verdicts of the fold's last audit (None when it was never audited)."""
-    shortcuts, summary = audit_folder / "shortcuts.csv", audit_folder / "summary.json"
+    shortcuts, summary = audit_folder / AUDIT_FILES.shortcuts, audit_folder / AUDIT_FILES.summary
     if not shortcuts.exists() or not summary.exists():
         return None
     evidence = json.loads(summary.read_text()).get("flagged_on_evidence") or {}
@@ -214,13 +212,13 @@ def write_fold_review(
     agreement, when they exist."""
     if verdicts is None:
         verdicts = read_audit_verdicts(audit_folder)
-    if method_maps is None and (audit_folder / METHOD_MAPS).exists():
-        method_maps = read_csv(audit_folder / METHOD_MAPS)
+    if method_maps is None and (audit_folder / AUDIT_FILES.method_maps).exists():
+        method_maps = read_csv(audit_folder / AUDIT_FILES.method_maps)
     methods: dict[str, list[list[str]]] = {}
     for row in [] if method_maps is None else method_maps.itertuples(index=False):
         href = quote(os.path.relpath(audit_folder / row.overlay, explain_folder))
         methods.setdefault(row.image, []).append([row.method, href])
-    agreement_file = explain_folder / "fold_agreement.csv"
+    agreement_file = explain_folder / EXPLAIN_FILES.fold_agreement
     agreement = read_csv(agreement_file) if agreement_file.exists() else None
-    links = {**links, "audit summary": audit_folder / "summary.json"}
+    links = {**links, "audit summary": audit_folder / AUDIT_FILES.summary}
     return write_review(explain_folder, report, table, classes, links, verdicts, agreement, methods)

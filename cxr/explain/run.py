@@ -49,7 +49,14 @@ from cxr.explain.rows import (
 from cxr.external import External
 from cxr.models.folding import fold_batch_norm
 from cxr.models.precision import use_mixed_precision, with_policy
-from cxr.runs import command_dir, experiment_dir, trained_folds
+from cxr.runs import (
+    EXPERIMENT_FILES,
+    EXPLAIN_FILES,
+    command_dir,
+    experiment_dir,
+    sharded,
+    trained_folds,
+)
 from cxr.tables import write_csv
 from cxr.trained import TrainedFold
 
@@ -140,15 +147,10 @@ def explain_fold(
     summary = summarise_fold(with_boxes(report, table)) | {"fold": fold, **settings}
     if options.fold_agreement:
         found = agreement_of(trained, others, report, options)
-        write_csv(found, folder / "fold_agreement.csv")
+        write_csv(found, folder / EXPLAIN_FILES.fold_agreement)
         summary["fold_agreement"] = summarise_agreement(found)
-    name = (
-        "report.csv"
-        if options.shard is None
-        else f"report.shard{options.shard[0]}of{options.shard[1]}.csv"
-    )
-    write_csv(report, folder / name)
-    write_json_atomic(folder / name.replace("report", "summary").replace(".csv", ".json"), summary)
+    write_csv(report, folder / sharded(EXPLAIN_FILES.report, options.shard))
+    write_json_atomic(folder / sharded(EXPLAIN_FILES.summary, options.shard), summary)
     write_montage(folder, report, options.montage_size)
     write_fold_review(
         folder,
@@ -156,7 +158,7 @@ def explain_fold(
         report,
         table,
         classes,
-        {"model card": experiment_dir(cfg) / "MODEL_CARD.html"},
+        {"model card": experiment_dir(cfg) / EXPERIMENT_FILES.card_page},
     )
     return FoldExplanation(fold, folder, report, summary, table)
 
@@ -198,11 +200,7 @@ def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
     # the iterator starts decoding the first batches on tf.data's threads while the model loads
     batches = iter(fold_dataset(ctx.fold_cfg, todo, classes, batch_size))
     probe = fold_probe(ctx)
-    maps_name = (
-        "maps.npz"
-        if options.shard is None
-        else f"maps.shard{options.shard[0]}of{options.shard[1]}.npz"
-    )
+    maps_name = sharded(EXPLAIN_FILES.maps, options.shard)
     maps_file = MapsWriter(ctx.folder / maps_name) if options.save_maps else None
     rows: list[dict] = []
     pending: list[Future] = []
@@ -290,7 +288,7 @@ def explain_folds(
         return results, None
     combined = pd.concat([r.report for r in results], ignore_index=True)
     root = experiment_dir(cfg) if on is None else on.folder
-    write_csv(combined, command_dir(root, "explain") / "report.csv")
+    write_csv(combined, command_dir(root, "explain") / EXPLAIN_FILES.report)
     write_experiment_review(cfg, results, root)
     write_documents(cfg)
     return results, combined
@@ -317,7 +315,7 @@ def write_experiment_review(cfg: Config, results: list[FoldExplanation], root: P
         pd.concat(reports, ignore_index=True),
         pd.concat([r.table for r in results], ignore_index=True),
         classes_of(results),
-        {"model card": experiment_dir(cfg) / "MODEL_CARD.html"},
+        {"model card": experiment_dir(cfg) / EXPERIMENT_FILES.card_page},
         pd.concat(verdicts, ignore_index=True) if verdicts else None,
         title=f"cxr review: folds {', '.join(str(r.fold) for r in results)}",
     )
