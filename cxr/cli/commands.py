@@ -1,55 +1,25 @@
-"""The `cxr` command line: parse, call one library function, turn our errors into one red line.
-
-Exit codes: 0 success, 1 data/runtime error, 2 configuration or usage error.
-Any exception that is not a CxrError is a bug and keeps its traceback.
-"""
+"""The Typer commands: parse the line, call one library function, print its result."""
 
 from __future__ import annotations
 
-import errno
-import functools
 import logging
-import math
-import os
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from cxr.audit.results import AuditSummary, RegionGroup, Regions
 from cxr.catalogs.methods import METHOD_NAMES
 from cxr.catalogs.sources import SOURCE_NAMES, SOURCE_SPECS
-from cxr.errors import ConfigError, CxrError, shorten
+from cxr.cli.failures import friendly_errors, import_tensorflow_quietly
+from cxr.cli.present import (
+    describe_extras,
+    describe_metrics,
+    print_audit,
+)
+from cxr.errors import ConfigError, CxrError
 from cxr.explain.options import TARGET_HELP
-from cxr.runs import AUDIT_FILES
-
-# TensorFlow's C++ start-up lines (CUDA probing, oneDNN, CPU features) are noise to a CLI user;
-# set TF_CPP_MIN_LOG_LEVEL yourself (0) to see them. Set before any command imports TensorFlow.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and probe its devices with the C++ side's stderr closed: TensorFlow 2.19+
-    writes its start-up lines before its own log level applies (tensorflow#100442). A failed
-    import still raises, after stderr is back; with TF_CPP_MIN_LOG_LEVEL below 3 nothing is
-    hidden."""
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
 
 TASK_HELP = "; ".join(
     f"{spec.name}: {'|'.join(spec.tasks)} (default {spec.default_task})"
@@ -64,60 +34,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 DEFAULT_CONFIG = Path("cxr.yaml")
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly_errors(command: F) -> F:
-    """Print a CxrError as one red line on stderr and exit with its code, no traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except CxrError as exc:
-            typer.secho(f"error: {shorten(str(exc), 2000)}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.secho(
-                "interrupted: nothing half-written was left under a final name",
-                err=True,
-                fg=typer.colors.YELLOW,
-            )
-            raise typer.Exit(130) from None
-        # a full disk, a read-only folder, a vanished file: the user's to fix, not a bug
-        except OSError as exc:
-            typer.secho(f"error: {describe_os_error(exc)}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(1) from None
-        except Exception as exc:
-            # TensorFlow's out-of-memory (by name: no TF import here)
-            if type(exc).__name__ != "ResourceExhaustedError":
-                raise
-            typer.secho(
-                "error: out of memory on the device: lower train.batch_size (train) or "
-                "explain.batch_size (evaluate, explain, audit: every batch of a trained model), "
-                "and run again",
-                err=True,
-                fg=typer.colors.RED,
-            )
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def describe_os_error(exc: OSError) -> str:
-    """One line: which path, what went wrong, what to do."""
-    path = exc.filename or "a file"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (
-            f"no space left to write {path}: free space on that disk "
-            "(or give another output folder) and run again"
-        )
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return (
-            f"not allowed to write or read {path} ({exc.strerror}): "
-            "check its permissions, or give another folder"
-        )
-    return f"cannot read or write {path}: {shorten(exc.strerror or str(exc))}"
 
 
 @app.callback()
@@ -354,94 +270,6 @@ def lungs(
             typer.echo(f"{len(images)} {what}: {shown}")
 
 
-def describe_metrics(metrics: dict) -> str:
-    """ROC AUC and accuracy, then what a reader of a binary test asks next: sensitivity, specificity
-    and the confusion counts for the positive class; each with its 95% interval over patients when
-    there is one, and the calibration."""
-    ci95 = metrics.get("ci95", {})
-
-    def value(name: str, digits: int = 3) -> str:
-        text = figure(metrics, name, digits)
-        if name in ci95 and defined(metrics[name]):
-            low, high = ci95[name]
-            text += f" [{figure(ci95, name, digits, low)}, {figure(ci95, name, digits, high)}]"
-        return text
-
-    text = f"ROC AUC {value('roc_auc')}, accuracy {value('accuracy')} (n = {metrics['n']})"
-    if "positive_class" in metrics:
-        # rows true, columns predicted, in class order
-        (tn, fp), (fn, tp) = metrics["confusion_matrix"]
-        if metrics["classes"].index(metrics["positive_class"]) == 0:
-            (tp, fn), (fp, tn) = metrics["confusion_matrix"]
-        text += (
-            f"; {metrics['positive_class']}: sensitivity {value('sensitivity')}, "
-            f"specificity {value('specificity')} (TP {tp}, FN {fn}, TN {tn}, FP {fp})"
-        )
-    if "calibration" in metrics:
-        found = metrics["calibration"]
-        text += f"; ECE {found['ece']:.3f}, Brier {found['brier']:.3f}"
-    return text
-
-
-def defined(value: object) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-UNDEFINED_BECAUSE = {"precision": "nothing called positive"}  # else: one class only
-
-
-def figure(metrics: dict, name: str, digits: int = 3, value: object = "") -> str:
-    """A metric to `digits` places, or why it is undefined (NaN in memory, null in JSON): a set
-    with one class has no sensitivity or ROC AUC, never a 0.0."""
-    value = metrics.get(name) if value == "" else value
-    if defined(value):
-        return f"{value:.{digits}f}"
-    return f"undefined ({UNDEFINED_BECAUSE.get(name, 'one class')})"
-
-
-def describe_extras(metrics: dict) -> list[str]:
-    """Patient-level figures and out-of-fold operating points, where the metrics have them."""
-    lines = []
-    for how, found in metrics.get("patients", {}).items():
-        lines.append(
-            f"per patient ({how} of the images' probabilities, {found['n']} patients): ROC AUC "
-            f"{figure(found, 'roc_auc')}, sensitivity {figure(found, 'sensitivity')}, specificity "
-            f"{figure(found, 'specificity')}"
-        )
-    scaled = metrics.get("temperature")
-    if scaled:
-        before, after = scaled["before"], scaled["after"]
-        temps = ", ".join(f"{t:.2f}" for t in scaled["per_fold"].values())
-        lines.append(
-            f"temperature scaling (fitted on the other folds, T = {temps}): ECE "
-            f"{before['ece']:.3f} -> {after['ece']:.3f}, Brier {before['brier']:.3f} -> "
-            f"{after['brier']:.3f}, NLL {before['nll']:.3f} -> {after['nll']:.3f}"
-        )
-    groups = metrics.get("subgroups", [])
-    if groups:
-        shown = "; ".join(
-            f"{g['column']}={g['value']} {g['roc_auc']:.3f} [{g['ci95_low']:.3f}, "
-            f"{g['ci95_high']:.3f}] ({g['images']})"
-            for g in groups
-        )
-        lines.append(f"ROC AUC by subgroup [95% CI] (images): {shown}")
-        below = [f"{g['column']}={g['value']}" for g in groups if g["below_overall"]]
-        lines.append(
-            "subgroups whose interval lies wholly below the overall AUC: "
-            + (", ".join(below) if below else "none")
-        )
-    for name, point in metrics.get("operating_points", {}).items():
-        if name == "0.5":
-            continue
-        what = "Youden point" if name == "youden" else f"sensitivity >= {name.split('_')[1]}"
-        thresholds = ", ".join(f"{t:.3f}" for t in point["thresholds"].values())
-        lines.append(
-            f"threshold at the {what}, chosen on the other folds ({thresholds}): sensitivity "
-            f"{point['sensitivity']:.3f}, specificity {point['specificity']:.3f}"
-        )
-    return lines
-
-
 def _parse_parts(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -484,7 +312,6 @@ FoldOption = Annotated[
     typer.Option("--fold", "-f", min=0, help="Validation fold (default: data.fold of the config)."),
 ]
 AllFoldsOption = Annotated[bool, typer.Option("--all-folds", help="Every fold in turn.")]
-
 
 OnOption = Annotated[
     str | None,
@@ -768,37 +595,6 @@ def audit(
         print_audit(pooled, results[0].folder.parent)
 
 
-def print_interventions(summary: AuditSummary) -> None:
-    """What the decision depends on: each region filled in turn, against the same area filled in
-    the lungs (cxr.audit.intervention)."""
-    from cxr.audit.intervention import TESTED, evidence_lines, paste_lines
-
-    if not summary.interventions:
-        return
-    for name, regions in summary.interventions.items():
-        shown = ", ".join(
-            f"{region} {i.change.mean:+.2f} ({i.control.mean:+.2f})"
-            for region, i in regions.items()
-        )
-        images = max(i.images for i in regions.values())
-        unseen = [region for region in TESTED if region not in regions]
-        typer.echo(
-            f"filled in turn, called {name} ({images} images): change of P({name}) per region "
-            f"(control: as many pixels filled in the lungs, or off the chest for the lungs) {shown}"
-            + (f"; not tested, in no input the model sees: {', '.join(unseen)}" if unseen else "")
-        )
-    regions = summary.shortcuts.regions
-    lines = evidence_lines(summary.interventions, regions.per_class if regions else None)
-    for line in lines:
-        typer.echo(line)
-    for line in paste_lines(summary.pastes):
-        typer.echo(line)
-    typer.echo(
-        "shortcut audit by intervention, what the decision depends on: "
-        + ("FLAGGED for " + ", ".join(summary.flagged_on_evidence) if lines else "not flagged")
-    )
-
-
 @app.command()
 @friendly_errors
 def compare(
@@ -842,117 +638,3 @@ def compare(
             f"{evidence or 'none'}"
         )
     typer.echo(f"comparison in {result.folder}")
-
-
-def region_line(name: str, group: RegionGroup) -> str:
-    """Where one group's maps peak and how much of their energy lies outside, beside a uniform
-    map."""
-    from cxr.data.regions import OFF_CHEST, REGION_WORDS
-
-    peaks = group.peaks
-    top = max(OFF_CHEST, key=lambda r: peaks[r].share - peaks[r].uniform)
-    lungs, chest = group.outside_lungs, group.outside_chest
-    return (
-        f"  {name}: {peaks['lung'].share:.0%} of peaks inside the lungs (uniform map: "
-        f"{peaks['lung'].uniform:.0%}), {peaks[top].share:.0%} {REGION_WORDS[top]} "
-        f"({peaks[top].uniform:.0%}); energy outside the lungs {lungs.mean:.2f} (uniform "
-        f"{lungs.uniform:.2f}), outside the chest {chest.mean:.2f} (uniform {chest.uniform:.2f}); "
-        f"{group.images} images"
-    )
-
-
-def print_regions(regions: Regions) -> None:
-    """Where each predicted class's (and each outcome's) maps look, and the classes flagged."""
-    typer.echo(
-        f"where the maps look ({regions.images} images with lung fields), by predicted class:"
-    )
-    for name, group in regions.per_class.items():
-        typer.echo(region_line(name, group))
-    if regions.per_outcome:
-        typer.echo("by outcome:")
-        for name, group in regions.per_outcome.items():
-            typer.echo(region_line(name, group))
-    for name, reasons in regions.flags.items():
-        typer.echo(f"  FLAGGED {name}: {'; '.join(reasons)}")
-
-
-def print_audit(summary: AuditSummary, folder: Path) -> None:
-    """An audit summary (one fold's, or pooled over folds), a line per finding."""
-    for method, found in summary.localisation.items():
-        hit = found.scores["pointing_hit"]
-        typer.echo(
-            f"{method:>12}: pointing game {hit.mean:.2f} [{hit.low:.2f}, {hit.high:.2f}], "
-            f"IoU@otsu {found.scores['iou@otsu'].mean:.2f}, "
-            f"T(IoBB)@0.25 {found.scores['t(iobb)@0.25'].mean:.2f} "
-            f"({found.images} images with boxes)"
-        )
-    if summary.best_method:
-        typer.echo(f"best localisation: {summary.best_method}")
-    elif summary.localisation:
-        typer.echo("best localisation: no method beat both baselines (random map, centre map)")
-    pooled = summary.fold is None
-    for method, check in summary.sanity.items():
-        verdict = "passes" if check.passes else "FAILS"
-        if pooled:
-            verdict += f" (in {check.folds_passing} of {len(summary.folds)} folds)"
-        typer.echo(
-            f"{method:>12}: randomised model's maps rank-correlate "
-            f"{'on average ' if pooled else ''}{check.last_stage_spearman:.2f} with the trained "
-            f"ones after {check.stages} stages (unrelated images: "
-            f"{check.unrelated_pairs_spearman:.2f}): {verdict}"
-        )
-    for method, f in summary.faithfulness.items():
-        typer.echo(
-            f"{method:>12}: deletion area {f.deletion_auc:.3f} (lower is better), insertion "
-            f"area {f.insertion_auc:.3f} ({f.baseline} baseline, {f.images} images)"
-        )
-    for method, found in summary.maps.items():
-        logit = (
-            ""
-            if found.random_logit_spearman != found.random_logit_spearman  # NaN: a baseline map
-            else f", random-logit rank correlation {found.random_logit_spearman:.2f}, "
-            f"max-sensitivity {found.max_sensitivity:.2f}"
-        )
-        typer.echo(
-            f"{method:>12}: average drop {found.average_drop:.1f}%, increase in confidence "
-            f"{found.increase_in_confidence:.0f}%, sparseness {found.sparseness:.2f}, complexity "
-            f"{found.complexity:.2f}{logit}"
-        )
-    for method, road in summary.road.items():
-        typer.echo(
-            f"{method:>12}: ROAD, target probability with "
-            f"{road.shares[0]:.0%}-{road.shares[-1]:.0%} of pixels imputed: most relevant first "
-            f"{road.morf:.3f} (lower is better), least relevant first {road.lerf:.3f}, gap "
-            f"{road.gap:+.3f} (higher is better)"
-        )
-    shortcuts = summary.shortcuts
-    if shortcuts.implausible_lungs:
-        typer.echo(
-            f"{shortcuts.implausible_lungs} of {shortcuts.images} image(s) have no plausible lung "
-            "fields: the region audit leaves them out and judges them by the border band"
-        )
-    if shortcuts.regions is not None:
-        print_regions(shortcuts.regions)
-    for name, c in shortcuts.per_class.items():
-        typer.echo(
-            f"shortcut audit, predicted {name}: {c.flagged_share:.0%} of {c.images} maps "
-            f"mostly outside the lungs (mean share outside {c.mean_outside_share:.2f})"
-        )
-    flagged = ", ".join(shortcuts.flagged_classes)
-    typer.echo(
-        f"shortcut audit ({shortcuts.rule} rule, {shortcuts.method}), where the maps look: "
-        f"{'FLAGGED for ' + flagged if flagged else 'not flagged'}"
-    )
-    print_interventions(summary)
-    figures = [
-        name
-        for name in (AUDIT_FILES.methods_by_fold, AUDIT_FILES.methods_figure)
-        if (folder / name).is_file()
-    ]
-    typer.echo(
-        f"audit in {folder} (methods side by side: {', '.join([AUDIT_FILES.methods, *figures])})"
-    )
-
-
-if __name__ == "__main__":
-    app()

@@ -1,0 +1,240 @@
+"""What each command prints: a result rendered as lines on the terminal."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from cxr.audit.results import AuditSummary, RegionGroup, Regions
+from cxr.runs import AUDIT_FILES
+
+
+def describe_metrics(metrics: dict) -> str:
+    """ROC AUC and accuracy, then what a reader of a binary test asks next: sensitivity, specificity
+    and the confusion counts for the positive class; each with its 95% interval over patients when
+    there is one, and the calibration."""
+    ci95 = metrics.get("ci95", {})
+
+    def value(name: str, digits: int = 3) -> str:
+        text = figure(metrics, name, digits)
+        if name in ci95 and defined(metrics[name]):
+            low, high = ci95[name]
+            text += f" [{figure(ci95, name, digits, low)}, {figure(ci95, name, digits, high)}]"
+        return text
+
+    text = f"ROC AUC {value('roc_auc')}, accuracy {value('accuracy')} (n = {metrics['n']})"
+    if "positive_class" in metrics:
+        # rows true, columns predicted, in class order
+        (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+        if metrics["classes"].index(metrics["positive_class"]) == 0:
+            (tp, fn), (fp, tn) = metrics["confusion_matrix"]
+        text += (
+            f"; {metrics['positive_class']}: sensitivity {value('sensitivity')}, "
+            f"specificity {value('specificity')} (TP {tp}, FN {fn}, TN {tn}, FP {fp})"
+        )
+    if "calibration" in metrics:
+        found = metrics["calibration"]
+        text += f"; ECE {found['ece']:.3f}, Brier {found['brier']:.3f}"
+    return text
+
+
+def defined(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+UNDEFINED_BECAUSE = {"precision": "nothing called positive"}  # else: one class only
+
+
+def figure(metrics: dict, name: str, digits: int = 3, value: object = "") -> str:
+    """A metric to `digits` places, or why it is undefined (NaN in memory, null in JSON): a set
+    with one class has no sensitivity or ROC AUC, never a 0.0."""
+    value = metrics.get(name) if value == "" else value
+    if defined(value):
+        return f"{value:.{digits}f}"
+    return f"undefined ({UNDEFINED_BECAUSE.get(name, 'one class')})"
+
+
+def describe_extras(metrics: dict) -> list[str]:
+    """Patient-level figures and out-of-fold operating points, where the metrics have them."""
+    lines = []
+    for how, found in metrics.get("patients", {}).items():
+        lines.append(
+            f"per patient ({how} of the images' probabilities, {found['n']} patients): ROC AUC "
+            f"{figure(found, 'roc_auc')}, sensitivity {figure(found, 'sensitivity')}, specificity "
+            f"{figure(found, 'specificity')}"
+        )
+    scaled = metrics.get("temperature")
+    if scaled:
+        before, after = scaled["before"], scaled["after"]
+        temps = ", ".join(f"{t:.2f}" for t in scaled["per_fold"].values())
+        lines.append(
+            f"temperature scaling (fitted on the other folds, T = {temps}): ECE "
+            f"{before['ece']:.3f} -> {after['ece']:.3f}, Brier {before['brier']:.3f} -> "
+            f"{after['brier']:.3f}, NLL {before['nll']:.3f} -> {after['nll']:.3f}"
+        )
+    groups = metrics.get("subgroups", [])
+    if groups:
+        shown = "; ".join(
+            f"{g['column']}={g['value']} {g['roc_auc']:.3f} [{g['ci95_low']:.3f}, "
+            f"{g['ci95_high']:.3f}] ({g['images']})"
+            for g in groups
+        )
+        lines.append(f"ROC AUC by subgroup [95% CI] (images): {shown}")
+        below = [f"{g['column']}={g['value']}" for g in groups if g["below_overall"]]
+        lines.append(
+            "subgroups whose interval lies wholly below the overall AUC: "
+            + (", ".join(below) if below else "none")
+        )
+    for name, point in metrics.get("operating_points", {}).items():
+        if name == "0.5":
+            continue
+        what = "Youden point" if name == "youden" else f"sensitivity >= {name.split('_')[1]}"
+        thresholds = ", ".join(f"{t:.3f}" for t in point["thresholds"].values())
+        lines.append(
+            f"threshold at the {what}, chosen on the other folds ({thresholds}): sensitivity "
+            f"{point['sensitivity']:.3f}, specificity {point['specificity']:.3f}"
+        )
+    return lines
+
+
+def print_interventions(summary: AuditSummary) -> None:
+    """What the decision depends on: each region filled in turn, against the same area filled in
+    the lungs (cxr.audit.intervention)."""
+    from cxr.audit.intervention import TESTED, evidence_lines, paste_lines
+
+    if not summary.interventions:
+        return
+    for name, regions in summary.interventions.items():
+        shown = ", ".join(
+            f"{region} {i.change.mean:+.2f} ({i.control.mean:+.2f})"
+            for region, i in regions.items()
+        )
+        images = max(i.images for i in regions.values())
+        unseen = [region for region in TESTED if region not in regions]
+        typer.echo(
+            f"filled in turn, called {name} ({images} images): change of P({name}) per region "
+            f"(control: as many pixels filled in the lungs, or off the chest for the lungs) {shown}"
+            + (f"; not tested, in no input the model sees: {', '.join(unseen)}" if unseen else "")
+        )
+    regions = summary.shortcuts.regions
+    lines = evidence_lines(summary.interventions, regions.per_class if regions else None)
+    for line in lines:
+        typer.echo(line)
+    for line in paste_lines(summary.pastes):
+        typer.echo(line)
+    typer.echo(
+        "shortcut audit by intervention, what the decision depends on: "
+        + ("FLAGGED for " + ", ".join(summary.flagged_on_evidence) if lines else "not flagged")
+    )
+
+
+def region_line(name: str, group: RegionGroup) -> str:
+    """Where one group's maps peak and how much of their energy lies outside, beside a uniform
+    map."""
+    from cxr.data.regions import OFF_CHEST, REGION_WORDS
+
+    peaks = group.peaks
+    top = max(OFF_CHEST, key=lambda r: peaks[r].share - peaks[r].uniform)
+    lungs, chest = group.outside_lungs, group.outside_chest
+    return (
+        f"  {name}: {peaks['lung'].share:.0%} of peaks inside the lungs (uniform map: "
+        f"{peaks['lung'].uniform:.0%}), {peaks[top].share:.0%} {REGION_WORDS[top]} "
+        f"({peaks[top].uniform:.0%}); energy outside the lungs {lungs.mean:.2f} (uniform "
+        f"{lungs.uniform:.2f}), outside the chest {chest.mean:.2f} (uniform {chest.uniform:.2f}); "
+        f"{group.images} images"
+    )
+
+
+def print_regions(regions: Regions) -> None:
+    """Where each predicted class's (and each outcome's) maps look, and the classes flagged."""
+    typer.echo(
+        f"where the maps look ({regions.images} images with lung fields), by predicted class:"
+    )
+    for name, group in regions.per_class.items():
+        typer.echo(region_line(name, group))
+    if regions.per_outcome:
+        typer.echo("by outcome:")
+        for name, group in regions.per_outcome.items():
+            typer.echo(region_line(name, group))
+    for name, reasons in regions.flags.items():
+        typer.echo(f"  FLAGGED {name}: {'; '.join(reasons)}")
+
+
+def print_audit(summary: AuditSummary, folder: Path) -> None:
+    """An audit summary (one fold's, or pooled over folds), a line per finding."""
+    for method, found in summary.localisation.items():
+        hit = found.scores["pointing_hit"]
+        typer.echo(
+            f"{method:>12}: pointing game {hit.mean:.2f} [{hit.low:.2f}, {hit.high:.2f}], "
+            f"IoU@otsu {found.scores['iou@otsu'].mean:.2f}, "
+            f"T(IoBB)@0.25 {found.scores['t(iobb)@0.25'].mean:.2f} "
+            f"({found.images} images with boxes)"
+        )
+    if summary.best_method:
+        typer.echo(f"best localisation: {summary.best_method}")
+    elif summary.localisation:
+        typer.echo("best localisation: no method beat both baselines (random map, centre map)")
+    pooled = summary.fold is None
+    for method, check in summary.sanity.items():
+        verdict = "passes" if check.passes else "FAILS"
+        if pooled:
+            verdict += f" (in {check.folds_passing} of {len(summary.folds)} folds)"
+        typer.echo(
+            f"{method:>12}: randomised model's maps rank-correlate "
+            f"{'on average ' if pooled else ''}{check.last_stage_spearman:.2f} with the trained "
+            f"ones after {check.stages} stages (unrelated images: "
+            f"{check.unrelated_pairs_spearman:.2f}): {verdict}"
+        )
+    for method, f in summary.faithfulness.items():
+        typer.echo(
+            f"{method:>12}: deletion area {f.deletion_auc:.3f} (lower is better), insertion "
+            f"area {f.insertion_auc:.3f} ({f.baseline} baseline, {f.images} images)"
+        )
+    for method, found in summary.maps.items():
+        logit = (
+            ""
+            if found.random_logit_spearman != found.random_logit_spearman  # NaN: a baseline map
+            else f", random-logit rank correlation {found.random_logit_spearman:.2f}, "
+            f"max-sensitivity {found.max_sensitivity:.2f}"
+        )
+        typer.echo(
+            f"{method:>12}: average drop {found.average_drop:.1f}%, increase in confidence "
+            f"{found.increase_in_confidence:.0f}%, sparseness {found.sparseness:.2f}, complexity "
+            f"{found.complexity:.2f}{logit}"
+        )
+    for method, road in summary.road.items():
+        typer.echo(
+            f"{method:>12}: ROAD, target probability with "
+            f"{road.shares[0]:.0%}-{road.shares[-1]:.0%} of pixels imputed: most relevant first "
+            f"{road.morf:.3f} (lower is better), least relevant first {road.lerf:.3f}, gap "
+            f"{road.gap:+.3f} (higher is better)"
+        )
+    shortcuts = summary.shortcuts
+    if shortcuts.implausible_lungs:
+        typer.echo(
+            f"{shortcuts.implausible_lungs} of {shortcuts.images} image(s) have no plausible lung "
+            "fields: the region audit leaves them out and judges them by the border band"
+        )
+    if shortcuts.regions is not None:
+        print_regions(shortcuts.regions)
+    for name, c in shortcuts.per_class.items():
+        typer.echo(
+            f"shortcut audit, predicted {name}: {c.flagged_share:.0%} of {c.images} maps "
+            f"mostly outside the lungs (mean share outside {c.mean_outside_share:.2f})"
+        )
+    flagged = ", ".join(shortcuts.flagged_classes)
+    typer.echo(
+        f"shortcut audit ({shortcuts.rule} rule, {shortcuts.method}), where the maps look: "
+        f"{'FLAGGED for ' + flagged if flagged else 'not flagged'}"
+    )
+    print_interventions(summary)
+    figures = [
+        name
+        for name in (AUDIT_FILES.methods_by_fold, AUDIT_FILES.methods_figure)
+        if (folder / name).is_file()
+    ]
+    typer.echo(
+        f"audit in {folder} (methods side by side: {', '.join([AUDIT_FILES.methods, *figures])})"
+    )
