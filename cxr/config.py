@@ -164,6 +164,15 @@ class EvaluateConfig(_Section):
     calibrate: Literal["none", "temperature"] = "none"
 
 
+class AuditConfig(_Section):
+    """How many images the model-heavy parts of `cxr audit` take (the rest reads the whole fold)."""
+
+    # drawn across outcomes: the sanity check, deletion/insertion, map properties and ROAD
+    sample: int = Field(16, ge=2, le=4096)
+    # per true class, with plausible lung fields: the regions filled in turn
+    intervention_images: int = Field(32, ge=1, le=100_000)
+
+
 class Config(_Section):
     """The whole configuration, one section per stage."""
 
@@ -173,11 +182,13 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     explain: ExplainConfig = ExplainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    audit: AuditConfig = AuditConfig()
 
 
 # The settings rule for the commands that use a trained fold (evaluate, explain, audit): what the
 # model was trained with comes from the fold's saved config.yaml and cannot be overridden; what
-# describes the analysis (data.positive_class, data.fold, explain.*, evaluate.*, experiment.*) comes
+# describes the analysis (data.positive_class, data.fold, explain.*, evaluate.*, audit.*,
+# experiment.*) comes
 # from the command line.
 FIXED_BY_RUN = (
     "model",
@@ -235,6 +246,7 @@ def with_analysis_settings(trained: Config, cfg: Config) -> Config:
             "data": data,
             "explain": cfg.explain,
             "evaluate": cfg.evaluate,
+            "audit": cfg.audit,
             "experiment": cfg.experiment,
         }
     )

@@ -313,7 +313,8 @@ def test_audit_command_on_all_trained_folds(trained_run, tmp_path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(dump_config(trained_run))
     options = ["--all-folds", "--methods", "gradcam", "--stages", "1", "--baseline", "blur"]
-    result = CliRunner().invoke(app, ["audit", "--config", str(config), *options])
+    sizes = ["audit.sample=6", "audit.intervention_images=3"]  # analysis settings
+    result = CliRunner().invoke(app, ["audit", "--config", str(config), *options, *sizes])
     assert result.exit_code == 0, result.output
     assert (
         "== fold 0" in result.output
@@ -346,6 +347,11 @@ def test_audit_command_on_all_trained_folds(trained_run, tmp_path) -> None:
         faithful.query("method == 'gradcam'")["deletion_auc"].mean()
     )
     assert set(pooled["faithfulness"]) == {"gradcam", "random", "centre"}
+    # audit.sample images in the sample, audit.intervention_images per true class filled in turn
+    assert faithful.groupby("method")["image"].nunique().eq(2 * 6).all()
+    for k in (0, 1):
+        filled = pd.read_csv(audit / f"fold{k}" / "interventions.csv")
+        assert filled["image"].nunique() == 2 * 3  # two classes
     by_fold = pd.read_csv(audit / "methods_by_fold.csv")
     assert sorted(by_fold["fold"].unique()) == [0, 1] and (audit / "methods.csv").is_file()
     bad = CliRunner().invoke(app, ["audit", "--config", str(config), "--fold", "3"])

@@ -173,3 +173,25 @@ def test_the_factorisation_gives_what_spsolve_gives_on_large_masks(monkeypatch) 
         np.testing.assert_allclose(
             mine, impute(image, mask, np.random.default_rng(0), noise=0.0), atol=1e-8
         )
+
+
+def test_images_sharing_a_map_give_what_each_gives_alone() -> None:
+    """The centre map is the same for every image: its masks are factored once and used for each
+    image (#27); each image's probabilities must equal its own run, by the reference too."""
+    size = 8
+    rng = np.random.default_rng(4)
+    images = rng.uniform(-0.5, 0.5, (3, size, size, 1))
+    centre = np.tile(rng.uniform(size=(1, size, size)), (3, 1, 1))
+    model, names = mean_model(size), list("abc")
+    together = road_rows(model, images, np.zeros(3, int), {"c": centre}, names, noise=0.0)
+    for i, name in enumerate("abc"):
+        alone = road_rows(
+            model, images[i : i + 1], np.zeros(1, int), {"c": centre[:1]}, [name], noise=0.0
+        )
+        mine = together[together["image"] == name].reset_index(drop=True)
+        np.testing.assert_allclose(mine[["morf", "lerf"]], alone[["morf", "lerf"]], atol=1e-12)
+        most = removal_masks(centre[0], 0.5)[0]
+        m = reference_imputation(images[i, ..., 0], most).mean()
+        assert mine.query("share == 0.5")["morf"].iloc[0] == pytest.approx(
+            1 / (1 + np.exp(-4 * m)), abs=1e-5
+        )

@@ -38,52 +38,75 @@ NEIGHBOURS = (
 )
 
 
-def impute(
-    image: np.ndarray, removed: np.ndarray, rng: np.random.Generator, noise: float = NOISE
-) -> np.ndarray:
-    """(H, W, C) image with the `removed` (H, W) pixels replaced by the weighted mean of their
-    neighbours inside the image, plus Gaussian noise of `noise` x the image's standard deviation.
+class Imputer:
+    """The noisy linear imputation of one set of `removed` (H, W) pixels, its sparse system
+    factored once: every image with those pixels removed is then one cheap solve.
 
     At least one pixel must stay (else the system has no solution).
     """
-    if removed.all():
-        raise ValueError("noisy linear imputation needs at least one pixel that stays")
-    height, width = removed.shape
-    ys, xs = np.nonzero(removed)
-    number = -np.ones(removed.shape, dtype=np.int64)
-    number[ys, xs] = np.arange(len(ys))
-    diagonal = np.zeros(len(ys))
-    rows, columns, values = [], [], []
-    known_sum = np.zeros((len(ys), image.shape[-1]))
-    for (dy, dx), weight in NEIGHBOURS:
-        ny, nx = ys + dy, xs + dx
-        inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
-        diagonal[inside] += weight
-        which = np.nonzero(inside)[0]
-        neighbour = number[ny[which], nx[which]]
-        missing = neighbour >= 0
-        rows.append(which[missing])
-        columns.append(neighbour[missing])
-        values.append(np.full(missing.sum(), -weight))
-        known = which[~missing]
-        known_sum[known] += weight * image[ny[known], nx[known]]
-    size = len(ys)
-    system = coo_matrix(
-        (
-            np.concatenate([diagonal, *values]),
-            (np.concatenate([np.arange(size), *rows]), np.concatenate([np.arange(size), *columns])),
-        ),
-        shape=(size, size),
-    ).tocsc()
-    # symmetric and diagonally dominant: no pivoting, and an ordering of A + A^T (minimum degree)
-    # fills in less than spsolve's default (COLAMD): 1.4x faster over ROAD's masks, same values
-    factor = splu(
-        system, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True}
-    )
-    solved = factor.solve(known_sum).reshape(size, -1)
-    filled = image.astype(np.float64, copy=True)
-    filled[ys, xs] = solved + rng.normal(0, noise * image.std() + 1e-12, solved.shape)
-    return filled.astype(image.dtype)
+
+    def __init__(self, removed: np.ndarray) -> None:
+        if removed.all():
+            raise ValueError("noisy linear imputation needs at least one pixel that stays")
+        height, width = removed.shape
+        self.ys, self.xs = ys, xs = np.nonzero(removed)
+        number = -np.ones(removed.shape, dtype=np.int64)
+        number[ys, xs] = np.arange(len(ys))
+        diagonal = np.zeros(len(ys))
+        rows, columns, values = [], [], []
+        self.known: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
+        for (dy, dx), weight in NEIGHBOURS:
+            ny, nx = ys + dy, xs + dx
+            inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
+            diagonal[inside] += weight
+            which = np.nonzero(inside)[0]
+            neighbour = number[ny[which], nx[which]]
+            missing = neighbour >= 0
+            rows.append(which[missing])
+            columns.append(neighbour[missing])
+            values.append(np.full(missing.sum(), -weight))
+            known = which[~missing]
+            self.known.append((known, ny[known], nx[known], weight))
+        size = len(ys)
+        system = coo_matrix(
+            (
+                np.concatenate([diagonal, *values]),
+                (
+                    np.concatenate([np.arange(size), *rows]),
+                    np.concatenate([np.arange(size), *columns]),
+                ),
+            ),
+            shape=(size, size),
+        ).tocsc()
+        # symmetric and diagonally dominant: no pivoting, and an ordering of A + A^T (minimum
+        # degree) fills in less than spsolve's default (COLAMD): 1.4x faster over ROAD's masks
+        self.factor = splu(
+            system,
+            permc_spec="MMD_AT_PLUS_A",
+            diag_pivot_thresh=0.0,
+            options={"SymmetricMode": True},
+        )
+
+    def __call__(
+        self, image: np.ndarray, rng: np.random.Generator, noise: float = NOISE
+    ) -> np.ndarray:
+        """(H, W, C) image with the removed pixels replaced by the weighted mean of their
+        neighbours inside the image, plus Gaussian noise of `noise` x the image's standard
+        deviation."""
+        known_sum = np.zeros((len(self.ys), image.shape[-1]))
+        for known, ny, nx, weight in self.known:
+            known_sum[known] += weight * image[ny, nx]
+        solved = self.factor.solve(known_sum).reshape(len(self.ys), -1)
+        filled = image.astype(np.float64, copy=True)
+        filled[self.ys, self.xs] = solved + rng.normal(0, noise * image.std() + 1e-12, solved.shape)
+        return filled.astype(image.dtype)
+
+
+def impute(
+    image: np.ndarray, removed: np.ndarray, rng: np.random.Generator, noise: float = NOISE
+) -> np.ndarray:
+    """`image` with the `removed` pixels imputed (Imputer, for one image)."""
+    return Imputer(removed)(image, rng, noise)
 
 
 def removal_masks(heatmap: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
@@ -118,17 +141,26 @@ def road_rows(
     rows = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for m, (method, found) in enumerate(maps.items()):
+            # images whose maps are the same (the centre map) share their masks: one
+            # factorisation each, used by one thread (a SuperLU factor is not shared across them)
+            alike: dict[bytes, list[int]] = {}
+            for i in range(len(images)):
+                alike.setdefault(found[i].tobytes(), []).append(i)
             for s, share in enumerate(SHARES):
 
-                def both(i: int, found=found, share=share, m=m, s=s) -> list[np.ndarray]:
-                    most, least = removal_masks(found[i], share)
-                    rng = np.random.default_rng([seed, m, s, i])
-                    return [
-                        impute(images[i], most, rng, noise),
-                        impute(images[i], least, rng, noise),
-                    ]
+                def fills(group: list[int], found=found, share=share, m=m, s=s) -> list:
+                    most, least = (Imputer(mask) for mask in removal_masks(found[group[0]], share))
+                    out = []
+                    for i in group:
+                        rng = np.random.default_rng([seed, m, s, i])
+                        out.append((i, most(images[i], rng, noise), least(images[i], rng, noise)))
+                    return out
 
-                variants = [v for pair in pool.map(both, range(len(images))) for v in pair]
+                done = sorted(
+                    (f for group in pool.map(fills, alike.values()) for f in group),
+                    key=lambda f: f[0],
+                )
+                variants = [v for _, most, least in done for v in (most, least)]
                 probs = target_probabilities(
                     model, np.stack(variants), np.repeat(targets, 2), batch, multi_label
                 )

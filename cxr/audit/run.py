@@ -74,8 +74,6 @@ from cxr.tables import read_csv, write_csv
 from cxr.trained import TrainedFold
 
 log = logging.getLogger(__name__)
-INTERVENTION_IMAGES = 32  # per true class: the images whose regions are filled in turn
-SANITY_IMAGES = 16  # also the batch size of every step, padded: one traced shape per method
 SANITY_PASS = 0.5  # the last stage's maps must rank-correlate less than this with the trained ones
 
 
@@ -167,7 +165,8 @@ def _audit_fold(
     )
     clock = Stopwatch()
     with clock("one pass over the fold"):
-        seen = sweep_fold(fold_cfg, probe, table, classes, methods, SANITY_IMAGES)
+        # audit.sample: also the batch of every sanity step, padded: one traced shape per method
+        seen = sweep_fold(fold_cfg, probe, table, classes, methods, fold_cfg.audit.sample)
     images, targets, maps = seen.sample.arrays()
     with clock("sanity"):
         cascade = Cascade(model, layer, probe)
@@ -309,13 +308,15 @@ def refresh_review(
 
 
 def intervention_sample(
-    trained: TrainedFold, table: pd.DataFrame, per_class: int = INTERVENTION_IMAGES
+    trained: TrainedFold, table: pd.DataFrame, per_class: int | None = None
 ) -> tuple[np.ndarray, list[np.ndarray], list[str], list[str]]:
-    """Up to `per_class` images of each true class with plausible lung fields (seeded), at the
+    """Up to `per_class` (audit.intervention_images) images of each true class with plausible lung
+    fields (seeded), at the
     model's input size, with their regions as the model sees them (the film's regions, cropped
     like the film with data.crop, resized to the input), names and patients."""
     data = trained.settings.data
     dataset_dir, size = data.dataset_dir, data.image_size
+    per_class = per_class or trained.settings.audit.intervention_images
     codes: dict[int, np.ndarray] = {}
     for i, row in enumerate(table.to_dict("records")):
         lungs = lung_region(dataset_dir, row, stored_size(dataset_dir, row))
