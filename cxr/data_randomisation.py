@@ -26,7 +26,7 @@ from cxr.data.labels import read_labels
 from cxr.data.pipeline import fold_dataset
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import make_probe
-from cxr.models.folding import fold_batch_norm
+from cxr.models.fusing import fuse_batch_norm
 from cxr.runs import AUDIT_FILES
 from cxr.stats import ranked, ranked_correlation
 from cxr.tables import write_csv
@@ -99,7 +99,7 @@ def data_randomisation(cfg: Config, fold: int, methods: list[str]) -> DataRandom
     parameters = method_parameters(settings.explain)
     multi_label = settings.data.multi_label
     real = make_probe(
-        fold_batch_norm(trained.run.load_model(), keep=[layer]),
+        fuse_batch_norm(trained.run.load_model(), keep=[layer]),
         layer,
         parameters=parameters,
         multi_label=multi_label,

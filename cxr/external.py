@@ -89,19 +89,19 @@ class External:
     folder: Path  # runs/<experiment>/external/<name>/
     renames: dict[str, str]
 
-    def settings(self, fold_settings: Config) -> Config:
+    def settings(self, fold_cfg: Config) -> Config:
         """A fold's settings (FoldRun.settings) reading this dataset instead of its own."""
-        if fold_settings.data.dataset_dir.resolve() == self.dataset_dir.resolve():
+        if fold_cfg.data.dataset_dir.resolve() == self.dataset_dir.resolve():
             raise ConfigError(
                 f"--on {self.name}: that is the dataset the experiment was trained on; its "
                 "out-of-fold figures come from `cxr evaluate` without --on (on it, every image "
                 "trained all fold models but one, so they would not be external)"
             )
-        warn_identical_images(fold_settings.data.dataset_dir, self.dataset_dir, self.name)
-        data = fold_settings.data.model_copy(
+        warn_identical_images(fold_cfg.data.dataset_dir, self.dataset_dir, self.name)
+        data = fold_cfg.data.model_copy(
             update={"root": self.dataset_dir.parent, "dataset": self.dataset_dir.name}
         )
-        return fold_settings.model_copy(update={"data": data})
+        return fold_cfg.model_copy(update={"data": data})
 
     def table(self, classes: list[str], multi_label: bool) -> pd.DataFrame:
         """Every image of the dataset (checked like training data), its labels in the model's

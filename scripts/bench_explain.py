@@ -5,11 +5,11 @@ Each round runs every mode once, each in a fresh process so that peak memory is 
 weights: speed does not depend on them), and each mode's ratio is taken against the inference of
 its own round; the median and range over rounds are printed, so one noisy run does not decide:
   inference     a tf.function forward pass over the batches: the ceiling;
-  inference folded  the same with the batch norms folded into the convolutions, as `cxr explain`
-                and `cxr evaluate` run a model (cxr.models.folding): the ceiling of that model;
-  engine        cxr's explain_batch for every method of the registry (or --methods), the class
+  inference fused  the same with the batch norms fused into the convolutions, as `cxr explain`
+                and `cxr evaluate` run a model (cxr.models.fusing): the ceiling of that model;
+  engine        cxr's explain_batch for every method of the catalog (or --methods), the class
                 predicted in the same pass; methods whose passes repeat (per channel, mask...: the
-                registry's `per`) run on --slow-images images;
+                catalog's `per`) run on --slow-images images;
   loop          the keras.io / seed 004 style: one predict and one tape per image;
   tf-keras-vis  its Gradcam on the same model, layer and batches (targets given, found outside
                 the clock);
@@ -100,7 +100,7 @@ def child(mode: str, name: str, size: int, args: argparse.Namespace) -> dict:
     from cxr.explain.methods import explain_batch
     from cxr.explain.probe import make_probe
     from cxr.models.build import build_model
-    from cxr.models.folding import fold_batch_norm
+    from cxr.models.fusing import fuse_batch_norm
 
     channels = 3 if name == "vgg16_cardiomegaly" else 1
     cfg = load_config(
@@ -123,8 +123,8 @@ def child(mode: str, name: str, size: int, args: argparse.Namespace) -> dict:
     batches = [images[i : i + args.batch] for i in range(0, args.images, args.batch)]
     count = args.images
     if mode.startswith("inference"):
-        if mode == "inference folded":
-            model = fold_batch_norm(model)
+        if mode == "inference fused":
+            model = fuse_batch_norm(model)
         forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         run = lambda: [forward(b).numpy() for b in batches]  # noqa: E731
     elif mode == "engine":
@@ -290,7 +290,7 @@ def measure(mode: str, case: str, args: argparse.Namespace) -> dict:
 
 def one_round(case: str, args: argparse.Namespace) -> dict[str, dict]:
     """Every mode once, in this order, each in its own process."""
-    modes = ["inference", "inference folded", "engine", "loop", "tf-keras-vis"]
+    modes = ["inference", "inference fused", "engine", "loop", "tf-keras-vis"]
     modes += [f"cxr explain {n}" for n in args.explain_images]
     modes += ["engine xla"] if args.xla else []
     return {mode: measure(mode, case, args) for mode in modes}
@@ -322,9 +322,9 @@ def report(case: str, rounds: list[dict[str, dict]], args: argparse.Namespace) -
         print(f"{mode:>34} | {spread(rates, 1):>24} | {spread(ratios):>22}")
     rate = {mode: rates for mode, rates in lines}
     # (mode, baseline, digits): how many times faster than the others; the whole run against the
-    # ceiling of the folded model it runs
+    # ceiling of the fused model it runs
     pairs = [("engine gradcam", "loop", 1), ("engine gradcam", "tf-keras-vis", 1)]
-    pairs += [(m, "inference folded", 2) for m in rate if m.startswith("cxr explain")]
+    pairs += [(m, "inference fused", 2) for m in rate if m.startswith("cxr explain")]
     for mode, other, digits in pairs:
         ratios = [g / o for g, o in zip(rate[mode], rate[other], strict=True)]
         print(f"{f'{mode} / {other}':>34} | {'':>24} | {spread(ratios, digits):>22}")
@@ -371,7 +371,7 @@ def main() -> None:
         default=list(METHOD_NAMES),
         choices=METHOD_NAMES,
         metavar="METHOD",
-        help="engine rows (default: every method of the registry)",
+        help="engine rows (default: every method of the catalog)",
     )
     parser.add_argument(
         "--xla", action="store_true", help="also the engine compiled with XLA (explain.xla)"

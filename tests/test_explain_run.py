@@ -276,15 +276,15 @@ def test_the_heap_is_frozen_for_the_fold_only(trained_run, monkeypatch) -> None:
         gc.unfreeze()
 
 
-def test_the_fold_is_explained_with_its_batch_norms_folded(trained_run, monkeypatch) -> None:
-    """The folded copy is what runs, and its probabilities are the saved model's."""
-    seen, real = [], explain_run.fold_batch_norm
+def test_the_fold_is_explained_with_its_batch_norms_fused(trained_run, monkeypatch) -> None:
+    """The fused copy is what runs, and its probabilities are the saved model's."""
+    seen, real = [], explain_run.fuse_batch_norm
 
     def spy(model, keep=()):
         seen.append(real(model, keep))
         return seen[-1]
 
-    monkeypatch.setattr(explain_run, "fold_batch_norm", spy)
+    monkeypatch.setattr(explain_run, "fuse_batch_norm", spy)
     report = explain_fold(trained_run, 1, ExplainOptions(overwrite=True)).report
     kinds = {type(layer).__name__ for layer in seen[0].layers}
     assert "Identity" in kinds and "BatchNormalization" not in kinds

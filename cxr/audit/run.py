@@ -68,7 +68,7 @@ from cxr.explain.rows import overlay_name
 from cxr.external import External
 from cxr.figures import plt, save_figure
 from cxr.lungs.run import compute_lungs, has_lung_fields
-from cxr.models.folding import fold_batch_norm
+from cxr.models.fusing import fuse_batch_norm
 from cxr.runs import AUDIT_FILES, EXPERIMENT_FILES, EXPLAIN_FILES, command_dir, experiment_dir
 from cxr.tables import read_csv, write_csv
 from cxr.trained import TrainedFold
@@ -155,13 +155,13 @@ def _audit_fold(
     fold, classes, layer, fold_cfg = trained.fold, trained.classes, trained.layer, trained.settings
     folder = trained.folder("audit")
     model = trained.run.load_model()
-    # the sweep and the metrics run the model with its batch norms folded (the same outputs,
+    # the sweep and the metrics run the model with its batch norms fused (the same outputs,
     # sooner); the sanity cascade randomises the saved model's own layers, batch norms included
-    folded = fold_batch_norm(model, keep=[layer])
+    fused = fuse_batch_norm(model, keep=[layer])
     # the target's probability: a softmax, or a multi-label model's own sigmoid per finding
     multi_label = fold_cfg.data.multi_label
     probe = make_probe(
-        folded, layer, parameters=method_parameters(fold_cfg.explain), multi_label=multi_label
+        fused, layer, parameters=method_parameters(fold_cfg.explain), multi_label=multi_label
     )
     clock = Stopwatch()
     with clock("one pass over the fold"):
@@ -177,11 +177,11 @@ def _audit_fold(
     batch = trained.batch_size  # of every forward pass over perturbed images too
     with clock("deletion and insertion"):
         faithfulness, curves = faithfulness_rows(
-            folded, images, targets, every, seen.sample.names, baseline, multi_label, batch
+            fused, images, targets, every, seen.sample.names, baseline, multi_label, batch
         )
     with clock("map properties"):
         map_rows = map_metric_rows(
-            folded,
+            fused,
             probe,
             images,
             targets,
@@ -194,7 +194,7 @@ def _audit_fold(
         )
     with clock("ROAD"):
         road = road_rows(
-            folded,
+            fused,
             images,
             targets,
             every,
@@ -206,14 +206,14 @@ def _audit_fold(
     with clock("interventions"):
         sample = intervention_sample(trained, table) if not multi_label else None
         interventions = (
-            pd.DataFrame() if sample is None else intervention_rows(folded, *sample, fold, batch)
+            pd.DataFrame() if sample is None else intervention_rows(fused, *sample, fold, batch)
         )
         evidence = summarise_interventions(interventions, classes, fold)
         flagged = flagged_regions(evidence)
         pastes = (
             pd.DataFrame()
             if sample is None
-            else paste_rows(folded, *sample, flagged, classes, fold, batch)
+            else paste_rows(fused, *sample, flagged, classes, fold, batch)
         )
     log.info("fold %d audited: %s", fold, clock.line())
     if not len(seen.localisation):

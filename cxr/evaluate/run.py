@@ -27,7 +27,7 @@ from cxr.evaluate.subgroups import add_subgroups
 from cxr.explain.report import output_probabilities
 from cxr.external import External
 from cxr.figures import plt, save_figure
-from cxr.models.folding import fold_batch_norm
+from cxr.models.fusing import fuse_batch_norm
 from cxr.runs import EVALUATION_FILES, pooled_evaluation_dir
 from cxr.tables import write_csv
 from cxr.trained import TrainedFold
@@ -48,7 +48,7 @@ def predict_table(trained: TrainedFold, table: pd.DataFrame) -> pd.DataFrame:
     or the --on dataset's) through its best model: one row per image with every class
     probability."""
     run, cfg, classes = trained.run, trained.settings, trained.classes
-    model = fold_batch_norm(run.load_model())  # the same logits, sooner
+    model = fuse_batch_norm(run.load_model())  # the same logits, sooner
     ds = fold_dataset(cfg, table, classes, trained.batch_size)
     with images_named_on_failure(cfg.data.dataset_dir, table):
         logits = model.predict(ds.map(lambda x, y: x), verbose=0).astype("float32")

@@ -19,7 +19,7 @@ from cxr.data.pipeline import fold_dataset
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import make_probe
 from cxr.explain.report import output_probabilities
-from cxr.models.folding import fold_batch_norm
+from cxr.models.fusing import fuse_batch_norm
 from cxr.runs import FoldRun
 from cxr.stats import ranked, ranked_correlation
 
@@ -38,7 +38,7 @@ def maps_and_probabilities(
     """One fold model's maps of the given classes for every image, and those classes'
     probabilities."""
     probe = make_probe(
-        fold_batch_norm(run.load_model(), keep=[layer]),
+        fuse_batch_norm(run.load_model(), keep=[layer]),
         layer,
         parameters=method_parameters(settings.explain),
         multi_label=settings.data.multi_label,

@@ -47,7 +47,7 @@ from cxr.explain.rows import (
     with_boxes,
 )
 from cxr.external import External
-from cxr.models.folding import fold_batch_norm
+from cxr.models.fusing import fuse_batch_norm
 from cxr.models.precision import use_mixed_precision, with_policy
 from cxr.runs import (
     EXPERIMENT_FILES,
@@ -231,12 +231,12 @@ def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
 
 
 def fold_probe(ctx: FoldContext) -> Probe:
-    """The fold's model, its batch norms folded into the convolutions before them (as float16
+    """The fold's model, its batch norms fused into the convolutions before them (as float16
     with explain.mixed_precision), probed at the fold's layer; a note, once per process, when that
     layer's maps are coarse."""
     cfg, options = ctx.cfg, ctx.options
     layer = ctx.layer if options.method in LAYER_METHODS else None
-    model = fold_batch_norm(ctx.run.load_model(), keep=[layer])
+    model = fuse_batch_norm(ctx.run.load_model(), keep=[layer])
     if use_mixed_precision(cfg.explain.mixed_precision, "explain.mixed_precision"):
         model = with_policy(model, "mixed_float16")
     probe = make_probe(

@@ -1,5 +1,5 @@
-"""Batch norm folded into the layer before it: the same outputs, layer by layer, as the model with
-its batch norms, and only where the fold is exact."""
+"""Batch norm fused into the layer before it: the same outputs, layer by layer, as the model with
+its batch norms, and only where the fusion is exact."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from cxr.models.folding import fold_batch_norm, foldable_pairs
+from cxr.models.fusing import fusable_pairs, fuse_batch_norm
 
 
 def random_statistics(model: keras.Model, seed: int = 0) -> None:
@@ -26,7 +26,7 @@ def random_statistics(model: keras.Model, seed: int = 0) -> None:
 
 
 def branching_model() -> keras.Model:
-    """Every case: foldable convolutions (with and without a bias, gamma or beta), a convolution
+    """Every case: fusable convolutions (with and without a bias, gamma or beta), a convolution
     with an activation, one read twice, and a dense layer before a batch norm."""
     layers = keras.layers
     inputs = keras.Input((12, 12, 3))
@@ -61,25 +61,25 @@ NAMED = ["plain_bn", "plain", "biased", "activated_bn", "skip", "dense_bn", "log
 
 def test_only_exact_folds_are_chosen() -> None:
     model = branching_model()
-    assert foldable_pairs(model) == {
+    assert fusable_pairs(model) == {
         "plain_bn": "plain_conv",
         "biased_bn": "biased_conv",
         "dense_bn": "dense",
     }
     # a layer whose own output is read stays as it is, and so does its batch norm
-    assert "biased_bn" not in foldable_pairs(model, keep=["biased_conv"])
-    assert foldable_pairs(model, keep=[None]) == foldable_pairs(model)  # an input method: no layer
+    assert "biased_bn" not in fusable_pairs(model, keep=["biased_conv"])
+    assert fusable_pairs(model, keep=[None]) == fusable_pairs(model)  # an input method: no layer
 
 
-def test_folded_copy_computes_every_named_output_as_before() -> None:
+def test_fused_copy_computes_every_named_output_as_before() -> None:
     model = branching_model()
-    folded = fold_batch_norm(model)
-    kinds = {layer.name: type(layer).__name__ for layer in folded.layers}
+    fused = fuse_batch_norm(model)
+    kinds = {layer.name: type(layer).__name__ for layer in fused.layers}
     assert [kinds[n] for n in ("plain_bn", "biased_bn", "dense_bn")] == ["Identity"] * 3
     assert kinds["activated_bn"] == kinds["shared_bn"] == "BatchNormalization"
-    keras.models.clone_model(folded)  # as the guided and float16 copies do: every layer's config
+    keras.models.clone_model(fused)  # as the guided and float16 copies do: every layer's config
     for before, after in zip(
-        outputs_by_name(model, NAMED, IMAGES), outputs_by_name(folded, NAMED, IMAGES), strict=True
+        outputs_by_name(model, NAMED, IMAGES), outputs_by_name(fused, NAMED, IMAGES), strict=True
     ):
         scale = np.abs(before).max()
         assert scale > 1  # the statistics are not the identity
@@ -96,10 +96,10 @@ def test_the_fold_by_hand() -> None:
     model.get_layer("dense").set_weights([np.array([[2.0]]), np.array([1.0])])
     gamma, beta, mean, variance = ([value] for value in (4.0, 5.0, 3.0, 3.0))
     model.get_layer("bn").set_weights([np.array(v) for v in (gamma, beta, mean, variance)])
-    folded = fold_batch_norm(model)
-    kernel, bias = folded.get_layer("dense").get_weights()
+    fused = fuse_batch_norm(model)
+    kernel, bias = fused.get_layer("dense").get_weights()
     assert kernel.tolist() == [[4.0]] and bias.tolist() == [1.0]
-    for each in (model, folded):  # 10 -> 21 -> (21 - 3) * 2 + 5
+    for each in (model, fused):  # 10 -> 21 -> (21 - 3) * 2 + 5
         assert float(each(np.array([[10.0]]))[0, 0]) == pytest.approx(41.0)
 
 
@@ -107,11 +107,11 @@ def test_nothing_to_fold_returns_the_model_itself() -> None:
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(2, 3, activation="relu")(inputs)
     plain = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
-    assert fold_batch_norm(plain) is plain
+    assert fuse_batch_norm(plain) is plain
     nested = keras.Sequential([keras.Input((12, 12, 3)), branching_model()])
-    assert fold_batch_norm(nested) is nested
+    assert fuse_batch_norm(nested) is nested
     layers = keras.layers
     sequential = keras.Sequential(
         [keras.Input((8, 8, 1)), layers.Conv2D(2, 3), layers.BatchNormalization(), layers.ReLU()]
     )
-    assert fold_batch_norm(sequential) is sequential
+    assert fuse_batch_norm(sequential) is sequential
