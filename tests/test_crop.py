@@ -210,3 +210,13 @@ def lung_mask(row: pd.Series) -> np.ndarray:
     for b in decode_boxes(row["lungs"]):
         mask[int(b.y) : int(np.ceil(b.y + b.h)), int(b.x) : int(np.ceil(b.x + b.w))] = True
     return mask
+
+
+def test_a_dataset_without_lung_fields_is_refused_naming_the_setting(tmp_path) -> None:
+    from cxr.data.pipeline import make_dataset
+    from cxr.errors import DataError
+
+    write_film(tmp_path, "0.png", np.zeros((16, 16), dtype=np.uint8))
+    table = pd.DataFrame({"image": ["images/0.png"], "label": ["a"], "width": 16, "height": 16})
+    with pytest.raises(DataError, match=r"has no lung fields and data\.crop needs them: run `cxr"):
+        make_dataset(tmp_path, table, ["a"], image_size=16, crop="lungs")
