@@ -310,26 +310,30 @@ def refresh_review(
 def intervention_sample(
     trained: TrainedFold, table: pd.DataFrame, per_class: int | None = None
 ) -> tuple[np.ndarray, list[np.ndarray], list[str], list[str]]:
-    """Up to `per_class` (audit.intervention_images) images of each true class with plausible lung
-    fields (seeded), at the
-    model's input size, with their regions as the model sees them (the film's regions, cropped
-    like the film with data.crop, resized to the input), names and patients."""
+    """Up to `per_class` (audit.intervention_images) images of each true class with plausible
+    lung fields (seeded), at the model's input size, with their regions as the model sees them
+    (the film's regions, cropped like the film with data.crop, resized to the input), names and
+    patients."""
     data = trained.settings.data
     dataset_dir, size = data.dataset_dir, data.image_size
     per_class = per_class or trained.settings.audit.intervention_images
-    codes: dict[int, np.ndarray] = {}
-    for i, row in enumerate(table.to_dict("records")):
+
+    def film_lungs(row: dict) -> np.ndarray | None:
         lungs = lung_region(dataset_dir, row, stored_size(dataset_dir, row))
-        if lungs is not None and lungs.any():
-            cropped = data.crop == "lungs"
-            box = crop_box(lungs, data.crop_margin) if cropped else whole_film(lungs.shape)
-            codes[i] = to_input(region_codes(lungs), box, size)
-    known = table.loc[sorted(codes)]
+        return lungs if lungs is not None and lungs.any() else None
+
+    records = table.to_dict("records")
+    known = table.loc[[i for i, row in enumerate(records) if film_lungs(row) is not None]]
     chosen = sorted(
         index
         for _, part in known.groupby("label", sort=True)
         for index in part.sample(min(per_class, len(part)), random_state=trained.fold).index
     )
+    codes = {}
+    for i in chosen:  # the chosen films' lung fields read again: not every film's kept in memory
+        lungs = film_lungs(records[i])
+        box = crop_box(lungs, data.crop_margin) if data.crop == "lungs" else whole_film(lungs.shape)
+        codes[i] = to_input(region_codes(lungs), box, size)
     if not chosen:
         return np.zeros((0, size, size, trained.settings.data.channels)), [], [], []
     part = table.loc[chosen].reset_index(drop=True)
