@@ -179,6 +179,14 @@ def test_a_cropped_models_maps_are_drawn_back_onto_the_whole_film(
             film = np.asarray(Image.open(result.folder / row["film"]).convert("L"), dtype=float)
             stored = np.asarray(Image.open(synthetic_dataset / row["image"]), dtype=float)
             assert film.shape == stored.shape and np.abs(film - stored).mean() < 3  # JPEG
+            # the overlay is the plain film outside the crop (the model saw nothing there), and
+            # coloured inside it
+            overlay = np.asarray(Image.open(result.folder / row["overlay"]), dtype=float)
+            inside = np.zeros(stored.shape, dtype=bool)
+            inside[box.top : box.top + box.height, box.left : box.left + box.width] = True
+            grey_outside = np.abs(overlay[~inside] - stored[~inside][:, None]).mean()
+            colour_inside = np.abs(overlay[inside] - overlay[inside].mean(axis=-1, keepdims=True))
+            assert grey_outside < 3 and colour_inside.mean() > 10, row["image"]
     summary = json.loads((result.folder / "summary.json").read_text())
     assert summary["right"] + summary["wrong"] == len(result.report)
 

@@ -267,7 +267,9 @@ def write_method_maps(
         for method in methods:
             path = Path("maps") / method / overlay_name(name, suffix)
             heatmap = place_map(sample.maps[method][i], box, grey.shape)
-            pixels = draw_overlay(grey, heatmap, explain.colormap, explain.alpha, False, [])
+            pixels = draw_overlay(
+                grey, heatmap, explain.colormap, explain.alpha, False, [], seen=box
+            )
             write_overlay(pixels, folder / path)
             rows.append({"image": name, "method": method, "overlay": path.as_posix()})
     return pd.DataFrame(rows, columns=["image", "method", "overlay"])

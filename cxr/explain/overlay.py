@@ -77,14 +77,20 @@ def draw_overlay(
     empty: bool,
     boxes: list[Box],
     lungs: np.ndarray | None = None,
+    seen: CropBox | None = None,
 ) -> np.ndarray:
     """The overlay's pixels: boxes outlined in white, lung fields (when given) in cyan; an empty map
-    is stated, never a silent blank."""
+    is stated, never a silent blank. `seen`: the crop a cropped model saw (data.crop); the film
+    outside it is left uncoloured, since the model saw nothing there."""
     # a new (H, W, 3) array either way, drawn on in place
     if empty:
         pixels = np.repeat(grey[..., None], 3, axis=-1)
     else:
         pixels = blend(grey, heatmap, colormap, alpha)
+        if seen is not None:
+            inside = np.zeros(grey.shape, dtype=bool)
+            inside[seen.top : seen.top + seen.height, seen.left : seen.left + seen.width] = True
+            pixels[~inside] = grey[~inside, None]
     if lungs is not None:
         pixels[lungs & ~ndimage.binary_erosion(lungs)] = (0, 255, 255)
     if not boxes and not empty:  # nothing for Pillow to draw

@@ -174,6 +174,7 @@ def image_row(
         bool(result.empty[i]),
         boxes,
         outline,
+        box,
     )
     write_overlay(pixels, folder / overlay)
     film = f"{FILMS}/{overlay_name(row['image'], suffix)}"  # one per image, whatever the class
