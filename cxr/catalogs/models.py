@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cxr.errors import ConfigError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ImagenetWeights:
     """The no-top ImageNet weights keras.applications publishes for a backbone."""
 
@@ -23,7 +23,7 @@ class ImagenetWeights:
     md5: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     name: str  # what model.name takes
     builder: str  # its body function in cxr.models.build: (x, outputs, cfg, weights) -> logits
@@ -62,82 +62,86 @@ BACKBONE_NOTES = (
 
 MODEL_SPECS = (
     ModelSpec(
-        "pna_cnn",
-        "pna_cnn_body",
-        "unit",
-        "features",
-        32,
-        "seed 000",
-        "3×3 stem (16), five stages of [stride-2, stride-1] 3×3 convs (32, 48, 64, 80, 96), BN + "
-        "ReLU after each, global average pooling; 16 × 16 last map at 512 px; `model.widths`, "
-        "`model.batchnorm_momentum`",
+        name="pna_cnn",
+        builder="pna_cnn_body",
+        preprocessing="unit",
+        explain_layer="features",
+        min_size=32,
+        after="seed 000",
+        notes=(
+            "3×3 stem (16), five stages of [stride-2, stride-1] 3×3 convs (32, 48, 64, 80, 96), "
+            "BN + ReLU after each, global average pooling; 16 × 16 last map at 512 px; "
+            "`model.widths`, `model.batchnorm_momentum`"
+        ),
         widths=(2, None),  # a stem, then one width per stage
     ),
     ModelSpec(
-        "vgg16_cardiomegaly",
-        "vgg16_cardiomegaly_body",
-        "caffe",
-        "block6_conv3",
-        256,
-        "seed 003",
-        "VGG16 base (14,714,688 parameters) + three 512-filter 3×3 convs + max-pool, dense 100 → "
-        "dropout → dense 20 → dropout → logits",
-        ImagenetWeights(
-            "vgg16",
-            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "6d6bbae143d832006294945121d1f1fc",
+        name="vgg16_cardiomegaly",
+        builder="vgg16_cardiomegaly_body",
+        preprocessing="caffe",
+        explain_layer="block6_conv3",
+        min_size=256,
+        after="seed 003",
+        notes=(
+            "VGG16 base (14,714,688 parameters) + three 512-filter 3×3 convs + max-pool, "
+            "dense 100 → dropout → dense 20 → dropout → logits"
+        ),
+        imagenet=ImagenetWeights(
+            folder="vgg16",
+            filename="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            md5="6d6bbae143d832006294945121d1f1fc",
         ),
     ),
     ModelSpec(
-        "resnet50",
-        "applications_body",
-        "caffe",
-        "conv5_block3_out",
-        32,
-        "seeds 002, 004",
-        BACKBONE_NOTES,
-        ImagenetWeights(
-            "resnet",
-            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "4d473c1dd8becc155b73f8504c6f6626",
+        name="resnet50",
+        builder="applications_body",
+        preprocessing="caffe",
+        explain_layer="conv5_block3_out",
+        min_size=32,
+        after="seeds 002, 004",
+        notes=BACKBONE_NOTES,
+        imagenet=ImagenetWeights(
+            folder="resnet",
+            filename="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            md5="4d473c1dd8becc155b73f8504c6f6626",
         ),
     ),
     ModelSpec(
-        "densenet121",
-        "applications_body",
-        "torch",
-        "relu",
-        32,
-        "seeds 002, 004",
-        BACKBONE_NOTES,
-        ImagenetWeights(
-            "densenet",
-            "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "30ee3e1110167f948a6b9946edeeb738",
+        name="densenet121",
+        builder="applications_body",
+        preprocessing="torch",
+        explain_layer="relu",
+        min_size=32,
+        after="seeds 002, 004",
+        notes=BACKBONE_NOTES,
+        imagenet=ImagenetWeights(
+            folder="densenet",
+            filename="densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            md5="30ee3e1110167f948a6b9946edeeb738",
         ),
     ),
     ModelSpec(
-        "inception_v3",
-        "applications_body",
-        "tf",
-        "mixed10",
-        75,
-        "seeds 002, 004",
-        BACKBONE_NOTES,
-        ImagenetWeights(
-            "inception_v3",
-            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "bcbd6486424b2319ff4ef7d526e38f63",
+        name="inception_v3",
+        builder="applications_body",
+        preprocessing="tf",
+        explain_layer="mixed10",
+        min_size=75,
+        after="seeds 002, 004",
+        notes=BACKBONE_NOTES,
+        imagenet=ImagenetWeights(
+            folder="inception_v3",
+            filename="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            md5="bcbd6486424b2319ff4ef7d526e38f63",
         ),
     ),
     ModelSpec(
-        "tiny_cnn",
-        "tiny_cnn_body",
-        "unit",
-        "features",
-        16,  # the config's floor for data.image_size (it would build at 8)
-        "tests",
-        "two small stages",
+        name="tiny_cnn",
+        builder="tiny_cnn_body",
+        preprocessing="unit",
+        explain_layer="features",
+        min_size=16,  # the config's floor for data.image_size (it would build at 8)
+        after="tests",
+        notes="two small stages",
         widths=(2, 2),
     ),
 )

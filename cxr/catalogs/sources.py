@@ -34,7 +34,7 @@ DOWNLOADED = ("from_dir", "mirror")  # what every downloaded source reads beside
 FLAGS = {"from_dir": "--from", "csv_root": "--root"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SourceSpec:
     name: str  # what `cxr download NAME` takes
     summary: str  # one line, for --help
@@ -64,51 +64,58 @@ def flag(field: str) -> str:
 
 SOURCE_SPECS = (
     SourceSpec(
-        "synthetic",
-        "CXR-like phantoms with planted findings and boxes, made locally in seconds",
-        "synthetic_items",
-        256,
-        "pneumonia",
-        ("pneumonia", "cardiomegaly"),
+        name="synthetic",
+        summary="CXR-like phantoms with planted findings and boxes, made locally in seconds",
+        items="synthetic_items",
+        default_size=256,
+        default_task="pneumonia",
+        tasks=("pneumonia", "cardiomegaly"),
         options=("n", "positive_fraction", "bias"),
     ),
     SourceSpec(
-        "nih-cxr14",
-        "NIH ChestX-ray14: 112,120 PNGs, 14 findings, patient ids, 984 boxes (NIH public links; "
-        "CSVs from the NIH Box folder)",
-        "nih_items",
-        512,
-        "cardiomegaly",
-        ("all", *(finding.lower() for finding in NIH_FINDINGS)),
+        name="nih-cxr14",
+        summary=(
+            "NIH ChestX-ray14: 112,120 PNGs, 14 findings, patient ids, 984 boxes (NIH public "
+            "links; CSVs from the NIH Box folder)"
+        ),
+        items="nih_items",
+        default_size=512,
+        default_task="cardiomegaly",
+        tasks=("all", *(finding.lower() for finding in NIH_FINDINGS)),
         files="NIH_FILES",
         options=("parts",),
     ),
     SourceSpec(
-        "rsna-pneumonia",
-        "RSNA Pneumonia Detection Challenge: DICOMs with opacity boxes (Kaggle credentials; accept "
-        "the competition rules first)",
-        "rsna_items",
-        512,
-        "pneumonia",
-        ("pneumonia",),
+        name="rsna-pneumonia",
+        summary=(
+            "RSNA Pneumonia Detection Challenge: DICOMs with opacity boxes (Kaggle credentials; "
+            "accept the competition rules first)"
+        ),
+        items="rsna_items",
+        default_size=512,
+        default_task="pneumonia",
+        tasks=("pneumonia",),
         files="RSNA_FILES",
         credentials="kaggle",
     ),
     SourceSpec(
-        "covid-radiography",
-        "COVID-19 Radiography Database: COVID / normal / viral pneumonia PNGs (Kaggle credentials)",
-        "covid_items",
-        299,
+        name="covid-radiography",
+        summary=(
+            "COVID-19 Radiography Database: COVID / normal / viral pneumonia PNGs (Kaggle "
+            "credentials)"
+        ),
+        items="covid_items",
+        default_size=299,
         files="COVID_FILES",
         credentials="kaggle",
         options=("classes",),
     ),
     SourceSpec(
-        "folder",
-        "your own images: --from DIR with one sub-folder per class, or --csv FILE of "
+        name="folder",
+        summary="your own images: --from DIR with one sub-folder per class, or --csv FILE of "
         "path,label[,patient_id,boxes,lungs,lung_mask,...] (--root: where its paths start)",
-        "folder_items",
-        None,
+        items="folder_items",
+        default_size=None,
         options=("from_dir", "csv", "csv_root", "inject_marker"),
     ),
 )
