@@ -10,6 +10,7 @@ where it writes. A fold that is training right now is refused here (cxr.runs.ope
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,10 @@ from cxr.catalogs.models import get_model_spec
 from cxr.config import Config
 from cxr.data.labels import choose_positive_class
 from cxr.external import External
+from cxr.lungs.run import compute_lungs, has_lung_fields
 from cxr.runs import FoldRun, command_dir, experiment_dir, open_trained_fold
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,29 @@ class TrainedFold:
         """Where `command` (explain, audit) writes for this fold."""
         return command_dir(self.output, command, self.fold)
 
-    def table(self) -> pd.DataFrame:
+    def table(self, lungs: bool = False) -> pd.DataFrame:
         """The images the command goes through: the fold's validation images, or every image of
-        the --on dataset (its classes renamed to the model's)."""
+        the --on dataset (its classes renamed to the model's). Their lung fields are computed
+        first where missing (by the shipped model, as `cxr lungs` does, for these images only)
+        when `lungs` (the audit) or when the model reads its images through them (data.crop,
+        data.outside_lungs): a cropped model can be validated on another hospital's films as
+        they come."""
+        table = self.read_table()
+        if not (lungs or self.settings.data.needs_lungs):
+            return table
+        dataset_dir, images = self.settings.data.dataset_dir, set(table["image"])
+        if has_lung_fields(dataset_dir, images):
+            return table
+        log.info(
+            "%s has no lung fields yet for the %d image(s) used here: computing them (as `cxr "
+            "lungs` does for every image)",
+            dataset_dir,
+            len(images),
+        )
+        compute_lungs(dataset_dir, images=images)
+        return self.read_table()  # now with their lung fields
+
+    def read_table(self) -> pd.DataFrame:
         if self.on is None:
             return self.run.validation_table(self.settings)
         return self.on.table(self.classes, self.settings.data.multi_label)

@@ -5,6 +5,7 @@ geometry puts them."""
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 
 import numpy as np
@@ -211,6 +212,13 @@ def test_a_cropped_models_maps_are_drawn_back_onto_the_whole_film(
     )
     refused = CliRunner().invoke(app, ["evaluate", "--config", str(config), "data.crop=none"])
     assert refused.exit_code == 2 and "data.crop" in refused.output
+    # another hospital's films as they come, without lung fields: computed for them first
+    bare = tmp_path / "elsewhere" / "bare"
+    shutil.copytree(synthetic_dataset, bare)
+    read_labels(bare).drop(columns=["lungs"]).head(12).to_csv(bare / "labels.csv", index=False)
+    done = CliRunner().invoke(app, ["evaluate", "--config", str(config), "--on", str(bare)])
+    assert done.exit_code == 0, done.output
+    assert "ROC AUC" in done.output and read_labels(bare)["lung_mask"].ne("").all()
 
 
 def lung_mask(row: pd.Series) -> np.ndarray:

@@ -67,7 +67,6 @@ from cxr.explain.review import audit_verdicts, write_fold_review
 from cxr.explain.rows import overlay_name
 from cxr.external import External
 from cxr.figures import plt, save_figure
-from cxr.lungs.run import compute_lungs, has_lung_fields
 from cxr.models.fusing import fuse_batch_norm
 from cxr.runs import AUDIT_FILES, EXPERIMENT_FILES, EXPLAIN_FILES, command_dir, experiment_dir
 from cxr.tables import read_csv, write_csv
@@ -110,17 +109,7 @@ def audit_fold(
     trained = TrainedFold.open(cfg, fold, on, layer)
     fold_cfg = trained.settings
     # real radiographs: the shipped lung model finds them first, for this fold's images only
-    table = trained.table()
-    images = set(table["image"])
-    if not has_lung_fields(fold_cfg.data.dataset_dir, images):
-        log.info(
-            "%s has no lung fields yet for the %d image(s) audited: computing them (as `cxr "
-            "lungs` does for every image)",
-            fold_cfg.data.dataset_dir,
-            len(images),
-        )
-        compute_lungs(fold_cfg.data.dataset_dir, images=images)
-        table = trained.table()  # now with their lung fields
+    table = trained.table(lungs=True)
     with images_named_on_failure(fold_cfg.data.dataset_dir, table):
         return _audit_fold(trained, table, methods, sanity_stages, baseline)
 
