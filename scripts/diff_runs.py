@@ -43,9 +43,16 @@ def compare_values(a: object, b: object, where: str, tolerance: float, out: list
         out.append(f"{where}: {str(a)[:80]!r} against {str(b)[:80]!r}")
 
 
+def read_table(path: Path) -> pd.DataFrame:
+    """Every cell as text; an empty file (a table with no rows to write) as an empty table."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:  # written as an empty (or bare newline) file
+        return pd.DataFrame()
+
+
 def compare_csv(a: Path, b: Path, name: str, tolerance: float, out: list[str]) -> None:
-    left = pd.read_csv(a, dtype=str, keep_default_na=False)
-    right = pd.read_csv(b, dtype=str, keep_default_na=False)
+    left, right = read_table(a), read_table(b)
     if list(left.columns) != list(right.columns) or len(left) != len(right):
         out.append(f"{name}: columns or rows differ ({left.shape} against {right.shape})")
         return
