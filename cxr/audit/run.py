@@ -50,8 +50,8 @@ from cxr.data.images import read_image
 from cxr.data.labels import decode_boxes, patient_of
 from cxr.data.lungfields import (
     CropBox,
-    crop_box,
     lung_region,
+    seen_box,
     stored_size,
     to_input,
     whole_film,
@@ -274,7 +274,7 @@ def sample_film(
         return np.clip(np.rint(image.mean(axis=-1)), 0, 255).astype(np.uint8), None
     grey = read_image(data.dataset_dir / row["image"])
     lungs = lung_region(data.dataset_dir, row, grey.shape)
-    return grey, None if lungs is None else crop_box(lungs, data.crop_margin)
+    return grey, seen_box(lungs, data)
 
 
 def refresh_review(
@@ -323,7 +323,7 @@ def intervention_sample(
     codes = {}
     for i in chosen:  # the chosen films' lung fields read again: not every film's kept in memory
         lungs = film_lungs(records[i])
-        box = crop_box(lungs, data.crop_margin) if data.crop == "lungs" else whole_film(lungs.shape)
+        box = seen_box(lungs, data) or whole_film(lungs.shape)
         codes[i] = to_input(region_codes(lungs), box, size)
     if not chosen:
         return np.zeros((0, size, size, trained.settings.data.channels)), [], [], []

@@ -22,7 +22,7 @@ from cxr.audit.regions import map_regions
 from cxr.audit.shortcut import DOMINATES, allowed_region
 from cxr.config import Config
 from cxr.data.labels import Box, boxes_for, choose_positive_class, decode_boxes, patient_of
-from cxr.data.lungfields import crop_box, lung_region, stored_size
+from cxr.data.lungfields import lung_region, seen_box, stored_size
 from cxr.data.pipeline import fold_dataset
 from cxr.explain.methods import explain_batch
 from cxr.explain.overlay import place_map
@@ -121,7 +121,6 @@ def sweep_fold(
     batch = fold_cfg.explain.batch_size
     dataset_dir = fold_cfg.data.dataset_dir
     multi_label = fold_cfg.data.multi_label
-    margin = fold_cfg.data.crop_margin if fold_cfg.data.crop == "lungs" else None
     positive = None if multi_label else choose_positive_class(classes, fold_cfg.data.positive_class)
     keys = np.random.default_rng(0).random(len(table))
     baselines_rng = np.random.default_rng(0)
@@ -150,7 +149,7 @@ def sweep_fold(
         for i, row in enumerate(rows):
             size = stored_size(dataset_dir, row)
             lungs = lung_region(dataset_dir, row, size)  # None when unknown or implausible
-            box = crop_box(lungs, margin) if margin is not None and lungs is not None else None
+            box = seen_box(lungs, fold_cfg.data)  # None: the model saw the whole film
             truth = outcome(int(targets[i]), int(predicted[i]), positive)
             own = {m: maps[m][i] for m in methods}
             item = (row["image"], images[i], int(targets[i]), own, row)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cxr.config import DataConfig
 from cxr.data.images import read_image
 from cxr.data.labels import box_mask, decode_boxes
 from cxr.errors import DataError
@@ -122,6 +123,14 @@ def crop_box(lungs: np.ndarray, margin: float) -> CropBox:
     top, left = max(int(rows[0]) - dy, 0), max(int(cols[0]) - dx, 0)
     bottom, right = min(int(rows[-1]) + 1 + dy, height), min(int(cols[-1]) + 1 + dx, width)
     return CropBox(top, left, bottom - top, right - left)
+
+
+def seen_box(lungs: np.ndarray | None, data: DataConfig) -> CropBox | None:
+    """The part of the stored film a model trained with `data` sees: its lungs' crop box with
+    data.crop: lungs, else None (the whole film: no crop, or no plausible lung fields)."""
+    if data.crop != "lungs" or lungs is None or not lungs.any():
+        return None
+    return crop_box(lungs, data.crop_margin)
 
 
 def stored_size(dataset_dir: Path, row: dict) -> tuple[int, int]:

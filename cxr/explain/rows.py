@@ -16,7 +16,7 @@ from PIL import Image
 
 from cxr.config import Config
 from cxr.data.labels import boxes_for, decode_boxes, split_labels
-from cxr.data.lungfields import crop_box, lung_region
+from cxr.data.lungfields import lung_region, seen_box
 from cxr.data.regions import REGIONS, region_codes
 from cxr.errors import ConfigError
 from cxr.explain.methods import Explanation
@@ -149,7 +149,7 @@ def image_row(
     grey = stored_pixels(fold_cfg.data.dataset_dir / row["image"], row, None if cropped else pixels)
     # None when unknown or implausible
     lungs = lung_region(fold_cfg.data.dataset_dir, row, grey.shape)
-    box = crop_box(lungs, fold_cfg.data.crop_margin) if cropped and lungs is not None else None
+    box = seen_box(lungs, fold_cfg.data)  # None: the model saw the whole film
     heatmap = place_map(result.maps[i], box, grey.shape)  # on the film, whatever the model saw
     boxes = decode_boxes(row.get("boxes"))
     x, y = peak_location(heatmap)
