@@ -17,6 +17,7 @@ input with `to_input`; with both settings the kept spans are those of the lungs 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -76,27 +77,46 @@ def check_lung_fields(dataset_dir: Path, table: pd.DataFrame, setting: str) -> N
         )
 
 
-def table_spans(
-    dataset_dir: Path, table: pd.DataFrame, size: int, crop_margin: float | None = None
-) -> tuple[np.ndarray, int]:
-    """(N, size, 2) kept spans of every image at the model's input size (in its lungs crop with
-    `crop_margin`), and how many images have no plausible lung fields (their whole film is
-    kept)."""
-    check_lung_fields(dataset_dir, table, "data.outside_lungs")
-    spans = np.zeros((len(table), size, 2), dtype=np.int32)
+@dataclass(frozen=True)
+class LungInputs:
+    """What a table's lung fields give the pipeline, read once per image."""
+
+    boxes: np.ndarray | None  # (N, 4) int32 crop boxes (top, left, height, width): data.crop
+    spans: np.ndarray | None  # (N, size, 2) int32 kept spans at the input: data.outside_lungs
+    unknown: int  # images without plausible lung fields: their whole film is kept
+
+
+def lung_inputs(
+    dataset_dir: Path,
+    table: pd.DataFrame,
+    size: int,
+    crop_margin: float | None = None,
+    outside: bool = False,
+) -> LungInputs:
+    """Each image's crop box (with `crop_margin`) and the spans kept at the model's input size
+    (with `outside`: in the crop when there is one), from one read of its lung fields."""
+    check_lung_fields(
+        dataset_dir, table, "data.outside_lungs" if crop_margin is None else "data.crop"
+    )
+    boxes = None if crop_margin is None else np.zeros((len(table), 4), dtype=np.int32)
+    spans = np.zeros((len(table), size, 2), dtype=np.int32) if outside else None
     unknown = 0
     for i, row in enumerate(table.to_dict("records")):
-        if crop_margin is None:
+        if boxes is None:
             lungs = lung_region(dataset_dir, row, (size, size))
+            known = lungs is not None and bool(lungs.any())
         else:
             box, film = film_crop(dataset_dir, row, crop_margin)
-            lungs = None if film is None else to_input(film, box, size)
-        if lungs is None or not lungs.any():
-            spans[i, :, 1] = size
-            unknown += 1
-        else:
-            spans[i] = kept_spans(lungs)
-    return spans, unknown
+            boxes[i] = box
+            known = film is not None
+            lungs = to_input(film, box, size) if known and spans is not None else None
+        unknown += not known
+        if spans is not None:
+            if known and lungs.any():
+                spans[i] = kept_spans(lungs)
+            else:
+                spans[i, :, 1] = size
+    return LungInputs(boxes, spans, unknown)
 
 
 class CropBox(NamedTuple):
@@ -150,18 +170,6 @@ def film_crop(dataset_dir: Path, row: dict, margin: float) -> tuple[CropBox, np.
     if lungs is None or not lungs.any():
         return whole_film(shape), None
     return crop_box(lungs, margin), lungs
-
-
-def table_crops(dataset_dir: Path, table: pd.DataFrame, margin: float) -> tuple[np.ndarray, int]:
-    """(N, 4) int32 crop boxes (top, left, height, width) of every image, and how many images
-    have no plausible lung fields (not cropped)."""
-    check_lung_fields(dataset_dir, table, "data.crop")
-    boxes = np.zeros((len(table), 4), dtype=np.int32)
-    unknown = 0
-    for i, row in enumerate(table.to_dict("records")):
-        boxes[i], lungs = film_crop(dataset_dir, row, margin)
-        unknown += lungs is None
-    return boxes, unknown
 
 
 def to_input(film: np.ndarray, box: CropBox, size: int) -> np.ndarray:

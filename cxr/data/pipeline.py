@@ -27,7 +27,7 @@ from cxr.config import Config
 from cxr.data.images import read_image
 from cxr.data.labels import LABEL_SEPARATOR, read_labels, split_labels
 from cxr.data.labels import class_names as table_class_names
-from cxr.data.lungfields import BLUR_SIGMA, table_crops, table_spans
+from cxr.data.lungfields import BLUR_SIGMA, lung_inputs
 from cxr.data.regions import BORDER, CORNER
 from cxr.errors import DataError
 
@@ -170,13 +170,20 @@ def make_dataset(
     labels = encode_labels(table["label"], class_names, multi_label)
     margin = crop_margin if crop == "lungs" else None
     inputs: dict[str, np.ndarray | list[str]] = {"path": paths}
-    if margin is not None:
-        inputs["box"], unknown = table_crops(dataset_dir, table, margin)
-        warn_unknown(unknown, len(table), "data.crop leaves their whole film")
-    if outside_lungs != "keep":
-        inputs["spans"], unknown = table_spans(dataset_dir, table, image_size, margin)
-        warn_unknown(unknown, len(table), "data.outside_lungs leaves their whole film")
-        around = outside_lungs_op(outside_lungs, image_size)
+    if margin is not None or outside_lungs != "keep":
+        found = lung_inputs(dataset_dir, table, image_size, margin, outside_lungs != "keep")
+        if found.unknown:
+            log.warning(
+                "%d of %d image(s) have no plausible lung fields: data.crop and "
+                "data.outside_lungs leave their whole film",
+                found.unknown,
+                len(table),
+            )
+        if found.boxes is not None:
+            inputs["box"] = found.boxes
+        if found.spans is not None:
+            inputs["spans"] = found.spans
+            around = outside_lungs_op(outside_lungs, image_size)
     ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
 
     @as_written
@@ -258,13 +265,6 @@ def fold_dataset(
         crop=fold_cfg.data.crop,
         crop_margin=fold_cfg.data.crop_margin,
     )
-
-
-def warn_unknown(unknown: int, total: int, consequence: str) -> None:
-    if unknown:
-        log.warning(
-            "%d of %d image(s) have no plausible lung fields: %s", unknown, total, consequence
-        )
 
 
 def cache_file(
