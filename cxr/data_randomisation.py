@@ -35,7 +35,6 @@ from cxr.trained import TrainedFold
 
 log = logging.getLogger(__name__)
 PASS = 0.5  # as the model-randomisation check: the maps must rank-correlate less than this
-SAMPLE = 16  # images, when the fold has no audit sample yet
 SALT = 0xDA7A  # the permutation's seed, beside the experiment's seed and the fold
 
 
@@ -137,12 +136,17 @@ def data_randomisation(cfg: Config, fold: int, methods: list[str]) -> DataRandom
 
 
 def sample_table(trained: TrainedFold, validation: pd.DataFrame) -> pd.DataFrame:
-    """The audit's sample of the fold (audit/fold<K>/summary.json), else its first images."""
+    """The audit's sample of the fold (audit/fold<K>/summary.json), else its first audit.sample
+    images."""
     summary = trained.folder("audit") / AUDIT_FILES.summary
     names: list[str] = []
     if summary.is_file():
         names = json.loads(summary.read_text()).get("sample") or []
-    chosen = validation[validation["image"].isin(names)] if names else validation.head(SAMPLE)
+    chosen = (
+        validation[validation["image"].isin(names)]
+        if names
+        else validation.head(trained.settings.audit.sample)
+    )
     return chosen.reset_index(drop=True)
 
 

@@ -46,7 +46,6 @@ from cxr.audit.shortcut import summarise_shortcuts
 from cxr.audit.sweep import Sample, sweep_fold
 from cxr.catalogs.methods import method_parameters
 from cxr.config import OVERLAY_FORMATS, Config, check_baseline
-from cxr.data.images import read_image
 from cxr.data.labels import decode_boxes, patient_of
 from cxr.data.lungfields import (
     CropBox,
@@ -64,7 +63,7 @@ from cxr.explain.methods import get_method
 from cxr.explain.overlay import draw_overlay, place_map, write_overlay
 from cxr.explain.probe import make_probe
 from cxr.explain.review import audit_verdicts, write_fold_review
-from cxr.explain.rows import overlay_name
+from cxr.explain.rows import overlay_name, stored_pixels
 from cxr.external import External
 from cxr.figures import plt, save_figure
 from cxr.models.fusing import fuse_batch_norm
@@ -272,7 +271,7 @@ def sample_film(
     data = fold_cfg.data
     if data.crop != "lungs":
         return np.clip(np.rint(image.mean(axis=-1)), 0, 255).astype(np.uint8), None
-    grey = read_image(data.dataset_dir / row["image"])
+    grey = stored_pixels(data.dataset_dir / row["image"], row, None)  # as explain reads it
     lungs = lung_region(data.dataset_dir, row, grey.shape)
     return grey, seen_box(lungs, data)
 
