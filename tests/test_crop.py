@@ -236,3 +236,23 @@ def test_a_dataset_without_lung_fields_is_refused_naming_the_setting(tmp_path) -
     table = pd.DataFrame({"image": ["images/0.png"], "label": ["a"], "width": 16, "height": 16})
     with pytest.raises(DataError, match=r"has no lung fields and data\.crop needs them: run `cxr"):
         make_dataset(tmp_path, table, ["a"], image_size=16, crop="lungs")
+
+
+def test_a_labels_table_whose_sizes_are_not_the_files_is_one_line(tmp_path) -> None:
+    """A crop box is computed in labels.csv's pixels and applied to the decoded file: a table
+    that misstates a film's size is refused by name, not a TensorFlow assertion mid-run."""
+    from cxr.data.pipeline import make_dataset
+    from cxr.errors import DataError
+
+    write_film(tmp_path, "0.png", np.zeros((32, 32), dtype=np.uint8))
+    table = pd.DataFrame(
+        {
+            "image": ["images/0.png"],
+            "label": ["a"],
+            "width": 64,
+            "height": 64,
+            "lungs": ['[{"x": 40, "y": 40, "w": 10, "h": 10, "label": "lung"}]'],
+        }
+    )
+    with pytest.raises(DataError, match=r"images/0.png is 32 x 32 px but labels.csv says 64 x 64"):
+        make_dataset(tmp_path, table, ["a"], image_size=16, crop="lungs")

@@ -162,10 +162,25 @@ def stored_size(dataset_dir: Path, row: dict) -> tuple[int, int]:
         return image.size[::-1]
 
 
+def file_size(dataset_dir: Path, row: dict) -> tuple[int, int]:
+    """(height, width) of the image file itself (its header, no decode), refusing a labels.csv
+    whose width and height say otherwise: a crop box must fit the film the pipeline decodes."""
+    with Image.open(dataset_dir / row["image"]) as image:
+        shape = image.size[::-1]
+    said = stored_size(dataset_dir, row)
+    if said != shape:
+        raise DataError(
+            f"{row['image']} is {shape[1]} x {shape[0]} px but labels.csv says {said[1]} x "
+            f"{said[0]} (width x height): correct its width and height columns, or make the "
+            "dataset again with --overwrite"
+        )
+    return shape
+
+
 def film_crop(dataset_dir: Path, row: dict, margin: float) -> tuple[CropBox, np.ndarray | None]:
     """One image's crop box and its lung fields at the stored size (None: unknown or implausible,
     and the box is the whole film)."""
-    shape = stored_size(dataset_dir, row)
+    shape = file_size(dataset_dir, row)
     lungs = lung_region(dataset_dir, row, shape)
     if lungs is None or not lungs.any():
         return whole_film(shape), None
