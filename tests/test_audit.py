@@ -147,7 +147,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_audit_on_a_trained_fold(trained_run, capsys) -> None:
-    from cxr.cli import print_audit
+    from cxr.cli.present import print_audit
 
     result = audit_fold(trained_run, 1, ["gradcam", "hirescam"], sanity_stages=3)
     for name in (
@@ -485,7 +485,7 @@ def test_max_sensitivity_is_zero_for_a_map_noise_cannot_move() -> None:
 
 def test_the_audit_names_only_the_figures_it_wrote(tmp_path, capsys) -> None:
     from cxr.audit.results import AuditSummary, Shortcuts
-    from cxr.cli import print_audit
+    from cxr.cli.present import print_audit
 
     shortcuts = Shortcuts("gradcam", "border band", 0, 0.0, 0.0, {}, [])
     summary = AuditSummary(0, [0], "features", {}, {}, {}, shortcuts)

@@ -73,7 +73,7 @@ def test_download_synthetic_and_errors(tmp_path: Path) -> None:
 
 def test_evaluate_line_names_sensitivity_specificity_and_counts() -> None:
     """Rows are true classes, columns predicted, in class order; the positive class is either."""
-    from cxr.cli import describe_metrics
+    from cxr.cli.present import describe_metrics
 
     base = {
         "roc_auc": 0.9,

@@ -64,7 +64,7 @@ def test_a_lock_from_another_host_is_not_taken_over(tmp_path: Path) -> None:
 
 def test_all_folds_names_a_fold_trained_for_the_first_time_now(trained_run, capsys) -> None:
     """#23's leftover: --all-folds used to leave such a fold out without a word."""
-    from cxr.cli import selected_folds
+    from cxr.cli.commands import selected_folds
     from cxr.runs import folds_in_training, training_lock
 
     with training_lock(trained_run, 3):
