@@ -21,13 +21,15 @@ from cxr.atomic import write_text_atomic
 from cxr.config import Config, load_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import known_patients, patient_keys
+from cxr.findings import Findings
+from cxr.results.audit import AuditSummary, DataRandomisation
+from cxr.results.evaluation import Evaluation, ExternalEvaluation, Metrics
 from cxr.runs import (
     AUDIT_FILES,
     EVALUATION_FILES,
     EXPERIMENT_FILES,
     EXPLAIN_FILES,
     REVIEW_PAGE,
-    command_dir,
     experiment_dir,
     external_dir,
     fold_run,
@@ -69,14 +71,14 @@ def num(value: object, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
-def estimate(metrics: dict, name: str) -> str:
-    """'0.912 [0.884, 0.937]' from a metrics dict with its ci95, or the value alone."""
-    value = metrics.get(name)
+def estimate(metrics: Metrics, name: str) -> str:
+    """'0.912 [0.884, 0.937]': a metric with its 95% interval where it has one."""
+    value = getattr(metrics, name)
     if not isinstance(value, int | float) or not math.isfinite(value):
         return "undefined"
     text = f"{value:.3f}"
-    if name in metrics.get("ci95", {}):
-        low, high = metrics["ci95"][name]
+    if name in metrics.ci95:
+        low, high = metrics.ci95[name]
         text += f" [{low:.3f}, {high:.3f}]"
     return text
 
@@ -130,54 +132,47 @@ def model_section(trained: Config) -> Section:
     ]
 
 
-def performance_section(cfg: Config) -> list[Section]:
-    report = read_json(pooled_evaluation_dir(cfg) / EVALUATION_FILES.metrics)
+def performance_section(report: Evaluation | None) -> list[Section]:
     if report is None:
         return [("Performance", ["- Not evaluated yet: `cxr evaluate --all-folds`"])]
-    pooled = report["pooled"]
+    pooled = report.pooled
     names = ("roc_auc", "sensitivity", "specificity", "precision", "f1", "accuracy")
     lines = [
-        f"Out of fold, pooled over folds {', '.join(map(str, report['folds']))} "
-        f"({pooled['n']} images); 95% intervals resample patients"
-        + (
-            f"; positive class {md(pooled['positive_class'])}" if "positive_class" in pooled else ""
-        ),
+        f"Out of fold, pooled over folds {', '.join(map(str, report.folds))} "
+        f"({pooled.n} images); 95% intervals resample patients"
+        + (f"; positive class {md(pooled.positive_class)}" if pooled.positive_class else ""),
         "",
         "| metric | pooled | per fold (mean ± std) |",
         "| --- | --- | --- |",
         *(
-            f"| {name} | {estimate(pooled, name)} | {estimate(report['mean_std'][name], 'mean')} "
-            f"± {estimate(report['mean_std'][name], 'std')} |"
+            f"| {name} | {estimate(pooled, name)} | {num(report.mean_std[name].mean)} "
+            f"± {num(report.mean_std[name].std)} |"
             for name in names
-            if name in pooled
         ),
     ]
     sections = [("Performance", lines)]
-    if "calibration" in pooled:
-        c = pooled["calibration"]
+    if pooled.calibration is not None:
+        c = pooled.calibration
         sections.append(
             (
                 "Calibration",
                 [
-                    f"- {md(c['of'])}: expected calibration error {num(c['ece'])} over {c['bins']} "
-                    f"equal-count bins, Brier score {num(c['brier'])} (figure below)"
+                    f"- {md(c.of)}: expected calibration error {num(c.ece)} over {c.bins} "
+                    f"equal-count bins, Brier score {num(c.brier)} (figure below)"
                 ],
             )
         )
-    points = pooled.get("operating_points", {})
-    if points:
+    if pooled.operating_points:
         sections.append(
             (
                 "Operating points (chosen out of fold)",
                 [
-                    f"- {name}: sensitivity {num(p['sensitivity'])}, specificity "
-                    f"{num(p['specificity'])}"
-                    for name, p in points.items()
+                    f"- {name}: sensitivity {num(p.sensitivity)}, specificity {num(p.specificity)}"
+                    for name, p in pooled.operating_points.items()
                 ],
             )
         )
-    groups = pooled.get("subgroups", [])
-    if groups:
+    if pooled.subgroups:
         sections.append(
             (
                 "Subgroups",
@@ -185,11 +180,10 @@ def performance_section(cfg: Config) -> list[Section]:
                     "| subgroup | images | positives | ROC AUC [95% CI] | below overall |",
                     "| --- | --- | --- | --- | --- |",
                     *(
-                        f"| {md(g['column'])}={md(g['value'])} | {g['images']} | "
-                        f"{g['positives']} | "
-                        f"{num(g['roc_auc'])} [{num(g['ci95_low'])}, {num(g['ci95_high'])}] | "
-                        f"{'yes' if g['below_overall'] else 'no'} |"
-                        for g in groups
+                        f"| {md(g.column)}={md(g.value)} | {g.images} | {g.positives} | "
+                        f"{num(g.roc_auc)} [{num(g.ci95_low)}, {num(g.ci95_high)}] | "
+                        f"{'yes' if g.below_overall else 'no'} |"
+                        for g in pooled.subgroups
                     ),
                 ],
             )
@@ -197,74 +191,54 @@ def performance_section(cfg: Config) -> list[Section]:
     return sections
 
 
-def external_reports(cfg: Config) -> list[Path]:
-    """The metrics.json of every dataset the experiment was run on with --on."""
-    return sorted(external_dir(cfg).glob("*/metrics.json"))
-
-
-def external_section(cfg: Config) -> Section:
-    lines = []
-    for path in external_reports(cfg):
-        report = read_json(path) or {}
-        ensemble = report.get("ensemble", {})
-        lines.append(
-            f"- {md(report.get('dataset', path.parent.name))} ({ensemble.get('n', '?')} images), "
-            f"fold ensemble of {len(report.get('folds', []))}: ROC AUC "
-            f"{estimate(ensemble, 'roc_auc')}, sensitivity {estimate(ensemble, 'sensitivity')}, "
-            f"specificity {estimate(ensemble, 'specificity')}"
-        )
+def external_section(reports: list[ExternalEvaluation]) -> Section:
+    lines = [
+        f"- {md(report.dataset)} ({report.ensemble.n} images), fold ensemble of "
+        f"{len(report.folds)}: ROC AUC {estimate(report.ensemble, 'roc_auc')}, sensitivity "
+        f"{estimate(report.ensemble, 'sensitivity')}, specificity "
+        f"{estimate(report.ensemble, 'specificity')}"
+        for report in reports
+    ]
     return "External validation", lines or [
         "- None yet: the figures above come from one source; `cxr evaluate --on OTHER` tests "
         "another"
     ]
 
 
-def explanation_section(cfg: Config, folds: list[int]) -> list[Section]:
+def explanation_section(root: Path, findings: Findings) -> list[Section]:
     lines = []
-    for fold in folds:
-        summary = read_json(
-            command_dir(experiment_dir(cfg), "explain", fold) / EXPLAIN_FILES.summary
-        )
-        if summary is None:
-            continue
+    for fold, summary in findings.explained.items():
         text = (
-            f"- Fold {fold}, {summary['method']} at {md(summary['layer'])} (target "
-            f"{md(summary['target'])}): {summary['images']} images, {summary['right']} of "
-            f"{summary.get('rows', summary['images'])} maps right, {summary['empty_maps']} empty "
-            "maps"
+            f"- Fold {fold}, {summary.method} at {md(summary.layer)} (target "
+            f"{md(summary.target)}): {summary.images} images, {summary.right} of "
+            f"{summary.rows} maps right, {summary.empty_maps} empty maps"
         )
-        loc = summary.get("localisation")
+        loc = summary.localisation
         if loc:
             text += (
-                f"; peak inside the box for {num(loc['peak_in_box'], '.0%')} of "
-                f"{loc['true_positives_with_boxes']} true positives (centre "
-                f"{num(loc['centre_baseline'], '.0%')}, random "
-                f"{num(loc['random_baseline'], '.0%')})"
+                f"; peak inside the box for {num(loc.peak_in_box, '.0%')} of "
+                f"{loc.true_positives_with_boxes} true positives (centre "
+                f"{num(loc.centre_baseline, '.0%')}, random "
+                f"{num(loc.random_baseline, '.0%')})"
             )
         lines.append(text + f" ([review page](explain/fold{fold}/{REVIEW_PAGE}))")
-    root = experiment_dir(cfg)
-    pooled = read_json(command_dir(root, "audit") / AUDIT_FILES.summary)
-    per_fold = [read_json(command_dir(root, "audit", fold) / AUDIT_FILES.summary) for fold in folds]
-    audits = [pooled] if pooled else [found for found in per_fold if found]
-    audit_lines = [line for found in audits for line in audit_lines_of(found, root)]
-    for fold in folds:
-        found = read_json(command_dir(root, "audit", fold) / AUDIT_FILES.data_randomisation_summary)
-        if found:
-            audit_lines += [f"- {line}" for line in data_randomisation_lines(found)]
+    audit_lines = [line for found in findings.audits for line in audit_lines_of(found, root)]
+    for checked in findings.data_randomisation.values():
+        audit_lines += [f"- {line}" for line in data_randomisation_lines(checked)]
     return [
         ("Explanations", lines or ["- Not explained yet: `cxr explain --all-folds`"]),
         ("Audit of the explanations", audit_lines or ["- Not audited yet: `cxr audit`"]),
     ]
 
 
-def data_randomisation_lines(summary: dict) -> list[str]:
-    """audit/fold<K>/data_randomisation.json (cxr.data_randomisation) as one line per method."""
+def data_randomisation_lines(checked: DataRandomisation) -> list[str]:
+    """A fold's data randomisation check (cxr.data_randomisation) as one line per method."""
     return [
-        f"fold {summary['fold']}, {md(method)}: data randomisation "
-        f"{'passes' if c['passes'] else 'FAILS'} (maps of a copy trained on permuted labels: "
-        f"rank correlation {num(c['spearman'], '.2f')}, SSIM {num(c['ssim'], '.2f')}; must be "
-        f"below {summary['pass_below']})"
-        for method, c in summary["checks"].items()
+        f"fold {checked.fold}, {md(method)}: data randomisation "
+        f"{'passes' if c.passes else 'FAILS'} (maps of a copy trained on permuted labels: "
+        f"rank correlation {num(c.spearman, '.2f')}, SSIM {num(c.ssim, '.2f')}; must be "
+        f"below {checked.pass_below})"
+        for method, c in checked.checks.items()
     ]
 
 
@@ -277,45 +251,43 @@ def review_link(root: Path, fold: object, text: str, **filters: str) -> str:
     return f" ([{text}]({page.as_posix()}#{urlencode(filters, quote_via=quote)}))"
 
 
-def audit_lines_of(summary: dict, root: Path) -> list[str]:
-    fold = summary.get("fold")
+def audit_lines_of(summary: AuditSummary, root: Path) -> list[str]:
+    fold = summary.fold
     where = "pooled" if fold is None else f"fold {fold}"
     lines = []
-    for method, found in summary.get("localisation", {}).items():
+    for method, found in summary.localisation.items():
         lines.append(
             f"- {where}, {method}: pointing game "
-            f"{num(found['scores']['pointing_hit']['mean'], '.2f')} ({found['images']} images "
-            "with boxes)"
+            f"{num(found.scores['pointing_hit'].mean, '.2f')} ({found.images} images with boxes)"
         )
-    for method, check in summary.get("sanity", {}).items():
-        verdict = "passes" if check["passes"] else "FAILS"
+    for method, check in summary.sanity.items():
+        verdict = "passes" if check.passes else "FAILS"
         lines.append(
             f"- {where}, {method}: randomisation sanity check {verdict} (rank correlation "
-            f"{num(check['last_stage_spearman'], '.2f')} after {check['stages']} stages)"
+            f"{num(check.last_stage_spearman, '.2f')} after {check.stages} stages)"
         )
-    for method, f in summary.get("faithfulness", {}).items():
+    for method, f in summary.faithfulness.items():
         lines.append(
-            f"- {where}, {method}: deletion area {num(f['deletion_auc'])}, insertion area "
-            f"{num(f['insertion_auc'])} ({f['baseline']} baseline)"
+            f"- {where}, {method}: deletion area {num(f.deletion_auc)}, insertion area "
+            f"{num(f.insertion_auc)} ({f.baseline} baseline)"
         )
-    shortcuts = summary.get("shortcuts", {})
-    if shortcuts:
-        flags = (shortcuts.get("regions") or {}).get("flags", {})
-        flagged = "; ".join(
-            f"{md(k)}: {', '.join(v)}"
-            + review_link(root, fold, "review them", predicted=k, audit="flagged")
-            for k, v in flags.items()
+    shortcuts = summary.shortcuts
+    flags = shortcuts.regions.flags if shortcuts.regions else {}
+    flagged = "; ".join(
+        f"{md(k)}: {', '.join(v)}"
+        + review_link(root, fold, "review them", predicted=k, audit="flagged")
+        for k, v in flags.items()
+    )
+    lines.append(
+        f"- {where}, shortcuts ({shortcuts.rule} rule): "
+        + (
+            f"FLAGGED, {flagged or ', '.join(map(md, shortcuts.flagged_classes))}"
+            if shortcuts.model_flagged
+            else "not flagged"
         )
-        lines.append(
-            f"- {where}, shortcuts ({shortcuts['rule']} rule): "
-            + (
-                f"FLAGGED, {flagged or ', '.join(map(md, shortcuts['flagged_classes']))}"
-                if shortcuts.get("model_flagged")
-                else "not flagged"
-            )
-        )
-    if summary.get("interventions"):
-        evidence = summary.get("flagged_on_evidence") or {}
+    )
+    if summary.interventions:
+        evidence = summary.flagged_on_evidence
         regions = "; ".join(
             f"{md(k)}: "
             + ", ".join(
@@ -331,14 +303,14 @@ def audit_lines_of(summary: dict, root: Path) -> list[str]:
     return lines
 
 
-def limitations_section(cfg: Config, trained: Config) -> Section:
+def limitations_section(trained: Config, findings: Findings) -> Section:
     info = read_json(trained.data.dataset_dir / METADATA_FILE) or {}
     lines = []
     if info.get("source") == "synthetic":
         lines.append("- Synthetic phantoms: the figures prove the pipeline, not a clinical model")
     if info.get("source") == "nih-cxr14":
         lines.append("- NIH ChestX-ray14 labels were text-mined from reports: some are wrong")
-    if not external_reports(cfg):
+    if not findings.external:
         lines.append("- One data source and no external validation: performance elsewhere unknown")
     lines.append(
         "- Binary labels per image; no localisation ground truth beyond the boxes the data has"
@@ -408,15 +380,15 @@ def figures_section(cfg: Config, folds: list[int]) -> Section:
     return "Figures", [f"![{caption}]({path.as_posix()})" for caption, path in figures]
 
 
-def card_sections(cfg: Config) -> list[Section]:
+def card_sections(cfg: Config, findings: Findings) -> list[Section]:
     folds = trained_folds(cfg)
     trained = load_config(fold_run(cfg, folds[0]).config)
     return [
         data_section(cfg, trained, folds),
         model_section(trained),
-        *performance_section(cfg),
-        external_section(cfg),
-        *explanation_section(cfg, folds),
+        *performance_section(findings.evaluation),
+        external_section(findings.external),
+        *explanation_section(experiment_dir(cfg), findings),
         (
             "Intended use",
             [
@@ -424,18 +396,16 @@ def card_sections(cfg: Config) -> list[Section]:
                 "medical device, not for diagnosis"
             ],
         ),
-        limitations_section(cfg, trained),
+        limitations_section(trained, findings),
         provenance_section(cfg, folds),
         figures_section(cfg, folds),
     ]
 
 
-def write_model_card(cfg: Config) -> Path | None:
+def write_model_card(cfg: Config, findings: Findings) -> Path:
     """runs/<experiment>/MODEL_CARD.md and MODEL_CARD.html (the same Markdown rendered, its
-    figures shown), from the run's files (None before any fold is trained)."""
-    if not trained_folds(cfg):
-        return None
-    sections = card_sections(cfg)
+    figures shown), from the findings and the run's files."""
+    sections = card_sections(cfg, findings)
     title = f"Model card: {md(cfg.experiment.name)}"
     markdown_text = "\n\n".join(
         [f"# {title}", *(f"## {head}\n\n" + "\n".join(lines) for head, lines in sections)]
@@ -473,6 +443,11 @@ def as_html(title: str, markdown_text: str) -> str:
     """The card's Markdown rendered by Python-Markdown (tables, code marks, links, figures as
     pictures). User text in it is already inert: `md` wrote its HTML characters as entities."""
     return page(title, markdown.markdown(markdown_text, extensions=["tables"]))
+
+
+def external_reports(cfg: Config) -> list[Path]:
+    """The metrics.json of every dataset the experiment was run on with --on."""
+    return sorted(external_dir(cfg).glob(f"*/{EVALUATION_FILES.metrics}"))
 
 
 def experiment_index(cfg: Config) -> str:

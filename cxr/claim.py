@@ -13,19 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxr.card import estimate, external_reports, md, num, read_json
+from cxr.card import estimate, md, num, read_json
 from cxr.config import Config, load_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import known_patients, patient_keys
+from cxr.findings import Findings
 from cxr.runs import (
     AUDIT_FILES,
-    EVALUATION_FILES,
     EXPERIMENT_FILES,
-    EXPLAIN_FILES,
     command_dir,
     experiment_dir,
     fold_run,
-    pooled_evaluation_dir,
     trained_folds,
 )
 from cxr.tables import read_csv
@@ -84,8 +82,8 @@ class Answer:
     source: str  # the file(s) it came from, relative to runs/<experiment>/ or the dataset
 
 
-def answers(cfg: Config) -> dict[int, Answer]:
-    """Item number -> what the run's files answer (only the items they can)."""
+def answers(cfg: Config, findings: Findings) -> dict[int, Answer]:
+    """Item number -> what the run's files and findings answer (only the items they can)."""
     folds = trained_folds(cfg)
     root = experiment_dir(cfg)
     first = fold_run(cfg, folds[0])
@@ -207,14 +205,10 @@ def answers(cfg: Config) -> dict[int, Answer]:
         "fold<K>/summary.json",
     )
     found[27] = Answer("none: each fold's model is reported on its own fold", "fold<K>/")
-    report = read_json(pooled_evaluation_dir(cfg) / EVALUATION_FILES.metrics)
+    report = findings.evaluation
     if report:
-        pooled = report["pooled"]
-        names = [
-            n
-            for n in ("roc_auc", "sensitivity", "specificity", "precision", "f1", "accuracy")
-            if n in pooled
-        ]
+        pooled = report.pooled
+        names = ["roc_auc", "sensitivity", "specificity", "precision", "f1", "accuracy"]
         found[28] = Answer(
             ", ".join(names) + "; calibration (expected calibration error, Brier score)",
             "evaluation/metrics.json",
@@ -225,40 +219,35 @@ def answers(cfg: Config) -> dict[int, Answer]:
         )
         found[35] = Answer(
             "; ".join(
-                f"fold {k}: roc_auc {estimate(m, 'roc_auc')}"
-                for k, m in report.get("per_fold", {}).items()
+                f"fold {k}: roc_auc {estimate(m, 'roc_auc')}" for k, m in report.per_fold.items()
             )
             + f"; pooled: roc_auc {estimate(pooled, 'roc_auc')}",
             "evaluation/metrics.json",
         )
         found[36] = Answer(
             ", ".join(f"{n} {estimate(pooled, n)}" for n in names if n != "roc_auc")
-            + f" (pooled, {pooled.get('n')} images)",
+            + f" (pooled, {pooled.n} images)",
             "evaluation/metrics.json",
         )
-    subgroups = pooled_evaluation_dir(cfg) / EVALUATION_FILES.subgroups
-    externals = external_reports(cfg)
-    if subgroups.is_file() or externals:
+    subgroups = bool(report and report.pooled.subgroups)
+    externals = findings.external
+    if subgroups or externals:
         found[30] = Answer(
-            ("subgroup metrics; " if subgroups.is_file() else "")
+            ("subgroup metrics; " if subgroups else "")
             + (f"{len(externals)} external dataset(s)" if externals else ""),
             "evaluation/subgroups.csv, external/",
         )
     found[32] = Answer(
-        ", ".join(md(p.parent.name) for p in externals)
+        ", ".join(md(e.dataset) for e in externals)
         if externals
         else "none: every figure comes from the training source",
         "external/<dataset>/metrics.json",
     )
-    explained = [
-        (k, s)
-        for k in folds
-        if (s := read_json(command_dir(root, "explain", k) / EXPLAIN_FILES.summary))
-    ]
+    explained = findings.explained.items()
     audited = [k for k in folds if (command_dir(root, "audit", k) / AUDIT_FILES.summary).is_file()]
     if explained:
         found[31] = Answer(
-            ", ".join(f"fold {k}: {md(s['method'])}" for k, s in explained)
+            ", ".join(f"fold {k}: {md(s.method)}" for k, s in explained)
             + (
                 "; validated by the audit (pointing game against boxes, randomisation sanity "
                 "check, deletion/insertion and ROAD, shortcut regions and interventions) for "
@@ -270,7 +259,7 @@ def answers(cfg: Config) -> dict[int, Answer]:
         )
         found[37] = Answer(
             "; ".join(
-                f"fold {k}: {s['wrong']} wrong of {s.get('rows', s['images'])}, each with its "
+                f"fold {k}: {s.wrong} wrong of {s.rows}, each with its "
                 "map (explain/fold{k}/wrong/ and the review page)".replace("{k}", str(k))
                 for k, s in explained
             ),
@@ -291,8 +280,8 @@ def answers(cfg: Config) -> dict[int, Answer]:
     return found
 
 
-def claim_markdown(cfg: Config) -> str:
-    filled = answers(cfg)
+def claim_markdown(cfg: Config, findings: Findings) -> str:
+    filled = answers(cfg, findings)
     lines = [
         f"# CLAIM checklist: {md(cfg.experiment.name)}",
         "",

@@ -10,7 +10,6 @@ also gets DeLong's test for two correlated AUCs (DeLong et al. 1988, in the fast
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,9 @@ from cxr.data.labels import known_patients
 from cxr.data.sources import check_dataset_name
 from cxr.errors import DataError
 from cxr.figures import plt, save_figure
+from cxr.findings import read_record, record_of
+from cxr.results.audit import AuditSummary
+from cxr.results.evaluation import Evaluation, ExternalEvaluation
 from cxr.runs import AUDIT_FILES, COMPARE_FILES, EVALUATION_FILES
 from cxr.tables import read_csv, write_csv
 
@@ -44,6 +46,17 @@ class Difference:
 
 
 @dataclass(frozen=True)
+class WhereMapsLook:
+    """What a run's audit says of where its maps look, per predicted class."""
+
+    audit: str  # the summary.json it comes from, below the run's folder
+    peaks_in_lungs: dict[str, float]  # share of map peaks inside the lungs
+    energy_outside_chest: dict[str, float]
+    flagged_by_maps: list[str]
+    flagged_on_evidence: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
 class Comparison:
     a: str
     b: str
@@ -52,7 +65,7 @@ class Comparison:
     patients: int
     positive_class: str
     differences: list[Difference]
-    maps: dict[str, dict]  # run -> what its audit says of where its maps look
+    maps: dict[str, WhereMapsLook | None]  # run -> where its maps look (None: never audited)
     folder: Path
 
 
@@ -133,29 +146,27 @@ def predictions_of(folder: Path, on: str | None) -> tuple[pd.DataFrame, str, lis
         raise DataError(f"{folder.name} has no {table}: run `{command}` for it first")
     damaged = DataError(f"{where}: its predictions or metrics are damaged; run `{command}` again")
     try:
-        metrics = json.loads(report.read_text(encoding="utf-8"))
-        pooled = (
-            (metrics.get("pooled") or metrics.get("ensemble") or {})
-            if isinstance(metrics, dict)
-            else {}
+        found = (
+            record_of(Evaluation, report) if on is None else record_of(ExternalEvaluation, report)
         )
         predictions = read_csv(
             table, dtype={"image": str, "patient_id": str}, keep_default_na=False
         )
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError):
         raise damaged from None
-    if "positive_class" not in pooled:
+    pooled = found.pooled if isinstance(found, Evaluation) else found.ensemble
+    if pooled.positive_class is None:
         raise DataError(
             f"{folder.name}: cxr compare compares binary tasks (a positive class); "
             f"{report} has none"
         )
     needed = {"fold", "image", "patient_id", "true_label", "predicted_label"}
-    needed.add(f"prob_{pooled['positive_class']}")
-    if not needed <= set(predictions.columns) or "classes" not in pooled:
+    needed.add(f"prob_{pooled.positive_class}")
+    if not needed <= set(predictions.columns):
         raise damaged
     if on is not None:
         predictions = predictions[predictions["fold"].astype(str) == "ensemble"]
-    return predictions, pooled["positive_class"], pooled["classes"]
+    return predictions, pooled.positive_class, pooled.classes
 
 
 def compare_runs(a: str, b: str, runs: Path = Path("runs"), on: str | None = None) -> Comparison:
@@ -221,32 +232,26 @@ def patients_of(both: pd.DataFrame) -> np.ndarray:
     return ids.where(ids != "", both["image"]).to_numpy()
 
 
-def maps_of(folder: Path, on: str | None) -> dict:
+def maps_of(folder: Path, on: str | None) -> WhereMapsLook | None:
     """What the run's audit says of where its maps look: per predicted class the share of peaks
     in the lungs and the energy outside the chest, the map flags and the flags on evidence (the
-    pooled audit, else its first fold's; empty before any audit)."""
+    pooled audit, else its first fold's; None before any audit)."""
     root = folder if on is None else folder / "external" / on
-    found = sorted((root / "audit").glob("fold*/summary.json"))
+    found = sorted((root / "audit").glob(f"fold*/{AUDIT_FILES.summary}"))
     path = root / "audit" / AUDIT_FILES.summary
     path = path if path.is_file() else (found[0] if found else None)
-    if path is None:
-        return {}
-    summary = json.loads(path.read_text(encoding="utf-8"))
-    shortcuts = summary.get("shortcuts") or {}
-    regions = shortcuts.get("regions") or {}
-    return {
-        "audit": str(path.relative_to(folder)),
-        "peaks_in_lungs": {
-            name: group["peaks"]["lung"]["share"]
-            for name, group in (regions.get("per_class") or {}).items()
-        },
-        "energy_outside_chest": {
-            name: group["outside_chest"]["mean"]
-            for name, group in (regions.get("per_class") or {}).items()
-        },
-        "flagged_by_maps": shortcuts.get("flagged_classes", []),
-        "flagged_on_evidence": summary.get("flagged_on_evidence", {}),
-    }
+    summary = read_record(AuditSummary, path) if path else None
+    if summary is None:
+        return None
+    regions = summary.shortcuts.regions
+    groups = regions.per_class if regions else {}
+    return WhereMapsLook(
+        audit=str(path.relative_to(folder)),
+        peaks_in_lungs={name: group.peaks["lung"].share for name, group in groups.items()},
+        energy_outside_chest={name: group.outside_chest.mean for name, group in groups.items()},
+        flagged_by_maps=summary.shortcuts.flagged_classes,
+        flagged_on_evidence=summary.flagged_on_evidence,
+    )
 
 
 def write_comparison(
@@ -267,9 +272,10 @@ def write_comparison(
     left.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     left.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC, {result.images} images")
     left.legend(fontsize=8)
-    names = sorted({c for m in result.maps.values() for c in m.get("peaks_in_lungs", {})})
-    for offset, (run, found) in enumerate(result.maps.items()):
-        shares = [found.get("peaks_in_lungs", {}).get(c, np.nan) for c in names]
+    peaks = {run: found.peaks_in_lungs if found else {} for run, found in result.maps.items()}
+    names = sorted({c for shares in peaks.values() for c in shares})
+    for offset, (run, found) in enumerate(peaks.items()):
+        shares = [found.get(c, np.nan) for c in names]
         right.bar(np.arange(len(names)) + 0.4 * offset, shares, width=0.4, label=run)
     right.set_xticks(np.arange(len(names)) + 0.2, names)
     right.set(ylabel="share of map peaks inside the lungs", ylim=(0, 1), title="where maps look")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -27,6 +26,8 @@ from cxr.data.pipeline import fold_dataset
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import make_probe
 from cxr.models.fusing import fuse_batch_norm
+from cxr.results.audit import DataCheck, DataRandomisation
+from cxr.results.records import to_json
 from cxr.runs import AUDIT_FILES
 from cxr.stats import ranked, ranked_correlation
 from cxr.tables import write_csv
@@ -36,26 +37,6 @@ from cxr.trained import TrainedFold
 log = logging.getLogger(__name__)
 PASS = 0.5  # as the model-randomisation check: the maps must rank-correlate less than this
 SALT = 0xDA7A  # the permutation's seed, beside the experiment's seed and the fold
-
-
-@dataclass(frozen=True)
-class DataCheck:
-    """One method: the mean rank correlation and SSIM of the two models' maps."""
-
-    images: int
-    spearman: float
-    ssim: float
-    passes: bool
-
-
-@dataclass(frozen=True)
-class DataRandomisation:
-    fold: int
-    epochs: int
-    labels_changed: float  # share of training images whose label the permutation changed
-    checks: dict[str, DataCheck]
-    rows: pd.DataFrame  # per image and method
-    maps: dict[str, tuple[np.ndarray, np.ndarray]]  # method -> (trained, permuted) maps
 
 
 def permuted_labels(labels: pd.Series, seed: list[int]) -> pd.Series:
@@ -128,10 +109,10 @@ def data_randomisation(cfg: Config, fold: int, methods: list[str]) -> DataRandom
         )
         for method, part in frame.groupby("method", sort=False)
     }
-    result = DataRandomisation(fold, settings.train.epochs, changed, checks, frame, maps)
+    result = DataRandomisation(fold, settings.train.epochs, changed, PASS, checks, frame, maps)
     folder = trained.folder("audit")
     write_csv(frame, folder / AUDIT_FILES.data_randomisation)
-    write_json_atomic(folder / AUDIT_FILES.data_randomisation_summary, summary_of(result))
+    write_json_atomic(folder / AUDIT_FILES.data_randomisation_summary, to_json(result))
     return result
 
 
@@ -148,13 +129,3 @@ def sample_table(trained: TrainedFold, validation: pd.DataFrame) -> pd.DataFrame
         else validation.head(trained.settings.audit.sample)
     )
     return chosen.reset_index(drop=True)
-
-
-def summary_of(result: DataRandomisation) -> dict:
-    return {
-        "fold": result.fold,
-        "epochs": result.epochs,
-        "labels_changed": result.labels_changed,
-        "pass_below": PASS,
-        "checks": {m: asdict(c) for m, c in result.checks.items()},
-    }

@@ -385,7 +385,7 @@ def test_ranked_correlation_is_spearmans_rho() -> None:
 
 
 def test_a_best_method_must_beat_both_baselines() -> None:
-    from cxr.audit.results import AuditSummary, Estimate, Localisation, Shortcuts
+    from cxr.results.audit import AuditSummary, Estimate, Localisation, Shortcuts
 
     def summary(**pointing: float) -> AuditSummary:
         scores = {
@@ -484,8 +484,8 @@ def test_max_sensitivity_is_zero_for_a_map_noise_cannot_move() -> None:
 
 
 def test_the_audit_names_only_the_figures_it_wrote(tmp_path, capsys) -> None:
-    from cxr.audit.results import AuditSummary, Shortcuts
     from cxr.cli.present import print_audit
+    from cxr.results.audit import AuditSummary, Shortcuts
 
     shortcuts = Shortcuts("gradcam", "border band", 0, 0.0, 0.0, {}, [])
     summary = AuditSummary(0, [0], "features", {}, {}, {}, shortcuts)

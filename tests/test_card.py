@@ -27,19 +27,27 @@ def test_the_card_reads_every_figure_from_the_run(trained_run) -> None:
 
 
 def test_audit_lines_link_the_review_page_filtered_to_their_images(tmp_path) -> None:
-    from cxr.card import audit_lines_of
+    from dataclasses import replace
 
-    summary = {
-        "fold": 0,
-        "shortcuts": {
-            "rule": "regions",
-            "model_flagged": True,
-            "flagged_classes": ["a b"],
-            "regions": {"flags": {"a b": ["93% of peaks in the top-left corner"]}},
-        },
-        "interventions": {"normal": {}},
-        "flagged_on_evidence": {"normal": ["top_left", "border"]},
+    from cxr.card import audit_lines_of
+    from cxr.results.audit import (
+        AuditSummary,
+        Estimate,
+        Intervention,
+        Regions,
+        Shortcuts,
+    )
+
+    flags = {"a b": ["93% of peaks in the top-left corner"]}
+    shortcuts = Shortcuts("gradcam", "regions", 4, 0.5, 0.5, {}, ["a b"], Regions(4, {}, {}, flags))
+    cost = Estimate(-0.5, -0.6, -0.4)
+    filled = {
+        region: Intervention(4, cost, cost, cost, 0.5, flagged=True)
+        for region in ("top_left", "border")
     }
+    summary = AuditSummary(
+        0, [0], "features", {}, {}, {}, shortcuts, interventions={"normal": filled}
+    )
     assert not any("](" in line for line in audit_lines_of(summary, tmp_path))  # no page yet
     (tmp_path / "explain" / "fold0").mkdir(parents=True)
     (tmp_path / "explain" / "fold0" / "index.html").write_text("page")
@@ -50,5 +58,5 @@ def test_audit_lines_link_the_review_page_filtered_to_their_images(tmp_path) -> 
         in text
     )
     assert "#predicted=normal&region=border)" in text
-    pooled = audit_lines_of(summary | {"fold": None}, tmp_path)
+    pooled = audit_lines_of(replace(summary, fold=None), tmp_path)
     assert not any("](" in line for line in pooled)

@@ -73,30 +73,33 @@ def test_download_synthetic_and_errors(tmp_path: Path) -> None:
 
 def test_evaluate_line_names_sensitivity_specificity_and_counts() -> None:
     """Rows are true classes, columns predicted, in class order; the positive class is either."""
-    from cxr.cli.present import describe_metrics
+    from dataclasses import replace
 
-    base = {
-        "roc_auc": 0.9,
-        "accuracy": 0.8,
-        "n": 141,
-        "sensitivity": 57 / 69,
-        "specificity": 53 / 72,
-    }
-    second = {
-        **base,
-        "classes": ["normal", "tb"],
-        "positive_class": "tb",
-        "confusion_matrix": [[53, 19], [12, 57]],
-    }
+    from cxr.cli.present import describe_metrics
+    from cxr.results.evaluation import Metrics
+
+    base = Metrics(
+        roc_auc=0.9,
+        accuracy=0.8,
+        n=141,
+        sensitivity=57 / 69,
+        specificity=53 / 72,
+        precision=57 / 76,
+        f1=114 / 145,
+        classes=["a", "b", "c"],
+    )
+    second = replace(
+        base,
+        classes=["normal", "tb"],
+        positive_class="tb",
+        confusion_matrix=[[53, 19], [12, 57]],
+    )
     assert describe_metrics(second).endswith(
         "tb: sensitivity 0.826, specificity 0.736 (TP 57, FN 12, TN 53, FP 19)"
     )
-    first = {**second, "classes": ["tb", "normal"], "confusion_matrix": [[57, 12], [19, 53]]}
+    first = replace(second, classes=["tb", "normal"], confusion_matrix=[[57, 12], [19, 53]])
     assert describe_metrics(first) == describe_metrics(second)
-    assert (
-        describe_metrics({**base, "classes": ["a", "b", "c"]})
-        == "ROC AUC 0.900, accuracy 0.800 (n = 141)"
-    )
+    assert describe_metrics(base) == "ROC AUC 0.900, accuracy 0.800 (n = 141)"
 
 
 def test_usage_errors_answer_before_tensorflow_is_imported(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from cxr import stats
 from cxr.cli import app
 from cxr.compare import compare_runs, delong, paired_differences
 from cxr.errors import DataError
+from cxr.results.evaluation import Evaluation, Metrics
+from cxr.results.records import to_json
 
 
 def delong_by_hand(truth, a, b):
@@ -102,8 +104,15 @@ def fake_run(runs: Path, name: str, table: pd.DataFrame, score: np.ndarray) -> N
         prob_normal=1 - score,
         prob_sick=score,
     ).to_csv(folder / "predictions.csv", index=False)
-    pooled = {"positive_class": "sick", "classes": ["normal", "sick"]}
-    (folder / "metrics.json").write_text(json.dumps({"pooled": pooled}))
+    pooled = Metrics(
+        n=len(score),
+        accuracy=0.5,
+        classes=["normal", "sick"],
+        positive_class="sick",
+        **dict.fromkeys(["roc_auc", "sensitivity", "specificity", "precision", "f1"], 0.5),
+    )  # what compare reads of it: the classes and the positive class
+    report = Evaluation(folds=[0], pooled=pooled, mean_std={}, per_fold={0: pooled})
+    (folder / "metrics.json").write_text(json.dumps(to_json(report)))
 
 
 def test_compare_two_runs_and_refuse_what_cannot_be_compared(tmp_path: Path) -> None:

@@ -30,17 +30,15 @@ def test_binary_metrics_by_hand() -> None:
     m = compute_metrics(y_true, probs, ["normal", "pneumonia"], positive=1)
     pairs = [(p, n) for p, n in product(p_pos[y_true == 1], p_pos[y_true == 0])]
     # Mann-Whitney
-    assert m["roc_auc"] == pytest.approx(
-        sum((p > n) + 0.5 * (p == n) for p, n in pairs) / len(pairs)
-    )
+    assert m.roc_auc == pytest.approx(sum((p > n) + 0.5 * (p == n) for p, n in pairs) / len(pairs))
     tp, fn, fp, tn = 2, 2, 2, 4  # predicted positive where p > 0.5: 0.9, 0.8 | 0.7, 0.6
-    assert m["accuracy"] == pytest.approx((tp + tn) / 10)
-    assert m["sensitivity"] == pytest.approx(tp / (tp + fn)) and m["specificity"] == pytest.approx(
+    assert m.accuracy == pytest.approx((tp + tn) / 10)
+    assert m.sensitivity == pytest.approx(tp / (tp + fn)) and m.specificity == pytest.approx(
         tn / (tn + fp)
     )
-    assert m["precision"] == pytest.approx(tp / (tp + fp))
-    assert m["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
-    assert m["confusion_matrix"] == [[tn, fp], [fn, tp]]
+    assert m.precision == pytest.approx(tp / (tp + fp))
+    assert m.f1 == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert m.confusion_matrix == [[tn, fp], [fn, tp]]
 
 
 def test_multiclass_metrics_by_hand() -> None:
@@ -57,13 +55,13 @@ def test_multiclass_metrics_by_hand() -> None:
     )
     m = compute_metrics(y_true, probs, ["a", "b", "c"], positive=None)
     # predictions: 0, 1, 1, 1, 2, 0
-    assert m["accuracy"] == pytest.approx(4 / 6)
-    assert m["sensitivity"] == pytest.approx(np.mean([1 / 2, 2 / 2, 1 / 2]))
+    assert m.accuracy == pytest.approx(4 / 6)
+    assert m.sensitivity == pytest.approx(np.mean([1 / 2, 2 / 2, 1 / 2]))
     # class a: negatives 1,1,2,2 -> one predicted a; class b: 0,0,2,2 -> one predicted b; c: none
     spec = [3 / 4, 3 / 4, 4 / 4]
-    assert m["specificity"] == pytest.approx(np.mean(spec))
+    assert m.specificity == pytest.approx(np.mean(spec))
     per_class = [roc_auc_score(y_true == c, probs[:, c]) for c in range(3)]
-    assert m["roc_auc"] == pytest.approx(np.mean(per_class))
+    assert m.roc_auc == pytest.approx(np.mean(per_class))
 
 
 @pytest.mark.parametrize(
@@ -111,13 +109,12 @@ def test_evaluate_writes_reports_from_the_models_own_predictions(trained_run) ->
     pooled = pd.concat(
         [pd.read_csv(fold_run(trained_run, k).evaluation / "predictions.csv") for k in (0, 1)]
     )
-    assert result.pooled["roc_auc"] == pytest.approx(
+    assert result.pooled.roc_auc == pytest.approx(
         roc_auc_score(pooled["true_label"] == "pneumonia", pooled["prob_pneumonia"])
     )
-    per_fold = [result.per_fold[k]["accuracy"] for k in (0, 1)]
-    assert result.summary["accuracy"] == pytest.approx(
-        {"mean": np.mean(per_fold), "std": np.std(per_fold)}
-    )
+    per_fold = [result.per_fold[k].accuracy for k in (0, 1)]
+    spread = result.mean_std["accuracy"]
+    assert (spread.mean, spread.std) == pytest.approx((np.mean(per_fold), np.std(per_fold)))
     saved = json.loads((pooled_evaluation_dir(trained_run) / "metrics.json").read_text())
     assert saved["pooled"]["n"] == len(pooled) and saved["folds"] == [0, 1]
     # intervals over patients and calibration, pooled and per fold
@@ -131,15 +128,13 @@ def test_evaluate_writes_reports_from_the_models_own_predictions(trained_run) ->
         len(p) * abs(p.mean() - h.mean())
         for p, h in zip(np.array_split(probability, 10), np.array_split(hits, 10), strict=True)
     ]
-    assert result.pooled["calibration"]["ece"] == pytest.approx(sum(gaps) / len(score))
-    assert result.pooled["calibration"]["brier"] == pytest.approx(
-        np.mean((probability - hits) ** 2)
-    )
+    assert result.pooled.calibration.ece == pytest.approx(sum(gaps) / len(score))
+    assert result.pooled.calibration.brier == pytest.approx(np.mean((probability - hits) ** 2))
     assert (fold_run(trained_run, 0).evaluation / "calibration.png").is_file()
     # out-of-fold operating points over the pooled folds, and patients with several images
-    points = result.pooled["operating_points"]
-    assert set(points["youden"]["thresholds"]) == {"0", "1"} and "sensitivity_0.9" in points
-    assert result.pooled["patients"]["max"]["n"] == pooled["patient_id"].nunique()
+    points = result.pooled.operating_points
+    assert set(points["youden"].thresholds) == {"0", "1"} and "sensitivity_0.9" in points
+    assert result.pooled.patients["max"].n == pooled["patient_id"].nunique()
 
 
 def test_untrained_fold_is_a_clear_error(trained_run, tmp_path: Path) -> None:
@@ -202,13 +197,15 @@ def test_temperature_scaling_in_the_pooled_report(trained_run) -> None:
 
     cfg = trained_run.model_copy(update={"evaluate": EvaluateConfig(calibrate="temperature")})
     result = evaluate(cfg, [0, 1])
-    scaled = result.pooled["temperature"]
+    scaled = result.pooled.temperature
     pooled = pd.read_csv(pooled_evaluation_dir(cfg) / "predictions.csv")
     # fold 0's temperature is the one fitted on fold 1's predictions alone
     other = pooled[pooled["fold"] == 1]
     probs = other[["prob_normal", "prob_pneumonia"]].to_numpy()
     truth = (other["true_label"] == "pneumonia").to_numpy().astype(int)
-    assert scaled["per_fold"]["0"] == pytest.approx(fit_temperature(probs, truth), rel=0.01)
+    assert scaled.per_fold["0"] == pytest.approx(fit_temperature(probs, truth), rel=0.01)
     assert {"calibrated_prob_normal", "calibrated_prob_pneumonia"} <= set(pooled.columns)
-    assert set(scaled["before"]) == set(scaled["after"]) == {"ece", "brier", "nll"}
+    saved = json.loads((pooled_evaluation_dir(cfg) / "metrics.json").read_text())["pooled"]
+    assert set(saved["temperature"]["before"]) == set(saved["temperature"]["after"])
+    assert set(saved["temperature"]["after"]) == {"ece", "brier", "nll"}
     evaluate(trained_run, [0, 1])  # as the other tests found it

@@ -463,6 +463,6 @@ def test_fold_agreement_against_each_fold_model_alone(trained_run) -> None:
         p = [np.exp(e.logits[0]) / np.exp(e.logits[0]).sum() for e in (a, b)]
         spread = np.std([q[target[0]] for q in p])
         assert found.loc[row["image"], "probability_std"] == pytest.approx(spread, abs=1e-5)
-    assert result.summary["fold_agreement"]["images"] == len(result.report)
+    assert result.summary.fold_agreement.images == len(result.report)
     # the review page links the experiment's model card
     assert '["model card","../../MODEL_CARD.html"]' in (result.folder / "review.js").read_text()

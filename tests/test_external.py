@@ -54,10 +54,10 @@ def test_each_fold_and_the_ensemble_on_another_dataset(trained_run, other_site: 
     np.testing.assert_allclose(joined["std_pneumonia"], spread, rtol=1e-5, atol=1e-7)
     # metrics against scikit-learn on the written predictions
     expected = roc_auc_score(truth, ensemble["prob_pneumonia"])
-    assert result.pooled["roc_auc"] == pytest.approx(expected)
+    assert result.ensemble.roc_auc == pytest.approx(expected)
     for k, predictions in zip((0, 1), per_fold, strict=True):
         fold_truth = predictions["true_label"] == "pneumonia"
-        assert result.per_fold[k]["roc_auc"] == pytest.approx(
+        assert result.per_fold[k].roc_auc == pytest.approx(
             roc_auc_score(fold_truth, predictions["prob_pneumonia"])
         )
     report = json.loads((folder / "metrics.json").read_text())

@@ -179,7 +179,7 @@ def test_words_for_nothing_are_no_patient(word: str) -> None:
     )
     # per patient: p1 and p2 only; the two strangers are not merged into a third patient
     found = patient_metrics(predictions, ["normal", "sick"], 1)
-    assert found is not None and found["max"]["n"] == found["mean"]["n"] == 2
+    assert found is not None and found["max"].n == found["mean"].n == 2
 
 
 def test_csv_text_is_spreadsheet_safe_and_survives_the_round_trip(tmp_path: Path) -> None:

@@ -18,11 +18,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("cxr.atomic", "cxr.locks", "cxr.tables", "cxr.stats", "cxr.figures"),
     ("cxr.catalogs",),  # TensorFlow-free: the config and the CLI's help read them
     ("cxr.config",),
+    ("cxr.results",),  # typed results: what each command returns, writes and the card reads
     ("cxr.data",),
     ("cxr.runs", "cxr.distribute", "cxr.provenance", "cxr.tracking"),
     ("cxr.models",),
     ("cxr.lungs",),
-    ("cxr.external", "cxr.card", "cxr.trained"),
+    ("cxr.external", "cxr.findings", "cxr.card", "cxr.trained"),
     ("cxr.claim",),  # reads the card's helpers
     ("cxr.documents",),
     ("cxr.explain",),

@@ -25,16 +25,16 @@ def test_multilabel_metrics_by_hand() -> None:
     probs = np.array([[0.9, 0.2, 0.4], [0.3, 0.8, 0.1], [0.6, 0.3, 0.7], [0.2, 0.6, 0.2]])
     m = compute_multilabel_metrics(truth, probs, ["a", "b", "c"])
     guess = probs >= 0.5  # a: all right; b: 1 TP, 1 FN, 1 FP, 1 TN; c: 1 FN, 1 FP, 2 TN
-    assert m["per_class"]["a"]["sensitivity"] == 1 and m["per_class"]["b"]["sensitivity"] == 0.5
-    assert m["per_class"]["c"]["sensitivity"] == 0 and m["per_class"]["c"][
-        "specificity"
-    ] == pytest.approx(2 / 3)
-    assert m["accuracy"] == pytest.approx((guess == truth).mean()) and m[
-        "subset_accuracy"
-    ] == pytest.approx(1 / 4)
+    assert m.per_class["a"].sensitivity == 1 and m.per_class["b"].sensitivity == 0.5
+    assert m.per_class["c"].sensitivity == 0 and m.per_class["c"].specificity == pytest.approx(
+        2 / 3
+    )
+    assert m.accuracy == pytest.approx(
+        (guess == truth).mean()
+    ) and m.subset_accuracy == pytest.approx(1 / 4)
     aucs = [roc_auc_score(truth[:, c], probs[:, c]) for c in range(3)]
-    assert m["roc_auc"] == pytest.approx(np.mean(aucs))
-    assert m["confusion_matrices"]["b"] == [[1, 1], [1, 1]]
+    assert m.roc_auc == pytest.approx(np.mean(aucs))
+    assert m.confusion_matrices["b"] == [[1, 1], [1, 1]]
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,7 @@ def test_nih_multilabel_train_evaluate_explain(nih_multilabel, tmp_path: Path) -
     assert len(json.loads(result.run.classes.read_text())) == 15  # 14 findings + No Finding
     evaluation = evaluate(cfg, [0])
     metrics = evaluation.per_fold[0]
-    assert (
-        metrics["multi_label"] and len(metrics["per_class"]) == 15 and 0 <= metrics["roc_auc"] <= 1
-    )
+    assert metrics.multi_label and len(metrics.per_class) == 15 and 0 <= metrics.roc_auc <= 1
     predictions = pd.read_csv(result.run.evaluation / "predictions.csv")
     validation = pd.read_csv(result.run.split).query("split == 'validation'")
     assert (predictions.filter(like="prob_").to_numpy() <= 1).all() and len(predictions) == len(
@@ -95,8 +93,8 @@ def test_several_classes_per_image(nih_multilabel) -> None:
     top2 = explained_top2.report
     validation = pd.read_csv(result.run.split).query("split == 'validation'")
     summary = explained_top2.summary
-    assert summary["images"] == len(validation) and summary["rows"] == 2 * len(validation)
-    assert summary["right"] + summary["wrong"] == summary["rows"]
+    assert summary.images == len(validation) and summary.rows == 2 * len(validation)
+    assert summary.right + summary.wrong == summary.rows
     assert len(top2) == 2 * len(validation) and top2["image"].nunique() == len(validation)
     probs = top2.filter(like="prob_")
     classes = [c.removeprefix("prob_") for c in probs.columns]

@@ -45,9 +45,9 @@ def test_localisation_baselines_by_hand() -> None:
     found = summarise_fold(report)["localisation"]
     rng = np.random.default_rng(LOCALISATION_SEED)
     xs = rng.integers(0, 10, 100)
-    assert found["true_positives_with_boxes"] == 1 and found["centre_baseline"] == 1.0
-    assert found["random_baseline"] == np.mean(xs < 5)
-    assert found["peak_in_box"] == 1.0 and found["mean_box_energy_share"] == 0.75
+    assert found.true_positives_with_boxes == 1 and found.centre_baseline == 1.0
+    assert found.random_baseline == np.mean(xs < 5)
+    assert found.peak_in_box == 1.0 and found.mean_box_energy_share == 0.75
 
 
 def test_predicted_classes_of_both_heads() -> None:

@@ -137,13 +137,11 @@ def test_patient_metrics_equal_a_hand_built_table() -> None:
     found = patient_metrics(predictions, ["normal", "tb"], 1)
     # patients a (tb: an image is), b, c, d (tb): max 0.7, 0.4, 0.6, 0.3; mean 0.45, 0.4, 0.35, 0.3
     truth = [1, 0, 0, 1]
-    assert found["max"]["roc_auc"] == pytest.approx(skm.roc_auc_score(truth, [0.7, 0.4, 0.6, 0.3]))
-    assert found["mean"]["roc_auc"] == pytest.approx(
-        skm.roc_auc_score(truth, [0.45, 0.4, 0.35, 0.3])
-    )
+    assert found["max"].roc_auc == pytest.approx(skm.roc_auc_score(truth, [0.7, 0.4, 0.6, 0.3]))
+    assert found["mean"].roc_auc == pytest.approx(skm.roc_auc_score(truth, [0.45, 0.4, 0.35, 0.3]))
     # max: a and c called tb (0.7, 0.6): sensitivity 1/2, specificity 1/2
-    assert (found["max"]["sensitivity"], found["max"]["specificity"]) == (0.5, 0.5)
-    assert found["max"]["n"] == 4
+    assert (found["max"].sensitivity, found["max"].specificity) == (0.5, 0.5)
+    assert found["max"].n == 4
     single = predictions.assign(patient_id=["a", "b", "c", "d", "e", "f"])
     assert patient_metrics(single, ["normal", "tb"], 1) is None
 

@@ -29,10 +29,10 @@ import pandas as pd
 
 from cxr import stats
 from cxr.audit.faithfulness import batched_logits
-from cxr.audit.results import Estimate, Intervention, Paste
 from cxr.audit.road import impute
 from cxr.data.regions import OFF_CHEST, REGION_WORDS, REGIONS
 from cxr.explain.report import class_probabilities, predicted_classes
+from cxr.results.audit import Estimate, Intervention, Paste
 
 TESTED = ("lung", *OFF_CHEST)  # the regions filled in turn
 MARGIN = 0.05  # the probability a region must cost beyond its control to be flagged
@@ -199,7 +199,7 @@ def region_phrase(region: str) -> str:
 
 def evidence_lines(found: dict[str, dict[str, Intervention]], peaks: dict | None) -> list[str]:
     """The verdicts on evidence, one line per flagged class and region; `peaks`: the region
-    rule's per-class peak shares (cxr.audit.results.RegionGroup), when known."""
+    rule's per-class peak shares (cxr.results.audit.RegionGroup), when known."""
     lines = []
     for name, regions in found.items():
         for region, found_here in regions.items():

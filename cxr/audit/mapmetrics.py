@@ -22,10 +22,10 @@ import pandas as pd
 
 from cxr.audit.faithfulness import batched_logits
 from cxr.audit.localisation import with_baseline_maps
-from cxr.audit.results import MapMetrics
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import Probe
 from cxr.explain.report import output_probabilities
+from cxr.results.audit import MapMetrics
 from cxr.stats import ranked, ranked_correlation
 
 

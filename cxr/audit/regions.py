@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 from cxr import stats
-from cxr.audit.results import Estimate, Excess, RegionGroup, Regions, Share
 from cxr.data.regions import OFF_CHEST, REGION_WORDS, REGIONS, region_codes
 from cxr.explain.report import peak_location
+from cxr.results.audit import Estimate, Excess, RegionGroup, Regions, Share
 
 PEAK_SHARE = 0.20  # a region holding at least this share of a class's peaks ...
 PEAK_RATIO = 3.0  # ... and this many times a uniform map's share is flagged

@@ -22,7 +22,7 @@ from scipy.sparse.linalg import splu
 
 from cxr.audit.faithfulness import most_salient_first
 from cxr.audit.mapmetrics import target_probabilities
-from cxr.audit.results import Road
+from cxr.results.audit import Road
 
 SHARES = (0.1, 0.3, 0.5, 0.7, 0.9)  # of the pixels removed
 NOISE = 0.01  # standard deviation of the added noise, a share of the image's own

@@ -6,7 +6,7 @@ Writes runs/<experiment>/audit/fold<K>/: localisation.csv (per image, per method
 sanity.csv (per method and stage), faithfulness.csv and .png (deletion / insertion), road.csv (ROAD:
 per image, method or baseline map, and share removed), map_metrics.csv, shortcuts.csv,
 methods.csv and .png (methods side by side), and summary.json: the typed AuditSummary
-(cxr.audit.results) that the printed summary also comes from.
+(cxr.results.audit) that the printed summary also comes from.
 """
 
 from __future__ import annotations
@@ -32,14 +32,6 @@ from cxr.audit.intervention import (
 from cxr.audit.localisation import with_baseline_maps
 from cxr.audit.mapmetrics import map_metric_rows, summarise_map_metrics
 from cxr.audit.regions import patient_bootstrap
-from cxr.audit.results import (
-    AuditSummary,
-    Estimate,
-    Faithfulness,
-    Localisation,
-    Sanity,
-    flagged_regions,
-)
 from cxr.audit.road import road_rows, summarise_road
 from cxr.audit.sanity import Cascade
 from cxr.audit.shortcut import summarise_shortcuts
@@ -67,6 +59,14 @@ from cxr.explain.rows import overlay_name, stored_pixels
 from cxr.external import External
 from cxr.figures import plt, save_figure
 from cxr.models.fusing import fuse_batch_norm
+from cxr.results.audit import (
+    AuditSummary,
+    Estimate,
+    Faithfulness,
+    Localisation,
+    Sanity,
+    flagged_regions,
+)
 from cxr.runs import AUDIT_FILES, EXPERIMENT_FILES, EXPLAIN_FILES, command_dir, experiment_dir
 from cxr.tables import read_csv, write_csv
 from cxr.trained import TrainedFold
@@ -497,8 +497,11 @@ def audit_folds(
     runs/<experiment>/audit/. On an external dataset every fold sees the same images, so nothing
     is pooled: each fold's audit stands alone."""
     results = [audit_fold(cfg, fold, methods, layer, sanity_stages, baseline, on) for fold in folds]
+    audits: dict[int | None, AuditSummary] = {
+        r.summary.fold: r.summary for r in results if on is None
+    }
     if len(results) < 2 or on is not None:
-        write_documents(cfg)
+        write_documents(cfg, audits=audits)
         return results, None
     pooled = pool_audits(results, baseline)
     folder = command_dir(experiment_dir(cfg), "audit")
@@ -506,7 +509,7 @@ def audit_folds(
     write_csv(by_fold, folder / AUDIT_FILES.methods_by_fold, index=True)
     write_csv(methods_table(pooled), folder / AUDIT_FILES.methods, index=True)
     write_summary(folder, pooled)
-    write_documents(cfg)
+    write_documents(cfg, audits={**audits, None: pooled})
     return results, pooled
 
 

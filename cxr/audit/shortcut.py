@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from cxr.audit.regions import summarise_regions
-from cxr.audit.results import ClassShortcut, Shortcuts
 from cxr.data.labels import Box, box_mask
 from cxr.data.regions import BORDER
+from cxr.results.audit import ClassShortcut, Shortcuts
 
 DOMINATES = 0.5  # an image is flagged when more than this share of its map is outside
 # a model is flagged when more than this share of the images predicted as some class are

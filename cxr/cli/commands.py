@@ -14,8 +14,9 @@ from cxr.catalogs.methods import METHOD_NAMES
 from cxr.catalogs.sources import SOURCE_NAMES, SOURCE_SPECS
 from cxr.cli.failures import friendly_errors, import_tensorflow_quietly
 from cxr.cli.present import (
-    describe_extras,
-    describe_metrics,
+    describe_evaluation,
+    describe_explanation,
+    describe_external,
     print_audit,
 )
 from cxr.errors import ConfigError, CxrError
@@ -389,31 +390,11 @@ def evaluate(
     if external is not None:
         # every trained fold by default: the ensemble is their mean
         folds = selected_folds(cfg, fold, all_folds or fold is None)
-        result = evaluate_external(cfg, folds, external)
-        for k, metrics in result.per_fold.items():
-            typer.echo(f"fold {k} model on {on}: {describe_metrics(metrics)}")
-        models = f"{len(folds)} model{'s' if len(folds) > 1 else ''}"
-        typer.echo(
-            f"fold ensemble ({models}, mean probability) on {on}: {describe_metrics(result.pooled)}"
-        )
-        for line in describe_extras(result.pooled):
+        for line in describe_external(evaluate_external(cfg, folds, external)):
             typer.echo(line)
-        typer.echo(f"external validation reports in {result.folder}")
         return
-    folds = selected_folds(cfg, fold, all_folds)
-    result = evaluate_folds(cfg, folds)
-    for k, metrics in result.per_fold.items():
-        typer.echo(f"fold {k}: validation {describe_metrics(metrics)}")
-        if len(folds) == 1:
-            for line in describe_extras(metrics):
-                typer.echo(line)
-    if len(folds) > 1:
-        auc = result.summary["roc_auc"]
-        typer.echo(f"pooled over {len(folds)} folds: {describe_metrics(result.pooled)}")
-        typer.echo(f"ROC AUC per fold {auc['mean']:.3f} ± {auc['std']:.3f}")
-        for line in describe_extras(result.pooled):
-            typer.echo(line)
-    typer.echo(f"reports in {result.folder} and each fold's evaluation/")
+    for line in describe_evaluation(evaluate_folds(cfg, selected_folds(cfg, fold, all_folds))):
+        typer.echo(line)
 
 
 @app.command()
@@ -484,29 +465,8 @@ def explain(
     folds = selected_folds(cfg, fold, all_folds)
     results, combined = explain_folds(cfg, folds, options, external_of(cfg, on, renames))
     for result in results:
-        s = result.summary
-        counts = f"{s['images']} images, {s['right']} right, {s['wrong']} wrong"
-        if s.get("rows", s["images"]) != s["images"]:  # several classes per image
-            counts = f"{s['images']} images, {s['rows']} (image, class) rows: {s['right']} right, "
-            counts += f"{s['wrong']} wrong"
-        counts += f", {s['empty_maps']} empty maps"
-        typer.echo(f"fold {result.fold}: {counts} -> {result.folder}")
-        if "localisation" in s:
-            loc = s["localisation"]
-            typer.echo(
-                f"  map peak inside the finding's box for {loc['peak_in_box']:.0%} of "
-                f"{loc['true_positives_with_boxes']} true positives "
-                f"(image centre: {loc['centre_baseline']:.0%}, random pixel: "
-                f"{loc['random_baseline']:.0%})"
-            )
-        agreement = s.get("fold_agreement")
-        if agreement:
-            typer.echo(
-                f"  fold agreement with folds {agreement['other_folds']}: median rank correlation "
-                f"of the maps {agreement['median_rank_correlation']:.2f}, median spread of the "
-                f"probability {agreement['median_probability_std']:.3f}; maps that disagree "
-                f"most: {', '.join(agreement['most_disagreeing'][:5])} (fold_agreement.csv)"
-            )
+        for line in describe_explanation(result.summary, result.folder):
+            typer.echo(line)
     if combined is not None:
         typer.echo(f"report over {len(results)} folds: {len(combined)} images")
 
@@ -577,11 +537,10 @@ def audit(
     checks = {}
     if data_randomisation:
         from cxr.data_randomisation import data_randomisation as randomise_data
-        from cxr.data_randomisation import summary_of
         from cxr.documents import write_documents
 
-        checks = {k: summary_of(randomise_data(cfg, k, chosen)) for k in folds}
-        write_documents(cfg)
+        checks = {k: randomise_data(cfg, k, chosen) for k in folds}
+        write_documents(cfg, data_randomisation=checks)
     for result in results:
         typer.echo(f"== fold {result.summary.fold}")
         print_audit(result.summary, result.folder)
@@ -628,13 +587,11 @@ def compare(
         if not found:
             typer.echo(f"{run}: no audit yet (`cxr audit` shows where its maps look)")
             continue
-        peaks = ", ".join(f"{c} {v:.0%}" for c, v in found["peaks_in_lungs"].items())
-        evidence = "; ".join(
-            f"{c}: {', '.join(r)}" for c, r in found["flagged_on_evidence"].items()
-        )
+        peaks = ", ".join(f"{c} {v:.0%}" for c, v in found.peaks_in_lungs.items())
+        evidence = "; ".join(f"{c}: {', '.join(r)}" for c, r in found.flagged_on_evidence.items())
         typer.echo(
-            f"{run} ({found['audit']}): map peaks inside the lungs {peaks or 'unknown'}; flagged "
-            f"by the maps: {', '.join(found['flagged_by_maps']) or 'none'}; on evidence: "
+            f"{run} ({found.audit}): map peaks inside the lungs {peaks or 'unknown'}; flagged "
+            f"by the maps: {', '.join(found.flagged_by_maps) or 'none'}; on evidence: "
             f"{evidence or 'none'}"
         )
     typer.echo(f"comparison in {result.folder}")

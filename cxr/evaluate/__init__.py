@@ -6,11 +6,10 @@ subgroups.py and operating.py compute what it holds.
 """
 
 from cxr.evaluate.metrics import compute_metrics, compute_multilabel_metrics, patient_metrics
-from cxr.evaluate.run import Evaluation, evaluate, evaluate_external
+from cxr.evaluate.run import evaluate, evaluate_external
 from cxr.evaluate.subgroups import subgroup_table, with_subgroups
 
 __all__ = [
-    "Evaluation",
     "compute_metrics",
     "compute_multilabel_metrics",
     "evaluate",

@@ -15,6 +15,7 @@ from cxr.data.labels import (
 )
 from cxr.data.pipeline import encode_labels
 from cxr.figures import plt, save_figure
+from cxr.results.evaluation import Calibration, Fit, Temperature
 from cxr.runs import EVALUATION_FILES
 
 log = logging.getLogger(__name__)
@@ -26,16 +27,16 @@ def temperature_scaling(
     positive: int | None,
     multi_label: bool,
     bins: int = 10,
-) -> dict:
+) -> Temperature | None:
     """Calibration before and after temperature scaling cross-fitted over folds (each fold's
     temperature fitted on the other folds' predictions); adds calibrated_prob_<class> columns.
-    Empty, with a warning, where it cannot be done honestly."""
+    None, with a warning, where it cannot be done honestly."""
     if multi_label or predictions["fold"].nunique() < 2:
         log.warning(
             "evaluate.calibrate: temperature needs a single-label task and two or more evaluated "
             "folds (each fold's temperature is fitted on the others); not done"
         )
-        return {}
+        return None
     probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
     truth = encode_labels(predictions["true_label"], classes)
     calibrated, temperatures = stats.cross_fitted_temperature(
@@ -44,16 +45,14 @@ def temperature_scaling(
     for i, name in enumerate(classes):
         predictions[f"calibrated_prob_{name}"] = calibrated[:, i]
 
-    def judged(p: np.ndarray) -> dict:
+    def judged(p: np.ndarray) -> Fit:
         probability, happened, _ = calibration_subject(p, truth, classes, positive)
         found = stats.calibration(probability, happened, bins)
-        return {
-            "ece": found["ece"],
-            "brier": found["brier"],
-            "nll": stats.negative_log_likelihood(p, truth),
-        }
+        return Fit(
+            ece=found["ece"], brier=found["brier"], nll=stats.negative_log_likelihood(p, truth)
+        )
 
-    return {"per_fold": temperatures, "before": judged(probs), "after": judged(calibrated)}
+    return Temperature(per_fold=temperatures, before=judged(probs), after=judged(calibrated))
 
 
 def uncertainty(
@@ -80,11 +79,13 @@ def uncertainty(
                     classes, stats.auc_intervals(truth, probs, patients, rounds, seed), strict=True
                 )
             }
-        out["calibration"] = stats.calibration(probs.ravel(), truth.ravel(), bins)
-        out["calibration"]["of"] = "every finding's probability"
+        out["calibration"] = Calibration(
+            **stats.calibration(probs.ravel(), truth.ravel(), bins),
+            of="every finding's probability",
+        )
         return out
     probability, happened, subject = calibration_subject(probs, truth, classes, positive)
-    out["calibration"] = stats.calibration(probability, happened, bins) | {"of": subject}
+    out["calibration"] = Calibration(**stats.calibration(probability, happened, bins), of=subject)
     if rounds and positive is not None:
         said = probs.argmax(axis=1) == positive
         out["ci95"] = stats.binary_intervals(happened, probability, said, patients, rounds, seed)
@@ -104,20 +105,19 @@ def calibration_subject(
     return probs.max(axis=1), probs.argmax(axis=1) == truth, "the predicted class's probability"
 
 
-def plot_calibration(folder: Path, metrics: dict) -> None:
+def plot_calibration(folder: Path, found: Calibration) -> None:
     """calibration.png: the reliability diagram (mean predicted probability against the observed
     frequency, per equal-count bin), with the bins' sizes."""
-    found = metrics["calibration"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
     top.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfectly calibrated")
-    top.plot(found["mean_predicted"], found["observed"], "o-", label="model")
+    top.plot(found.mean_predicted, found.observed, "o-", label="model")
     top.set(
         ylabel="observed frequency",
-        title=f"{found['of']}: ECE {found['ece']:.3f}, Brier {found['brier']:.3f}",
+        title=f"{found.of}: ECE {found.ece:.3f}, Brier {found.brier:.3f}",
         xlim=(0, 1),
         ylim=(0, 1),
     )
     top.legend(fontsize=8, loc="upper left")
-    bottom.bar(found["mean_predicted"], found["counts"], width=0.02)
+    bottom.bar(found.mean_predicted, found.counts, width=0.02)
     bottom.set(xlabel="mean predicted probability (equal-count bins)", ylabel="images")
     save_figure(fig, folder / EVALUATION_FILES.calibration)

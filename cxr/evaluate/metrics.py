@@ -3,23 +3,22 @@ folds."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
 from cxr.config import EvaluateConfig
-from cxr.data.labels import (
-    known_patients,
-)
+from cxr.data.labels import known_patients
 from cxr.data.pipeline import encode_labels
 from cxr.evaluate.calibration import uncertainty
-
-SCALAR_METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity", "precision", "f1")
+from cxr.results.evaluation import SCALAR_METRICS, Finding, Metrics, Scores, Spread
 
 
 def compute_metrics(
     y_true: np.ndarray, probs: np.ndarray, classes: list[str], positive: int | None
-) -> dict:
+) -> Metrics:
     """ROC AUC, accuracy, sensitivity, specificity, precision, F1 and the confusion matrix, from
     scikit-learn.
 
@@ -67,10 +66,12 @@ def compute_metrics(
         )
         result["f1"] = skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
     result["confusion_matrix"] = matrix.tolist()
-    return {k: (float(v) if isinstance(v, np.floating | float) else v) for k, v in result.items()}
+    return Metrics(
+        **{k: (float(v) if isinstance(v, np.floating | float) else v) for k, v in result.items()}
+    )
 
 
-def compute_multilabel_metrics(truth: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+def compute_multilabel_metrics(truth: np.ndarray, probs: np.ndarray, classes: list[str]) -> Metrics:
     """Per finding (threshold 0.5) and macro-averaged over findings that have both outcomes;
     accuracy is per label."""
     guess = probs >= 0.5
@@ -78,30 +79,34 @@ def compute_multilabel_metrics(truth: np.ndarray, probs: np.ndarray, classes: li
     for c, name in enumerate(classes):
         t, g = truth[:, c].astype(bool), guess[:, c]
         both = 0 < t.sum() < len(t)
-        per_class[name] = {
-            "n_positive": int(t.sum()),
-            "roc_auc": float(skm.roc_auc_score(t, probs[:, c])) if both else float("nan"),
-            "sensitivity": float(skm.recall_score(t, g, zero_division=0))
-            if t.any()
-            else float("nan"),
-            "specificity": float(skm.recall_score(~t, ~g, zero_division=0))
+        per_class[name] = Finding(
+            n_positive=int(t.sum()),
+            roc_auc=float(skm.roc_auc_score(t, probs[:, c])) if both else float("nan"),
+            sensitivity=float(skm.recall_score(t, g, zero_division=0)) if t.any() else float("nan"),
+            specificity=float(skm.recall_score(~t, ~g, zero_division=0))
             if (~t).any()
             else float("nan"),
-            "precision": float(skm.precision_score(t, g, zero_division=0)),
-            "f1": float(skm.f1_score(t, g, zero_division=0)),
-        }
-    result: dict = {"n": len(truth), "classes": classes, "multi_label": True}
+            precision=float(skm.precision_score(t, g, zero_division=0)),
+            f1=float(skm.f1_score(t, g, zero_division=0)),
+        )
+    averaged = {}
     for metric in ("roc_auc", "sensitivity", "specificity", "precision", "f1"):
-        values = [v[metric] for v in per_class.values() if not np.isnan(v[metric])]
-        result[metric] = float(np.mean(values)) if values else float("nan")
-    result["accuracy"] = float((guess == truth.astype(bool)).mean())
-    result["subset_accuracy"] = float((guess == truth.astype(bool)).all(axis=1).mean())
-    result["per_class"] = per_class
-    result["confusion_matrices"] = {
-        n: m.tolist()
-        for n, m in zip(classes, skm.multilabel_confusion_matrix(truth, guess), strict=True)
-    }
-    return result
+        values = [getattr(v, metric) for v in per_class.values()]
+        values = [v for v in values if not np.isnan(v)]
+        averaged[metric] = float(np.mean(values)) if values else float("nan")
+    return Metrics(
+        n=len(truth),
+        classes=classes,
+        multi_label=True,
+        **averaged,
+        accuracy=float((guess == truth.astype(bool)).mean()),
+        subset_accuracy=float((guess == truth.astype(bool)).all(axis=1).mean()),
+        per_class=per_class,
+        confusion_matrices={
+            n: m.tolist()
+            for n, m in zip(classes, skm.multilabel_confusion_matrix(truth, guess), strict=True)
+        },
+    )
 
 
 def metrics_from_predictions(
@@ -111,7 +116,7 @@ def metrics_from_predictions(
     multi_label: bool = False,
     settings: EvaluateConfig | None = None,
     seed: int = 0,
-) -> dict:
+) -> Metrics:
     """The metrics of a table of predictions; with `settings`, also 95% intervals from a bootstrap
     over patients (`ci95`) and calibration (`calibration`)."""
     probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
@@ -122,15 +127,16 @@ def metrics_from_predictions(
         truth = encode_labels(predictions["true_label"], classes)
         result = compute_metrics(truth, probs, classes, positive)
     if settings is not None:
-        result |= uncertainty(predictions, probs, truth, classes, positive, settings, seed)
+        found = uncertainty(predictions, probs, truth, classes, positive, settings, seed)
+        result = dataclasses.replace(result, **found)
     if positive is not None and (patients := patient_metrics(predictions, classes, positive)):
-        result["patients"] = patients
+        result = dataclasses.replace(result, patients=patients)
     return result
 
 
 def patient_metrics(
     predictions: pd.DataFrame, classes: list[str], positive: int
-) -> dict[str, dict] | None:
+) -> dict[str, Scores] | None:
     """A binary task's metrics per patient, with the patient's score the max or the mean of their
     images' probabilities and the patient positive when any image is; None when no patient has
     more than one image (the image-level figures say it all)."""
@@ -141,25 +147,27 @@ def patient_metrics(
     column = f"prob_{classes[positive]}"
     grouped = named.assign(case=named["true_label"] == classes[positive]).groupby("patient")
     truth = grouped["case"].any().to_numpy()
-    result: dict[str, dict] = {}
+    result: dict[str, Scores] = {}
     for how in ("max", "mean"):
         score = grouped[column].agg(how).to_numpy()
         probs = np.zeros((len(score), len(classes)))
         probs[:, positive], probs[:, 1 - positive] = score, 1 - score
         index = np.where(truth, positive, 1 - positive)
         found = compute_metrics(index, probs, classes, positive)
-        result[how] = {k: found[k] for k in ("n", *SCALAR_METRICS)}
+        result[how] = Scores(n=found.n, **{k: getattr(found, k) for k in SCALAR_METRICS})
     return result
 
 
-def mean_and_std(per_fold: dict[int, dict]) -> dict[str, dict[str, float]]:
+def mean_and_std(per_fold: dict[int, Metrics]) -> dict[str, Spread]:
     """Each scalar metric's mean and standard deviation over folds."""
-    found = {m: np.array([f[m] for f in per_fold.values()], dtype=float) for m in SCALAR_METRICS}
+    found = {
+        m: np.array([getattr(f, m) for f in per_fold.values()], dtype=float) for m in SCALAR_METRICS
+    }
     defined = {m: values[np.isfinite(values)] for m, values in found.items()}
     return {  # over the folds where the metric is defined; NaN (null) where it is nowhere
-        m: {
-            "mean": float(values.mean()) if len(values) else float("nan"),
-            "std": float(values.std()) if len(values) else float("nan"),
-        }
+        m: Spread(
+            mean=float(values.mean()) if len(values) else float("nan"),
+            std=float(values.std()) if len(values) else float("nan"),
+        )
         for m, values in defined.items()
     }

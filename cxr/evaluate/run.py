@@ -7,8 +7,8 @@ resolved config names.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,24 +23,18 @@ from cxr.errors import DataError
 from cxr.evaluate.calibration import plot_calibration, temperature_scaling
 from cxr.evaluate.metrics import mean_and_std, metrics_from_predictions
 from cxr.evaluate.operating import operating_points
-from cxr.evaluate.subgroups import add_subgroups
+from cxr.evaluate.subgroups import subgroups_of
 from cxr.explain.report import output_probabilities
 from cxr.external import External
 from cxr.figures import plt, save_figure
 from cxr.models.fusing import fuse_batch_norm
+from cxr.results.evaluation import Evaluation, ExternalEvaluation, Metrics
+from cxr.results.records import to_json
 from cxr.runs import EVALUATION_FILES, pooled_evaluation_dir
 from cxr.tables import write_csv
 from cxr.trained import TrainedFold
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    per_fold: dict[int, dict]
-    pooled: dict
-    summary: dict[str, dict[str, float]]  # metric -> mean, std over folds
-    folder: Path
 
 
 def predict_table(trained: TrainedFold, table: pd.DataFrame) -> pd.DataFrame:
@@ -89,17 +83,17 @@ def labelled_predictions(
 def write_report(
     folder: Path,
     predictions: pd.DataFrame,
-    report: dict,
-    metrics: dict,
+    report: object,
+    metrics: Metrics,
     classes: list[str],
     positive: int | None,
 ) -> None:
-    """predictions.csv, metrics.json (`report`), roc.png and confusion.png (from `metrics`) in
-    `folder`."""
+    """predictions.csv, metrics.json (`report`, a record), roc.png and confusion.png (from
+    `metrics`) in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(predictions, folder / EVALUATION_FILES.predictions)
-    write_json_atomic(folder / EVALUATION_FILES.metrics, report)
-    multi_label = bool(metrics.get("multi_label"))
+    write_json_atomic(folder / EVALUATION_FILES.metrics, to_json(report))
+    multi_label = metrics.multi_label
     probs = predictions[[f"prob_{name}" for name in classes]].to_numpy()
     truth = encode_labels(predictions["true_label"], classes, multi_label=multi_label)
     hot = truth.astype(bool) if multi_label else np.eye(len(classes), dtype=bool)[truth]
@@ -111,7 +105,7 @@ def write_report(
     ax.set_title(f"ROC (n = {len(hot)})")
     save_figure(fig, folder / EVALUATION_FILES.roc)
     if multi_label:
-        matrices = metrics["confusion_matrices"]
+        matrices = metrics.confusion_matrices
         fig, axes = plt.subplots(1, len(classes), figsize=(2.2 * len(classes), 2.6), squeeze=False)
         for ax, name in zip(axes[0], classes, strict=True):
             skm.ConfusionMatrixDisplay(np.array(matrices[name]), display_labels=["no", "yes"]).plot(
@@ -120,12 +114,12 @@ def write_report(
             ax.set_title(name, fontsize=8)
     else:
         fig, ax = plt.subplots(figsize=(5, 5))
-        skm.ConfusionMatrixDisplay(
-            np.array(metrics["confusion_matrix"]), display_labels=classes
-        ).plot(ax=ax, colorbar=False)
+        skm.ConfusionMatrixDisplay(np.array(metrics.confusion_matrix), display_labels=classes).plot(
+            ax=ax, colorbar=False
+        )
     save_figure(fig, folder / EVALUATION_FILES.confusion)
-    if "calibration" in metrics:
-        plot_calibration(folder, metrics)
+    if metrics.calibration is not None:
+        plot_calibration(folder, metrics.calibration)
 
 
 def open_folds(
@@ -174,28 +168,30 @@ def evaluate(cfg: Config, folds: list[int]) -> Evaluation:
     pooled = metrics_from_predictions(
         pooled_predictions, classes, positive, multi_label, cfg.evaluate, cfg.experiment.seed
     )
-    chosen = operating_points(
-        pooled_predictions, classes, positive, cfg.evaluate.target_sensitivity
-    )
-    if chosen:
-        pooled["operating_points"] = chosen
-    if cfg.evaluate.calibrate == "temperature":
-        scaled = temperature_scaling(
+    scaled = (
+        temperature_scaling(
             pooled_predictions, classes, positive, multi_label, cfg.evaluate.calibration_bins
         )
-        if scaled:
-            pooled["temperature"] = scaled
-    summary = mean_and_std(per_fold)
+        if cfg.evaluate.calibrate == "temperature"
+        else None
+    )
     folder = pooled_evaluation_dir(cfg)
     dataset_dir = trained[0].settings.data.dataset_dir
-    add_subgroups(pooled, pooled_predictions, dataset_dir, classes, positive, cfg, folder)
-    report = {"folds": folds, "pooled": pooled, "mean_std": summary, "per_fold": per_fold}
+    pooled = dataclasses.replace(
+        pooled,
+        operating_points=operating_points(
+            pooled_predictions, classes, positive, cfg.evaluate.target_sensitivity
+        ),
+        temperature=scaled,
+        subgroups=subgroups_of(pooled_predictions, dataset_dir, classes, positive, cfg, folder),
+    )
+    report = Evaluation(folds, pooled, mean_and_std(per_fold), per_fold, folder)
     write_report(folder, pooled_predictions, report, pooled, classes, positive)
-    write_documents(cfg)
-    return Evaluation(per_fold, pooled, summary, folder)
+    write_documents(cfg, evaluation=report)
+    return report
 
 
-def evaluate_external(cfg: Config, folds: list[int], external: External) -> Evaluation:
+def evaluate_external(cfg: Config, folds: list[int], external: External) -> ExternalEvaluation:
     """Every image of another dataset through each fold's model and through the fold ensemble (the
     mean of their probabilities), with reports in runs/<experiment>/external/<dataset>/."""
     if not folds:
@@ -231,25 +227,22 @@ def evaluate_external(cfg: Config, folds: list[int], external: External) -> Eval
     ensemble = metrics_from_predictions(
         ensemble_predictions, classes, positive, multi_label, cfg.evaluate, cfg.experiment.seed
     )
-    add_subgroups(
+    ensemble = dataclasses.replace(
         ensemble,
-        ensemble_predictions,
-        external.dataset_dir,
-        classes,
-        positive,
-        cfg,
-        external.folder,
+        subgroups=subgroups_of(
+            ensemble_predictions, external.dataset_dir, classes, positive, cfg, external.folder
+        ),
     )
-    summary = mean_and_std(per_fold)
-    report = {
-        "dataset": external.name,
-        "dataset_dir": str(external.dataset_dir),
-        "renamed": external.renames,
-        "folds": folds,
-        "ensemble": ensemble,
-        "mean_std": summary,
-        "per_fold": per_fold,
-    }
+    report = ExternalEvaluation(
+        dataset=external.name,
+        dataset_dir=str(external.dataset_dir),
+        renamed=external.renames,
+        folds=folds,
+        ensemble=ensemble,
+        mean_std=mean_and_std(per_fold),
+        per_fold=per_fold,
+        folder=external.folder,
+    )
     write_report(external.folder, ensemble_predictions, report, ensemble, classes, positive)
     write_documents(cfg)
-    return Evaluation(per_fold, ensemble, summary, external.folder)
+    return report

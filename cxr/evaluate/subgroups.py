@@ -13,6 +13,7 @@ from cxr.data.labels import (
     patient_keys,
     read_labels,
 )
+from cxr.results.evaluation import Subgroup
 from cxr.runs import EVALUATION_FILES
 from cxr.tables import write_csv
 
@@ -79,22 +80,21 @@ def subgroup_table(
     return pd.DataFrame(rows)
 
 
-def add_subgroups(
-    metrics: dict,
+def subgroups_of(
     predictions: pd.DataFrame,
     dataset_dir: Path,
     classes: list[str],
     positive: int | None,
     cfg: Config,
     folder: Path,
-) -> None:
-    """A binary task's subgroup table (subgroups.csv, and `subgroups` in the metrics) when the
-    dataset has subgroup columns."""
+) -> list[Subgroup]:
+    """A binary task's subgroups (also written to subgroups.csv) when the dataset has subgroup
+    columns; none otherwise."""
     if positive is None:
-        return
+        return []
     found = with_subgroups(predictions, dataset_dir)
     table = subgroup_table(found, classes, positive, cfg.evaluate, cfg.experiment.seed)
     if table.empty:
-        return
+        return []
     write_csv(table, folder / EVALUATION_FILES.subgroups)
-    metrics["subgroups"] = table.to_dict("records")
+    return [Subgroup(**row) for row in table.to_dict("records")]

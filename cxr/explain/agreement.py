@@ -20,6 +20,7 @@ from cxr.explain.methods import explain_batch
 from cxr.explain.probe import make_probe
 from cxr.explain.report import output_probabilities
 from cxr.models.fusing import fuse_batch_norm
+from cxr.results.explanation import Agreement
 from cxr.runs import FoldRun
 from cxr.stats import ranked, ranked_correlation
 
@@ -97,11 +98,11 @@ def fold_agreement(
     return found.sort_values("mean_rank_correlation", kind="stable").reset_index(drop=True)
 
 
-def summarise_agreement(found: pd.DataFrame) -> dict:
-    return {
-        "images": len(found),
-        "other_folds": found["other_folds"].iloc[0] if len(found) else "",
-        "median_rank_correlation": float(found["mean_rank_correlation"].median()),
-        "median_probability_std": float(found["probability_std"].median()),
-        "most_disagreeing": found["image"].head(SHOWN).tolist(),
-    }
+def summarise_agreement(found: pd.DataFrame) -> Agreement:
+    return Agreement(
+        images=len(found),
+        other_folds=found["other_folds"].iloc[0] if len(found) else "",
+        median_rank_correlation=float(found["mean_rank_correlation"].median()),
+        median_probability_std=float(found["probability_std"].median()),
+        most_disagreeing=found["image"].head(SHOWN).tolist(),
+    )

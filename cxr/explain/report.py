@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.data.labels import Box, box_mask
+from cxr.results.explanation import MapLocalisation
 
 LOCALISATION_SEED = 0
 
@@ -81,7 +82,8 @@ def outcome(true_index: int, predicted_index: int, positive: int | None) -> str:
 
 
 def summarise_fold(report: pd.DataFrame) -> dict:
-    """Counts, empty maps, and localisation for true positives with boxes against two baselines.
+    """Counts, empty maps, and localisation for true positives with boxes against two baselines
+    (the fields of cxr.results.explanation.ExplainSummary that the report gives).
 
     Baselines: a map that always peaks at the image centre, and one that peaks at a uniformly
     random pixel (mean over 100 draws per image, fixed seed).
@@ -109,11 +111,11 @@ def summarise_fold(report: pd.DataFrame) -> dict:
             centre.append(inside((row.width - 1) / 2, (row.height - 1) / 2, row.boxes))
             xs, ys = rng.integers(0, row.width, 100), rng.integers(0, row.height, 100)
             random_hits.append(np.mean(inside_any(xs, ys, row.boxes)))
-        summary["localisation"] = {
-            "true_positives_with_boxes": len(located),
-            "peak_in_box": float(located["peak_in_box"].mean()),
-            "centre_baseline": float(np.mean(centre)),
-            "random_baseline": float(np.mean(random_hits)),
-            "mean_box_energy_share": float(located["box_energy_share"].mean()),
-        }
+        summary["localisation"] = MapLocalisation(
+            true_positives_with_boxes=len(located),
+            peak_in_box=float(located["peak_in_box"].mean()),
+            centre_baseline=float(np.mean(centre)),
+            random_baseline=float(np.mean(random_hits)),
+            mean_box_energy_share=float(located["box_energy_share"].mean()),
+        )
     return summary

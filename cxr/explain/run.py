@@ -11,6 +11,7 @@ cxr.explain.review), and maps.npz with --save-maps.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -49,6 +50,8 @@ from cxr.explain.rows import (
 from cxr.external import External
 from cxr.models.fusing import fuse_batch_norm
 from cxr.models.precision import use_mixed_precision, with_policy
+from cxr.results.explanation import ExplainSummary
+from cxr.results.records import to_json
 from cxr.runs import (
     EXPERIMENT_FILES,
     EXPLAIN_FILES,
@@ -87,7 +90,7 @@ class FoldExplanation:
     fold: int
     folder: Path
     report: pd.DataFrame
-    summary: dict
+    summary: ExplainSummary
     table: pd.DataFrame  # the fold's images (sizes, boxes), for the experiment's review page
 
 
@@ -144,13 +147,13 @@ def explain_fold(
         .sort_values("image", kind="stable")  # several classes of an image keep their order
         .reset_index(drop=True)
     )
-    summary = summarise_fold(with_boxes(report, table)) | {"fold": fold, **settings}
+    summary = ExplainSummary(**summarise_fold(with_boxes(report, table)), fold=fold, **settings)
     if options.fold_agreement:
         found = agreement_of(trained, others, report, options)
         write_csv(found, folder / EXPLAIN_FILES.fold_agreement)
-        summary["fold_agreement"] = summarise_agreement(found)
+        summary = dataclasses.replace(summary, fold_agreement=summarise_agreement(found))
     write_csv(report, folder / sharded(EXPLAIN_FILES.report, options.shard))
-    write_json_atomic(folder / sharded(EXPLAIN_FILES.summary, options.shard), summary)
+    write_json_atomic(folder / sharded(EXPLAIN_FILES.summary, options.shard), to_json(summary))
     write_montage(folder, report, options.montage_size)
     write_fold_review(
         folder,
@@ -283,14 +286,15 @@ def explain_folds(
             "first"
         )
     results = [explain_fold(cfg, fold, options, on) for fold in folds]
+    explained = {r.fold: r.summary for r in results if on is None and options.shard is None}
     if len(results) == 1:
-        write_documents(cfg)
+        write_documents(cfg, explained=explained)
         return results, None
     combined = pd.concat([r.report for r in results], ignore_index=True)
     root = experiment_dir(cfg) if on is None else on.folder
     write_csv(combined, command_dir(root, "explain") / EXPLAIN_FILES.report)
     write_experiment_review(cfg, results, root)
-    write_documents(cfg)
+    write_documents(cfg, explained=explained)
     return results, combined
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+import pandas as pd
+
+from cxr.results.records import NOT_SAVED
+
 BASELINES = ("random", "centre")  # maps that know nothing of the image (cxr.audit.localisation)
 
 
@@ -216,3 +221,28 @@ class AuditSummary:
         data["shortcuts"]["model_flagged"] = self.shortcuts.model_flagged
         data["flagged_on_evidence"] = self.flagged_on_evidence
         return data
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    """One method: the mean rank correlation and SSIM of the two models' maps."""
+
+    images: int
+    spearman: float
+    ssim: float
+    passes: bool
+
+
+@dataclass(frozen=True)
+class DataRandomisation:
+    """The data randomisation check of one fold (cxr.data_randomisation): the maps of a copy
+    trained on permuted labels against the real model's (data_randomisation.json)."""
+
+    fold: int
+    epochs: int
+    labels_changed: float  # share of training images whose label the permutation changed
+    pass_below: float  # a method passes when its maps rank-correlate less than this
+    checks: dict[str, DataCheck]
+    rows: pd.DataFrame = field(default_factory=pd.DataFrame, metadata=NOT_SAVED)  # per image
+    # method -> (trained, permuted) maps
+    maps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, metadata=NOT_SAVED)
