@@ -24,6 +24,7 @@ from cxr.data.labels import known_patients, patient_keys
 from cxr.findings import Findings
 from cxr.results.audit import AuditSummary, DataRandomisation
 from cxr.results.evaluation import Evaluation, ExternalEvaluation, Metrics
+from cxr.results.records import num
 from cxr.runs import (
     AUDIT_FILES,
     EVALUATION_FILES,
@@ -62,13 +63,6 @@ def read_json(path: Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def num(value: object, spec: str = ".3f") -> str:
-    """A figure read from a run's JSON, formatted; 'undefined' where it is null (NaN)."""
-    if not isinstance(value, int | float) or not math.isfinite(value):
-        return "undefined"
-    return format(value, spec)
 
 
 def estimate(metrics: Metrics, name: str) -> str:
@@ -255,22 +249,11 @@ def audit_lines_of(summary: AuditSummary, root: Path) -> list[str]:
     fold = summary.fold
     where = "pooled" if fold is None else f"fold {fold}"
     lines = []
-    for method, found in summary.localisation.items():
-        lines.append(
-            f"- {where}, {method}: pointing game "
-            f"{num(found.scores['pointing_hit'].mean, '.2f')} ({found.images} images with boxes)"
-        )
-    for method, check in summary.sanity.items():
-        verdict = "passes" if check.passes else "FAILS"
-        lines.append(
-            f"- {where}, {method}: randomisation sanity check {verdict} (rank correlation "
-            f"{num(check.last_stage_spearman, '.2f')} after {check.stages} stages)"
-        )
-    for method, f in summary.faithfulness.items():
-        lines.append(
-            f"- {where}, {method}: deletion area {num(f.deletion_auc)}, insertion area "
-            f"{num(f.insertion_auc)} ({f.baseline} baseline)"
-        )
+    for scores in summary.scores().values():
+        for method, record in scores.items():
+            line = record.card_line(method)
+            if line is not None:
+                lines.append(f"- {where}, {line}")
     shortcuts = summary.shortcuts
     flags = shortcuts.regions.flags if shortcuts.regions else {}
     flagged = "; ".join(

@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxr.card import estimate, md, num, read_json
+from cxr.card import estimate, md, read_json
 from cxr.config import Config, load_config
 from cxr.data.dataset import METADATA_FILE
 from cxr.data.labels import known_patients, patient_keys
 from cxr.findings import Findings
+from cxr.results.records import num
 from cxr.runs import (
     AUDIT_FILES,
     EXPERIMENT_FILES,

@@ -19,6 +19,7 @@ import tensorflow as tf
 from skimage.metrics import structural_similarity
 
 from cxr.atomic import write_json_atomic
+from cxr.audit.sanity import SANITY_PASS
 from cxr.catalogs.methods import method_parameters
 from cxr.config import Config
 from cxr.data.labels import read_labels
@@ -35,7 +36,6 @@ from cxr.train import prepare_fit
 from cxr.trained import TrainedFold
 
 log = logging.getLogger(__name__)
-PASS = 0.5  # as the model-randomisation check: the maps must rank-correlate less than this
 SALT = 0xDA7A  # the permutation's seed, beside the experiment's seed and the fold
 
 
@@ -105,11 +105,13 @@ def data_randomisation(cfg: Config, fold: int, methods: list[str]) -> DataRandom
             images=len(part),
             spearman=float(part["spearman"].mean()),
             ssim=float(part["ssim"].mean()),
-            passes=bool(part["spearman"].mean() < PASS),
+            passes=bool(part["spearman"].mean() < SANITY_PASS),
         )
         for method, part in frame.groupby("method", sort=False)
     }
-    result = DataRandomisation(fold, settings.train.epochs, changed, PASS, checks, frame, maps)
+    result = DataRandomisation(
+        fold, settings.train.epochs, changed, SANITY_PASS, checks, frame, maps
+    )
     folder = trained.folder("audit")
     write_csv(frame, folder / AUDIT_FILES.data_randomisation)
     write_json_atomic(folder / AUDIT_FILES.data_randomisation_summary, to_json(result))

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr.audit.localisation import iobb, localisation_scores
-from cxr.audit.run import audit_fold, summarise_localisation
+from cxr.audit.localisation import iobb, localisation_scores, summarise_localisation
+from cxr.audit.run import audit_fold
 from cxr.audit.sanity import randomised_copy, weighted_layers_top_down
 from cxr.data.labels import Box
 from cxr.errors import CxrError
@@ -162,11 +162,11 @@ def test_audit_on_a_trained_fold(trained_run, capsys) -> None:
         "methods.png",
     ):
         assert (result.folder / name).is_file()
-    assert set(result.localisation["method"]) == {"gradcam", "hirescam", "random", "centre"}
-    positives = result.localisation[result.localisation["method"] == "gradcam"]
+    assert set(result.rows["localisation"]["method"]) == {"gradcam", "hirescam", "random", "centre"}
+    positives = result.rows["localisation"][result.rows["localisation"]["method"] == "gradcam"]
     # only images with boxes
     assert (positives["label"] == "pneumonia").all() and len(positives) > 0
-    assert result.sanity.groupby("method").size().to_dict() == {"gradcam": 3, "hirescam": 3}
+    assert result.rows["sanity"].groupby("method").size().to_dict() == {"gradcam": 3, "hirescam": 3}
     assert result.summary.best_method in (None, "gradcam", "hirescam")
     assert result.summary.shortcuts.images == len(pd.read_csv(result.folder / "shortcuts.csv")) > 0
     table = pd.read_csv(result.folder / "methods.csv", index_col="method")
@@ -195,6 +195,19 @@ def test_audit_on_a_trained_fold(trained_run, capsys) -> None:
     print_audit(result.summary, result.folder)
     printed = capsys.readouterr().out
     assert all(f"{m}: ROAD" in printed for m in ("gradcam", "hirescam", "random", "centre"))
+    # every score of the catalog: its rows written, a record per method in summary.json, its
+    # line printed and its columns in methods.csv, each holding the record's value
+    from cxr.audit.parts import SCORES
+
+    for part in SCORES:
+        written = pd.read_csv(result.folder / part.file)
+        assert len(written) == len(result.rows[part.name]) > 0, part.name
+        records = result.summary.scores()[part.name]
+        assert set(records) == set(saved[part.name]) == set(written["method"]), part.name
+        for method, record in records.items():
+            assert record.line(method, None) in printed, part.name
+            for column, value in record.columns().items():
+                assert table.loc[method, column] == pytest.approx(value, nan_ok=True), column
 
 
 def test_shortcut_region_share_and_flags() -> None:

@@ -172,7 +172,7 @@ def test_the_annotations_reach_explain_and_audit(
     assert report.loc[boxed, "box_energy_share"].notna().all()
     assert report.loc[~boxed, "box_energy_share"].isna().all()
     audited = audit_fold(trained_run, 0, ["gradcam"], sanity_stages=1, on=on)
-    scored = audited.localisation.query("method == 'gradcam'")
+    scored = audited.rows["localisation"].query("method == 'gradcam'")
     assert sorted(scored["image"]) == [f"images/p{i}.png" for i in (1, 3, 5, 7)]
     assert (audited.shortcuts["peak_region"] != "").all() and audited.summary.shortcuts.regions
 

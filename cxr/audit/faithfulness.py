@@ -10,12 +10,19 @@ removes the detail a finding is made of without adding a dark shape the model ma
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
+import pandas as pd
 from scipy.ndimage import gaussian_filter
 
+from cxr.audit.inputs import AuditInputs
 from cxr.config import check_baseline
 from cxr.explain.report import output_probabilities
+from cxr.figures import plt, save_figure
+from cxr.results.audit import Faithfulness
+from cxr.runs import AUDIT_FILES
 
 
 def baseline_images(images: np.ndarray, kind: str = "black") -> np.ndarray:
@@ -82,3 +89,92 @@ def curve_area(curve: np.ndarray) -> np.ndarray:
     """Area under each curve over the share of pixels changed, [0, 1] (trapezoid rule)."""
     steps = curve.shape[-1] - 1
     return np.trapezoid(curve, dx=1 / steps, axis=-1)
+
+
+def faithfulness_rows(
+    model,
+    images: np.ndarray,
+    targets: np.ndarray,
+    maps: dict[str, np.ndarray],
+    names: list[str],
+    baseline: str = "black",
+    multi_label: bool = False,
+    batch: int = 32,
+) -> tuple[pd.DataFrame, dict]:
+    """Deletion and insertion areas per image and method (the maps of the true class), and the
+    mean curves."""
+    rows, curves = [], {}
+    canvas = baseline_images(images, baseline)
+    for method, method_maps in maps.items():
+        deletion, insertion = perturbation_curves(
+            model,
+            images,
+            method_maps,
+            targets,
+            batch=batch,
+            baseline=canvas,
+            multi_label=multi_label,
+        )
+        curves[method] = (deletion.mean(axis=0), insertion.mean(axis=0))
+        for image, d, i in zip(names, curve_area(deletion), curve_area(insertion), strict=True):
+            rows.append(
+                {
+                    "image": image,
+                    "method": method,
+                    "deletion_auc": float(d),
+                    "insertion_auc": float(i),
+                }
+            )
+    return pd.DataFrame(rows), curves
+
+
+def summarise_faithfulness(faithfulness: pd.DataFrame, baseline: str) -> dict[str, Faithfulness]:
+    """Mean deletion and insertion areas per method."""
+    return {
+        str(m): Faithfulness(
+            images=len(p),
+            deletion_auc=float(p["deletion_auc"].mean()),
+            insertion_auc=float(p["insertion_auc"].mean()),
+            baseline=baseline,
+        )
+        for m, p in faithfulness.groupby("method", sort=False)
+    }
+
+
+def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """Mean deletion and insertion curves, one line per method."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for method, (deletion, insertion) in curves.items():
+        share = np.linspace(0, 1, len(deletion))
+        axes[0].plot(share, deletion, label=method)
+        axes[1].plot(share, insertion, label=method)
+    for ax, title in zip(
+        axes,
+        ("deletion (lower is more faithful)", "insertion (higher is more faithful)"),
+        strict=True,
+    ):
+        ax.set(
+            title=title,
+            xlabel="share of pixels, most salient first",
+            ylabel="target probability",
+            ylim=(0, 1.02),
+        )
+    axes[1].legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def faithfulness_of(inputs: AuditInputs) -> pd.DataFrame:
+    """The audit's deletion and insertion rows of its sample, every method and baseline map; the
+    mean curves drawn in faithfulness.png."""
+    rows, curves = faithfulness_rows(
+        inputs.fused,
+        inputs.images,
+        inputs.targets,
+        inputs.every,
+        inputs.names,
+        inputs.baseline,
+        inputs.multi_label,
+        inputs.batch,
+    )
+    plot_curves(curves, inputs.folder / AUDIT_FILES.faithfulness_figure)
+    return rows

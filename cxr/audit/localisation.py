@@ -11,11 +11,15 @@ Baselines are maps that know nothing: uniform noise, and a centred Gaussian (the
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
+from cxr.audit.inputs import AuditInputs
+from cxr.audit.regions import patient_bootstrap
 from cxr.data.labels import Box, box_mask
 from cxr.explain.report import peak_location
+from cxr.results.audit import Estimate, Localisation
 
 THRESHOLDS = (0.25, 0.5)
 IOBB_LEVELS = (0.1, 0.25, 0.5)
@@ -83,3 +87,33 @@ def with_baseline_maps(
     baselines every metric of the audit is read against."""
     drawn = [baseline_maps(shape, rng) for _ in range(count)]
     return dict(maps) | {name: np.stack([d[name] for d in drawn]) for name in ("random", "centre")}
+
+
+def localisation_of(inputs: AuditInputs) -> pd.DataFrame:
+    """The boxed images' scores, from the one pass over the fold (cxr.audit.sweep)."""
+    return inputs.seen.localisation
+
+
+def summarise_localisation(localisation: pd.DataFrame) -> dict[str, Localisation]:
+    """Per method and baseline: each score's mean with a bootstrap 95% interval over patients (a
+    patient's images rise and fall together; resampling images would narrow the interval)."""
+    if not len(localisation):
+        return {}
+    scores = [
+        c for c in localisation.columns if c not in ("image", "patient_id", "label", "method")
+    ]
+    return {
+        str(method): Localisation(
+            images=len(part),
+            scores={
+                score: Estimate(
+                    float(part[score].mean()),
+                    *patient_bootstrap(
+                        part[score].to_numpy(dtype=float), part["patient_id"].astype(str).to_numpy()
+                    ),
+                )
+                for score in scores
+            },
+        )
+        for method, part in localisation.groupby("method", sort=False)
+    }

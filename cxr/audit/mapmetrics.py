@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.audit.faithfulness import batched_logits
+from cxr.audit.inputs import AuditInputs
 from cxr.audit.localisation import with_baseline_maps
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import Probe
@@ -154,3 +155,20 @@ def summarise_map_metrics(rows: pd.DataFrame) -> dict[str, MapMetrics]:
             max_sensitivity=float(part["max_sensitivity"].mean()),
         )
     return summary
+
+
+def map_metrics_of(inputs: AuditInputs) -> pd.DataFrame:
+    """The map properties of the audit's sample, every method (its own baseline maps drawn
+    alike)."""
+    return map_metric_rows(
+        inputs.fused,
+        inputs.probe,
+        inputs.images,
+        inputs.targets,
+        inputs.maps,
+        inputs.names,
+        len(inputs.trained.classes),
+        inputs.fold,
+        inputs.multi_label,
+        inputs.batch,
+    )

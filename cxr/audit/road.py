@@ -21,6 +21,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import splu
 
 from cxr.audit.faithfulness import most_salient_first
+from cxr.audit.inputs import AuditInputs
 from cxr.audit.mapmetrics import target_probabilities
 from cxr.results.audit import Road
 
@@ -191,3 +192,17 @@ def summarise_road(rows: pd.DataFrame) -> dict[str, Road]:
             gap=lerf - morf,
         )
     return summary
+
+
+def road_of(inputs: AuditInputs) -> pd.DataFrame:
+    """ROAD over the audit's sample, every method and baseline map (noise seeded by the fold)."""
+    return road_rows(
+        inputs.fused,
+        inputs.images,
+        inputs.targets,
+        inputs.every,
+        inputs.names,
+        seed=inputs.fold,
+        batch=inputs.batch,
+        multi_label=inputs.multi_label,
+    )

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.atomic import write_json_atomic
-from cxr.audit.faithfulness import baseline_images, curve_area, perturbation_curves
+from cxr.audit.inputs import AuditInputs
 from cxr.audit.intervention import (
     intervention_rows,
     paste_rows,
@@ -30,10 +30,7 @@ from cxr.audit.intervention import (
     summarise_pastes,
 )
 from cxr.audit.localisation import with_baseline_maps
-from cxr.audit.mapmetrics import map_metric_rows, summarise_map_metrics
-from cxr.audit.regions import patient_bootstrap
-from cxr.audit.road import road_rows, summarise_road
-from cxr.audit.sanity import Cascade
+from cxr.audit.parts import SCORES
 from cxr.audit.shortcut import summarise_shortcuts
 from cxr.audit.sweep import Sample, sweep_fold
 from cxr.catalogs.methods import method_parameters
@@ -61,10 +58,6 @@ from cxr.figures import plt, save_figure
 from cxr.models.fusing import fuse_batch_norm
 from cxr.results.audit import (
     AuditSummary,
-    Estimate,
-    Faithfulness,
-    Localisation,
-    Sanity,
     flagged_regions,
 )
 from cxr.runs import AUDIT_FILES, EXPERIMENT_FILES, EXPLAIN_FILES, command_dir, experiment_dir
@@ -72,19 +65,14 @@ from cxr.tables import read_csv, write_csv
 from cxr.trained import TrainedFold
 
 log = logging.getLogger(__name__)
-SANITY_PASS = 0.5  # the last stage's maps must rank-correlate less than this with the trained ones
 
 
 @dataclass(frozen=True)
 class AuditResult:
     folder: Path
-    localisation: pd.DataFrame
-    sanity: pd.DataFrame
     summary: AuditSummary
-    faithfulness: pd.DataFrame
-    shortcuts: pd.DataFrame
-    map_metrics: pd.DataFrame
-    road: pd.DataFrame
+    rows: dict[str, pd.DataFrame]  # each score's rows (cxr.audit.parts), by its name
+    shortcuts: pd.DataFrame  # per image: where the first method's map of the prediction looks
 
 
 def audit_fold(
@@ -156,52 +144,40 @@ def _audit_fold(
         # audit.sample: also the batch of every sanity step, padded: one traced shape per method
         seen = sweep_fold(fold_cfg, probe, table, classes, methods, fold_cfg.audit.sample)
     images, targets, maps = seen.sample.arrays()
-    with clock("sanity"):
-        cascade = Cascade(model, layer, probe)
-        sanity = pd.DataFrame(cascade.run(images, targets, methods, sanity_stages, trained=maps))
-    # the methods' maps, then a random and a centre map per image: what every number is read
-    # against (the same draws as the map metrics', which are seeded alike)
-    every = with_baseline_maps(maps, len(images), images.shape[1:3], np.random.default_rng(fold))
-    batch = trained.batch_size  # of every forward pass over perturbed images too
-    with clock("deletion and insertion"):
-        faithfulness, curves = faithfulness_rows(
-            fused, images, targets, every, seen.sample.names, baseline, multi_label, batch
-        )
-    with clock("map properties"):
-        map_rows = map_metric_rows(
-            fused,
-            probe,
-            images,
-            targets,
-            maps,
-            seen.sample.names,
-            len(classes),
-            fold,
-            multi_label,
-            batch,
-        )
-    with clock("ROAD"):
-        road = road_rows(
-            fused,
-            images,
-            targets,
-            every,
-            seen.sample.names,
-            seed=fold,
-            batch=batch,
-            multi_label=multi_label,
-        )
+    inputs = AuditInputs(
+        trained=trained,
+        model=model,
+        fused=fused,
+        probe=probe,
+        seen=seen,
+        images=images,
+        targets=targets,
+        maps=maps,
+        # the methods' maps, then a random and a centre map per image: what every number is read
+        # against (the same draws as the map metrics', which are seeded alike)
+        every=with_baseline_maps(maps, len(images), images.shape[1:3], np.random.default_rng(fold)),
+        stages=sanity_stages,
+        baseline=baseline,
+        folder=folder,
+    )
+    rows, scores = {}, {}
+    for part in SCORES:
+        with clock(part.label):
+            rows[part.name] = part.rows(inputs)
+        scores[part.name] = part.summarise(rows[part.name], baseline)
     with clock("interventions"):
         sample = intervention_sample(trained, table) if not multi_label else None
         interventions = (
-            pd.DataFrame() if sample is None else intervention_rows(fused, *sample, fold, batch)
+            pd.DataFrame()
+            if sample is None
+            else intervention_rows(fused, *sample, fold, inputs.batch)
         )
         evidence = summarise_interventions(interventions, classes, fold)
         flagged = flagged_regions(evidence)
         pastes = (
             pd.DataFrame()
             if sample is None
-            else paste_rows(fused, *sample, flagged, classes, fold, batch)
+            else paste_rows(fused, *sample, flagged, classes, fold, inputs.batch)
         )
     log.info("fold %d audited: %s", fold, clock.line())
     if not len(seen.localisation):
@@ -210,36 +186,26 @@ def _audit_fold(
         fold=fold,
         folds=[fold],
         layer=layer,
-        localisation=summarise_localisation(seen.localisation),
-        sanity=summarise_sanity(sanity),
-        faithfulness=summarise_faithfulness(faithfulness, baseline),
+        **scores,
         shortcuts=summarise_shortcuts(seen.shortcuts, methods[0]),
         sample=seen.sample.names,
-        maps=summarise_map_metrics(map_rows),
-        road=summarise_road(road),
         interventions=evidence,
         pastes=summarise_pastes(pastes, fold),
     )
     write_csv(interventions, folder / AUDIT_FILES.interventions)
     write_csv(pastes, folder / AUDIT_FILES.pastes)
-    write_csv(map_rows, folder / AUDIT_FILES.map_metrics)
-    write_csv(road, folder / AUDIT_FILES.road)
-    write_csv(faithfulness, folder / AUDIT_FILES.faithfulness)
-    plot_curves(curves, folder / AUDIT_FILES.faithfulness_figure)
+    for part in SCORES:
+        write_csv(rows[part.name], folder / part.file)
     write_csv(methods_table(summary), folder / AUDIT_FILES.methods, index=True)
     if seen.figure.names:
         plot_methods(seen.figure, methods, folder / AUDIT_FILES.methods_figure)
     write_csv(seen.shortcuts, folder / AUDIT_FILES.shortcuts)
-    write_csv(seen.localisation, folder / AUDIT_FILES.localisation)
-    write_csv(sanity, folder / AUDIT_FILES.sanity)
     write_summary(folder, summary)
     method_maps = write_method_maps(folder, seen.sample, methods, fold_cfg)
     write_csv(method_maps, folder / AUDIT_FILES.method_maps)
     verdicts = audit_verdicts(seen.shortcuts, summary.flagged_on_evidence)
     refresh_review(trained, table, verdicts, method_maps)
-    return AuditResult(
-        folder, seen.localisation, sanity, summary, faithfulness, seen.shortcuts, map_rows, road
-    )
+    return AuditResult(folder, summary, rows, seen.shortcuts)
 
 
 def write_method_maps(
@@ -347,109 +313,12 @@ def write_summary(folder: Path, summary: AuditSummary) -> None:
     write_json_atomic(folder / AUDIT_FILES.summary, summary.to_json())
 
 
-def faithfulness_rows(
-    model,
-    images: np.ndarray,
-    targets: np.ndarray,
-    maps: dict[str, np.ndarray],
-    names: list[str],
-    baseline: str = "black",
-    multi_label: bool = False,
-    batch: int = 32,
-) -> tuple[pd.DataFrame, dict]:
-    """Deletion and insertion areas per image and method (the maps of the true class), and the
-    mean curves."""
-    rows, curves = [], {}
-    canvas = baseline_images(images, baseline)
-    for method, method_maps in maps.items():
-        deletion, insertion = perturbation_curves(
-            model,
-            images,
-            method_maps,
-            targets,
-            batch=batch,
-            baseline=canvas,
-            multi_label=multi_label,
-        )
-        curves[method] = (deletion.mean(axis=0), insertion.mean(axis=0))
-        for image, d, i in zip(names, curve_area(deletion), curve_area(insertion), strict=True):
-            rows.append(
-                {
-                    "image": image,
-                    "method": method,
-                    "deletion_auc": float(d),
-                    "insertion_auc": float(i),
-                }
-            )
-    return pd.DataFrame(rows), curves
-
-
-def summarise_faithfulness(faithfulness: pd.DataFrame, baseline: str) -> dict[str, Faithfulness]:
-    """Mean deletion and insertion areas per method."""
-    return {
-        str(m): Faithfulness(
-            images=len(p),
-            deletion_auc=float(p["deletion_auc"].mean()),
-            insertion_auc=float(p["insertion_auc"].mean()),
-            baseline=baseline,
-        )
-        for m, p in faithfulness.groupby("method", sort=False)
-    }
-
-
-def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
-    """Mean deletion and insertion curves, one line per method."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for method, (deletion, insertion) in curves.items():
-        share = np.linspace(0, 1, len(deletion))
-        axes[0].plot(share, deletion, label=method)
-        axes[1].plot(share, insertion, label=method)
-    for ax, title in zip(
-        axes,
-        ("deletion (lower is more faithful)", "insertion (higher is more faithful)"),
-        strict=True,
-    ):
-        ax.set(
-            title=title,
-            xlabel="share of pixels, most salient first",
-            ylabel="target probability",
-            ylim=(0, 1.02),
-        )
-    axes[1].legend(fontsize=8)
-    save_figure(fig, path)
-
-
 def methods_table(summary: AuditSummary) -> pd.DataFrame:
-    """Every method (and baseline) on one row: localisation, faithfulness and the sanity check side
-    by side."""
+    """Every method (and baseline) on one row: each score's columns side by side."""
     rows: dict[str, dict] = {}
-    for method, found in summary.localisation.items():
-        rows[method] = {
-            "pointing_game": found.scores["pointing_hit"].mean,
-            "iou_otsu": found.scores["iou@otsu"].mean,
-            "t_iobb_0.25": found.scores["t(iobb)@0.25"].mean,
-        }
-    for method, f in summary.faithfulness.items():
-        rows.setdefault(method, {}).update(
-            deletion_auc=f.deletion_auc, insertion_auc=f.insertion_auc
-        )
-    for method, check in summary.sanity.items():
-        rows.setdefault(method, {}).update(
-            randomised_spearman=check.last_stage_spearman, sanity_passes=check.passes
-        )
-    for method, found in summary.maps.items():
-        rows.setdefault(method, {}).update(
-            average_drop=found.average_drop,
-            increase_in_confidence=found.increase_in_confidence,
-            sparseness=found.sparseness,
-            complexity=found.complexity,
-            random_logit_spearman=found.random_logit_spearman,
-            max_sensitivity=found.max_sensitivity,
-        )
-    for method, found in summary.road.items():
-        rows.setdefault(method, {}).update(
-            road_morf=found.morf, road_lerf=found.lerf, road_gap=found.gap
-        )
+    for scores in summary.scores().values():
+        for method, record in scores.items():
+            rows.setdefault(method, {}).update(record.columns())
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 
 
@@ -514,74 +383,22 @@ def audit_folds(
 
 
 def pool_audits(results: list[AuditResult], baseline: str = "black") -> AuditSummary:
-    """One summary over folds: localisation, faithfulness and shortcuts pooled over every fold's
-    images (each explained by the model that did not train on it); the sanity check per fold,
-    passed only when it passes in every fold."""
-    sanity = {}
-    for method in results[0].summary.sanity:
-        checks = [r.summary.sanity[method] for r in results]
-        sanity[method] = Sanity(
-            stages=checks[0].stages,
-            randomised_down_to=checks[0].randomised_down_to,
-            last_stage_spearman=float(np.mean([c.last_stage_spearman for c in checks])),
-            unrelated_pairs_spearman=float(np.mean([c.unrelated_pairs_spearman for c in checks])),
-            passes=all(c.passes for c in checks),
-            folds_passing=sum(c.passes for c in checks),
-        )
-    pooled = {
-        part: pd.concat([getattr(r, part) for r in results], ignore_index=True)
-        for part in ("localisation", "faithfulness", "shortcuts", "map_metrics", "road")
-    }
+    """One summary over folds: each score pooled over every fold's images (each explained by the
+    model that did not train on it), or from the folds' own records where the score says so (the
+    sanity check: passed only when it passes in every fold); the shortcuts over every image."""
+    scores = {}
+    for part in SCORES:
+        if part.pool is not None:
+            scores[part.name] = part.pool([r.summary.scores()[part.name] for r in results])
+        else:
+            every = pd.concat([r.rows[part.name] for r in results], ignore_index=True)
+            scores[part.name] = part.summarise(every, baseline)
+    shortcuts = pd.concat([r.shortcuts for r in results], ignore_index=True)
     return AuditSummary(
         fold=None,
         folds=[r.summary.fold for r in results],
         layer=results[0].summary.layer,
-        localisation=summarise_localisation(pooled["localisation"]),
-        sanity=sanity,
-        faithfulness=summarise_faithfulness(pooled["faithfulness"], baseline),
-        shortcuts=summarise_shortcuts(pooled["shortcuts"], results[0].summary.shortcuts.method),
+        **scores,
+        shortcuts=summarise_shortcuts(shortcuts, results[0].summary.shortcuts.method),
         sample=[name for r in results for name in r.summary.sample],
-        maps=summarise_map_metrics(pooled["map_metrics"]),
-        road=summarise_road(pooled["road"]),
     )
-
-
-def summarise_sanity(sanity: pd.DataFrame) -> dict[str, Sanity]:
-    """Each method's last cascade stage, and whether its maps have moved far enough from the
-    trained ones."""
-    checks = {}
-    for method, part in sanity.groupby("method", sort=False):
-        last = part.iloc[-1]
-        checks[str(method)] = Sanity(
-            stages=len(part),
-            randomised_down_to=str(last["randomised_down_to"]),
-            last_stage_spearman=float(last["spearman"]),
-            unrelated_pairs_spearman=float(last["unrelated_pairs_spearman"]),
-            passes=bool(last["spearman"] < SANITY_PASS),
-        )
-    return checks
-
-
-def summarise_localisation(localisation: pd.DataFrame) -> dict[str, Localisation]:
-    """Per method and baseline: each score's mean with a bootstrap 95% interval over patients (a
-    patient's images rise and fall together; resampling images would narrow the interval)."""
-    if not len(localisation):
-        return {}
-    scores = [
-        c for c in localisation.columns if c not in ("image", "patient_id", "label", "method")
-    ]
-    return {
-        str(method): Localisation(
-            images=len(part),
-            scores={
-                score: Estimate(
-                    float(part[score].mean()),
-                    *patient_bootstrap(
-                        part[score].to_numpy(dtype=float), part["patient_id"].astype(str).to_numpy()
-                    ),
-                )
-                for score in scores
-            },
-        )
-        for method, part in localisation.groupby("method", sort=False)
-    }

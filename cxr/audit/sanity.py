@@ -13,11 +13,16 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
+import pandas as pd
 from skimage.metrics import structural_similarity
 
+from cxr.audit.inputs import AuditInputs
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import Probe, make_probe
+from cxr.results.audit import Sanity
 from cxr.stats import ranked, ranked_correlation
+
+SANITY_PASS = 0.5  # the last stage's maps must rank-correlate less than this with the trained ones
 
 
 def weighted_layers_top_down(model: keras.Model) -> list[str]:
@@ -113,3 +118,44 @@ class Cascade:
                     }
                 )
         return sorted(rows, key=lambda row: (list(methods).index(row["method"]), row["stage"]))
+
+
+def sanity_of(inputs: AuditInputs) -> pd.DataFrame:
+    """The cascade over the audit's sample, its maps compared with the trained model's."""
+    cascade = Cascade(inputs.model, inputs.trained.layer, inputs.probe)
+    methods = list(inputs.maps)
+    return pd.DataFrame(
+        cascade.run(inputs.images, inputs.targets, methods, inputs.stages, trained=inputs.maps)
+    )
+
+
+def summarise_sanity(sanity: pd.DataFrame) -> dict[str, Sanity]:
+    """Each method's last cascade stage, and whether its maps have moved far enough from the
+    trained ones."""
+    checks = {}
+    for method, part in sanity.groupby("method", sort=False):
+        last = part.iloc[-1]
+        checks[str(method)] = Sanity(
+            stages=len(part),
+            randomised_down_to=str(last["randomised_down_to"]),
+            last_stage_spearman=float(last["spearman"]),
+            unrelated_pairs_spearman=float(last["unrelated_pairs_spearman"]),
+            passes=bool(last["spearman"] < SANITY_PASS),
+        )
+    return checks
+
+
+def pool_sanity(per_fold: list[dict[str, Sanity]]) -> dict[str, Sanity]:
+    """The check per fold, averaged, passed only when it passes in every fold."""
+    sanity = {}
+    for method in per_fold[0]:
+        checks = [found[method] for found in per_fold]
+        sanity[method] = Sanity(
+            stages=checks[0].stages,
+            randomised_down_to=checks[0].randomised_down_to,
+            last_stage_spearman=float(np.mean([c.last_stage_spearman for c in checks])),
+            unrelated_pairs_spearman=float(np.mean([c.unrelated_pairs_spearman for c in checks])),
+            passes=all(c.passes for c in checks),
+            folds_passing=sum(c.passes for c in checks),
+        )
+    return sanity

@@ -15,7 +15,6 @@ import os
 # set TF_CPP_MIN_LOG_LEVEL yourself (0) to see them. Set before any command imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from cxr.cli.commands import app, selected_folds
-from cxr.cli.present import describe_metrics, print_audit
+from cxr.cli.commands import app
 
-__all__ = ["app", "describe_metrics", "print_audit", "selected_folds"]
+__all__ = ["app"]

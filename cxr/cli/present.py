@@ -194,7 +194,7 @@ def region_line(name: str, group: RegionGroup) -> str:
     from cxr.data.regions import OFF_CHEST, REGION_WORDS
 
     peaks = group.peaks
-    top = max(OFF_CHEST, key=lambda r: peaks[r].share - peaks[r].uniform)
+    top = group.most_above_uniform(OFF_CHEST)
     lungs, chest = group.outside_lungs, group.outside_chest
     return (
         f"  {name}: {peaks['lung'].share:.0%} of peaks inside the lungs (uniform map: "
@@ -222,53 +222,14 @@ def print_regions(regions: Regions) -> None:
 
 def print_audit(summary: AuditSummary, folder: Path) -> None:
     """An audit summary (one fold's, or pooled over folds), a line per finding."""
-    for method, found in summary.localisation.items():
-        hit = found.scores["pointing_hit"]
-        typer.echo(
-            f"{method:>12}: pointing game {hit.mean:.2f} [{hit.low:.2f}, {hit.high:.2f}], "
-            f"IoU@otsu {found.scores['iou@otsu'].mean:.2f}, "
-            f"T(IoBB)@0.25 {found.scores['t(iobb)@0.25'].mean:.2f} "
-            f"({found.images} images with boxes)"
-        )
+    folds = None if summary.fold is not None else len(summary.folds)
+    for scores in summary.scores().values():
+        for method, record in scores.items():
+            typer.echo(record.line(method, folds))
     if summary.best_method:
         typer.echo(f"best localisation: {summary.best_method}")
     elif summary.localisation:
         typer.echo("best localisation: no method beat both baselines (random map, centre map)")
-    pooled = summary.fold is None
-    for method, check in summary.sanity.items():
-        verdict = "passes" if check.passes else "FAILS"
-        if pooled:
-            verdict += f" (in {check.folds_passing} of {len(summary.folds)} folds)"
-        typer.echo(
-            f"{method:>12}: randomised model's maps rank-correlate "
-            f"{'on average ' if pooled else ''}{check.last_stage_spearman:.2f} with the trained "
-            f"ones after {check.stages} stages (unrelated images: "
-            f"{check.unrelated_pairs_spearman:.2f}): {verdict}"
-        )
-    for method, f in summary.faithfulness.items():
-        typer.echo(
-            f"{method:>12}: deletion area {f.deletion_auc:.3f} (lower is better), insertion "
-            f"area {f.insertion_auc:.3f} ({f.baseline} baseline, {f.images} images)"
-        )
-    for method, found in summary.maps.items():
-        logit = (
-            ""
-            if found.random_logit_spearman != found.random_logit_spearman  # NaN: a baseline map
-            else f", random-logit rank correlation {found.random_logit_spearman:.2f}, "
-            f"max-sensitivity {found.max_sensitivity:.2f}"
-        )
-        typer.echo(
-            f"{method:>12}: average drop {found.average_drop:.1f}%, increase in confidence "
-            f"{found.increase_in_confidence:.0f}%, sparseness {found.sparseness:.2f}, complexity "
-            f"{found.complexity:.2f}{logit}"
-        )
-    for method, road in summary.road.items():
-        typer.echo(
-            f"{method:>12}: ROAD, target probability with "
-            f"{road.shares[0]:.0%}-{road.shares[-1]:.0%} of pixels imputed: most relevant first "
-            f"{road.morf:.3f} (lower is better), least relevant first {road.lerf:.3f}, gap "
-            f"{road.gap:+.3f} (higher is better)"
-        )
     shortcuts = summary.shortcuts
     if shortcuts.implausible_lungs:
         typer.echo(

@@ -244,5 +244,5 @@ def evaluate_external(cfg: Config, folds: list[int], external: External) -> Exte
         folder=external.folder,
     )
     write_report(external.folder, ensemble_predictions, report, ensemble, classes, positive)
-    write_documents(cfg)
+    write_documents(cfg, external=report)
     return report

@@ -1,16 +1,44 @@
-"""What each audit returns: small typed records that the printed summary and summary.json both
-come from, so the two cannot disagree and a reader of either finds the same names."""
+"""What each audit returns: small typed records that the printed summary, the model card,
+methods.csv and summary.json all come from, so they cannot disagree and a reader of any finds the
+same names.
+
+A score the audit gives each method (localisation, faithfulness, sanity, map properties, ROAD) is
+one record class here with everything said of it: its fields, its line on the terminal (`line`),
+on the model card (`card_line`, None: not on the card) and its columns in methods.csv
+(`columns`); AuditSummary holds one field of them per score, marked `SCORE`, in the order they
+are shown. cxr.audit.parts computes them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from cxr.results.records import NOT_SAVED
+from cxr.results.records import NOT_SAVED, num
+
+SCORE = {"score": True}  # AuditSummary's field metadata: one record per method, shown in order
 
 BASELINES = ("random", "centre")  # maps that know nothing of the image (cxr.audit.localisation)
+
+
+class Score(Protocol):
+    """A score the audit gives one method (or baseline map), and all that is said of it."""
+
+    def line(self, method: str, folds: int | None) -> str:
+        """Its line on the terminal; `folds`: how many folds it is pooled over (None: one)."""
+        ...
+
+    def card_line(self, method: str) -> str | None:
+        """Its line on the model card (None: not there)."""
+        ...
+
+    def columns(self) -> dict[str, object]:
+        """Its columns in methods.csv (every method side by side)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -29,6 +57,28 @@ class Localisation:
     images: int
     scores: dict[str, Estimate]  # pointing_hit, iou@0.25, iou@0.5, iou@otsu, iobb, t(iobb)@T
 
+    def line(self, method: str, folds: int | None) -> str:
+        hit = self.scores["pointing_hit"]
+        return (
+            f"{method:>12}: pointing game {hit.mean:.2f} [{hit.low:.2f}, {hit.high:.2f}], "
+            f"IoU@otsu {self.scores['iou@otsu'].mean:.2f}, "
+            f"T(IoBB)@0.25 {self.scores['t(iobb)@0.25'].mean:.2f} "
+            f"({self.images} images with boxes)"
+        )
+
+    def card_line(self, method: str) -> str | None:
+        return (
+            f"{method}: pointing game {num(self.scores['pointing_hit'].mean, '.2f')} "
+            f"({self.images} images with boxes)"
+        )
+
+    def columns(self) -> dict[str, object]:
+        return {
+            "pointing_game": self.scores["pointing_hit"].mean,
+            "iou_otsu": self.scores["iou@otsu"].mean,
+            "t_iobb_0.25": self.scores["t(iobb)@0.25"].mean,
+        }
+
 
 @dataclass(frozen=True)
 class Sanity:
@@ -41,6 +91,26 @@ class Sanity:
     passes: bool
     folds_passing: int | None = None  # pooled over folds: in how many it passes
 
+    def line(self, method: str, folds: int | None) -> str:
+        verdict = "passes" if self.passes else "FAILS"
+        if folds is not None:
+            verdict += f" (in {self.folds_passing} of {folds} folds)"
+        return (
+            f"{method:>12}: randomised model's maps rank-correlate "
+            f"{'on average ' if folds is not None else ''}{self.last_stage_spearman:.2f} with the "
+            f"trained ones after {self.stages} stages (unrelated images: "
+            f"{self.unrelated_pairs_spearman:.2f}): {verdict}"
+        )
+
+    def card_line(self, method: str) -> str | None:
+        return (
+            f"{method}: randomisation sanity check {'passes' if self.passes else 'FAILS'} (rank "
+            f"correlation {num(self.last_stage_spearman, '.2f')} after {self.stages} stages)"
+        )
+
+    def columns(self) -> dict[str, object]:
+        return {"randomised_spearman": self.last_stage_spearman, "sanity_passes": self.passes}
+
 
 @dataclass(frozen=True)
 class Faithfulness:
@@ -50,6 +120,21 @@ class Faithfulness:
     deletion_auc: float
     insertion_auc: float
     baseline: str
+
+    def line(self, method: str, folds: int | None) -> str:
+        return (
+            f"{method:>12}: deletion area {self.deletion_auc:.3f} (lower is better), insertion "
+            f"area {self.insertion_auc:.3f} ({self.baseline} baseline, {self.images} images)"
+        )
+
+    def card_line(self, method: str) -> str | None:
+        return (
+            f"{method}: deletion area {num(self.deletion_auc)}, insertion area "
+            f"{num(self.insertion_auc)} ({self.baseline} baseline)"
+        )
+
+    def columns(self) -> dict[str, object]:
+        return {"deletion_auc": self.deletion_auc, "insertion_auc": self.insertion_auc}
 
 
 @dataclass(frozen=True)
@@ -63,6 +148,20 @@ class Road:
     lerf: float
     gap: float  # LeRF - MoRF: higher is more faithful; about 0 for a map that knows nothing
 
+    def line(self, method: str, folds: int | None) -> str:
+        return (
+            f"{method:>12}: ROAD, target probability with "
+            f"{self.shares[0]:.0%}-{self.shares[-1]:.0%} of pixels imputed: most relevant first "
+            f"{self.morf:.3f} (lower is better), least relevant first {self.lerf:.3f}, gap "
+            f"{self.gap:+.3f} (higher is better)"
+        )
+
+    def card_line(self, method: str) -> str | None:
+        return None
+
+    def columns(self) -> dict[str, object]:
+        return {"road_morf": self.morf, "road_lerf": self.lerf, "road_gap": self.gap}
+
 
 @dataclass(frozen=True)
 class MapMetrics:
@@ -75,6 +174,32 @@ class MapMetrics:
     complexity: float  # entropy over its maximum, 1 uniform
     random_logit_spearman: float  # NaN for a baseline map; lower: the map follows the class
     max_sensitivity: float  # NaN for a baseline map; lower: the map is robust to small noise
+
+    def line(self, method: str, folds: int | None) -> str:
+        logit = (
+            ""
+            if self.random_logit_spearman != self.random_logit_spearman  # NaN: a baseline map
+            else f", random-logit rank correlation {self.random_logit_spearman:.2f}, "
+            f"max-sensitivity {self.max_sensitivity:.2f}"
+        )
+        return (
+            f"{method:>12}: average drop {self.average_drop:.1f}%, increase in confidence "
+            f"{self.increase_in_confidence:.0f}%, sparseness {self.sparseness:.2f}, complexity "
+            f"{self.complexity:.2f}{logit}"
+        )
+
+    def card_line(self, method: str) -> str | None:
+        return None
+
+    def columns(self) -> dict[str, object]:
+        return {
+            "average_drop": self.average_drop,
+            "increase_in_confidence": self.increase_in_confidence,
+            "sparseness": self.sparseness,
+            "complexity": self.complexity,
+            "random_logit_spearman": self.random_logit_spearman,
+            "max_sensitivity": self.max_sensitivity,
+        }
 
 
 @dataclass(frozen=True)
@@ -107,6 +232,10 @@ class RegionGroup:
     mostly_outside_chest: Estimate
     outside_lungs: Excess
     outside_chest: Excess
+
+    def most_above_uniform(self, regions: Sequence[str]) -> str:
+        """Of `regions`, the one whose share of peaks most exceeds a uniform map's."""
+        return max(regions, key=lambda r: self.peaks[r].share - self.peaks[r].uniform)
 
 
 @dataclass(frozen=True)
@@ -185,16 +314,23 @@ class AuditSummary:
     fold: int | None
     folds: list[int]
     layer: str
-    localisation: dict[str, Localisation]
-    sanity: dict[str, Sanity]
-    faithfulness: dict[str, Faithfulness]
+    localisation: dict[str, Localisation] = field(metadata=SCORE)
+    faithfulness: dict[str, Faithfulness] = field(metadata=SCORE)
+    sanity: dict[str, Sanity] = field(metadata=SCORE)
     shortcuts: Shortcuts
     sample: list[str] = field(default_factory=list)  # the sanity and faithfulness images
-    maps: dict[str, MapMetrics] = field(default_factory=dict)  # properties of the maps
-    road: dict[str, Road] = field(default_factory=dict)  # faithfulness with debiased removal
+    # properties of the maps
+    maps: dict[str, MapMetrics] = field(default_factory=dict, metadata=SCORE)
+    # faithfulness with debiased removal
+    road: dict[str, Road] = field(default_factory=dict, metadata=SCORE)
     # what the decision depends on: called class -> region -> its fill against the control
     interventions: dict[str, dict[str, Intervention]] = field(default_factory=dict)
     pastes: dict[str, dict[str, Paste]] = field(default_factory=dict)  # flagged class -> region
+
+    def scores(self) -> dict[str, dict[str, Score]]:
+        """Each score the audit gives the methods (its field's name -> method -> record), in the
+        order they are shown."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("score")}
 
     @property
     def flagged_on_evidence(self) -> dict[str, list[str]]:

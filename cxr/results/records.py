@@ -82,3 +82,10 @@ def from_json(kind: type, data: object) -> Any:
     if kind is int:
         return int(data)
     return data
+
+
+def num(value: object, spec: str = ".3f") -> str:
+    """A figure for a document, formatted; 'undefined' where it is NaN (null in the JSON)."""
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "undefined"
+    return format(value, spec)
