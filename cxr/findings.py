@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cxr.config import Config
 from cxr.results.audit import AuditSummary, DataRandomisation
@@ -62,6 +63,17 @@ def read_record(kind: type[Record], path: Path) -> Record | None:
         return None
 
 
+def given_or_read(
+    kind: type[Record], given: dict, folds: list, file: Callable[[Any], Path]
+) -> dict[Any, Record]:
+    """Each fold's record: the one given, else the one its file holds (folds with neither left
+    out)."""
+    found = {
+        fold: given[fold] if fold in given else read_record(kind, file(fold)) for fold in folds
+    }
+    return {fold: record for fold, record in found.items() if record is not None}
+
+
 def read_findings(
     cfg: Config,
     folds: list[int],
@@ -74,46 +86,36 @@ def read_findings(
 ) -> Findings:
     """The findings of the experiment's trained `folds`: those given, else read from its files."""
     root = experiment_dir(cfg)
-    explained, audits = explained or {}, audits or {}
-    data_randomisation = data_randomisation or {}
-    reports = {
-        path.parent.name: report
-        for path in sorted(external_dir(cfg).glob(f"*/{EVALUATION_FILES.metrics}"))
-        if (report := read_record(ExternalEvaluation, path)) is not None
-    }
-    if external is not None:
-        reports[external.folder.name] = external
-    found_audits = {
-        fold: audits[fold]
-        if fold in audits
-        else read_record(AuditSummary, command_dir(root, "audit", fold) / AUDIT_FILES.summary)
-        for fold in [None, *folds]
-    }
-    pooled = found_audits.pop(None)
+    given = {} if external is None else {external.folder.name: external}
+    names = [path.parent.name for path in external_dir(cfg).glob(f"*/{EVALUATION_FILES.metrics}")]
+    reports = given_or_read(
+        ExternalEvaluation,
+        given,
+        sorted({*names, *given}),
+        lambda name: external_dir(cfg, name) / EVALUATION_FILES.metrics,
+    )
+    found_audits = given_or_read(
+        AuditSummary,
+        audits or {},
+        [None, *folds],
+        lambda fold: command_dir(root, "audit", fold) / AUDIT_FILES.summary,
+    )
+    pooled = found_audits.pop(None, None)
     return Findings(
         evaluation=evaluation
         or read_record(Evaluation, pooled_evaluation_dir(cfg) / EVALUATION_FILES.metrics),
-        external=[reports[name] for name in sorted(reports)],
-        explained={
-            fold: summary
-            for fold in folds
-            if (
-                summary := explained.get(fold)
-                or read_record(
-                    ExplainSummary, command_dir(root, "explain", fold) / EXPLAIN_FILES.summary
-                )
-            )
-        },
-        audits=[pooled] if pooled else [a for a in found_audits.values() if a],
-        data_randomisation={
-            fold: found
-            for fold in folds
-            if (
-                found := data_randomisation.get(fold)
-                or read_record(
-                    DataRandomisation,
-                    command_dir(root, "audit", fold) / AUDIT_FILES.data_randomisation_summary,
-                )
-            )
-        },
+        external=list(reports.values()),
+        explained=given_or_read(
+            ExplainSummary,
+            explained or {},
+            folds,
+            lambda fold: command_dir(root, "explain", fold) / EXPLAIN_FILES.summary,
+        ),
+        audits=[pooled] if pooled else list(found_audits.values()),
+        data_randomisation=given_or_read(
+            DataRandomisation,
+            data_randomisation or {},
+            folds,
+            lambda fold: command_dir(root, "audit", fold) / AUDIT_FILES.data_randomisation_summary,
+        ),
     )

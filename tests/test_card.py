@@ -26,6 +26,28 @@ def test_the_card_reads_every_figure_from_the_run(trained_run) -> None:
     evaluate(trained_run, [0, 1])  # as the other tests found it
 
 
+def test_a_command_hands_the_card_what_it_found(trained_run, monkeypatch) -> None:
+    """evaluate's card comes from the results in hand: metrics.json, just written, is not read
+    back; what another command wrote (the explain summaries) is."""
+    import cxr.findings
+
+    read = []
+
+    def reading(kind, path):
+        read.append(path)
+        return original(kind, path)
+
+    original = cxr.findings.read_record
+    monkeypatch.setattr(cxr.findings, "read_record", reading)
+    evaluate(trained_run, [0, 1])
+    metrics = pooled_evaluation_dir(trained_run) / "metrics.json"
+    assert metrics.is_file() and metrics not in read
+    folder = trained_run.experiment.output_dir / trained_run.experiment.name
+    assert folder / "explain" / "fold0" / "summary.json" in read
+    write_model_card(trained_run)  # a bare rewrite has nothing in hand: it reads the file
+    assert metrics in read
+
+
 def test_audit_lines_link_the_review_page_filtered_to_their_images(tmp_path) -> None:
     from dataclasses import replace
 
