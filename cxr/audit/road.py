@@ -140,28 +140,36 @@ def road_rows(
     order they finish in.
     """
     rows = []
+    methods = list(maps)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for m, (method, found) in enumerate(maps.items()):
-            # images whose maps are the same (the centre map) share their masks: one
-            # factorisation each, used by one thread (a SuperLU factor is not shared across them)
-            alike: dict[bytes, list[int]] = {}
-            for i in range(len(images)):
-                alike.setdefault(found[i].tobytes(), []).append(i)
-            for s, share in enumerate(SHARES):
+        for s, share in enumerate(SHARES):
+            # the same removed pixels (the centre map's, of every image; often Grad-CAM's and
+            # HiResCAM's) are one factorisation, used by one thread (a SuperLU factor is not
+            # shared across them); each map and image keeps its own noise
+            masks = {
+                (m, i): removal_masks(maps[method][i], share)
+                for m, method in enumerate(methods)
+                for i in range(len(images))
+            }
+            alike: dict[bytes, list[tuple[int, int, int]]] = {}
+            for (m, i), pair in masks.items():
+                for which, mask in enumerate(pair):  # most relevant, least relevant
+                    alike.setdefault(mask.tobytes(), []).append((m, i, which))
 
-                def fills(group: list[int], found=found, share=share, m=m, s=s) -> list:
-                    most, least = (Imputer(mask) for mask in removal_masks(found[group[0]], share))
-                    out = []
-                    for i in group:
-                        rng = np.random.default_rng([seed, m, s, i])
-                        out.append((i, most(images[i], rng, noise), least(images[i], rng, noise)))
-                    return out
+            def fills(group: list[tuple[int, int, int]], s=s, masks=masks) -> list:
+                m, i, which = group[0]
+                imputer = Imputer(masks[m, i][which])
+                out = []
+                for m, i, which in group:
+                    rng = np.random.default_rng([seed, m, s, i])
+                    if which:  # the least relevant pixels' noise follows the most relevant's
+                        rng.normal(size=(int(masks[m, i][0].sum()), images.shape[-1]))
+                    out.append(((m, i, which), imputer(images[i], rng, noise)))
+                return out
 
-                done = sorted(
-                    (f for group in pool.map(fills, alike.values()) for f in group),
-                    key=lambda f: f[0],
-                )
-                variants = [v for _, most, least in done for v in (most, least)]
+            filled = dict(found for group in pool.map(fills, alike.values()) for found in group)
+            for m, method in enumerate(methods):
+                variants = [filled[m, i, which] for i in range(len(images)) for which in (0, 1)]
                 probs = target_probabilities(
                     model, np.stack(variants), np.repeat(targets, 2), batch, multi_label
                 )
@@ -175,6 +183,7 @@ def road_rows(
                     }
                     for i, name in enumerate(names)
                 ]
+    rows.sort(key=lambda row: methods.index(row["method"]))  # method by method, as before
     return pd.DataFrame(rows)
 
 
