@@ -193,3 +193,24 @@ def test_pasting_the_flagged_corner_moves_the_other_class_only_for_its_reader(
         assert found.turned == 1.0
     else:
         assert found.change.mean == pytest.approx(0, abs=1e-6) and found.turned == 0.0
+
+
+def test_fills_sharing_a_mask_equal_each_fill_alone() -> None:
+    """Images with the same mask share one factorisation (#27): each fill must still be the
+    image's own imputation with its own seeded noise."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cxr.audit.intervention import filled
+    from cxr.audit.road import impute
+
+    rng = np.random.default_rng(3)
+    images = rng.uniform(0, 1, (3, 12, 12, 1))
+    corner = np.zeros((12, 12), dtype=bool)
+    corner[:4, :4] = True
+    other = np.roll(corner, 5, axis=1)
+    jobs = [(images[0], corner, 1), (images[1], corner, 2), (images[2], other, 3)]
+    with ThreadPoolExecutor(2) as pool:
+        found = filled(jobs, pool)
+    for (image, mask, seed), fill in zip(jobs, found, strict=True):
+        np.testing.assert_array_equal(fill, impute(image, mask, np.random.default_rng(seed)))
+    assert not np.array_equal(found[0][:4, :4], found[1][:4, :4])  # its own image and noise

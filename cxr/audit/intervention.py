@@ -21,7 +21,7 @@ below -MARGIN.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import keras
 import numpy as np
@@ -29,7 +29,7 @@ import pandas as pd
 
 from cxr import stats
 from cxr.audit.faithfulness import batched_logits
-from cxr.audit.road import impute
+from cxr.audit.road import Imputer
 from cxr.data.regions import OFF_CHEST, REGION_WORDS, REGIONS
 from cxr.explain.report import class_probabilities, predicted_classes
 from cxr.results.audit import Estimate, Intervention, Paste
@@ -99,7 +99,7 @@ def intervention_rows(
                 kept.append((i, int(mask.sum()), int(patch.sum())))
             if not kept:
                 continue
-            fills = list(pool.map(fill, jobs))
+            fills = filled(jobs, pool)
             rows += region_rows(
                 region,
                 kept,
@@ -113,10 +113,20 @@ def intervention_rows(
     return pd.DataFrame(rows)
 
 
-def fill(job: tuple[np.ndarray, np.ndarray, int]) -> np.ndarray:
-    """One image with one mask imputed, with its own seeded noise."""
-    image, mask, seed = job
-    return impute(image, mask, np.random.default_rng(seed))
+def filled(jobs: list[tuple[np.ndarray, np.ndarray, int]], pool: Executor) -> list[np.ndarray]:
+    """Each (image, mask, seed) with the mask imputed, with its own seeded noise. Images with the
+    same mask (a corner or border band where the films are alike) share one factorisation, used
+    by one thread (a SuperLU factor is not shared across them)."""
+    alike: dict[bytes, list[int]] = {}
+    for k, (_, mask, _) in enumerate(jobs):
+        alike.setdefault(mask.tobytes(), []).append(k)
+
+    def fill(group: list[int]) -> list[tuple[int, np.ndarray]]:
+        imputer = Imputer(jobs[group[0]][1])
+        return [(k, imputer(jobs[k][0], np.random.default_rng(jobs[k][2]))) for k in group]
+
+    found = dict(pair for group in pool.map(fill, alike.values()) for pair in group)
+    return [found[k] for k in range(len(jobs))]
 
 
 def region_rows(
