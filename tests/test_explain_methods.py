@@ -755,3 +755,28 @@ def test_ranked_targets_of_a_single_logit_head() -> None:
     np.testing.assert_array_equal(
         resolve_targets(logits, tf.constant([[-1, -2, -3, 0]])).numpy(), [[1, 2, 0, 0]]
     )
+
+
+@pytest.mark.parametrize("several", [False, True])
+def test_methods_explained_together_equal_each_alone(model_and_data, several: bool) -> None:
+    """explain_methods (#27): the combination methods share one forward and one backward pass;
+    every map, logit and class must equal the method's own explain_batch, for one target per
+    image and for several, beside a method that runs on its own (saliency)."""
+    from cxr.explain.methods import explain_methods
+
+    model, images, targets, references = model_and_data
+    combined = [spec.name for spec in METHOD_SPECS if spec.combination]
+    assert {"gradcam", "gradcam++", "hirescam", "layercam", "xgradcam"} <= set(combined)
+    methods = [*combined, "saliency"]
+    wanted = np.stack([targets, (targets + 1) % 3], axis=1) if several else targets
+    together = explain_methods(make_probe(model, "features"), images[:7], wanted[:7], methods, 8)
+    assert list(together) == methods
+    for method in methods:
+        alone = explain_batch(make_probe(model, "features"), images[:7], wanted[:7], method, 8)
+        for field in ("maps", "raw_maps", "logits", "class_index", "empty"):
+            np.testing.assert_allclose(
+                getattr(together[method], field), getattr(alone, field), atol=1e-6, err_msg=method
+            )
+    if not several:  # and Grad-CAM still the textbook's, image by image
+        for i in range(7):
+            np.testing.assert_allclose(together["gradcam"].maps[i], references[i][1], atol=1e-4)

@@ -23,7 +23,7 @@ import pandas as pd
 from cxr.audit.faithfulness import batched_logits
 from cxr.audit.inputs import AuditInputs
 from cxr.audit.localisation import with_baseline_maps
-from cxr.explain.methods import explain_batch
+from cxr.explain.methods import explain_methods
 from cxr.explain.probe import Probe
 from cxr.explain.report import output_probabilities
 from cxr.results.audit import MapMetrics
@@ -67,20 +67,29 @@ SENSITIVITY_DRAWS, SENSITIVITY_RADIUS = 8, 0.02  # perturbations, noise as a sha
 
 
 def max_sensitivity(
-    probe: Probe, images: np.ndarray, targets: np.ndarray, maps: np.ndarray, method: str, seed: int
-) -> np.ndarray:
-    """Per image: max over seeded perturbations of |map(x + noise) - map(x)| / |map(x)|
-    (Frobenius norms; NaN for an empty map)."""
+    probe: Probe,
+    images: np.ndarray,
+    targets: np.ndarray,
+    maps: dict[str, np.ndarray],
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Per method and image: max over seeded perturbations of |map(x + noise) - map(x)| /
+    |map(x)| (Frobenius norms; NaN for an empty map). Every method sees the same perturbations,
+    explained together (cxr.explain.methods.explain_methods)."""
     rng = np.random.default_rng(seed)
-    norms = np.linalg.norm(maps.reshape(len(maps), -1), axis=1)
-    worst = np.zeros(len(images))
+    flat = {method: found.reshape(len(found), -1) for method, found in maps.items()}
+    worst = {method: np.zeros(len(images)) for method in maps}
     for _ in range(SENSITIVITY_DRAWS):
         noise = rng.uniform(-1, 1, images.shape) * SENSITIVITY_RADIUS * 255
-        moved = explain_batch(probe, images + noise, targets, method, pad_to=len(images)).maps
-        change = np.linalg.norm((moved - maps).reshape(len(maps), -1), axis=1)
-        worst = np.maximum(worst, change)
+        moved = explain_methods(probe, images + noise, targets, list(maps), pad_to=len(images))
+        for method, found in moved.items():
+            change = np.linalg.norm(found.maps.reshape(len(images), -1) - flat[method], axis=1)
+            worst[method] = np.maximum(worst[method], change)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norms > 0, worst / norms, np.nan)
+        return {
+            method: np.where(norms > 0, worst[method] / norms, np.nan)
+            for method, norms in ((m, np.linalg.norm(f, axis=1)) for m, f in flat.items())
+        }
 
 
 def other_classes(targets: np.ndarray, classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -108,19 +117,21 @@ def map_metric_rows(
     full = target_probabilities(model, images, targets, batch, multi_label)
     every = with_baseline_maps(maps, len(images), images.shape[1:3], rng)
     others = other_classes(targets, classes, rng) if classes > 1 else None
+    sensitivities = max_sensitivity(probe, images, targets, maps, seed)
+    theirs = (
+        explain_methods(probe, images, others, list(maps), pad_to=len(images))
+        if others is not None
+        else {}
+    )
     rows = []
     for method, found in every.items():
         masked = target_probabilities(model, images * found[..., None], targets, batch, multi_label)
         random_logit = [np.nan] * len(images)
-        sensitivity = (
-            max_sensitivity(probe, images, targets, found, method, seed)
-            if method in maps
-            else np.full(len(images), np.nan)
-        )
-        if method in maps and others is not None:
-            theirs = explain_batch(probe, images, others, method, pad_to=len(images)).maps
+        sensitivity = sensitivities.get(method, np.full(len(images), np.nan))
+        if method in theirs:
             random_logit = [
-                ranked_correlation(ranked(a), ranked(b)) for a, b in zip(found, theirs, strict=True)
+                ranked_correlation(ranked(a), ranked(b))
+                for a, b in zip(found, theirs[method].maps, strict=True)
             ]
         for i, name in enumerate(names):
             rows.append(

@@ -17,7 +17,7 @@ import pandas as pd
 from skimage.metrics import structural_similarity
 
 from cxr.audit.inputs import AuditInputs
-from cxr.explain.methods import explain_batch
+from cxr.explain.methods import explain_methods
 from cxr.explain.probe import Probe, make_probe
 from cxr.results.audit import Sanity
 from cxr.stats import ranked, ranked_correlation
@@ -74,9 +74,10 @@ class Cascade:
         Stages are the outer loop: each randomised copy is made once and serves every method.
         """
         trained = dict(trained or {})
-        for method in methods:
-            if method not in trained:
-                trained[method] = explain_batch(self.trained, images, class_index, method).maps
+        missing = [method for method in methods if method not in trained]
+        if missing:
+            found = explain_methods(self.trained, images, class_index, missing)
+            trained |= {method: e.maps for method, e in found.items()}
         pairs = np.random.default_rng(seed).permutation(len(images))
         trained_ranks = {method: [ranked(m) for m in maps] for method, maps in trained.items()}
         unrelated = {
@@ -97,8 +98,9 @@ class Cascade:
             self.randomised.set_weights(
                 randomised_copy(self.model, set(order[:stage]), seed + stage).get_weights()
             )
+            found = explain_methods(self.randomised, images, class_index, list(methods))
             for method in methods:
-                maps = explain_batch(self.randomised, images, class_index, method).maps
+                maps = found[method].maps
                 rho = [
                     ranked_correlation(a, ranked(b))
                     for a, b in zip(trained_ranks[method], maps, strict=True)

@@ -24,7 +24,7 @@ from cxr.config import Config
 from cxr.data.labels import Box, boxes_for, choose_positive_class, decode_boxes, patient_of
 from cxr.data.lungfields import lung_region, seen_box, stored_size
 from cxr.data.pipeline import fold_dataset
-from cxr.explain.methods import explain_batch
+from cxr.explain.methods import explain_batch, explain_methods
 from cxr.explain.overlay import place_map
 from cxr.explain.probe import Probe
 from cxr.explain.report import outcome, outside_share, predicted_classes
@@ -136,7 +136,7 @@ def sweep_fold(
             targets = explained_findings(labels, boxes_of, classes)
         else:
             targets = labels.argmax(axis=1) if labels.ndim == 2 else labels.astype(int)
-        explained = {m: explain_batch(probe, images, targets, m, pad_to=batch) for m in methods}
+        explained = explain_methods(probe, images, targets, methods, pad_to=batch)
         maps = {m: e.maps for m, e in explained.items()}
         predicted = predicted_classes(explained[methods[0]].logits)
         of_predicted = maps[methods[0]].copy()

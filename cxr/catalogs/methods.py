@@ -29,6 +29,10 @@ class MethodSpec:
     # what the passes repeat for (channel, mask, ...): the method costs many times inference;
     # empty for a fixed number of passes a batch
     per: str = ""
+    # the map combines the target layer's activations with the target's gradients there (its
+    # function takes those two): methods like it explain a batch together from one forward and
+    # one backward pass (cxr.explain.methods.explain_methods)
+    combination: bool = False
 
     @property
     def cost(self) -> str:
@@ -45,6 +49,7 @@ METHOD_SPECS = (
         passes="1 backward pass",
         paper="Selvaraju et al. 2017",
         shared_targets=True,
+        combination=True,
     ),
     MethodSpec(
         name="gradcam++",
@@ -54,6 +59,7 @@ METHOD_SPECS = (
         passes="1 backward pass",
         paper="Chattopadhyay et al. 2018",
         shared_targets=True,
+        combination=True,
     ),
     MethodSpec(
         name="scorecam",
@@ -72,6 +78,7 @@ METHOD_SPECS = (
         passes="1 backward pass",
         paper="Draelos & Carin 2020",
         shared_targets=True,
+        combination=True,
     ),
     MethodSpec(
         name="ablationcam",
@@ -90,6 +97,7 @@ METHOD_SPECS = (
         passes="1 backward pass",
         paper="Jiang et al. 2021",
         shared_targets=True,
+        combination=True,
     ),
     MethodSpec(
         name="xgradcam",
@@ -99,6 +107,7 @@ METHOD_SPECS = (
         passes="1 backward pass",
         paper="Fu et al. 2020",
         shared_targets=True,
+        combination=True,
     ),
     MethodSpec(
         name="eigencam",

@@ -120,18 +120,16 @@ def _activations_and_grads(probe: Probe, images: tf.Tensor, class_index: tf.Tens
     )
 
 
-def gradcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+def gradcam(activations: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
     """Selvaraju et al. 2017: weights = spatial mean of each image's gradients; ReLU of the weighted
     sum."""
-    activations, grads, logits = _activations_and_grads(probe, images, class_index)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # (B, 1, 1, K): per image
-    return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)), logits
+    return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
 
 
-def gradcam_plus_plus(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+def gradcam_plus_plus(activations: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
     """Chattopadhyay et al. 2018: positive gradients weighted by the closed-form alpha of the
     exp-logit derivation."""
-    activations, grads, logits = _activations_and_grads(probe, images, class_index)
     g2, g3 = grads**2, grads**3
     total = tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
     denominator = 2 * g2 + total * g3
@@ -139,30 +137,27 @@ def gradcam_plus_plus(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
         g2, tf.where(tf.abs(denominator) > 0, denominator, tf.ones_like(denominator))
     )
     weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2), keepdims=True)
-    return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)), logits
+    return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
 
 
-def hirescam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+def hirescam(activations: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
     """Draelos & Carin 2020: gradients times activations element-wise, so the map shows where the
     logit comes from."""
-    activations, grads, logits = _activations_and_grads(probe, images, class_index)
-    return tf.nn.relu(tf.reduce_sum(grads * activations, axis=-1)), logits
+    return tf.nn.relu(tf.reduce_sum(grads * activations, axis=-1))
 
 
-def layercam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+def layercam(activations: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
     """Jiang et al. 2021: positive gradients times activations, element-wise, summed over
     channels; usable at earlier, finer layers."""
-    activations, grads, logits = _activations_and_grads(probe, images, class_index)
-    return tf.nn.relu(tf.reduce_sum(tf.nn.relu(grads) * activations, axis=-1)), logits
+    return tf.nn.relu(tf.reduce_sum(tf.nn.relu(grads) * activations, axis=-1))
 
 
-def xgradcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+def xgradcam(activations: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
     """Fu et al. 2020: each channel's gradients averaged with weights = its activations over their
     spatial sum (0 for an all-zero channel)."""
-    activations, grads, logits = _activations_and_grads(probe, images, class_index)
     total = tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
     weights = tf.reduce_sum(tf.math.divide_no_nan(activations, total) * grads, axis=(1, 2))
-    return tf.nn.relu(tf.reduce_sum(weights[:, None, None, :] * activations, axis=-1)), logits
+    return tf.nn.relu(tf.reduce_sum(weights[:, None, None, :] * activations, axis=-1))
 
 
 def eigencam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
@@ -398,7 +393,7 @@ def guided_backprop(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
 def guided_gradcam(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
     """Selvaraju et al. 2017: guided backpropagation times the Grad-CAM map upsampled to the
     input."""
-    cam, logits = gradcam(probe, images, class_index)
+    cam, logits = METHODS["gradcam"](probe, images, class_index)
     guided, _ = guided_backprop(probe, images, resolve_targets(logits, class_index))
     cam = tf.image.resize(cam[..., None], tf.shape(images)[1:3], method="bilinear")[..., 0]
     return guided * tf.nn.relu(cam), logits
@@ -448,7 +443,26 @@ def integrated_gradient_attributions(
 
 
 Method = Callable[[Probe, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
-METHODS: dict[str, Method] = {spec.name: globals()[spec.function] for spec in METHOD_SPECS}
+
+
+def _method_of(name: str) -> Method:
+    """The catalog entry's function as a method; a combination of the layer's activations and
+    gradients gets its forward and backward pass (and keeps its own name and docstring)."""
+    spec = METHODS_BY_NAME[name]
+    function = globals()[spec.function]
+    if not spec.combination:
+        return function
+
+    def method(probe: Probe, images: tf.Tensor, class_index: tf.Tensor):
+        activations, grads, logits = _activations_and_grads(probe, images, class_index)
+        return function(activations, grads), logits
+
+    # its name and paper (not functools.wraps: TensorFlow would bind the combination's signature)
+    method.__name__, method.__doc__ = function.__name__, function.__doc__
+    return method
+
+
+METHODS: dict[str, Method] = {spec.name: _method_of(spec.name) for spec in METHOD_SPECS}
 
 
 def get_method(name: str) -> Method:
@@ -476,6 +490,20 @@ def explain_batch(
     tracing a new one; the padding is dropped from the result (images do not interact in
     inference).
     """
+    return explain_methods(probe, images, class_index, [method], pad_to)[method]
+
+
+def explain_methods(
+    probe: Probe,
+    images: np.ndarray | tf.Tensor,
+    class_index: np.ndarray | None,
+    methods: list[str],
+    pad_to: int | None = None,
+) -> dict[str, Explanation]:
+    """`explain_batch` for several methods at once: those that combine the target layer's
+    activations with the gradients there (the catalog's `combination`: Grad-CAM, Grad-CAM++,
+    HiResCAM, LayerCAM, XGrad-CAM) share one forward and one backward pass, with the same maps
+    as each alone; the others run on their own."""
     images = tf.convert_to_tensor(images, tf.float32)
     count = images.shape[0]
     class_index = np.full(count, -1) if class_index is None else np.asarray(class_index)
@@ -492,15 +520,33 @@ def explain_batch(
             [class_index, np.full((padding, *class_index.shape[1:]), -1, np.int32)]
         )
     per_image = class_index.shape[1] if class_index.ndim == 2 else 1
+    together = [m for m in methods if METHODS_BY_NAME[m].combination]
+    found = {}
     try:
-        raw, logits, asked = _run_method(probe, method, images, class_index)
+        if len(together) > 1:
+            raws, logits = _compiled_together(probe, tuple(together))(
+                images, tf.constant(class_index)
+            )
+            asked = class_index.reshape(-1)
+            found = {m: (raw, logits, asked) for m, raw in zip(together, raws, strict=True)}
+        for method in methods:
+            if method not in found:
+                found[method] = _run_method(probe, method, images, class_index)
     except CxrError as exc:  # raised while tracing: TensorFlow prefixes its own stack to the text
         raise type(exc)(str(exc).rsplit(f"{type(exc).__name__}: ", 1)[-1].strip()) from None
     count *= per_image  # image-major: the padding's maps come last
+    return {m: _explanation(*found[m], count, images.shape[1:3]) for m in methods}
+
+
+def _explanation(
+    raw: tf.Tensor, logits: tf.Tensor, asked: np.ndarray, count: int, size: tuple[int, int]
+) -> Explanation:
+    """The first `count` raw maps upsampled to the input `size` and normalised to [0, 1], with
+    their peaks, the empty ones and the classes they explain."""
     raw, logits, asked = raw[:count], logits[:count], asked[:count]
     raw = tf.cast(raw, tf.float32)
     peak = tf.reduce_max(raw, axis=(1, 2))
-    upsampled = tf.image.resize(raw[..., None], images.shape[1:3], method="bilinear")[..., 0]
+    upsampled = tf.image.resize(raw[..., None], size, method="bilinear")[..., 0]
     # bilinear weights are non-negative; this only removes float round-off
     upsampled = tf.nn.relu(upsampled)
     top = tf.reduce_max(upsampled, axis=(1, 2), keepdims=True)
@@ -536,6 +582,22 @@ def _run_method(
         )
     raw, logits = function(tf.repeat(images, per_image, axis=0), tf.constant(class_index.ravel()))
     return raw, logits, class_index.reshape(-1)
+
+
+def _compiled_together(probe: Probe, methods: tuple[str, ...]) -> Callable:
+    """One traced function for several combination methods (kept on the probe): the activations
+    and gradients once, each method's combination of them."""
+    if methods not in probe.compiled:
+        combine = [globals()[METHODS_BY_NAME[m].function] for m in methods]
+
+        def together(images: tf.Tensor, class_index: tf.Tensor):
+            activations, grads, logits = _activations_and_grads(probe, images, class_index)
+            return [function(activations, grads) for function in combine], logits
+
+        probe.compiled[methods] = tf.function(
+            together, reduce_retracing=True, jit_compile=probe.jit_compile, autograph=False
+        )
+    return probe.compiled[methods]
 
 
 def _compiled(probe: Probe, method: str) -> Callable:

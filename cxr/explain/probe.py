@@ -40,7 +40,7 @@ class Probe:
         self.jit_compile = jit_compile  # trace the methods with XLA
         self._call = call
         # traced methods, kept with the probe they belong to
-        self.compiled: dict[str, Callable] = {}
+        self.compiled: dict[str | tuple[str, ...], Callable] = {}  # by method (or methods)
         # per method, the keyword arguments its function is traced with (explain.occlusion_*, ...)
         self.parameters: dict[str, dict] = {}
         # the model's outputs are independent findings (a sigmoid each), not one softmax: the
