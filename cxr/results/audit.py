@@ -12,13 +12,13 @@ are shown. cxr.audit.parts computes them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from cxr.results.records import NOT_SAVED, num
+from cxr.results.records import NOT_SAVED, num, to_json
 
 SCORE = {"score": True}  # AuditSummary's field metadata: one record per method, shown in order
 
@@ -352,7 +352,7 @@ class AuditSummary:
 
     def to_json(self) -> dict:
         """summary.json: the record as it is, with the derived verdicts spelled out."""
-        data = asdict(self)
+        data = to_json(self)
         data["best_method_by_pointing_game"] = self.best_method
         data["shortcuts"]["model_flagged"] = self.shortcuts.model_flagged
         data["flagged_on_evidence"] = self.flagged_on_evidence
