@@ -20,7 +20,7 @@ def main(folder: Path, out: Path, chromium: str | None = None) -> None:
             executable_path=chromium or shutil.which("chromium") or "chromium"
         )
         page = browser.new_page(viewport={"width": 1200, "height": 760})
-        page.goto((folder / "index.html").as_uri() + "#sort=confidence-asc")
+        page.goto((folder.resolve() / "index.html").as_uri() + "#sort=confidence-asc")
         page.wait_for_timeout(500)
         page.screenshot(path=str(out / "review.jpg"), quality=85)
         # an image of the audit's sample, when there is one: its maps by method are shown too

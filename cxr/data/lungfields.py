@@ -127,6 +127,11 @@ class CropBox(NamedTuple):
     height: int
     width: int
 
+    @property
+    def region(self) -> tuple[slice, slice]:
+        """The film's pixels inside the box: film[box.region]."""
+        return slice(self.top, self.top + self.height), slice(self.left, self.left + self.width)
+
 
 def whole_film(shape: tuple[int, int]) -> CropBox:
     return CropBox(0, 0, shape[0], shape[1])
@@ -190,7 +195,7 @@ def film_crop(dataset_dir: Path, row: dict, margin: float) -> tuple[CropBox, np.
 def to_input(film: np.ndarray, box: CropBox, size: int) -> np.ndarray:
     """A film-sized mask or label array (bool or integer) as the model sees it: cropped to `box`,
     resized to (size, size) by nearest neighbour."""
-    part = film[box.top : box.top + box.height, box.left : box.left + box.width]
+    part = film[box.region]
     if part.shape == (size, size):
         return part.copy()
     dtype = part.dtype

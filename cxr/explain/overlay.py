@@ -36,9 +36,7 @@ def place_map(heatmap: np.ndarray, box: CropBox | None, shape: tuple[int, int]) 
     if box is None:
         return resize_map(heatmap, *shape)
     placed = np.zeros(shape, dtype=np.float32)
-    placed[box.top : box.top + box.height, box.left : box.left + box.width] = resize_map(
-        heatmap, box.height, box.width
-    )
+    placed[box.region] = resize_map(heatmap, box.height, box.width)
     return placed
 
 
@@ -89,7 +87,7 @@ def draw_overlay(
         pixels = blend(grey, heatmap, colormap, alpha)
         if seen is not None:
             inside = np.zeros(grey.shape, dtype=bool)
-            inside[seen.top : seen.top + seen.height, seen.left : seen.left + seen.width] = True
+            inside[seen.region] = True
             pixels[~inside] = grey[~inside, None]
     if lungs is not None:
         pixels[lungs & ~ndimage.binary_erosion(lungs)] = (0, 255, 255)

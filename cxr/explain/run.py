@@ -199,7 +199,8 @@ def agreement_of(
 def explain_rows(ctx: FoldContext, todo: pd.DataFrame) -> list[dict]:
     """The streaming loop: one batch of maps at a time, overlays written by a thread pool
     meanwhile."""
-    options, classes, batch_size = ctx.options, ctx.classes, ctx.cfg.explain.batch_size
+    options, classes = ctx.options, ctx.classes
+    batch_size = ctx.fold_cfg.explain.batch_size  # the trained fold's, as every map loop's
     # the iterator starts decoding the first batches on tf.data's threads while the model loads
     batches = iter(fold_dataset(ctx.fold_cfg, todo, classes, batch_size))
     probe = fold_probe(ctx)
