@@ -10,7 +10,6 @@ audit/fold<K>/data_randomisation.csv (per image and method) and data_randomisati
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -26,8 +25,9 @@ from cxr.data.labels import read_labels
 from cxr.data.pipeline import fold_dataset
 from cxr.explain.methods import explain_batch
 from cxr.explain.probe import make_probe
+from cxr.findings import read_record
 from cxr.models.fusing import fuse_batch_norm
-from cxr.results.audit import DataCheck, DataRandomisation
+from cxr.results.audit import AuditSummary, DataCheck, DataRandomisation
 from cxr.results.records import to_json
 from cxr.runs import AUDIT_FILES
 from cxr.stats import ranked, ranked_correlation
@@ -121,10 +121,8 @@ def data_randomisation(cfg: Config, fold: int, methods: list[str]) -> DataRandom
 def sample_table(trained: TrainedFold, validation: pd.DataFrame) -> pd.DataFrame:
     """The audit's sample of the fold (audit/fold<K>/summary.json), else its first audit.sample
     images."""
-    summary = trained.folder("audit") / AUDIT_FILES.summary
-    names: list[str] = []
-    if summary.is_file():
-        names = json.loads(summary.read_text()).get("sample") or []
+    summary = read_record(AuditSummary, trained.folder("audit") / AUDIT_FILES.summary)
+    names = summary.sample if summary else []  # none: never audited, or its summary is damaged
     chosen = (
         validation[validation["image"].isin(names)]
         if names

@@ -70,3 +70,14 @@ def test_a_damaged_or_foreign_file_is_named(tmp_path: Path, caplog) -> None:
     assert read_record(ExplainSummary, tmp_path / "missing.json") is None
     path.write_text("{")
     assert read_record(ExplainSummary, path) is None
+
+
+def test_a_cut_audit_summary_leaves_the_review_page_without_verdicts(tmp_path: Path) -> None:
+    """explain rewrites the fold's review page with the last audit's verdicts: a summary.json cut
+    by a full disk or a kill was a JSON traceback there; now the page has no verdicts, and the
+    summary is named in a warning."""
+    from cxr.explain.review import read_audit_verdicts
+
+    (tmp_path / "shortcuts.csv").write_text("image,outside_share\nimages/a.png,0.1\n")
+    (tmp_path / "summary.json").write_text('{"fold": 0, "folds": [0], "lay')
+    assert read_audit_verdicts(tmp_path) is None

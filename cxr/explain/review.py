@@ -23,6 +23,8 @@ import pandas as pd
 
 from cxr.atomic import json_ready, write_text_atomic
 from cxr.data.labels import decode_boxes
+from cxr.findings import read_record
+from cxr.results.audit import AuditSummary
 from cxr.runs import AUDIT_FILES, EXPLAIN_FILES, REVIEW_PAGE
 from cxr.tables import read_csv
 
@@ -190,11 +192,11 @@ def audit_verdicts(shortcuts: pd.DataFrame, evidence: dict[str, list[str]]) -> p
 
 def read_audit_verdicts(audit_folder: Path) -> pd.DataFrame | None:
     """The verdicts of the fold's last audit (None when it was never audited)."""
-    shortcuts, summary = audit_folder / AUDIT_FILES.shortcuts, audit_folder / AUDIT_FILES.summary
-    if not shortcuts.exists() or not summary.exists():
+    shortcuts = audit_folder / AUDIT_FILES.shortcuts
+    summary = read_record(AuditSummary, audit_folder / AUDIT_FILES.summary)  # None: damaged too
+    if not shortcuts.exists() or summary is None:
         return None
-    evidence = json.loads(summary.read_text()).get("flagged_on_evidence") or {}
-    return audit_verdicts(read_csv(shortcuts), evidence)
+    return audit_verdicts(read_csv(shortcuts), summary.flagged_on_evidence)
 
 
 def write_fold_review(
