@@ -48,6 +48,41 @@ def nih_lungs(nih_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     return folder, compute_lungs(folder, batch_size=8)
 
 
+def test_plausibility_check_agrees_with_scipys_measurements() -> None:
+    """The check counts components and centres itself; scipy's own sum and centre_of_mass, the
+    check's former implementation, must give the same verdict and the same centres."""
+    from scipy import ndimage
+
+    from cxr.data.plausible import MAIN_COMPONENT, _centre
+
+    rng = np.random.default_rng(7)
+    verdicts = set()
+    for _ in range(60):
+        shape = (int(rng.integers(60, 200)), int(rng.integers(60, 200)))
+        h, w = shape
+        mask = np.zeros(shape, bool)
+        for _ in range(int(rng.integers(1, 4))):
+            centre = (rng.uniform(0.2, 0.8) * h, rng.uniform(0.15, 0.85) * w)
+            mask |= ellipse(shape, *centre, rng.uniform(0.1, 0.35) * h, rng.uniform(0.05, 0.2) * w)
+        mask |= rng.random(shape) < rng.choice([0.0, 0.002, 0.02])  # specks
+        labels, count = ndimage.label(mask)
+        sizes = ndimage.sum(mask, labels, index=range(1, count + 1))
+        main = [i + 1 for i, size in enumerate(sizes) if size >= MAIN_COMPONENT * mask.sum()]
+        for label, centre in zip(main, ndimage.center_of_mass(mask, labels, main), strict=True):
+            assert np.allclose(_centre(labels == label), centre, atol=1e-9)
+        problem = mask_problem(mask)
+        verdicts.add(problem.split(" ")[0] if problem else "plausible")
+        if not 0.06 <= mask.mean() <= 0.5:
+            assert problem.startswith("lung area")
+        elif len(main) != 2:
+            assert problem == f"{len(main)} main component(s), expected two lung fields"
+        else:
+            (y0, x0), (y1, x1) = ndimage.center_of_mass(mask, labels, main)
+            apart = abs(y0 - y1) <= 0.25 * h and abs(x0 - x1) >= 0.15 * w
+            assert problem == ("" if apart else "the two fields are not side by side")
+    assert len(verdicts) >= 3, verdicts  # the random masks reach several branches
+
+
 def test_shipped_model_finds_lungs_on_real_radiographs(nih_lungs) -> None:
     """40 real NIH films (none seen in training): nearly every mask is two plausible lung fields."""
     folder, result = nih_lungs
