@@ -83,7 +83,9 @@ def intervention_rows(
     before = class_probabilities(logits)[np.arange(len(images)), called]
     chest = [(c == REGIONS.index("lung")) | (c == REGIONS.index("between")) for c in codes]
     rows = []
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # SuperLU frees the GIL
+    with ThreadPoolExecutor(
+        max_workers=os.cpu_count() or 1
+    ) as pool:  # the factorisations free the GIL
         for region in TESTED:
             jobs, kept = [], []
             for i, image in enumerate(images):
@@ -116,7 +118,7 @@ def intervention_rows(
 def filled(jobs: list[tuple[np.ndarray, np.ndarray, int]], pool: Executor) -> list[np.ndarray]:
     """Each (image, mask, seed) with the mask imputed, with its own seeded noise. Images with the
     same mask (a corner or border band where the films are alike) share one factorisation, used
-    by one thread (a SuperLU factor is not shared across them)."""
+    by one thread (a factor is not shared across threads)."""
     alike: dict[bytes, list[int]] = {}
     for k, (_, mask, _) in enumerate(jobs):
         alike.setdefault(mask.tobytes(), []).append(k)
