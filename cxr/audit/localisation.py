@@ -10,10 +10,12 @@ Baselines are maps that know nothing: uniform noise, and a centred Gaussian (the
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 from skimage.filters import threshold_otsu
-from skimage.measure import label, regionprops
 
 from cxr.audit.inputs import AuditInputs
 from cxr.audit.regions import patient_bootstrap
@@ -40,14 +42,16 @@ def iou(region: np.ndarray, target: np.ndarray) -> float:
 
 def iobb(region: np.ndarray, target: np.ndarray) -> float:
     """Intersection of the largest region's bounding box with the target, over that bounding box's
-    area."""
-    regions = regionprops(label(region))
-    if not regions:
+    area. Regions are 8-connected; of equal largest ones, the first in raster order counts."""
+    labels, count = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
+    if not count:
         return 0.0
-    top, left, bottom, right = max(regions, key=lambda r: r.area).bbox
-    detected = np.zeros_like(region)
-    detected[top:bottom, left:right] = True
-    return float(np.logical_and(detected, target).sum() / detected.sum())
+    # one count of every region's pixels: a noise map thresholded has thousands of specks, and
+    # scikit-image's regionprops made an object for each (5.5 ms a map against 0.8)
+    largest = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    rows, columns = np.flatnonzero(largest.any(axis=1)), np.flatnonzero(largest.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+    return float(target[top:bottom, left:right].sum() / ((bottom - top) * (right - left)))
 
 
 def localisation_scores(heatmap: np.ndarray, boxes: list[Box]) -> dict[str, float]:
@@ -69,6 +73,12 @@ def localisation_scores(heatmap: np.ndarray, boxes: list[Box]) -> dict[str, floa
 def baseline_maps(shape: tuple[int, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Maps that know nothing of the image: uniform noise, and a centred Gaussian (sigma = a quarter
     of the side)."""
+    return {"random": rng.uniform(0, 1, shape), "centre": centre_map(tuple(shape))}
+
+
+@cache
+def centre_map(shape: tuple[int, int]) -> np.ndarray:
+    """The centred Gaussian, peak 1, made once per size (read only: every image shares it)."""
     ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
     centre = np.exp(
         -(
@@ -77,7 +87,9 @@ def baseline_maps(shape: tuple[int, int], rng: np.random.Generator) -> dict[str,
         )
         / 2
     )
-    return {"random": rng.uniform(0, 1, shape), "centre": centre / centre.max()}
+    centre /= centre.max()
+    centre.flags.writeable = False
+    return centre
 
 
 def with_baseline_maps(

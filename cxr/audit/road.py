@@ -107,9 +107,12 @@ def impute(
     return Imputer(removed)(image, rng, noise)
 
 
-def removal_masks(heatmap: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
-    """(most relevant, least relevant) `share` of the pixels; ties broken by position."""
-    order = most_salient_first(heatmap.ravel())
+def removal_masks(
+    heatmap: np.ndarray, share: float, order: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(most relevant, least relevant) `share` of the pixels; ties broken by position. `order`:
+    the map's pixels, most salient first, when already ranked (one ranking for every share)."""
+    order = most_salient_first(heatmap.ravel()) if order is None else order
     count = round(share * order.size)
     most = np.zeros(order.size, dtype=bool)
     least = np.zeros(order.size, dtype=bool)
@@ -138,13 +141,18 @@ def road_rows(
     """
     rows = []
     methods = list(maps)
+    orders = {
+        (m, i): most_salient_first(maps[method][i].ravel())
+        for m, method in enumerate(methods)
+        for i in range(len(images))
+    }
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for s, share in enumerate(SHARES):
             # the same removed pixels (the centre map's, of every image; often Grad-CAM's and
             # HiResCAM's) are one factorisation, used by one thread (a factor is not
             # shared across them); each map and image keeps its own noise
             masks = {
-                (m, i): removal_masks(maps[method][i], share)
+                (m, i): removal_masks(maps[method][i], share, orders[m, i])
                 for m, method in enumerate(methods)
                 for i in range(len(images))
             }
