@@ -300,6 +300,44 @@ def test_deletion_and_insertion_curves_by_hand() -> None:
     assert curve_area(deletion)[0] == pytest.approx(expected)
 
 
+def test_several_maps_share_forward_passes_and_give_each_maps_own_curves() -> None:
+    """curves_of_maps (#27) on a mean-pooling model whose class-0 probability has a closed form:
+    each map's curves equal that formula applied to the image with its own ranking's pixels
+    changed (computed here by hand), two maps that rank alike give the same curves, and the
+    model sees each distinct image once per step (first and last steps: one per image)."""
+    from cxr.audit.faithfulness import curves_of_maps
+
+    size, steps = 6, 4
+    inputs = keras.Input((size, size, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False)(pooled))
+    model.layers[-1].set_weights([np.array([[2.0, -2.0]])])
+    seen: list[int] = []
+    predict = model.predict_on_batch
+    model.predict_on_batch = lambda x: seen.append(len(x)) or predict(x)
+    rng = np.random.default_rng(2)
+    images = rng.uniform(-1, 1, (3, size, size, 1))
+    canvas = rng.uniform(-1, 1, images.shape)
+    a = rng.uniform(size=(3, size, size))
+    maps = {"a": a, "a_scaled": 3 * a + 1, "b": rng.uniform(size=(3, size, size))}
+    curves = curves_of_maps(model, images, maps, np.zeros(3, int), steps, 4, canvas)
+    p = lambda m: 1 / (1 + np.exp(-4 * m))  # noqa: E731
+    for name, heatmaps in maps.items():
+        for i in range(3):
+            order = np.argsort(-heatmaps[i].ravel(), kind="stable")
+            for k in range(steps + 1):
+                changed = np.zeros(size * size, bool)
+                changed[order[: round(k * size * size / steps)]] = True
+                changed = changed.reshape(size, size, 1)
+                deleted = np.where(changed, canvas[i], images[i]).mean()
+                inserted = np.where(changed, images[i], canvas[i]).mean()
+                assert curves[name][0][i, k] == pytest.approx(p(deleted), abs=1e-6)
+                assert curves[name][1][i, k] == pytest.approx(p(inserted), abs=1e-6)
+    np.testing.assert_array_equal(curves["a"][0], curves["a_scaled"][0])
+    # distinct images per step: 3 at the ends, 6 (a's and b's) between; deleted and inserted each
+    assert sum(seen) == 2 * (3 + 3 * 6 + 3)
+
+
 def test_a_multi_label_model_is_scored_by_the_findings_own_sigmoid() -> None:
     """Read as multi-label, the same toy's finding 0 has probability 1 / (1 + exp(-2m)), its own
     logit's sigmoid, not the softmax against finding 1, in the curves and in the map metrics'

@@ -56,21 +56,61 @@ def perturbation_curves(
 
     `baseline` (like `images`) holds what removed pixels become; None is black.
     """
+    curves = curves_of_maps(
+        model, images, {"": maps}, class_index, steps, batch, baseline, multi_label
+    )
+    return curves[""]
+
+
+def curves_of_maps(
+    model: keras.Model,
+    images: np.ndarray,
+    maps: dict[str, np.ndarray],
+    class_index: np.ndarray,
+    steps: int = 16,
+    batch: int = 32,
+    baseline: np.ndarray | None = None,
+    multi_label: bool = False,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """perturbation_curves for several maps of the same images at once: an image whose pixels
+    changed at a step are the same for two maps (every map at the first and the last step; maps
+    that rank alike, such as Grad-CAM's and HiResCAM's, at most) goes through the model once.
+    Memory stays O(batch) images beside the maps' rankings."""
     baseline = np.zeros_like(images) if baseline is None else baseline
-    count, height, width = maps.shape
-    order = most_salient_first(maps.reshape(count, -1))
+    count, height, width = images.shape[:3]
     pixels = height * width
-    probs = []  # per step: (2 B, classes), the deleted images then the inserted ones
-    for k in range(steps + 1):  # one step's variants at a time: memory stays O(B)
-        changed = np.zeros((count, pixels), dtype=bool)
-        np.put_along_axis(changed, order[:, : round(k * pixels / steps)], True, axis=1)
-        changed = changed.reshape(count, height, width, 1)
-        variants = np.concatenate(
-            [np.where(changed, baseline, images), np.where(changed, images, baseline)]
-        )
-        probs.append(output_probabilities(batched_logits(model, variants, batch), multi_label))
-    target = np.stack(probs, axis=1)[np.arange(2 * count), :, np.tile(class_index, 2)]
-    return target[:count], target[count:]
+    orders = {m: most_salient_first(v.reshape(count, -1)) for m, v in maps.items()}
+    found = {m: np.empty((2, count, steps + 1)) for m in maps}
+    for k in range(steps + 1):  # one step's variants at a time
+        changed = round(k * pixels / steps)
+        first: dict[tuple[int, bytes], int] = {}  # (image, changed pixels) -> its variant
+        made: list[tuple[str, int]] = []  # each variant: whose ranking and which image
+        where: dict[tuple[str, int], int] = {}
+        for m, order in orders.items():
+            mask = np.zeros((count, pixels), dtype=bool)
+            np.put_along_axis(mask, order[:, :changed], True, axis=1)
+            for i in range(count):
+                key = (i, mask[i].tobytes())
+                if key not in first:
+                    first[key] = len(made)
+                    made.append((m, i))
+                where[m, i] = first[key]
+        probs = []  # (deleted, inserted) of each variant
+        for start in range(0, len(made), max(1, batch // 2)):
+            part = made[start : start + max(1, batch // 2)]
+            mask = np.zeros((len(part), pixels), dtype=bool)
+            for row, (m, i) in enumerate(part):
+                mask[row, orders[m][i, :changed]] = True
+            mask = mask.reshape(len(part), height, width, 1)
+            which = [i for _, i in part]
+            kept, canvas = images[which], baseline[which]
+            variants = np.concatenate([np.where(mask, canvas, kept), np.where(mask, kept, canvas)])
+            out = output_probabilities(batched_logits(model, variants, batch), multi_label)
+            probs.append(np.stack([out[: len(part)], out[len(part) :]], axis=1))
+        probs = np.concatenate(probs)  # (variants, 2, classes)
+        for (m, i), j in where.items():
+            found[m][:, i, k] = probs[j, :, class_index[i]]
+    return {m: (f[0], f[1]) for m, f in found.items()}
 
 
 def batched_logits(model: keras.Model, images: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -105,16 +145,10 @@ def faithfulness_rows(
     mean curves."""
     rows, curves = [], {}
     canvas = baseline_images(images, baseline)
-    for method, method_maps in maps.items():
-        deletion, insertion = perturbation_curves(
-            model,
-            images,
-            method_maps,
-            targets,
-            batch=batch,
-            baseline=canvas,
-            multi_label=multi_label,
-        )
+    every = curves_of_maps(
+        model, images, maps, targets, batch=batch, baseline=canvas, multi_label=multi_label
+    )
+    for method, (deletion, insertion) in every.items():
         curves[method] = (deletion.mean(axis=0), insertion.mean(axis=0))
         for image, d, i in zip(names, curve_area(deletion), curve_area(insertion), strict=True):
             rows.append(
