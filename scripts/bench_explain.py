@@ -15,7 +15,10 @@ its own round; the median and range over rounds are printed, so one noisy run do
                 the clock);
   cxr explain   explain_fold on a saved run of the same model and a synthetic fold of each
                 --explain-images size: model loading and tracing, reading PNGs, maps, overlays,
-                report, montage, all of it in every run.
+                report, montage, all of it in every run;
+  cold inference  the same saved run and fold, cold, without the maps: open the fold, load and
+                fuse the model, stream the PNGs, predict (what `cxr evaluate` does before its
+                metrics): the whole run's fixed costs that inference itself pays.
 Prints images/s, the ratios, and the extra peak resident memory above the process after building
 the model (sampled every 2 ms) of inference, Grad-CAM and tf-keras-vis (the whole run is timed
 unsampled). tf-keras-vis is needed only here: `.venv/bin/pip install tf-keras-vis`.
@@ -137,11 +140,12 @@ def child(mode: str, name: str, size: int, args: argparse.Namespace) -> dict:
         run = lambda: per_image_loop(model, layer, images[:count])  # noqa: E731
     elif mode == "tf-keras-vis":
         run = tf_keras_vis_run(model, layer, batches)
-    else:  # cxr explain N: one whole run, cold (loading and tracing included)
-        run = explain_run(cfg, model, args, int(mode.split()[-1]))
+    else:  # cxr explain N or cold inference N: one whole run, cold (loading, tracing included)
+        made = explain_run if mode.startswith("cxr explain") else cold_inference_run
+        run = made(cfg, model, args, int(mode.split()[-1]))
         count = args.images
         os.sync()  # the fold just written is on disk before the clock starts, not flushed meanwhile
-    if mode.startswith("cxr explain"):
+    if mode.startswith(("cxr explain", "cold inference")):
         # unsampled: the sampling thread takes the GIL 500 times a second from a run that is
         # largely Python (loading, tracing, report rows); its memory is bench_explain_memory.py's
         return {"rate": count / timed(run), "extra_mb": None}
@@ -219,12 +223,38 @@ def tf_keras_vis_run(model, layer: str, batches: list) -> Callable[[], object]:
 
 
 def explain_run(cfg, model, args: argparse.Namespace, size: int) -> Callable[[], object]:
+    """The explain call on saved_fold's run."""
+    from cxr.explain.run import ExplainOptions, explain_fold
+
+    cfg = saved_fold(cfg, model, args, size)
+    return lambda: explain_fold(cfg, 0, ExplainOptions(overwrite=True))
+
+
+def cold_inference_run(cfg, model, args: argparse.Namespace, size: int) -> Callable[[], object]:
+    """What `cxr evaluate` does before its metrics, on saved_fold's run, cold: open the fold, load
+    the model and fuse its batch norms (as explain does), stream the fold's PNGs, predict."""
+    from cxr.data.pipeline import fold_dataset
+    from cxr.models.fusing import fuse_batch_norm
+    from cxr.trained import TrainedFold
+
+    cfg = saved_fold(cfg, model, args, size)
+
+    def run() -> None:
+        trained = TrainedFold.open(cfg, 0)
+        table = trained.table()
+        fused = fuse_batch_norm(trained.run.load_model())
+        for images, _ in fold_dataset(trained.settings, table, trained.classes, trained.batch_size):
+            fused.predict_on_batch(images)
+
+    return run
+
+
+def saved_fold(cfg, model, args: argparse.Namespace, size: int):
     """A run folder holding `model` and a synthetic fold of about `size` validation images; returns
-    the explain call (and sets args.images to the fold's size)."""
+    its config (and sets args.images to the fold's size)."""
     from cxr.data.labels import read_labels
     from cxr.data.pipeline import checked_split
     from cxr.data.sources import DownloadOptions, download
-    from cxr.explain.run import ExplainOptions, explain_fold
     from cxr.runs import fold_run
     from cxr.train import write_run_inputs
 
@@ -257,7 +287,7 @@ def explain_run(cfg, model, args: argparse.Namespace, size: int) -> Callable[[],
     write_run_inputs(run, cfg, 0, classes, training, validation)
     model.save(run.model)
     args.images = len(validation)  # the fold's size, near `size`
-    return lambda: explain_fold(cfg, 0, ExplainOptions(overwrite=True))
+    return cfg
 
 
 def measure(mode: str, case: str, args: argparse.Namespace) -> dict:
@@ -291,7 +321,8 @@ def measure(mode: str, case: str, args: argparse.Namespace) -> dict:
 def one_round(case: str, args: argparse.Namespace) -> dict[str, dict]:
     """Every mode once, in this order, each in its own process."""
     modes = ["inference", "inference fused", "engine", "loop", "tf-keras-vis"]
-    modes += [f"cxr explain {n}" for n in args.explain_images]
+    for n in args.explain_images:
+        modes += [f"cxr explain {n}", f"cold inference {n}"]
     modes += ["engine xla"] if args.xla else []
     return {mode: measure(mode, case, args) for mode in modes}
 
@@ -324,7 +355,9 @@ def report(case: str, rounds: list[dict[str, dict]], args: argparse.Namespace) -
     # (mode, baseline, digits): how many times faster than the others; the whole run against the
     # ceiling of the fused model it runs
     pairs = [("engine gradcam", "loop", 1), ("engine gradcam", "tf-keras-vis", 1)]
-    pairs += [(m, "inference fused", 2) for m in rate if m.startswith("cxr explain")]
+    for n in args.explain_images:
+        pairs += [(f"cxr explain {n}", "inference fused", 2)]
+        pairs += [(f"cxr explain {n}", f"cold inference {n}", 2)]
     for mode, other, digits in pairs:
         ratios = [g / o for g, o in zip(rate[mode], rate[other], strict=True)]
         print(f"{f'{mode} / {other}':>34} | {'':>24} | {spread(ratios, digits):>22}")
