@@ -72,10 +72,10 @@ def curves_of_maps(
     baseline: np.ndarray | None = None,
     multi_label: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """perturbation_curves for several maps of the same images at once: an image whose pixels
-    changed at a step are the same for two maps (every map at the first and the last step; maps
-    that rank alike, such as Grad-CAM's and HiResCAM's, at most) goes through the model once.
-    Memory stays O(batch) images beside the maps' rankings."""
+    """perturbation_curves for several maps of the same images at once: an image goes through the
+    model once per step for all the maps that change the same pixels of it there (every map at
+    the first and the last step; maps that rank alike, such as Grad-CAM's and HiResCAM's, at
+    every step). Memory stays O(batch) images beside the maps' rankings."""
     baseline = np.zeros_like(images) if baseline is None else baseline
     count, height, width = images.shape[:3]
     pixels = height * width
@@ -96,15 +96,16 @@ def curves_of_maps(
                     made.append((m, i))
                 where[m, i] = first[key]
         probs = []  # (deleted, inserted) of each variant
-        for start in range(0, len(made), max(1, batch // 2)):
-            part = made[start : start + max(1, batch // 2)]
-            mask = np.zeros((len(part), pixels), dtype=bool)
+        half = max(1, batch // 2)  # a batch: half of them deleted, the same half inserted
+        for start in range(0, len(made), half):
+            part = made[start : start + half]
+            gone = np.zeros((len(part), pixels), dtype=bool)
             for row, (m, i) in enumerate(part):
-                mask[row, orders[m][i, :changed]] = True
-            mask = mask.reshape(len(part), height, width, 1)
+                gone[row, orders[m][i, :changed]] = True
+            gone = gone.reshape(len(part), height, width, 1)
             which = [i for _, i in part]
             kept, canvas = images[which], baseline[which]
-            variants = np.concatenate([np.where(mask, canvas, kept), np.where(mask, kept, canvas)])
+            variants = np.concatenate([np.where(gone, canvas, kept), np.where(gone, kept, canvas)])
             out = output_probabilities(batched_logits(model, variants, batch), multi_label)
             probs.append(np.stack([out[: len(part)], out[len(part) :]], axis=1))
         probs = np.concatenate(probs)  # (variants, 2, classes)

@@ -83,9 +83,8 @@ def intervention_rows(
     before = class_probabilities(logits)[np.arange(len(images)), called]
     chest = [(c == REGIONS.index("lung")) | (c == REGIONS.index("between")) for c in codes]
     rows = []
-    with ThreadPoolExecutor(
-        max_workers=os.cpu_count() or 1
-    ) as pool:  # the factorisations free the GIL
+    # the factorisations free the GIL: a thread per core
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for region in TESTED:
             jobs, kept = [], []
             for i, image in enumerate(images):

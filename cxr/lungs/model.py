@@ -9,6 +9,7 @@ its figures and terms.
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 
 import keras
@@ -68,26 +69,23 @@ def to_input(images: list[np.ndarray], size: int = INPUT_SIZE) -> np.ndarray:
     out = np.empty((len(images), size, size, 1), dtype=np.float32)
     for where in same_shape_groups(images).values():
         stacked = tf.constant(np.stack([images[i] for i in where]))
-        out[where] = _squash(stacked, tf.constant((size, size))).numpy()
+        out[where] = squash()(stacked, tf.constant((size, size))).numpy()
     return out
 
 
-def _squash(stacked, size):
-    """uint8 (N, H, W) -> float32 (N, size, size, 1): traced once per film size (the eager resize
-    and its float copy in numpy cost 1.6 times as much)."""
+@cache
+def squash():
+    """uint8 (N, H, W), size -> float32 (N, size, size, 1), as one traced function whose shapes
+    generalise (the eager resize and its float copy in numpy took 1.6 times as long)."""
     import tensorflow as tf
 
-    global _SQUASH
-    if _SQUASH is None:
-        _SQUASH = tf.function(
-            lambda x, to: tf.image.resize(tf.cast(x, tf.float32)[..., None], to, antialias=True),
-            autograph=False,
-            reduce_retracing=True,
-        )
-    return _SQUASH(stacked, size)
-
-
-_SQUASH = None
+    return tf.function(
+        lambda films, size: tf.image.resize(
+            tf.cast(films, tf.float32)[..., None], size, antialias=True
+        ),
+        autograph=False,
+        reduce_retracing=True,
+    )
 
 
 def same_shape_groups(images: list[np.ndarray]) -> dict[tuple[int, ...], list[int]]:
