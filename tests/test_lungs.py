@@ -38,6 +38,23 @@ def test_plausible_masks_by_hand() -> None:
     assert mask_problem(speck) == ""
 
 
+def test_films_are_squashed_as_each_alone_by_tensorflows_resize() -> None:
+    """to_input's one traced resize per film size gives each film what TensorFlow's own
+    antialiased resize of it alone gives (the squash the U-Net was trained on)."""
+    import tensorflow as tf
+
+    from cxr.lungs.model import to_input
+
+    rng = np.random.default_rng(0)
+    films = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(96, 103)] * 3]
+    films += [rng.integers(0, 256, (150, 120), dtype=np.uint8)]
+    alone = [
+        tf.image.resize(f[None, ..., None].astype(np.float32), (64, 64), antialias=True)[0]
+        for f in films
+    ]
+    np.testing.assert_array_equal(to_input(films, 64), np.stack(alone))
+
+
 @pytest.fixture(scope="module")
 def nih_lungs(nih_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     dest = tmp_path_factory.mktemp("lungs")
