@@ -84,7 +84,8 @@ def data_section(cfg: Config, trained: Config, folds: list[int]) -> Section:
     named = (known_patients(split["patient_id"]) != "").mean()
     lines = [
         f"- Dataset {md(trained.data.dataset)} from source {md(info.get('source', 'unknown'))}"
-        f" (task {md(info.get('task'))}), made by cxr {md(info.get('cxr_version', '?'))} on "
+        + (f" (task {md(info['task'])})" if info.get("task") else "")
+        + f", made by cxr {md(info.get('cxr_version', '?'))} on "
         f"{md(info.get('created', '?'))}",
         f"- {len(split)} images, {len(set(patient_keys(split)))} patients, "
         f"{info.get('folds', '?')} folds grouped by patient; classes: "

@@ -82,3 +82,23 @@ def test_audit_lines_link_the_review_page_filtered_to_their_images(tmp_path) -> 
     assert "#predicted=normal&region=border)" in text
     pooled = audit_lines_of(replace(summary, fold=None), tmp_path)
     assert not any("](" in line for line in pooled)
+
+
+def test_a_dataset_without_a_task_is_described_without_one(trained_run) -> None:
+    """A folder import has no task: the card's data line leaves it out rather than saying None."""
+    dataset = trained_run.data.dataset_dir / "dataset.json"
+    original = dataset.read_text()
+    folder = trained_run.experiment.output_dir / trained_run.experiment.name
+    try:
+        dataset.write_text(json.dumps(json.loads(original) | {"task": None}))
+        write_model_card(trained_run)
+        line = next(
+            x for x in (folder / "MODEL_CARD.md").read_text().splitlines() if "Dataset" in x
+        )
+        assert "(task" not in line and ", made by cxr" in line
+        dataset.write_text(json.dumps(json.loads(original) | {"task": "pneumonia"}))
+        write_model_card(trained_run)
+        assert "(task pneumonia), made by cxr" in (folder / "MODEL_CARD.md").read_text()
+    finally:
+        dataset.write_text(original)
+        write_model_card(trained_run)
