@@ -36,7 +36,7 @@ Record = TypeVar("Record")
 @dataclass(frozen=True)
 class Findings:
     evaluation: Evaluation | None  # pooled out of fold
-    external: list[ExternalEvaluation]  # by dataset name
+    external: list[ExternalEvaluation]  # one per external dataset, by its folder name
     explained: dict[int, ExplainSummary]  # by fold
     audits: list[AuditSummary]  # the pooled audit where there is one, else each fold's
     data_randomisation: dict[int, DataRandomisation]  # by fold
